@@ -1,0 +1,71 @@
+"""Additive secret sharing over Z_2^64.
+
+share(x, k) returns k arrays whose wrapping sum is x.  The first k-1 are uniformly
+random words; each alone, or any k-1 together, is independent of x.  Randomness comes
+from AES-256-CTR keyed from os.urandom (a CSPRNG, about 1 GB/s here); a deterministic
+`Randomness` with a fixed key is used only by known-answer tests.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from .errors import ParameterError
+
+
+class Randomness:
+    """A stream of uniformly random uint64 words from AES-256-CTR.
+
+    The default key is drawn from os.urandom; pass `key` only in tests that pin output.
+    """
+
+    def __init__(self, key: bytes | None = None):
+        key = os.urandom(32) if key is None else key
+        if len(key) != 32:
+            raise ParameterError.bad("key", "32 bytes", f"{len(key)} bytes")
+        self._enc = Cipher(algorithms.AES(key), modes.CTR(b"\x00" * 16)).encryptor()
+
+    def words(self, n: int) -> np.ndarray:
+        buf = self._enc.update(bytes(8 * n))
+        return np.frombuffer(buf, dtype=np.uint64, count=n)
+
+    def uint64(self, shape) -> np.ndarray:
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        return self.words(int(np.prod(shape, dtype=np.int64))).reshape(shape)
+
+
+_default: Randomness | None = None
+
+
+def default_randomness() -> Randomness:
+    """A process-wide CSPRNG stream, created lazily (re-keyed per process)."""
+    global _default
+    if _default is None:
+        _default = Randomness()
+    return _default
+
+
+def share(x: np.ndarray, k: int, rng: Randomness | None = None) -> list[np.ndarray]:
+    """Split uint64 array x into k additive shares modulo 2^64."""
+    if not isinstance(k, int) or k < 2:
+        raise ParameterError.bad("k", "an int >= 2", k)
+    x = np.asarray(x, dtype=np.uint64)
+    rng = rng or default_randomness()
+    shares = [rng.uint64(x.shape) for _ in range(k - 1)]
+    last = x.copy()
+    for s in shares:
+        last -= s
+    return shares + [last]
+
+
+def reconstruct(shares: list[np.ndarray]) -> np.ndarray:
+    """Wrapping sum of shares."""
+    if not shares:
+        raise ParameterError.bad("shares", "at least one array", shares)
+    total = np.array(shares[0], dtype=np.uint64, copy=True)
+    for s in shares[1:]:
+        total += np.asarray(s, dtype=np.uint64)
+    return total

@@ -1,0 +1,161 @@
+"""The Transport interface that every protocol talks through, and its in-memory version.
+
+Protocol code never imports a socket: a role calls `send(src, dst, stage, payload)` and
+`recv(me, stage, src)`.  A payload is a flat dict of str -> numpy array, int, float,
+str, bool, None, or lists/dicts of those.  Every message is encoded to bytes by
+`encode_message` on the way out, exactly as the network transport would send it, so
+byte counts are real and a `recorder` sees what actually crossed.
+
+Counting: `stats` holds messages and bytes per (src, dst) pair.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import msgpack
+import numpy as np
+
+from .errors import FormatError, PeerFailure, ProtocolError
+
+WIRE_VERSION = 1
+_ALLOWED_DTYPES = {"<u8", "<i8", "<f8", "<f4", "<i4", "<u4", "<u2", "<u1", "|u1", "|b1", "<i2"}
+
+
+@dataclass(frozen=True)
+class Message:
+    src: str
+    dst: str
+    stage: str
+    payload: dict[str, Any]
+    size: int
+
+
+def _pack_default(obj):
+    if isinstance(obj, np.ndarray):
+        arr = np.ascontiguousarray(obj)
+        return msgpack.ExtType(1, msgpack.packb(
+            [arr.dtype.str, list(arr.shape), arr.tobytes()], use_bin_type=True))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot send a {type(obj).__name__}")
+
+
+def _unpack_ext(code, data):
+    if code != 1:
+        raise FormatError("unknown extension type in message")
+    dtype, shape, raw = msgpack.unpackb(data, raw=False)
+    if dtype not in _ALLOWED_DTYPES:
+        raise FormatError(f"array dtype {dtype!r} is not allowed on the wire")
+    arr = np.frombuffer(raw, dtype=np.dtype(dtype))
+    if int(np.prod(shape, dtype=np.int64)) != arr.size:
+        raise FormatError("array shape does not match its data")
+    return arr.reshape(shape)
+
+
+def encode_message(src: str, dst: str, stage: str, payload: dict[str, Any]) -> bytes:
+    return msgpack.packb([WIRE_VERSION, src, dst, stage, payload],
+                         default=_pack_default, use_bin_type=True)
+
+
+def decode_message(data: bytes) -> Message:
+    try:
+        version, src, dst, stage, payload = msgpack.unpackb(
+            data, ext_hook=_unpack_ext, raw=False, strict_map_key=False)
+    except FormatError:
+        raise
+    except Exception as exc:  # msgpack raises several types for bad input
+        raise FormatError(f"malformed message: {exc.__class__.__name__}") from None
+    if version != WIRE_VERSION:
+        raise FormatError(f"wire version {version!r}, expected {WIRE_VERSION}")
+    if not isinstance(payload, dict):
+        raise FormatError("message payload is not a map")
+    return Message(src, dst, stage, payload, len(data))
+
+
+class Transport(ABC):
+    """Point-to-point, in-order messaging between named roles."""
+
+    def __init__(self, recorder: Callable[[Message], None] | None = None):
+        self.recorder = recorder
+        self._lock = threading.Lock()
+        self.stats: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+
+    def _count(self, msg: Message) -> None:
+        with self._lock:
+            entry = self.stats[(msg.src, msg.dst)]
+            entry[0] += 1
+            entry[1] += msg.size
+        if self.recorder is not None:
+            self.recorder(msg)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(v[1] for v in self.stats.values())
+
+    @property
+    def total_messages(self) -> int:
+        return sum(v[0] for v in self.stats.values())
+
+    @abstractmethod
+    def send(self, src: str, dst: str, stage: str, payload: dict[str, Any]) -> None:
+        """Deliver one message from src to dst."""
+
+    @abstractmethod
+    def _next(self, me: str, timeout: float | None) -> Message:
+        """Next message addressed to `me`, or raise PeerFailure on timeout."""
+
+    def recv(self, me: str, stage: str, src: str | None = None,
+             timeout: float | None = None) -> Message:
+        """The next message for `me`; it must be at `stage` (and from `src` if given).
+
+        A message at another stage is a protocol violation, except `abort`, which a
+        peer sends when it fails: it is raised as PeerFailure naming the sender.
+        """
+        msg = self._next(me, timeout)
+        if msg.stage == "abort":
+            raise PeerFailure(msg.payload.get("peer", msg.src), msg.payload.get("reason", "aborted"))
+        if msg.stage != stage or (src is not None and msg.src != src):
+            raise ProtocolError(
+                f"{me}: expected stage {stage!r} from {src or 'any peer'}, "
+                f"got stage {msg.stage!r} from {msg.src}")
+        return msg
+
+    def close(self) -> None:
+        """Release resources (sockets, threads)."""
+
+
+class InMemoryTransport(Transport):
+    """Queues between roles running as threads in one process (the default)."""
+
+    def __init__(self, recorder: Callable[[Message], None] | None = None,
+                 default_timeout: float | None = 600.0):
+        super().__init__(recorder)
+        self._queues: dict[str, queue.Queue] = defaultdict(queue.Queue)
+        self._qlock = threading.Lock()
+        self.default_timeout = default_timeout
+
+    def _queue(self, name: str) -> queue.Queue:
+        with self._qlock:
+            return self._queues[name]
+
+    def send(self, src: str, dst: str, stage: str, payload: dict[str, Any]) -> None:
+        data = encode_message(src, dst, stage, payload)
+        msg = decode_message(data)  # what the receiver gets is what crossed, byte for byte
+        self._count(msg)
+        self._queue(dst).put(msg)
+
+    def _next(self, me: str, timeout: float | None) -> Message:
+        timeout = self.default_timeout if timeout is None else timeout
+        start = time.monotonic()
+        try:
+            return self._queue(me).get(timeout=timeout)
+        except queue.Empty:
+            raise PeerFailure("peers of " + me,
+                              f"no message within {time.monotonic() - start:.1f}s") from None
