@@ -1,0 +1,377 @@
+"""A self-contained HTML report of a demo run: figures, numbers, nothing external.
+
+``write_report(path, results)`` is a pure function of its arguments: it draws the
+figures with matplotlib's Agg canvas (no pyplot, so no global backend is touched),
+embeds each PNG as a base64 ``data:`` URI, writes the page to a temporary file next to
+``path`` and renames it into place, so a reader never sees a half-written report.
+
+The ``results`` schema (arrays may be lists or numpy arrays)::
+
+    {
+      "horizontal": {                       # required
+        "y_test": [0, 1, ...],              # binary labels of the shared held-out set
+        "scores": {                         # model name -> predicted probability, same length
+          "federated": [...], "centralized": [...],
+          "hospital:Cleveland": [...], ...  # a model trained by one hospital alone
+        },
+        "auc": {"federated": 0.91, ...},    # optional; computed from scores when absent
+        "groups": ["Cleveland", ...],       # optional; hospital of each test row, adds
+                                            # a figure of every model's AUC per hospital
+      },
+      "timings": {"step name": seconds, ...},   # required (may be empty)
+      "vertical": None | {                  # optional section
+        "auc": {"vertical (clinic+lab+insurer)": 0.87, "clinic only": 0.84, ...},
+        "y_test": [...], "scores": {...},   # optional, adds a ROC figure
+        ...                                 # any other scalars are listed in a table
+      },
+      "inference": None | {                 # optional section
+        "max_abs_diff": 3e-8,               # max |encrypted - plaintext| prediction
+        "n_queries": 100,                   # optional
+        "tolerance": 1e-6,                  # optional, default 1e-6
+        ...                                 # any other scalars are listed
+      },
+      "meta": {"title": "...", "dataset": "...", ...},   # optional; scalars listed
+    }
+
+Model names ``federated`` and ``centralized`` get fixed colours; every other name is
+drawn as a single-hospital model (``hospital:`` prefix stripped in labels).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import numbers
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from .errors import ParameterError
+
+DEFAULT_TOLERANCE = 1e-6
+_FIXED_COLOURS = {"federated": "#d62728", "centralized": "#1f77b4"}
+_OTHER_COLOURS = ["#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:980px;color:#222;line-height:1.45;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .7em;
+text-align:left}th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+figure{margin:1em 0}figcaption{font-size:.9em;color:#555}img{max-width:100%;height:auto}
+.ok{color:#1a7f37;font-weight:600}.bad{color:#b42318;font-weight:600}.muted{color:#666}
+"""
+
+
+# ---------------------------------------------------------------- validation
+
+def _mapping(value: Any, name: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise ParameterError.bad(name, "a dict", type(value).__name__)
+    return value
+
+
+def _vector(value: Any, name: str, n: int | None = None) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ParameterError.bad(name, "a 1-D array of numbers", type(value).__name__) from None
+    if arr.ndim != 1 or arr.size == 0:
+        raise ParameterError.bad(name, "a non-empty 1-D array", f"shape {arr.shape}")
+    if n is not None and arr.size != n:
+        raise ParameterError.bad(name, f"length {n} (as y_test)", arr.size)
+    if not np.isfinite(arr).all():
+        raise ParameterError.bad(name, "finite numbers", "NaN or inf")
+    return arr
+
+
+def _roc_block(block: Mapping, name: str) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float]]:
+    """Validate a {y_test, scores, auc?} block; fill in AUCs that are not given."""
+    y = _vector(block.get("y_test"), f"{name}['y_test']")
+    if not set(np.unique(y).tolist()) <= {0.0, 1.0}:
+        raise ParameterError.bad(f"{name}['y_test']", "binary labels 0/1", sorted(set(np.unique(y).tolist()))[:5])
+    scores_in = _mapping(block.get("scores"), f"{name}['scores']")
+    if not scores_in:
+        raise ParameterError.bad(f"{name}['scores']", "at least one model's scores", {})
+    scores = {str(k): _vector(v, f"{name}['scores'][{k!r}]", y.size) for k, v in scores_in.items()}
+    auc_in = _mapping(block.get("auc", {}), f"{name}['auc']")
+    both_classes = len(np.unique(y)) == 2
+    auc: dict[str, float] = {}
+    for model, s in scores.items():
+        if model in auc_in:
+            auc[model] = _number(auc_in[model], f"{name}['auc'][{model!r}]")
+        else:
+            auc[model] = float(roc_auc_score(y, s)) if both_classes else math.nan
+    for model, value in auc_in.items():
+        auc.setdefault(str(model), _number(value, f"{name}['auc'][{model!r}]"))
+    return y, scores, auc
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ParameterError.bad(name, "a number", value)
+    return float(value)
+
+
+# ---------------------------------------------------------------- figures
+
+def _label(model: str) -> str:
+    return f"{model.split(':', 1)[1]} only" if model.startswith("hospital:") else model
+
+
+def _colours(models: list[str]) -> dict[str, str]:
+    out, others = {}, iter(_OTHER_COLOURS * (1 + len(models) // len(_OTHER_COLOURS)))
+    for m in models:
+        out[m] = _FIXED_COLOURS.get(m) or next(others)
+    return out
+
+
+def _order(models: list[str]) -> list[str]:
+    """federated, centralized first; then the rest in the caller's order."""
+    head = [m for m in ("federated", "centralized") if m in models]
+    return head + [m for m in models if m not in head]
+
+
+def _png(fig: Figure) -> str:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _roc_figure(y: np.ndarray, scores: dict[str, np.ndarray], auc: dict[str, float], title: str) -> str:
+    fig = Figure(figsize=(6.4, 5.4))
+    ax = fig.add_subplot()
+    models = _order(list(scores))
+    colours = _colours(models)
+    for m in models:
+        fpr, tpr, _ = roc_curve(y, scores[m])
+        single = m not in _FIXED_COLOURS
+        ax.plot(fpr, tpr, color=colours[m], lw=1.3 if single else 2.4, ls="--" if single else "-",
+                label=f"{_label(m)} (AUC {auc[m]:.3f})")
+    ax.plot([0, 1], [0, 1], color="#999", lw=0.8, ls=":")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _auc_bars(auc: dict[str, float], title: str) -> str:
+    models = _order(list(auc))
+    colours = _colours(models)
+    fig = Figure(figsize=(6.8, 0.9 + 0.45 * len(models)))
+    ax = fig.add_subplot()
+    values = [auc[m] if math.isfinite(auc[m]) else 0.0 for m in models]
+    ys = np.arange(len(models))[::-1]
+    ax.barh(ys, values, color=[colours[m] for m in models])
+    for yy, m, v in zip(ys, models, values):
+        ax.text(v + 0.005, yy, f"{auc[m]:.3f}" if math.isfinite(auc[m]) else "n/a", va="center", fontsize=8)
+    ax.set_yticks(ys, [_label(m) for m in models])
+    ax.axvline(0.5, color="#999", lw=0.8, ls=":")
+    ax.set(xlim=(0, 1.08), xlabel="AUC on the held-out set", title=title)
+    return _png(fig)
+
+
+def _group_bars(y: np.ndarray, scores: dict[str, np.ndarray], groups: np.ndarray) -> str:
+    models = _order(list(scores))
+    colours = _colours(models)
+    hospitals = list(dict.fromkeys(groups.tolist()))
+    width = 0.8 / len(models)
+    fig = Figure(figsize=(max(6.4, 1.6 * len(hospitals)), 4.2))
+    ax = fig.add_subplot()
+    for j, m in enumerate(models):
+        vals = []
+        for h in hospitals:
+            rows = groups == h
+            ok = len(np.unique(y[rows])) == 2
+            vals.append(float(roc_auc_score(y[rows], scores[m][rows])) if ok else math.nan)
+        ax.bar(np.arange(len(hospitals)) + (j - (len(models) - 1) / 2) * width, vals, width,
+               color=colours[m], label=_label(m))
+    ax.set_xticks(np.arange(len(hospitals)), [f"{h}\n(n={int((groups == h).sum())})" for h in hospitals])
+    ax.axhline(0.5, color="#999", lw=0.8, ls=":")
+    ax.set(ylim=(0, 1.05), ylabel="AUC", title="AUC on each hospital's test patients")
+    ax.legend(fontsize=7, ncol=min(4, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    return _png(fig)
+
+
+def _timing_figure(timings: dict[str, float]) -> str:
+    steps = list(timings)
+    fig = Figure(figsize=(6.8, 0.9 + 0.4 * len(steps)))
+    ax = fig.add_subplot()
+    ys = np.arange(len(steps))[::-1]
+    vals = [timings[s] for s in steps]
+    ax.barh(ys, vals, color="#6b7fa3")
+    for yy, v in zip(ys, vals):
+        ax.text(v, yy, f" {_fmt_seconds(v)}", va="center", fontsize=8)
+    ax.set_yticks(ys, steps)
+    ax.set(xlabel="seconds (wall clock)", title="Timings", xlim=(0, max(vals) * 1.25 if max(vals) > 0 else 1))
+    return _png(fig)
+
+
+# ---------------------------------------------------------------- html
+
+def _fmt_seconds(v: float) -> str:
+    return f"{v * 1000:.1f} ms" if v < 1 else f"{v:.2f} s"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        v = float(value)
+        return "n/a" if not math.isfinite(v) else (f"{v:.3g}" if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6) else f"{v:.4f}".rstrip("0").rstrip("."))
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def _table(rows: list[tuple[str, Any]], head: tuple[str, str] = ("", "")) -> str:
+    out = ["<table>"]
+    if any(head):
+        out.append(f"<tr><th>{html.escape(head[0])}</th><th>{html.escape(head[1])}</th></tr>")
+    for key, value in rows:
+        cls = ' class="num"' if isinstance(value, numbers.Real) and not isinstance(value, bool) else ""
+        out.append(f"<tr><td>{html.escape(str(key))}</td><td{cls}>{html.escape(_fmt(value))}</td></tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _img(figure_id: str, b64: str, alt: str, caption: str) -> str:
+    return (f'<figure id="fig-{figure_id}"><img data-figure="{figure_id}" alt="{html.escape(alt)}" '
+            f'src="data:image/png;base64,{b64}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+
+
+def _scalars(block: Mapping, skip: set[str]) -> list[tuple[str, Any]]:
+    return [(str(k), v) for k, v in block.items()
+            if k not in skip and (v is None or isinstance(v, (str, numbers.Number, list, tuple)))]
+
+
+def _render(results: Mapping) -> str:
+    hz = _mapping(results.get("horizontal"), "results['horizontal']")
+    y, scores, auc = _roc_block(hz, "results['horizontal']")
+    groups = None
+    if hz.get("groups") is not None:
+        groups = np.asarray(hz["groups"], dtype=object)
+        if groups.shape != y.shape:
+            raise ParameterError.bad("results['horizontal']['groups']", f"length {y.size} (as y_test)", groups.shape)
+        groups = groups.astype(str)
+    timings_in = _mapping(results.get("timings"), "results['timings']")
+    timings = {str(k): _number(v, f"results['timings'][{k!r}]") for k, v in timings_in.items()}
+    if any(v < 0 for v in timings.values()):
+        raise ParameterError.bad("results['timings']", "non-negative seconds", timings)
+    meta = _mapping(results.get("meta") or {}, "results['meta']")
+    vertical = results.get("vertical")
+    inference = results.get("inference")
+
+    title = str(meta.get("title", "ppxgb demo report"))
+    created = str(meta.get("created", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="muted">Generated {html.escape(created)} by ppxgb. Every figure is embedded in this file.</p>',
+    ]
+    meta_rows = _scalars(meta, {"title", "created"})
+    if meta_rows:
+        parts += ["<h2>Run</h2>", _table(meta_rows)]
+
+    parts.append("<h2>Summary</h2>")
+    summary: list[tuple[str, Any]] = [(f"AUC, {_label(m)}", auc[m]) for m in _order(list(auc))]
+    summary.append(("held-out patients (positives)", f"{y.size} ({int(y.sum())})"))
+    if isinstance(vertical, Mapping) and isinstance(vertical.get("auc"), Mapping):
+        summary += [(f"vertical AUC, {k}", _number(v, f"results['vertical']['auc'][{k!r}]")) for k, v in vertical["auc"].items()]
+    if isinstance(inference, Mapping) and "max_abs_diff" in inference:
+        summary.append(("encrypted vs plaintext, max |diff|", _number(inference["max_abs_diff"], "results['inference']['max_abs_diff']")))
+    summary += [(f"time: {k}", _fmt_seconds(v)) for k, v in timings.items()]
+    parts.append(_table(summary, ("quantity", "value")))
+
+    parts.append("<h2>Horizontal training: hospitals with their own patients</h2>")
+    parts.append(_img("roc", _roc_figure(y, scores, auc, "ROC on the shared held-out set"),
+                      "ROC curves: federated, centralized and single-hospital models",
+                      "ROC curves of the federated model, the centralized model trained on the pooled rows, "
+                      "and each hospital's model trained on its own rows alone, all on the same held-out set."))
+    parts.append(_img("auc", _auc_bars(auc, "AUC per model"), "AUC bar chart per hospital model, federated and centralized",
+                      "AUC of each single-hospital model next to the federated and centralized models."))
+    if groups is not None:
+        parts.append(_img("auc-by-hospital", _group_bars(y, scores, groups), "AUC of every model on each hospital's test patients",
+                          "Each model evaluated on the test patients of one hospital at a time "
+                          "(no bar where those patients are all of one class, so AUC is undefined)."))
+
+    parts.append("<h2>Timings</h2>")
+    if timings:
+        parts.append(_img("timings", _timing_figure(timings), "bar chart of step timings", "Wall-clock seconds per step."))
+    else:
+        parts.append('<p class="muted">No timings were recorded.</p>')
+
+    if vertical is not None:
+        vb = _mapping(vertical, "results['vertical']")
+        parts.append("<h2>Vertical training: one set of patients, columns split across institutions</h2>")
+        if "y_test" in vb and "scores" in vb:
+            vy, vs, vauc = _roc_block(vb, "results['vertical']")
+            parts.append(_img("vertical-roc", _roc_figure(vy, vs, vauc, "Vertical: ROC on the held-out set"),
+                              "ROC curves of the vertical model", "ROC curves of the vertically trained model and baselines."))
+        elif isinstance(vb.get("auc"), Mapping):
+            parts.append(_table([(k, _number(v, f"results['vertical']['auc'][{k!r}]")) for k, v in vb["auc"].items()], ("model", "AUC")))
+        rows = _scalars(vb, {"auc", "y_test", "scores"})
+        if isinstance(vb.get("parties"), Mapping):
+            rows += [(f"party {k}", v if isinstance(v, (str, numbers.Number)) else _fmt(list(v))) for k, v in vb["parties"].items()]
+        if rows:
+            parts.append(_table(rows))
+
+    if inference is not None:
+        ib = _mapping(inference, "results['inference']")
+        parts.append("<h2>Encrypted inference check</h2>")
+        if "max_abs_diff" in ib:
+            diff = _number(ib["max_abs_diff"], "results['inference']['max_abs_diff']")
+            tol = _number(ib.get("tolerance", DEFAULT_TOLERANCE), "results['inference']['tolerance']")
+            ok = diff <= tol
+            parts.append(f'<p>Max |encrypted &minus; plaintext| prediction: <b>{html.escape(_fmt(diff))}</b> '
+                         f'(tolerance {html.escape(_fmt(tol))}): <span class="{"ok" if ok else "bad"}">'
+                         f'{"match" if ok else "MISMATCH"}</span></p>')
+        rows = _scalars(ib, {"max_abs_diff", "tolerance"})
+        if rows:
+            parts.append(_table(rows))
+
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(path: str | os.PathLike[str], results: Mapping[str, Any]) -> Path:
+    """Render ``results`` (schema in the module docstring) to a self-contained HTML
+    file at ``path``; return the absolute path. Writes atomically (temp + rename)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ParameterError.bad("path", "a file path", path)
+    results = _mapping(results, "results")
+    target = Path(path).expanduser().resolve()
+    if target.is_dir():
+        raise ParameterError.bad("path", "a file path, not a directory", str(path))
+    page = _render(results)  # validate and draw before touching the disk
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(page)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return target
