@@ -111,9 +111,10 @@ class Transport(ABC):
     def _next(self, me: str, timeout: float | None) -> Message:
         """Next message addressed to `me`, or raise PeerFailure on timeout."""
 
-    def recv(self, me: str, stage: str, src: str | None = None,
+    def recv(self, me: str, stage: str | tuple[str, ...], src: str | None = None,
              timeout: float | None = None) -> Message:
-        """The next message for `me`; it must be at `stage` (and from `src` if given).
+        """The next message for `me`; it must be at `stage` (one of them, if a tuple)
+        and from `src` if given.
 
         A message at another stage is a protocol violation, except `abort`, which a
         peer sends when it fails: it is raised as PeerFailure naming the sender.
@@ -121,7 +122,8 @@ class Transport(ABC):
         msg = self._next(me, timeout)
         if msg.stage == "abort":
             raise PeerFailure(msg.payload.get("peer", msg.src), msg.payload.get("reason", "aborted"))
-        if msg.stage != stage or (src is not None and msg.src != src):
+        stages = (stage,) if isinstance(stage, str) else tuple(stage)
+        if msg.stage not in stages or (src is not None and msg.src != src):
             raise ProtocolError(
                 f"{me}: expected stage {stage!r} from {src or 'any peer'}, "
                 f"got stage {msg.stage!r} from {msg.src}")

@@ -1,0 +1,98 @@
+"""Entry points: run a whole federation in-process over the in-memory transport."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from ppxgb.errors import ParameterError, PeerFailure
+from ppxgb.model import Ensemble, as_float32_matrix
+from ppxgb.transport import InMemoryTransport, Transport
+
+from .horizontal import role_names, run_coordinator, run_party, run_server
+from .params import TrainParams
+
+
+def _feature_names(parties: Sequence[tuple[Any, Any]]) -> list[str] | None:
+    names = [list(map(str, X.columns)) if hasattr(X, "columns") else None for X, _ in parties]
+    if all(n is None for n in names):
+        return None
+    if any(n != names[0] for n in names):
+        raise ParameterError("parties: every DataFrame must have the same columns in the same order")
+    return names[0]
+
+
+def _check_parties(parties) -> None:
+    if not isinstance(parties, (list, tuple)) or not parties:
+        raise ParameterError.bad("parties", "a non-empty list of (X, y) pairs", type(parties).__name__)
+    for i, item in enumerate(parties):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ParameterError.bad(f"parties[{i}]", "an (X, y) pair", type(item).__name__)
+        X = as_float32_matrix(item[0], name=f"parties[{i}] X")
+        y = np.asarray(item[1]).ravel()
+        if X.shape[0] == 0:
+            raise ParameterError.bad(f"parties[{i}] X", "at least one row", 0)
+        if len(y) != X.shape[0]:
+            raise ParameterError.bad(f"parties[{i}] y", f"{X.shape[0]} labels", len(y))
+
+
+def run_federation(params: dict[str, Any], parties, num_boost_round: int, n_servers: int,
+                   transport: Transport | None = None, progress=None,
+                   timeout: float | None = 600.0) -> tuple[Ensemble, Transport]:
+    """Run every role as a thread over one transport; returns the model and transport."""
+    TrainParams.from_dict(params)  # fail fast, before any thread starts
+    _check_parties(parties)
+    names = _feature_names(parties)
+    party_names, server_names, _ = role_names(len(parties), n_servers)
+    transport = transport or InMemoryTransport()
+    errors: list[BaseException] = []
+
+    def guard(fn, *args, **kw):
+        try:
+            fn(*args, **kw)
+        except PeerFailure:
+            pass  # the coordinator reports the failure
+        except BaseException as exc:  # recorded; the coordinator sees the abort message
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guard, args=(run_party, transport, n, X, y),
+                                kwargs={"servers": server_names, "timeout": timeout},
+                                daemon=True, name=n)
+               for n, (X, y) in zip(party_names, parties)]
+    threads += [threading.Thread(target=guard, args=(run_server, transport, s),
+                                 kwargs={"parties": party_names, "timeout": timeout},
+                                 daemon=True, name=s)
+                for s in server_names]
+    for t in threads:
+        t.start()
+    try:
+        model = run_coordinator(transport, params, num_boost_round, parties=party_names,
+                                servers=server_names, progress=progress, timeout=timeout,
+                                feature_names=names)
+    except PeerFailure as exc:
+        cause = next((e for e in errors if isinstance(e, ParameterError)), None)
+        if cause is not None:
+            raise cause from None
+        raise
+    for t in threads:
+        t.join(timeout=30)
+    return model, transport
+
+
+def train_horizontal(params: dict[str, Any], parties: Sequence[tuple[Any, Any]],
+                     num_boost_round: int = 10, n_servers: int = 2, *, progress=None,
+                     transport: Transport | None = None, timeout: float | None = 600.0):
+    """Train one XGBoost model over hospitals that hold the same features for different patients.
+
+    parties: list of (X, y), one per hospital; X a numpy array or DataFrame with NaN for
+    missing. Each party sends only additive shares to n_servers (2 to 4) compute
+    servers; the coordinator opens only sums over all parties. Returns an
+    xgboost.Booster.
+    """
+    if progress is None:
+        from .progress import default_progress
+        progress = default_progress()
+    model, _ = run_federation(params, parties, num_boost_round, n_servers, transport, progress, timeout)
+    return model.to_booster()
