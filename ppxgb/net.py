@@ -151,7 +151,7 @@ class NetworkTransport(Transport):
         deadline = self._started + self.connect_timeout
         delay = 0.02
         last = "no attempt"
-        while not self._closing.is_set():
+        while not self._closing.is_set() and peer not in self._said_bye:
             sock = None
             try:
                 sock = socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic()))
@@ -310,8 +310,14 @@ class NetworkTransport(Transport):
         out = self._out.get(dst)
         if out is None:
             raise ParameterError.bad("dst", f"one of {sorted(self._out)}", dst)
-        if not out.ready.wait(self.connect_timeout):
-            raise PeerFailure(dst, f"not connected after {self.connect_timeout:g}s")
+        deadline = time.monotonic() + self.connect_timeout
+        while not out.ready.wait(0.05):
+            if dst in self._said_bye or self._closing.is_set():
+                break
+            if time.monotonic() > deadline:
+                raise PeerFailure(dst, f"not connected after {self.connect_timeout:g}s")
+        if self._closing.is_set():
+            raise PeerFailure(self.me, "transport is closed")
         if dst in self._said_bye:
             raise PeerFailure(dst, "has already closed its transport")
         if out.dead or out.sock is None:
@@ -367,9 +373,14 @@ class NetworkTransport(Transport):
     def sent_messages(self) -> int:
         return sum(v[0] for v in self.sent.values())
 
-    def abort(self, peer: str, reason: str) -> None:
-        """Tell every reachable peer that this run failed because of `peer` (best effort)."""
+    def abort(self, peer: str, reason: str, wait: float = 2.0) -> None:
+        """Tell every reachable peer that this run failed because of `peer` (best effort).
+
+        Waits up to `wait` seconds in all for connections that are still being set up.
+        """
+        deadline = time.monotonic() + wait
         for dst, out in self._out.items():
+            out.ready.wait(max(0.0, deadline - time.monotonic()))
             if dst in self._said_bye or not out.ready.is_set() or out.dead:
                 continue
             try:
