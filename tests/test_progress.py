@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from ppxgb.training.progress import Progress
+from ppxgb.training.progress import Progress, default_progress
 
 
 class FakeTTY(io.StringIO):
@@ -71,3 +71,11 @@ def test_unknown_total_and_long_times():
     clock.t += 3725
     progress.update(0)
     assert stream.getvalue() == "round 1 elapsed 1h02m\n"
+
+
+def test_default_progress_and_forced_tty_style():
+    assert default_progress(io.StringIO()).enabled is False
+    assert default_progress(FakeTTY()).enabled is True
+    stream, clock = io.StringIO(), Clock()
+    _run(Progress(stream=stream, enabled=True, tty=True, clock=clock), clock, rounds=2)
+    assert stream.getvalue().count("\r") == 2 and stream.getvalue().endswith("\n")

@@ -5,6 +5,8 @@ boosting round, then `close()`. On a TTY the reporter redraws one line in place 
 the round, a bar, elapsed time, an ETA and a few numbers from `info`. When the stream is
 not a terminal (a pipe, a log file, CI) it writes nothing, unless `enabled=True`, in
 which case it writes one plain line per round. Stream and clock are injectable.
+(`tty=True` forces in-place redraws, for a parent process that relays a child's
+stderr to its own terminal.)
 """
 
 from __future__ import annotations
@@ -41,10 +43,12 @@ class Progress:
     """Reports boosting rounds; silent unless the stream is a terminal or enabled=True."""
 
     def __init__(self, stream: TextIO | None = None, enabled: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic, label: str = "round"):
+                 clock: Callable[[], float] = time.monotonic, label: str = "round",
+                 tty: bool | None = None):
         self.stream = sys.stderr if stream is None else stream
         isatty = getattr(self.stream, "isatty", None)
-        self.tty = bool(isatty()) if callable(isatty) else False
+        detected = bool(isatty()) if callable(isatty) else False
+        self.tty = detected if tty is None else bool(tty)  # tty=True: redraw in place anyway
         self.enabled = self.tty if enabled is None else bool(enabled)
         self.clock = clock
         self.label = label
@@ -102,3 +106,8 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def default_progress(stream: TextIO | None = None) -> Progress:
+    """The reporter `train_horizontal` uses when given none: a bar on a TTY, else silent."""
+    return Progress(stream=stream)
