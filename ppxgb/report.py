@@ -272,8 +272,32 @@ def _render(results: Mapping) -> str:
     if any(v < 0 for v in timings.values()):
         raise ParameterError.bad("results['timings']", "non-negative seconds", timings)
     meta = _mapping(results.get("meta") or {}, "results['meta']")
+    # Optional sections, validated before anything is drawn.
     vertical = results.get("vertical")
+    vb: Mapping | None = None
+    v_roc = None
+    v_auc: dict[str, float] = {}
+    if vertical is not None:
+        vb = _mapping(vertical, "results['vertical']")
+        if "y_test" in vb or "scores" in vb:
+            v_roc = _roc_block(vb, "results['vertical']")
+            v_auc = v_roc[2]
+        else:
+            auc_in = _mapping(vb.get("auc", {}), "results['vertical']['auc']")
+            v_auc = {str(k): _number(v, f"results['vertical']['auc'][{k!r}]") for k, v in auc_in.items()}
+        _mapping(vb.get("parties", {}), "results['vertical']['parties']")
     inference = results.get("inference")
+    ib: Mapping | None = None
+    diff = tol = math.nan
+    has_diff = False
+    if inference is not None:
+        ib = _mapping(inference, "results['inference']")
+        has_diff = "max_abs_diff" in ib
+        if has_diff:
+            diff = _number(ib["max_abs_diff"], "results['inference']['max_abs_diff']")
+            if diff < 0:
+                raise ParameterError.bad("results['inference']['max_abs_diff']", "a non-negative number", diff)
+            tol = _number(ib.get("tolerance", DEFAULT_TOLERANCE), "results['inference']['tolerance']")
 
     title = str(meta.get("title", "ppxgb demo report"))
     created = str(meta.get("created", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
@@ -291,10 +315,9 @@ def _render(results: Mapping) -> str:
     parts.append("<h2>Summary</h2>")
     summary: list[tuple[str, Any]] = [(f"AUC, {_label(m)}", auc[m]) for m in _order(list(auc))]
     summary.append(("held-out patients (positives)", f"{y.size} ({int(y.sum())})"))
-    if isinstance(vertical, Mapping) and isinstance(vertical.get("auc"), Mapping):
-        summary += [(f"vertical AUC, {k}", _number(v, f"results['vertical']['auc'][{k!r}]")) for k, v in vertical["auc"].items()]
-    if isinstance(inference, Mapping) and "max_abs_diff" in inference:
-        summary.append(("encrypted vs plaintext, max |diff|", _number(inference["max_abs_diff"], "results['inference']['max_abs_diff']")))
+    summary += [(f"vertical AUC, {k}", v) for k, v in v_auc.items()]
+    if has_diff:
+        summary.append(("encrypted vs plaintext, max |diff|", diff))
     summary += [(f"time: {k}", _fmt_seconds(v)) for k, v in timings.items()]
     parts.append(_table(summary, ("quantity", "value")))
 
@@ -316,28 +339,23 @@ def _render(results: Mapping) -> str:
     else:
         parts.append('<p class="muted">No timings were recorded.</p>')
 
-    if vertical is not None:
-        vb = _mapping(vertical, "results['vertical']")
+    if vb is not None:
         parts.append("<h2>Vertical training: one set of patients, columns split across institutions</h2>")
-        if "y_test" in vb and "scores" in vb:
-            vy, vs, vauc = _roc_block(vb, "results['vertical']")
-            parts.append(_img("vertical-roc", _roc_figure(vy, vs, vauc, "Vertical: ROC on the held-out set"),
+        if v_roc is not None:
+            parts.append(_img("vertical-roc", _roc_figure(*v_roc, "Vertical: ROC on the held-out set"),
                               "ROC curves of the vertical model", "ROC curves of the vertically trained model and baselines."))
-        elif isinstance(vb.get("auc"), Mapping):
-            parts.append(_table([(k, _number(v, f"results['vertical']['auc'][{k!r}]")) for k, v in vb["auc"].items()], ("model", "AUC")))
-        rows = _scalars(vb, {"auc", "y_test", "scores"})
-        if isinstance(vb.get("parties"), Mapping):
-            rows += [(f"party {k}", v if isinstance(v, (str, numbers.Number)) else _fmt(list(v))) for k, v in vb["parties"].items()]
+        if v_auc:
+            parts.append(_table(list(v_auc.items()), ("model", "AUC")))
+        rows = _scalars(vb, {"auc", "y_test", "scores", "parties"})
+        rows += [(f"party {k}", _fmt(v) if isinstance(v, (list, tuple, str, numbers.Number)) else str(v))
+                 for k, v in vb.get("parties", {}).items()]
         if rows:
             parts.append(_table(rows))
 
-    if inference is not None:
-        ib = _mapping(inference, "results['inference']")
+    if ib is not None:
         parts.append("<h2>Encrypted inference check</h2>")
-        if "max_abs_diff" in ib:
-            diff = _number(ib["max_abs_diff"], "results['inference']['max_abs_diff']")
-            tol = _number(ib.get("tolerance", DEFAULT_TOLERANCE), "results['inference']['tolerance']")
-            ok = diff <= tol
+        if has_diff:
+            ok = diff <= tol  # False for NaN: a NaN difference is a mismatch
             parts.append(f'<p>Max |encrypted &minus; plaintext| prediction: <b>{html.escape(_fmt(diff))}</b> '
                          f'(tolerance {html.escape(_fmt(tol))}): <span class="{"ok" if ok else "bad"}">'
                          f'{"match" if ok else "MISMATCH"}</span></p>')
