@@ -95,6 +95,8 @@ def split_horizontal(
     without replacement. A DataFrame ``X`` keeps its columns (index reset to 0..n-1).
     """
     X, y_arr = _check_xy(X, y)
+    sizes = sizes.tolist() if isinstance(sizes, np.ndarray) else sizes
+    case_mix = case_mix.tolist() if isinstance(case_mix, np.ndarray) else case_mix
     if isinstance(n_parties, bool) or not isinstance(n_parties, numbers.Integral) or not 1 <= n_parties <= len(y_arr):
         raise ParameterError.bad("n_parties", f"an int between 1 and {len(y_arr)}", n_parties)
     rng = np.random.default_rng(_check_seed(seed))

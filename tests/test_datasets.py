@@ -178,12 +178,12 @@ def test_split_horizontal_iid_equal_sizes_disjoint_and_complete(xy):
         assert list(Xp.index) == list(range(len(Xp)))
 
 
-@pytest.mark.parametrize("sizes", [[0.5, 0.3, 0.2], [1500, 900, 600], [100, 200, 50]])
+@pytest.mark.parametrize("sizes", [[0.5, 0.3, 0.2], [1500, 900, 600], [100, 200, 50], np.array([10, 20, 30])])
 def test_split_horizontal_sizes(xy, sizes):
     X, y = xy
     parts = split_horizontal(X, y, 3, sizes=sizes, seed=0)
     got = [len(p[1]) for p in parts]
-    want = [round(s * len(y)) for s in sizes] if isinstance(sizes[0], float) else sizes
+    want = [round(s * len(y)) for s in sizes] if isinstance(sizes[0], float) else list(sizes)
     assert got == want
 
 
