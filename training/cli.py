@@ -1,0 +1,557 @@
+"""`ppxgb party | server | coordinator | federation`: horizontal training as OS processes.
+
+Each role runs in its own process and talks over `NetworkTransport` (mutual TLS by
+default). Every role reads the same PEERS.json:
+
+    {"version": 1, "coordinator": "coordinator",
+     "parties": ["party-0", ...], "servers": ["server-0", ...],
+     "addresses": {"party-0": "127.0.0.1:40001", ...},
+     "tls": {"ca": "ca.pem", "roles": {"party-0": {"cert": "party-0.pem", "key": "party-0.key"}}}}
+
+Relative paths are taken from the directory of PEERS.json; `--cert/--key/--ca` override
+the "tls" section. Without TLS material a role refuses to start, unless `--insecure`.
+
+`ppxgb federation` simulates a whole federation on loopback: it writes a PEERS.json with
+free ports and a throw-away test PKI, starts every role with `python -m ppxgb.cli`,
+relays their output, and writes the model only if every role succeeded. If a role
+fails, the rest are stopped and the error names the role that failed.
+
+Model files are written atomically (a temporary file in the same directory, then
+`os.replace`), and only on success, so a failed run never leaves a partial model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ppxgb.errors import ParameterError, PeerFailure, PPXGBError
+from ppxgb.net import NetworkTransport, parse_address
+from ppxgb.tls import TLSConfig, make_test_pki
+
+PEERS_VERSION = 1
+DEFAULT_TIMEOUT = 30.0          # seconds of silence after which a peer is declared failed
+DEFAULT_STEP_TIMEOUT = 3600.0   # longest wait for any one protocol message
+
+
+# ===================================================================== small helpers
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` all at once: temp file in the same directory, fsync, replace."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a model file gets the usual mode
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_data(path: str, label: str | None) -> tuple[Any, np.ndarray]:
+    """(X, y) from a CSV (header row; empty cells are NaN) or an .npz holding X and y.
+
+    X comes back as a DataFrame for CSV (its columns are the feature names) and as an
+    array for .npz.
+    """
+    if not os.path.isfile(path):
+        raise ParameterError.bad("--data", "an existing CSV or .npz file", path)
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as npz:
+            if "X" not in npz or "y" not in npz:
+                raise ParameterError.bad("--data", "an .npz with arrays 'X' and 'y'", sorted(npz.files))
+            return np.asarray(npz["X"], dtype=np.float64), np.asarray(npz["y"])
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    if not label:
+        raise ParameterError.bad("--label", "the label column of the CSV", label)
+    if label not in frame.columns:
+        raise ParameterError.bad("--label", f"one of the columns of {path}", label)
+    X = frame.drop(columns=[label])
+    bad = [c for c in X.columns if not np.issubdtype(X[c].dtype, np.number)]
+    if bad:
+        raise ParameterError.bad("--data", "numeric feature columns", f"non-numeric column {bad[0]!r}")
+    return X.astype(np.float64), frame[label].to_numpy()
+
+
+def feature_names_of(path: str, label: str | None) -> list[str] | None:
+    """The feature columns of a CSV (its header without the label); None for .npz."""
+    if path.endswith(".npz"):
+        return None
+    import pandas as pd
+
+    columns = [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    if label not in columns:
+        raise ParameterError.bad("--label", f"one of the columns of {path}", label)
+    return [c for c in columns if c != label]
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct ports that were free a moment ago (held open together while choosing)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _json_arg(text: str, name: str) -> dict[str, Any]:
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParameterError.bad(name, "a JSON object (or @file)", f"invalid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise ParameterError.bad(name, "a JSON object", type(value).__name__)
+    return value
+
+
+# ========================================================================== PEERS.json
+
+class Peers:
+    """A parsed PEERS.json: who plays which role, where they listen, their TLS files."""
+
+    def __init__(self, doc: dict[str, Any], base: Path):
+        if not isinstance(doc, dict) or doc.get("version") != PEERS_VERSION:
+            raise ParameterError.bad("peers", f"a PEERS.json object with version {PEERS_VERSION}",
+                                     doc.get("version") if isinstance(doc, dict) else doc)
+        self.coordinator = doc.get("coordinator", "coordinator")
+        self.parties = list(doc.get("parties") or [])
+        self.servers = list(doc.get("servers") or [])
+        raw = doc.get("addresses")
+        if not isinstance(raw, dict):
+            raise ParameterError.bad("peers.addresses", "a map of role -> 'host:port'", raw)
+        self.addresses = {name: parse_address(addr) for name, addr in raw.items()}
+        for name in [self.coordinator, *self.parties, *self.servers]:
+            if name not in self.addresses:
+                raise ParameterError.bad("peers.addresses", f"an address for {name!r}", sorted(raw))
+        self.base = base
+        self.tls = doc.get("tls") or {}
+
+    @classmethod
+    def load(cls, path: str) -> "Peers":
+        try:
+            doc = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ParameterError.bad("--peers", "an existing PEERS.json", path) from None
+        except json.JSONDecodeError as exc:
+            raise ParameterError.bad("--peers", "valid JSON", f"{path}: {exc.msg}") from None
+        return cls(doc, Path(path).resolve().parent)
+
+    def _path(self, value: str | None) -> str | None:
+        return None if not value else str(self.base / value)
+
+    def tls_for(self, name: str, args: argparse.Namespace) -> TLSConfig | None:
+        """The role's TLS files: flags first, then PEERS.json; none is an error unless --insecure."""
+        if args.insecure:
+            print(f"ppxgb: WARNING: {name} runs WITHOUT TLS (--insecure): traffic is plaintext "
+                  "and peers are not authenticated", file=sys.stderr)
+            return None
+        mine = (self.tls.get("roles") or {}).get(name) or {}
+        cert = args.cert or self._path(mine.get("cert"))
+        key = args.key or self._path(mine.get("key"))
+        ca = args.ca or self._path(self.tls.get("ca"))
+        if not (cert and key and ca):
+            missing = [n for n, v in (("cert", cert), ("key", key), ("ca", ca)) if not v]
+            raise ParameterError(
+                f"tls: no {', '.join(missing)} for {name}: give --cert/--key/--ca or a 'tls' section "
+                "in PEERS.json (plaintext only with an explicit --insecure)")
+        config = TLSConfig(cert, key, ca)
+        config.check()
+        return config
+
+
+def write_peers(path: Path, parties: list[str], servers: list[str], coordinator: str,
+                host: str, tls: dict[str, TLSConfig] | None) -> dict[str, Any]:
+    names = [coordinator, *parties, *servers]
+    ports = free_ports(len(names), host)
+    doc: dict[str, Any] = {
+        "version": PEERS_VERSION, "coordinator": coordinator, "parties": parties, "servers": servers,
+        "addresses": {name: f"{host}:{port}" for name, port in zip(names, ports)},
+    }
+    if tls:
+        doc["tls"] = {"ca": str(Path(tls[names[0]].ca).resolve()),
+                      "roles": {n: {"cert": str(Path(tls[n].cert).resolve()),
+                                    "key": str(Path(tls[n].key).resolve())} for n in names}}
+    path.write_text(json.dumps(doc, indent=2))
+    return doc
+
+
+# ============================================================================== roles
+
+def _transport(args: argparse.Namespace, peers: Peers, name: str) -> NetworkTransport:
+    if name not in peers.addresses:
+        raise ParameterError.bad("--name", f"one of {sorted(peers.addresses)}", name)
+    return NetworkTransport(name, peers.addresses, peers.tls_for(name, args), insecure=args.insecure,
+                            connect_timeout=args.connect_timeout, peer_timeout=args.timeout,
+                            default_timeout=args.step_timeout)
+
+
+def _run_role(args: argparse.Namespace, name: str, body: Callable[[NetworkTransport, Peers], None]) -> int:
+    """Run one role; on failure tell every peer who failed, and write the --report file."""
+    peers = Peers.load(args.peers)
+    started = time.monotonic()
+    report: dict[str, Any] = {"role": name, "ok": False}
+    transport = _transport(args, peers, name)
+    try:
+        body(transport, peers)
+        report["ok"] = True
+    except PeerFailure as exc:
+        report.update(error=str(exc), peer=exc.peer)
+        transport.abort(exc.peer, exc.reason if exc.peer == name else f"{exc.reason} (seen by {name})")
+        raise
+    except BaseException as exc:
+        report.update(error=f"{type(exc).__name__}: {exc}", peer=name)
+        # peers learn only that this role failed and the exception type, never its message
+        transport.abort(name, f"failed with {type(exc).__name__}")
+        raise
+    finally:
+        transport.close()
+        report.update(seconds=round(time.monotonic() - started, 3),
+                      sent_messages=transport.sent_messages, sent_bytes=transport.sent_bytes,
+                      received_messages=transport.total_messages, received_bytes=transport.total_bytes)
+        if args.report:
+            write_atomic(args.report, json.dumps(report, indent=2).encode())
+    return 0
+
+
+def cmd_party(args: argparse.Namespace) -> int:
+    from .horizontal import run_party
+
+    def body(transport, peers):
+        X, y = load_data(args.data, args.label)
+        run_party(transport, args.name, X, y, servers=peers.servers,
+                  coordinator=peers.coordinator, timeout=args.step_timeout)
+    return _run_role(args, args.name, body)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from .horizontal import run_server
+
+    def body(transport, peers):
+        run_server(transport, args.name, parties=peers.parties, coordinator=peers.coordinator,
+                   timeout=args.step_timeout)
+    return _run_role(args, args.name, body)
+
+
+def _progress_for(mode: str):
+    from .progress import Progress
+
+    return {"auto": lambda: Progress(), "bar": lambda: Progress(enabled=True, tty=True),
+            "lines": lambda: Progress(enabled=True, tty=False),
+            "off": lambda: Progress(enabled=False)}[mode]()
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from .horizontal import run_coordinator
+
+    params = _json_arg(args.params, "--params")
+    if args.rounds < 0:
+        raise ParameterError.bad("--rounds", "an int >= 0", args.rounds)
+    names = [n for n in args.feature_names.split(",")] if args.feature_names else None
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ParameterError.bad("--out", "a path in an existing directory", str(out))
+
+    def body(transport, peers):
+        if transport.me != peers.coordinator:
+            raise ParameterError.bad("--name", f"the coordinator {peers.coordinator!r}", transport.me)
+        model = run_coordinator(transport, params, args.rounds, parties=peers.parties,
+                                servers=peers.servers, progress=_progress_for(args.progress),
+                                timeout=args.step_timeout, feature_names=names)
+        write_atomic(out, json.dumps(model.to_xgboost_json()).encode())
+    args.name = args.name or Peers.load(args.peers).coordinator
+    return _run_role(args, args.name, body)
+
+
+# ========================================================================= federation
+
+class _Child:
+    """One role process, its output relayed to our stderr and its tail kept for the report."""
+
+    def __init__(self, name: str, argv: list[str], raw: bool):
+        self.name = name
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        self.tail = b""
+        self.exit_time: float | None = None
+        self.killed = False
+        self._relay = threading.Thread(target=self._pump, args=(raw,), daemon=True)
+        self._relay.start()
+
+    def _pump(self, raw: bool) -> None:
+        out = getattr(sys.stderr, "buffer", None)
+        pending = b""
+        while True:
+            chunk = os.read(self.proc.stderr.fileno(), 65536)
+            if not chunk:
+                break
+            self.tail = (self.tail + chunk)[-8192:]
+            if raw:
+                text = chunk
+            else:  # prefix whole lines with the role name
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                text = b"".join(f"[{self.name}] ".encode() + line + b"\n" for line in lines)
+            if text:
+                try:
+                    if out is not None:
+                        out.write(text)
+                        out.flush()
+                    else:
+                        sys.stderr.write(text.decode(errors="replace"))
+                except (OSError, ValueError):
+                    pass
+
+    def error_line(self) -> str | None:
+        self._relay.join(timeout=2)
+        lines = [line for line in self.tail.decode(errors="replace").splitlines() if "error:" in line]
+        return lines[-1].split("error:", 1)[1].strip() if lines else None
+
+    def describe_exit(self) -> str:
+        code = self.proc.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else -code
+            return "stopped by the launcher" if self.killed else f"killed by {sig}"
+        return f"exit code {code}"
+
+
+def _stop(children: list[_Child], grace: float = 2.0) -> None:
+    for c in children:
+        if c.proc.poll() is None:
+            c.killed = True
+            c.proc.terminate()
+    deadline = time.monotonic() + grace
+    for c in children:
+        try:
+            c.proc.wait(max(0.01, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            c.proc.kill()
+            c.proc.wait()
+
+
+def cmd_federation(args: argparse.Namespace) -> int:
+    from .horizontal import role_names
+
+    params = _json_arg(args.params, "--params")
+    json_params = json.dumps(params)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ParameterError.bad("--out", "a path in an existing directory", str(out))
+    if out.exists() and not args.overwrite:
+        raise ParameterError.bad("--out", "a path that does not exist yet (or --overwrite)", str(out))
+    names = None
+    for i, path in enumerate(args.data):
+        if not os.path.isfile(path):
+            raise ParameterError.bad("--data", "existing CSV or .npz files", path)
+        columns = feature_names_of(path, args.label)
+        if i == 0:
+            names = columns
+        elif columns != names:
+            raise ParameterError(f"--data: {path} has feature columns {columns}, "
+                                 f"expected {names} as in {args.data[0]}")
+    parties, servers, coordinator = role_names(len(args.data), args.servers)
+    roles = [coordinator, *parties, *servers]
+
+    workdir = Path(tempfile.mkdtemp(prefix="ppxgb-federation-"))
+    started = time.monotonic()
+    children: list[_Child] = []
+    try:
+        tls = None
+        if not args.insecure:
+            if args.certs:
+                tls = {n: TLSConfig(str(Path(args.certs, f"{n}.pem")), str(Path(args.certs, f"{n}.key")),
+                                    str(Path(args.certs, "ca.pem"))) for n in roles}
+                for config in tls.values():
+                    config.check()
+            else:
+                tls = make_test_pki(workdir / "pki", roles)
+        peers_path = workdir / "peers.json"
+        write_peers(peers_path, parties, servers, coordinator, args.host, tls)
+        common = ["--peers", str(peers_path), "--timeout", str(args.timeout),
+                  "--step-timeout", str(args.step_timeout),
+                  "--connect-timeout", str(args.connect_timeout)]
+        if args.insecure:
+            common.append("--insecure")
+        model_tmp = workdir / "model.json"
+        show = args.progress if args.progress != "auto" else ("bar" if sys.stderr.isatty() else "off")
+        base = [sys.executable, "-m", "ppxgb.cli"]
+        argvs = {coordinator: base + ["coordinator", "--name", coordinator, "--params", json_params,
+                                      "--rounds", str(args.rounds), "--out", str(model_tmp),
+                                      "--progress", show] + common}
+        if names is not None:
+            argvs[coordinator] += ["--feature-names", ",".join(names)]
+        for name, path in zip(parties, args.data):
+            argvs[name] = base + ["party", "--name", name, "--data", str(Path(path).resolve())] + common
+            if args.label:
+                argvs[name] += ["--label", args.label]
+        for name in servers:
+            argvs[name] = base + ["server", "--name", name] + common
+        for name in roles:
+            argvs[name] += ["--report", str(workdir / f"report-{name}.json")]
+            children.append(_Child(name, argvs[name], raw=(name == coordinator)))
+        if args.verbose:
+            for c in children:
+                print(f"ppxgb federation: started {c.name} (pid {c.proc.pid})", file=sys.stderr, flush=True)
+
+        failed = _wait(children, coordinator, grace=args.timeout + 5)
+        if failed:
+            _stop(children)
+            raise _federation_error(children, coordinator, failed, workdir)
+        if not model_tmp.is_file():
+            raise PPXGBError("federation: the coordinator exited without writing a model")
+        write_atomic(out, model_tmp.read_bytes())
+        reports = [json.loads((workdir / f"report-{n}.json").read_text()) for n in roles]
+        summary = {
+            "parties": len(parties), "servers": len(servers), "rounds": args.rounds,
+            "seconds": round(time.monotonic() - started, 3),
+            "messages": sum(r["sent_messages"] for r in reports),
+            "bytes": sum(r["sent_bytes"] for r in reports),
+            "tls": not args.insecure, "model": str(out), "roles": reports,
+        }
+        if args.report:
+            write_atomic(args.report, json.dumps(summary, indent=2).encode())
+        print(f"ppxgb federation: {len(parties)} parties, {len(servers)} servers, {args.rounds} rounds "
+              f"in {summary['seconds']:.1f}s; {summary['messages']} messages, {summary['bytes']} bytes "
+              f"{'over TLS' if tls else 'IN PLAINTEXT'}; model written to {out}")
+        return 0
+    except BaseException:
+        _stop(children)
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait(children: list[_Child], coordinator: str, grace: float) -> list[_Child]:
+    """Wait for every role; on the first failure give the coordinator `grace` s to report."""
+    first_failure: float | None = None
+    while True:
+        now = time.monotonic()
+        for c in children:
+            if c.exit_time is None and c.proc.poll() is not None:
+                c.exit_time = now
+        failed = [c for c in children if c.exit_time is not None and c.proc.returncode != 0]
+        if failed and first_failure is None:
+            first_failure = now
+        running = [c for c in children if c.exit_time is None]
+        if not running:
+            return failed
+        coord = next(c for c in children if c.name == coordinator)
+        if first_failure is not None and (coord.exit_time is not None or now - first_failure > grace):
+            return failed
+        time.sleep(0.05)
+
+
+def _federation_error(children: list[_Child], coordinator: str, failed: list[_Child],
+                      workdir: Path) -> PeerFailure:
+    """Name the role that failed: the coordinator's verdict, else the first process to die."""
+    culprit, reason = None, None
+    report = workdir / f"report-{coordinator}.json"
+    if report.is_file():
+        doc = json.loads(report.read_text())
+        culprit, reason = doc.get("peer"), doc.get("error")
+    if culprit is None and failed:
+        first = min(failed, key=lambda c: c.exit_time)
+        culprit, reason = first.name, first.error_line() or first.describe_exit()
+    culprit = culprit or coordinator
+    if reason and reason.startswith(f"{culprit}: "):
+        reason = reason[len(culprit) + 2:]
+    status = "; ".join(f"{c.name} {c.describe_exit()}" for c in children if c.proc.returncode not in (0,))
+    return PeerFailure(culprit, f"{reason or 'failed'} [{status}]; no model written")
+
+
+# ========================================================================== argparse
+
+def _role_options(p: argparse.ArgumentParser, name_required: bool = True) -> None:
+    p.add_argument("--name", required=name_required, help="this role's name in PEERS.json")
+    p.add_argument("--peers", required=True, metavar="PEERS.json", help="roles, addresses and TLS files")
+    p.add_argument("--cert", help="this role's certificate (PEM); overrides PEERS.json")
+    p.add_argument("--key", help="this role's private key (PEM); overrides PEERS.json")
+    p.add_argument("--ca", help="CA certificate that signs every role (PEM); overrides PEERS.json")
+    _net_options(p)
+    p.add_argument("--report", metavar="FILE", help="write a JSON report (outcome, messages, bytes) here")
+
+
+def _net_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="a peer that dies or stays silent this long fails the run, naming it "
+                        f"(default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--step-timeout", type=float, default=DEFAULT_STEP_TIMEOUT, metavar="SECONDS",
+                   help="longest wait for any single protocol message from live peers "
+                        f"(default {DEFAULT_STEP_TIMEOUT:g})")
+    p.add_argument("--connect-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for every peer to come up (default 30)")
+    p.add_argument("--insecure", action="store_true",
+                   help="DEBUGGING ONLY: no TLS, plaintext traffic, unauthenticated peers")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("party", help="run a data party (hospital) of horizontal training")
+    _role_options(p)
+    p.add_argument("--data", required=True, help="this party's rows: CSV with a header, or .npz with X, y")
+    p.add_argument("--label", help="label column of the CSV")
+    p.set_defaults(func=cmd_party)
+
+    p = subparsers.add_parser("server", help="run a compute server of horizontal training")
+    _role_options(p)
+    p.set_defaults(func=cmd_server)
+
+    p = subparsers.add_parser("coordinator", help="drive horizontal training and write the model")
+    _role_options(p, name_required=False)
+    p.add_argument("--params", required=True, help="XGBoost parameters as JSON (or @file)")
+    p.add_argument("--rounds", type=int, required=True, help="number of boosting rounds")
+    p.add_argument("--out", required=True, help="model file (XGBoost JSON), written only on success")
+    p.add_argument("--feature-names", help="comma-separated feature names to store in the model")
+    p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
+                   help="per-round progress on stderr (auto: only on a terminal)")
+    p.set_defaults(func=cmd_coordinator)
+
+    p = subparsers.add_parser(
+        "federation", help="simulate a whole federation on loopback, every role a separate process")
+    p.add_argument("--data", nargs="+", required=True, help="one CSV or .npz per party")
+    p.add_argument("--label", help="label column of the CSVs")
+    p.add_argument("--servers", type=int, default=2, help="number of compute servers, 2..4 (default 2)")
+    p.add_argument("--params", required=True, help="XGBoost parameters as JSON (or @file)")
+    p.add_argument("--rounds", type=int, required=True, help="number of boosting rounds")
+    p.add_argument("--out", required=True, help="model file (XGBoost JSON), written only on success")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--certs", metavar="DIR",
+                   help="use ca.pem and <role>.pem/<role>.key from DIR instead of a fresh test PKI")
+    p.add_argument("--host", default="127.0.0.1", help="address every role listens on")
+    p.add_argument("--report", metavar="FILE", help="write a JSON summary (time, messages, bytes per role)")
+    p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
+                   help="per-round progress on stderr (auto: only on a terminal)")
+    p.add_argument("--verbose", action="store_true", help="print each role's process id as it starts")
+    _net_options(p)
+    p.set_defaults(func=cmd_federation)
