@@ -16,6 +16,7 @@ from .errors import PPXGBError
 #: Modules whose register(subparsers) adds subcommands; missing ones are skipped.
 COMMAND_MODULES = (
     "ppxgb.training.cli",
+    "ppxgb.training.vertical_cli",
     "ppxgb.proxy.cli",
     "ppxgb.inference.cli",
     "ppxgb.demo",
