@@ -1,0 +1,82 @@
+"""The client: OPE-encrypts query rows under the user's keys and decrypts scores.
+
+Missing values.  A split with default direction "left" reads the query's LOW column
+for its feature, where a missing value is the plaintext 0 (below every float32); a
+split defaulting right reads the HIGH column, where missing is 2**32 + 1 (above every
+float32).  Present values encode identically in both columns (ordinal + 1) but under
+independent OPE keys.  So the server routes a missing value correctly without being
+told, and no flag is sent.  What it can still infer is documented in docs/inference.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ppxgb.errors import ParameterError
+from ppxgb.formats import SLOT_LOW, EncryptedQueries, EncryptedScores, UserKeys, ope_feature_key
+from ppxgb.model import apply_transform, as_float32_matrix
+from ppxgb.ope import MISSING_HIGH, MISSING_LOW, OPE, float32_plaintext
+from ppxgb.paillier import SmallDecryptor, private_key_from_factors
+
+
+class Client:
+    """Encrypts queries and decrypts scores for one user and model."""
+
+    def __init__(self, keys: UserKeys | bytes):
+        if isinstance(keys, (bytes, bytearray, memoryview)):
+            keys = UserKeys.from_bytes(keys)
+        if not isinstance(keys, UserKeys):
+            raise ParameterError.bad("keys", "UserKeys or its bytes", type(keys).__name__)
+        self.keys = keys
+        self._columns = keys.columns()
+        self._ope = {(f, s): OPE(ope_feature_key(keys.ope_key, f, s)) for f, s, _ in self._columns}
+        self._decryptor = SmallDecryptor(
+            private_key_from_factors(keys.paillier_n, keys.paillier_p, keys.paillier_q))
+
+    @property
+    def model_id(self) -> str:
+        return self.keys.model_id
+
+    def _matrix(self, X) -> np.ndarray:
+        names = self.keys.feature_names
+        if names and hasattr(X, "columns") and not all(isinstance(c, int) for c in X.columns):
+            missing = [n for n in names if n not in X.columns]
+            if missing:
+                raise ParameterError.bad("X", f"columns {list(names)}", f"missing {missing[:5]}")
+            X = X[list(names)]
+        X = as_float32_matrix(X, self.keys.n_features)
+        if X.shape[0] == 0:
+            raise ParameterError.bad("X", "at least one row", 0)
+        return X
+
+    def encrypt(self, X) -> EncryptedQueries:
+        """OPE ciphertexts of every row (numpy or pandas; NaN means missing)."""
+        X = self._matrix(X)
+        values = np.empty((X.shape[0], len(self._columns)), dtype=np.int64)
+        for j, (f, s, _) in enumerate(self._columns):
+            x = X[:, f]
+            missing = np.isnan(x)
+            plain = np.full(x.shape, MISSING_LOW if s == SLOT_LOW else MISSING_HIGH, dtype=np.int64)
+            if not missing.all():
+                plain[~missing] = float32_plaintext(x[~missing])
+            values[:, j] = self._ope[(f, s)].encrypt(plain)
+        return EncryptedQueries(model_id=self.keys.model_id,
+                                columns=tuple(c for _, _, c in self._columns), values=values)
+
+    def decrypt(self, scores: EncryptedScores | bytes, output_margin: bool = False) -> np.ndarray:
+        """Predictions equal to booster.predict (margins with output_margin=True)."""
+        if isinstance(scores, (bytes, bytearray, memoryview)):
+            scores = EncryptedScores.from_bytes(scores)
+        if not isinstance(scores, EncryptedScores):
+            raise ParameterError.bad("scores", "EncryptedScores or its bytes", type(scores).__name__)
+        if scores.model_id != self.keys.model_id or scores.paillier_n != self.keys.paillier_n \
+                or scores.n_groups != self.keys.n_groups:
+            raise ParameterError.bad("scores", f"scores for model {self.keys.model_id!r}", scores.model_id)
+        exact = [self._decryptor.decrypt_fixed(c) for c in scores.ciphers]
+        margin = np.asarray(exact, dtype=np.float64).astype(np.float32)
+        margin = margin.reshape(scores.n_rows, scores.n_groups)
+        if scores.n_groups == 1:
+            margin = margin[:, 0]
+        if output_margin:
+            return margin
+        return apply_transform(self.keys.transform, margin)

@@ -1,0 +1,365 @@
+"""Versioned wire formats for encrypted inference: user keys, encrypted models,
+encrypted queries and encrypted scores.
+
+Every object is a small frozen dataclass with `to_bytes()` / `from_bytes()`.  The
+encoding is a msgpack map with a `format` tag (e.g. "ppxgb.keys"), a version `v`, and
+typed fields: ints, strings, raw bytes, numeric arrays as little-endian bytes with an
+explicit shape, and Paillier ciphertexts as fixed-width big-endian bytes.  Nothing is
+pickled.  Any malformed, truncated, mistyped or wrong-version input raises
+`FormatError` with one message naming the field; the schemas are written out in
+docs/inference.md.
+
+Names the server sees are pseudonyms: column `j` of a query is the PRF image of
+(feature index, slot) under the user's PRF key, and OPE keys are derived per
+(feature, slot) from the user's OPE master key, so order cannot be compared across
+features or users.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from .errors import FormatError
+from .ope import IN_RANGE, OUT_RANGE
+
+VERSION = 1
+#: Slot 0 ("low") encodes a missing value below every float32, slot 1 ("high") above.
+SLOT_LOW, SLOT_HIGH = 0, 1
+TRANSFORMS = ("sigmoid", "softmax", "identity", "argmax")
+_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+MAX_ROWS = 100_000
+
+
+# ---------------------------------------------------------------- derivations
+def column_pseudonym(prf_key: bytes, feature: int, slot: int) -> str:
+    """PRF pseudonym of one (feature, slot) query column: 128 bits, hex."""
+    return hmac.digest(prf_key, f"ppxgb.column|{feature}|{slot}".encode(), hashlib.sha256)[:16].hex()
+
+
+def ope_feature_key(ope_key: bytes, feature: int, slot: int) -> bytes:
+    """The OPE key of one (feature, slot): independent keys, so no cross-feature order."""
+    return hmac.digest(ope_key, f"ppxgb.ope|{feature}|{slot}".encode(), hashlib.sha256)
+
+
+# ---------------------------------------------------------------- envelope helpers
+def _pack(kind: str, fields: dict[str, Any]) -> bytes:
+    return msgpack.packb({"format": kind, "v": VERSION, **fields}, use_bin_type=True)
+
+
+def _unpack(data, kind: str) -> dict[str, Any]:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FormatError(f"{kind}: expected bytes, got {type(data).__name__}")
+    try:
+        doc = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True)
+    except Exception:  # msgpack raises many types for bad input
+        raise FormatError(f"{kind}: not a valid msgpack document") from None
+    if not isinstance(doc, dict) or doc.get("format") != kind:
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise FormatError(f"{kind}: wrong format tag {got!r}")
+    if doc.get("v") != VERSION:
+        raise FormatError(f"{kind}: unsupported version {doc.get('v')!r}, expected {VERSION}")
+    return doc
+
+
+def _get(doc: dict, kind: str, name: str, typ, check=None):
+    value = doc.get(name)
+    ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+    if not ok or (check is not None and not check(value)):
+        raise FormatError(f"{kind}: field {name!r} is missing or invalid")
+    return value
+
+
+def _ident(doc, kind, name) -> str:
+    return _get(doc, kind, name, str, _ID.match)
+
+
+def _array_out(a: np.ndarray, dtype) -> dict:
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return {"shape": list(a.shape), "data": a.astype(np.dtype(dtype).newbyteorder("<")).tobytes()}
+
+
+def _array_in(doc, kind, name, dtype, ndim) -> np.ndarray:
+    spec = _get(doc, kind, name, dict)
+    shape = spec.get("shape")
+    data = spec.get("data")
+    if (not isinstance(shape, list) or len(shape) != ndim or not isinstance(data, bytes)
+            or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in shape)):
+        raise FormatError(f"{kind}: field {name!r} is not a valid array")
+    dt = np.dtype(dtype).newbyteorder("<")
+    if len(data) != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+        raise FormatError(f"{kind}: field {name!r} has the wrong length for its shape")
+    return np.frombuffer(data, dtype=dt).astype(dtype).reshape(shape)
+
+
+def _int_to_bytes(v: int) -> bytes:
+    return int(v).to_bytes((int(v).bit_length() + 7) // 8 or 1, "big")
+
+
+def _bigint(doc, kind, name) -> int:
+    raw = _get(doc, kind, name, bytes, lambda b: 0 < len(b) <= 1024)
+    return int.from_bytes(raw, "big")
+
+
+def cipher_width(n: int) -> int:
+    """Bytes per raw ciphertext: the byte length of n**2."""
+    return ((n * n).bit_length() + 7) // 8
+
+
+def ciphers_out(cs, n: int) -> bytes:
+    w = cipher_width(n)
+    return b"".join(int(c).to_bytes(w, "big") for c in cs)
+
+
+def ciphers_in(doc, kind, name, n: int, count: int) -> list[int]:
+    w = cipher_width(n)
+    raw = _get(doc, kind, name, bytes)
+    if len(raw) != w * count:
+        raise FormatError(f"{kind}: field {name!r} must hold {count} ciphertexts of {w} bytes")
+    n2 = n * n
+    out = [int.from_bytes(raw[i * w:(i + 1) * w], "big") for i in range(count)]
+    if any(not 0 < c < n2 or c % n == 0 for c in out):
+        raise FormatError(f"{kind}: field {name!r} holds a value that is not a ciphertext")
+    return out
+
+
+# ---------------------------------------------------------------- user keys
+@dataclass(frozen=True)
+class UserKeys:
+    """A user's secret key material, for the client only (never sent to the server)."""
+
+    user_id: str
+    model_id: str
+    n_features: int
+    ope_key: bytes
+    prf_key: bytes
+    paillier_n: int
+    paillier_p: int
+    paillier_q: int
+    slots: tuple[int, ...]             # per feature: bit SLOT_LOW / bit SLOT_HIGH in use
+    n_groups: int
+    transform: str
+    feature_names: tuple[str, ...] | None = None
+
+    KIND = "ppxgb.keys"
+
+    def columns(self) -> list[tuple[int, int, str]]:
+        """(feature, slot, pseudonym) of every column the client sends, in wire order."""
+        cols = [(f, s, column_pseudonym(self.prf_key, f, s))
+                for f in range(self.n_features) for s in (SLOT_LOW, SLOT_HIGH)
+                if self.slots[f] >> s & 1]
+        return sorted(cols, key=lambda c: c[2])  # pseudonym order hides feature order
+
+    def to_bytes(self) -> bytes:
+        return _pack(self.KIND, {
+            "user_id": self.user_id, "model_id": self.model_id, "n_features": self.n_features,
+            "ope_key": self.ope_key, "prf_key": self.prf_key,
+            "paillier_n": _int_to_bytes(self.paillier_n), "paillier_p": _int_to_bytes(self.paillier_p),
+            "paillier_q": _int_to_bytes(self.paillier_q), "slots": list(self.slots),
+            "n_groups": self.n_groups, "transform": self.transform,
+            "feature_names": list(self.feature_names) if self.feature_names else None,
+            "ope_in_range": list(IN_RANGE), "ope_out_range": list(OUT_RANGE),
+        })
+
+    @classmethod
+    def from_bytes(cls, data) -> "UserKeys":
+        k = cls.KIND
+        doc = _unpack(data, k)
+        nf = _get(doc, k, "n_features", int, lambda v: 0 < v <= 100_000)
+        if doc.get("ope_in_range") != list(IN_RANGE) or doc.get("ope_out_range") != list(OUT_RANGE):
+            raise FormatError(f"{k}: unsupported OPE ranges")
+        names = doc.get("feature_names")
+        if names is not None and (not isinstance(names, list) or len(names) != nf
+                                  or not all(isinstance(s, str) for s in names)):
+            raise FormatError(f"{k}: field 'feature_names' is missing or invalid")
+        slots = _get(doc, k, "slots", list, lambda v: len(v) == nf)
+        if any(not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= 3 for s in slots):
+            raise FormatError(f"{k}: field 'slots' is missing or invalid")
+        n, p, q = (_bigint(doc, k, f) for f in ("paillier_n", "paillier_p", "paillier_q"))
+        if p * q != n or p == q or p < 3 or q < 3:
+            raise FormatError(f"{k}: Paillier factors do not match the modulus")
+        return cls(
+            user_id=_ident(doc, k, "user_id"), model_id=_ident(doc, k, "model_id"), n_features=nf,
+            ope_key=_get(doc, k, "ope_key", bytes, lambda b: len(b) == 32),
+            prf_key=_get(doc, k, "prf_key", bytes, lambda b: len(b) == 32),
+            paillier_n=n, paillier_p=p, paillier_q=q, slots=tuple(slots),
+            n_groups=_get(doc, k, "n_groups", int, lambda v: 1 <= v <= 10_000),
+            transform=_get(doc, k, "transform", str, lambda v: v in TRANSFORMS),
+            feature_names=tuple(names) if names else None,
+        )
+
+
+# ---------------------------------------------------------------- encrypted model
+@dataclass(frozen=True)
+class EncryptedModel:
+    """What the scoring server holds: tree shapes, OPE thresholds, Paillier leaves.
+
+    Node arrays are flattened over all trees (tree t owns nodes roots[t]..roots[t+1]-1,
+    children are absolute indices).  column[i] indexes `columns` for an inner node and
+    is -1 for a leaf; leaf[i] indexes `leaf_ciphers` for a leaf and is -1 otherwise.
+    """
+
+    model_id: str
+    user_id: str
+    paillier_n: int
+    n_groups: int
+    columns: tuple[str, ...]
+    roots: np.ndarray          # int32 (n_trees + 1,)
+    tree_group: np.ndarray     # int32 (n_trees,)
+    left: np.ndarray           # int32 (n_nodes,)
+    right: np.ndarray          # int32 (n_nodes,)
+    column: np.ndarray         # int32 (n_nodes,)
+    threshold: np.ndarray      # int64 (n_nodes,) OPE ciphertext, 0 for leaves
+    leaf: np.ndarray           # int32 (n_nodes,)
+    leaf_ciphers: tuple[int, ...]
+    base_ciphers: tuple[int, ...]   # one encrypted intercept per output group
+
+    KIND = "ppxgb.encrypted_model"
+
+    @property
+    def n_trees(self) -> int:
+        return int(self.tree_group.shape[0])
+
+    def to_bytes(self) -> bytes:
+        return _pack(self.KIND, {
+            "model_id": self.model_id, "user_id": self.user_id,
+            "paillier_n": _int_to_bytes(self.paillier_n), "n_groups": self.n_groups,
+            "fixed_exponent": -38, "columns": list(self.columns),
+            "roots": _array_out(self.roots, np.int32), "tree_group": _array_out(self.tree_group, np.int32),
+            "left": _array_out(self.left, np.int32), "right": _array_out(self.right, np.int32),
+            "column": _array_out(self.column, np.int32), "threshold": _array_out(self.threshold, np.int64),
+            "leaf": _array_out(self.leaf, np.int32),
+            "n_leaves": len(self.leaf_ciphers),
+            "leaf_ciphers": ciphers_out(self.leaf_ciphers, self.paillier_n),
+            "base_ciphers": ciphers_out(self.base_ciphers, self.paillier_n),
+        })
+
+    @classmethod
+    def from_bytes(cls, data) -> "EncryptedModel":
+        k = cls.KIND
+        doc = _unpack(data, k)
+        n = _bigint(doc, k, "paillier_n")
+        if n.bit_length() < 500 or n % 2 == 0:
+            raise FormatError(f"{k}: field 'paillier_n' is not a Paillier modulus")
+        if doc.get("fixed_exponent") != -38:
+            raise FormatError(f"{k}: unsupported fixed exponent")
+        groups = _get(doc, k, "n_groups", int, lambda v: 1 <= v <= 10_000)
+        columns = _get(doc, k, "columns", list)
+        if not all(isinstance(c, str) and re.fullmatch(r"[0-9a-f]{32}", c) for c in columns) \
+                or len(set(columns)) != len(columns):
+            raise FormatError(f"{k}: field 'columns' is missing or invalid")
+        roots = _array_in(doc, k, "roots", np.int32, 1)
+        group = _array_in(doc, k, "tree_group", np.int32, 1)
+        arrays = {f: _array_in(doc, k, f, np.int32, 1) for f in ("left", "right", "column", "leaf")}
+        thr = _array_in(doc, k, "threshold", np.int64, 1)
+        n_leaves = _get(doc, k, "n_leaves", int, lambda v: 0 < v <= 10_000_000)
+        model = cls(
+            model_id=_ident(doc, k, "model_id"), user_id=_ident(doc, k, "user_id"), paillier_n=n,
+            n_groups=groups, columns=tuple(columns), roots=roots, tree_group=group,
+            left=arrays["left"], right=arrays["right"], column=arrays["column"], threshold=thr,
+            leaf=arrays["leaf"], leaf_ciphers=tuple(ciphers_in(doc, k, "leaf_ciphers", n, n_leaves)),
+            base_ciphers=tuple(ciphers_in(doc, k, "base_ciphers", n, groups)),
+        )
+        model.check()
+        return model
+
+    def check(self) -> None:
+        """Structural validation: every index in range, every tree a tree, no cycles."""
+        k = self.KIND
+        n_nodes = self.left.shape[0]
+        t = self.tree_group.shape[0]
+        if t == 0 or self.roots.shape != (t + 1,) or self.roots[0] != 0 or self.roots[-1] != n_nodes \
+                or np.any(np.diff(self.roots) < 1):
+            raise FormatError(f"{k}: tree offsets are invalid")
+        if np.any((self.tree_group < 0) | (self.tree_group >= self.n_groups)):
+            raise FormatError(f"{k}: a tree names an output group that does not exist")
+        if any(a.shape != (n_nodes,) for a in (self.right, self.column, self.threshold, self.leaf)):
+            raise FormatError(f"{k}: node arrays differ in length")
+        inner = self.column >= 0
+        if np.any(self.column >= len(self.columns)) or np.any(inner == (self.leaf >= 0)):
+            raise FormatError(f"{k}: a node is neither a valid split nor a valid leaf")
+        if np.any(self.leaf >= len(self.leaf_ciphers)):
+            raise FormatError(f"{k}: a leaf index is out of range")
+        owner = np.repeat(np.arange(t), np.diff(self.roots))
+        for kids in (self.left[inner], self.right[inner]):
+            idx = np.flatnonzero(inner)
+            if np.any((kids <= idx) | (kids >= n_nodes)) or np.any(owner[np.clip(kids, 0, n_nodes - 1)] != owner[idx]):
+                raise FormatError(f"{k}: child indices are out of range")
+        if np.any((self.threshold[inner] < OUT_RANGE[0]) | (self.threshold[inner] > OUT_RANGE[1])):
+            raise FormatError(f"{k}: a threshold is not an OPE ciphertext")
+
+    def depth(self) -> int:
+        """Longest root-to-leaf path (children have larger indices than parents)."""
+        d = np.zeros(self.left.shape[0], dtype=np.int64)
+        for i in np.flatnonzero(self.column >= 0):
+            d[self.left[i]] = d[self.right[i]] = d[i] + 1
+        return int(d.max())
+
+
+# ---------------------------------------------------------------- queries and scores
+@dataclass(frozen=True)
+class EncryptedQueries:
+    """OPE-encrypted rows: values[i, j] is row i's ciphertext for column `columns[j]`."""
+
+    model_id: str
+    columns: tuple[str, ...]
+    values: np.ndarray        # int64 (n_rows, n_columns)
+
+    KIND = "ppxgb.encrypted_queries"
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.values.shape[0])
+
+    def to_bytes(self) -> bytes:
+        return _pack(self.KIND, {"model_id": self.model_id, "columns": list(self.columns),
+                                 "values": _array_out(self.values, np.int64)})
+
+    @classmethod
+    def from_bytes(cls, data) -> "EncryptedQueries":
+        k = cls.KIND
+        doc = _unpack(data, k)
+        columns = _get(doc, k, "columns", list, lambda v: all(isinstance(c, str) for c in v))
+        values = _array_in(doc, k, "values", np.int64, 2)
+        if values.shape[1] != len(columns) or not 0 < values.shape[0] <= MAX_ROWS:
+            raise FormatError(f"{k}: values must be (1..{MAX_ROWS}) rows x {len(columns)} columns")
+        if values.size and (values.min() < OUT_RANGE[0] or values.max() > OUT_RANGE[1]):
+            raise FormatError(f"{k}: a value is not an OPE ciphertext")
+        return cls(model_id=_ident(doc, k, "model_id"), columns=tuple(columns), values=values)
+
+
+@dataclass(frozen=True)
+class EncryptedScores:
+    """Paillier-encrypted margins: ciphers[i * n_groups + g] is row i, output group g."""
+
+    model_id: str
+    paillier_n: int
+    n_rows: int
+    n_groups: int
+    ciphers: tuple[int, ...]
+
+    KIND = "ppxgb.encrypted_scores"
+
+    def to_bytes(self) -> bytes:
+        return _pack(self.KIND, {"model_id": self.model_id, "paillier_n": _int_to_bytes(self.paillier_n),
+                                 "n_rows": self.n_rows, "n_groups": self.n_groups,
+                                 "fixed_exponent": -38,
+                                 "ciphers": ciphers_out(self.ciphers, self.paillier_n)})
+
+    @classmethod
+    def from_bytes(cls, data) -> "EncryptedScores":
+        k = cls.KIND
+        doc = _unpack(data, k)
+        n = _bigint(doc, k, "paillier_n")
+        if doc.get("fixed_exponent") != -38:
+            raise FormatError(f"{k}: unsupported fixed exponent")
+        rows = _get(doc, k, "n_rows", int, lambda v: 0 < v <= MAX_ROWS)
+        groups = _get(doc, k, "n_groups", int, lambda v: 1 <= v <= 10_000)
+        return cls(model_id=_ident(doc, k, "model_id"), paillier_n=n, n_rows=rows, n_groups=groups,
+                   ciphers=tuple(ciphers_in(doc, k, "ciphers", n, rows * groups)))

@@ -1,0 +1,121 @@
+"""Per-user key issuing and model encryption (the trusted proxy's core work).
+
+For each user the proxy draws fresh keys (OPE master key, PRF key, Paillier key pair)
+and encrypts the plaintext model under them:
+
+* each split on feature f with default direction d becomes a comparison against
+  column (f, slot d) of the query: slot LOW encodes a missing value below every float32
+  (so it goes left), slot HIGH above every float32 (so it goes right);
+* its float32 threshold t becomes OPE(key[f, slot], ordinal(t) + 1); thresholds are
+  de-duplicated per (feature, slot) and encrypted in one sorted walk;
+* each leaf value and each per-group intercept becomes a Paillier ciphertext of
+  value * 2**152 (one fixed exponent, so no magnitude leaks through exponents).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+
+from ppxgb.errors import ParameterError
+from ppxgb.formats import SLOT_HIGH, SLOT_LOW, EncryptedModel, UserKeys, column_pseudonym, ope_feature_key
+from ppxgb.model import Ensemble
+from ppxgb.ope import OPE, float32_plaintext
+from ppxgb.paillier import FastEncryptor, generate_keypair
+
+_USER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """The result of enrolling one user: `.keys` go to the client, `.model` to the server."""
+
+    keys: UserKeys
+    model: EncryptedModel
+
+
+class Proxy:
+    """The trusted proxy: issues per-user keys and per-user encrypted models.
+
+    key_bits is the Paillier modulus size (2048 by default, 3072 selectable; 1024 only
+    for tests, and only when allow_weak_keys=True is passed explicitly).
+    """
+
+    def __init__(self, key_bits: int = 2048, allow_weak_keys: bool = False):
+        allowed = (2048, 3072) + ((512, 1024) if allow_weak_keys else ())
+        if key_bits not in allowed:
+            raise ParameterError.bad("key_bits", f"one of {allowed}", key_bits)
+        self.key_bits = key_bits
+
+    def enroll(self, model, user_id: str, model_id: str | None = None) -> Enrollment:
+        """Fresh keys for `user_id` and `model` encrypted under them."""
+        if not isinstance(user_id, str) or not _USER_ID.match(user_id):
+            raise ParameterError.bad("user_id", "1-128 characters of [A-Za-z0-9_.@-]", user_id)
+        if model_id is not None and not _USER_ID.match(str(model_id)):
+            raise ParameterError.bad("model_id", "1-128 characters of [A-Za-z0-9_.@-]", model_id)
+        ensemble = Ensemble.load(model)
+        if not ensemble.trees:
+            raise ParameterError.bad("model", "a model with at least one tree", "no trees")
+        public, private = generate_keypair(self.key_bits)
+        return encrypt_for_user(ensemble, user_id, model_id or "m-" + secrets.token_hex(8),
+                                ope_key=secrets.token_bytes(32), prf_key=secrets.token_bytes(32),
+                                private_key=private)
+
+
+def encrypt_for_user(ensemble: Ensemble, user_id: str, model_id: str, *, ope_key: bytes,
+                     prf_key: bytes, private_key) -> Enrollment:
+    """Deterministic given the keys (Paillier randomness aside): the proxy's core step."""
+    trees = ensemble.trees
+    sizes = np.array([t.n_nodes for t in trees], dtype=np.int64)
+    roots = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
+    offset = np.repeat(roots[:-1], sizes)
+    left = np.concatenate([t.left for t in trees]).astype(np.int64)
+    right = np.concatenate([t.right for t in trees]).astype(np.int64)
+    inner = left >= 0
+    feature = np.concatenate([t.feature for t in trees]).astype(np.int64)
+    thr = np.concatenate([t.threshold for t in trees]).astype(np.float32)
+    slot = np.where(np.concatenate([t.default_left for t in trees]), SLOT_LOW, SLOT_HIGH)
+
+    # Which (feature, slot) columns the model reads, and their OPE thresholds.
+    slots = np.zeros(ensemble.num_feature, dtype=np.int64)
+    np.bitwise_or.at(slots, feature[inner], 1 << slot[inner])
+    used = sorted({(int(f), int(s)) for f, s in zip(feature[inner], slot[inner])},
+                  key=lambda fs: column_pseudonym(prf_key, *fs))
+    col_index = {fs: j for j, fs in enumerate(used)}
+    column = np.full(left.shape, -1, dtype=np.int32)
+    threshold = np.zeros(left.shape, dtype=np.int64)
+    plain = np.zeros(left.shape, dtype=np.int64)
+    plain[inner] = float32_plaintext(thr[inner])
+    for (f, s), j in col_index.items():
+        nodes = np.flatnonzero(inner & (feature == f) & (slot == s))
+        column[nodes] = j
+        threshold[nodes] = OPE(ope_feature_key(ope_key, f, s)).encrypt(plain[nodes])
+
+    leaf = np.full(left.shape, -1, dtype=np.int32)
+    leaf_nodes = np.flatnonzero(~inner)
+    leaf[leaf_nodes] = np.arange(leaf_nodes.size, dtype=np.int32)
+    encryptor = FastEncryptor(private_key)
+    leaf_ciphers = encryptor.encrypt_fixed(thr[leaf_nodes])
+    base_ciphers = encryptor.encrypt_fixed(ensemble.base_margin())
+
+    n = private_key.public_key.n
+    model = EncryptedModel(
+        model_id=model_id, user_id=user_id, paillier_n=n, n_groups=ensemble.n_groups,
+        columns=tuple(column_pseudonym(prf_key, f, s) for f, s in used),
+        roots=roots, tree_group=np.asarray(ensemble.tree_info, dtype=np.int32),
+        left=np.where(inner, left + offset, -1).astype(np.int32),
+        right=np.where(inner, right + offset, -1).astype(np.int32),
+        column=column, threshold=threshold, leaf=leaf,
+        leaf_ciphers=tuple(leaf_ciphers), base_ciphers=tuple(base_ciphers),
+    )
+    model.check()
+    keys = UserKeys(
+        user_id=user_id, model_id=model_id, n_features=ensemble.num_feature, ope_key=ope_key,
+        prf_key=prf_key, paillier_n=n, paillier_p=private_key.p, paillier_q=private_key.q,
+        slots=tuple(int(s) for s in slots), n_groups=ensemble.n_groups, transform=ensemble.transform,
+        feature_names=ensemble.feature_names,
+    )
+    return Enrollment(keys=keys, model=model)
