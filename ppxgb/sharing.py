@@ -9,6 +9,7 @@ from AES-256-CTR keyed from os.urandom (a CSPRNG, about 1 GB/s here); a determin
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -37,15 +38,15 @@ class Randomness:
         return self.words(int(np.prod(shape, dtype=np.int64))).reshape(shape)
 
 
-_default: Randomness | None = None
+_local = threading.local()
 
 
 def default_randomness() -> Randomness:
-    """A process-wide CSPRNG stream, created lazily (re-keyed per process)."""
-    global _default
-    if _default is None:
-        _default = Randomness()
-    return _default
+    """This thread's CSPRNG stream, keyed from os.urandom on first use."""
+    rng = getattr(_local, "rng", None)
+    if rng is None:
+        rng = _local.rng = Randomness()
+    return rng
 
 
 def share(x: np.ndarray, k: int, rng: Randomness | None = None) -> list[np.ndarray]:
