@@ -29,13 +29,14 @@ PARAMS = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3}
 CLI = [sys.executable, "-m", "ppxgb.cli"]
 
 
-def make_csvs(directory: Path, sizes=(300, 200, 250), seed=1) -> list[str]:
+def make_csvs(directory: Path, sizes=(300, 200, 250), seed=1, classes=2) -> list[str]:
     rng = np.random.default_rng(seed)
     paths = []
     for i, n in enumerate(sizes):
         X = rng.normal(size=(n, 5))
         X[rng.random(X.shape) < 0.1] = np.nan
-        y = (np.nan_to_num(X[:, 0]) + 0.5 * np.nan_to_num(X[:, 1]) + rng.normal(scale=0.5, size=n) > 0)
+        score = np.nan_to_num(X[:, 0]) + 0.5 * np.nan_to_num(X[:, 1]) + rng.normal(scale=0.5, size=n)
+        y = np.digitize(score, np.linspace(-1, 1, classes + 1)[1:-1]) if classes > 2 else score > 0
         frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(5)])
         frame["y"] = y.astype(int)
         path = directory / f"hospital{i}.csv"
@@ -53,17 +54,23 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.startswith(".") or p.suffix == ".tmp")
 
 
-def test_federation_equals_in_process_training(csvs, tmp_path):
+MULTI = {"objective": "multi:softprob", "num_class": 3, "max_depth": 2, "eta": 0.5}
+
+
+@pytest.mark.parametrize("params,n_servers", [(PARAMS, 2), (MULTI, 3)], ids=["binary-2srv", "multi-3srv"])
+def test_federation_equals_in_process_training(tmp_path, params, n_servers):
+    classes = params.get("num_class", 2)
+    csvs = make_csvs(tmp_path, sizes=(300, 200, 250)[: 4 - n_servers + 1], classes=classes)
     out, report = tmp_path / "model.json", tmp_path / "report.json"
-    proc = subprocess.run(CLI + ["federation", "--data", *csvs, "--label", "y", "--servers", "2",
-                                 "--params", json.dumps(PARAMS), "--rounds", "4", "--out", str(out),
+    proc = subprocess.run(CLI + ["federation", "--data", *csvs, "--label", "y", "--servers", str(n_servers),
+                                 "--params", json.dumps(params), "--rounds", "4", "--out", str(out),
                                  "--report", str(report), "--timeout", "20"],
                           capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stderr
     assert "model written to" in proc.stdout and proc.stderr == ""  # no progress off a terminal
 
     parties = [load_data(path, "y") for path in csvs]
-    booster = train_horizontal(PARAMS, parties, num_boost_round=4, n_servers=2)
+    booster = train_horizontal(params, parties, num_boost_round=4, n_servers=n_servers)
     from_processes = xgb.Booster(model_file=str(out))
     assert from_processes.save_raw("json") == booster.save_raw("json")
     assert from_processes.feature_names == [f"f{j}" for j in range(5)]
@@ -72,13 +79,13 @@ def test_federation_equals_in_process_training(csvs, tmp_path):
     assert np.array_equal(from_processes.predict(dm), booster.predict(dm))
 
     # the network transport counts the same messages and bytes as the in-memory one
-    _, transport = run_federation(PARAMS, parties, 4, 2)
+    _, transport = run_federation(params, parties, 4, n_servers)
     summary = json.loads(report.read_text())
-    assert summary["tls"] is True and len(summary["roles"]) == 6
+    assert summary["tls"] is True and len(summary["roles"]) == 1 + len(csvs) + n_servers
     assert summary["messages"] == transport.total_messages
     assert summary["bytes"] == transport.total_bytes
     assert sum(r["received_bytes"] for r in summary["roles"]) == transport.total_bytes
-    assert leftovers(tmp_path) == []
+    assert leftovers(tmp_path) == [] and not any(tmp_path.glob("*.key"))
 
 
 def _pump_lines(stream, sink: list[str]) -> threading.Thread:
@@ -103,7 +110,8 @@ def _wait_for(lines: list[str], pattern: str, proc, limit: float = 120.0) -> re.
     raise AssertionError(f"no line matching {pattern!r}; got {''.join(lines)}")
 
 
-def test_killing_a_party_mid_training_fails_the_federation_naming_it(csvs, tmp_path):
+@pytest.mark.parametrize("victim", ["party-1", "server-0"])
+def test_killing_a_role_mid_training_fails_the_federation_naming_it(csvs, tmp_path, victim):
     out = tmp_path / "model.json"
     timeout = 5
     proc = subprocess.Popen(CLI + ["federation", "--data", *csvs, "--label", "y",
@@ -113,7 +121,7 @@ def test_killing_a_party_mid_training_fails_the_federation_naming_it(csvs, tmp_p
     lines: list[str] = []
     pump = _pump_lines(proc.stderr, lines)
     try:
-        pid = int(_wait_for(lines, r"started party-1 \(pid (\d+)\)", proc).group(1))
+        pid = int(_wait_for(lines, rf"started {victim} \(pid (\d+)\)", proc).group(1))
         _wait_for(lines, r"round 2/200", proc)  # training is under way
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -126,7 +134,7 @@ def test_killing_a_party_mid_training_fails_the_federation_naming_it(csvs, tmp_p
     err = "".join(lines)
     assert proc.returncode != 0
     final = [line for line in lines if line.startswith("ppxgb: error:")]
-    assert final and final[-1].startswith("ppxgb: error: party-1:"), err
+    assert final and final[-1].startswith(f"ppxgb: error: {victim}:"), err
     assert "killed by SIGKILL" in final[-1] and "no model written" in final[-1]
     assert "round 200/200" not in err
     assert elapsed < timeout + 20, elapsed  # detected, not waited out

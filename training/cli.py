@@ -227,7 +227,7 @@ def _run_role(args: argparse.Namespace, name: str, body: Callable[[NetworkTransp
         report["ok"] = True
     except PeerFailure as exc:
         report.update(error=str(exc), peer=exc.peer)
-        transport.abort(exc.peer, exc.reason if exc.peer == name else f"{exc.reason} (seen by {name})")
+        transport.abort(exc.peer, exc.reason)
         raise
     except BaseException as exc:
         report.update(error=f"{type(exc).__name__}: {exc}", peer=name)
