@@ -1,0 +1,158 @@
+"""Encrypted predictions equal xgboost's own (the installed xgboost is the oracle).
+
+Keys are 1024-bit here (the point is exactness, not key size); one test uses 2048.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+
+from ppxgb.errors import ParameterError
+from ppxgb.inference import Client, Server
+from ppxgb.proxy import Proxy
+
+RTOL, ATOL = 1e-5, 1e-6
+KINDS = {
+    "binary": ({"objective": "binary:logistic"}, 2),
+    "multi3": ({"objective": "multi:softprob", "num_class": 3}, 3),
+    "multi10": ({"objective": "multi:softprob", "num_class": 10}, 10),
+    "regression": ({"objective": "reg:squarederror"}, 0),
+}
+
+
+def make_data(kind, missing, n=240, d=7, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    X[:, 3] = np.round(X[:, 3] * 2)                    # a discrete feature: many ties
+    score = X[:, 0] + X[:, 1] * X[:, 2] - 0.5 * X[:, 3]
+    k = KINDS[kind][1]
+    if k == 0:
+        y = 3 * score + 10 + rng.normal(scale=0.1, size=n)
+    elif k == 2:
+        y = (score > 0).astype(int)
+    else:
+        y = np.digitize(score, np.quantile(score, np.linspace(0, 1, k + 1)[1:-1]))
+    if missing:
+        X[rng.random(X.shape) < 0.15] = np.nan
+    return X, y
+
+
+def train(kind, missing, rounds=12, depth=4):
+    X, y = make_data(kind, missing)
+    params = {**KINDS[kind][0], "max_depth": depth, "eta": 0.3, "seed": 0}
+    return xgb.train(params, xgb.DMatrix(X, label=y), rounds), X
+
+
+def score(model, X, output_margin=False, key_bits=1024):
+    enrollment = Proxy(key_bits, allow_weak_keys=True).enroll(model, user_id="alice")
+    server = Server()
+    server.add(enrollment.model.to_bytes())
+    client = Client(enrollment.keys.to_bytes())
+    queries = client.encrypt(X)
+    scores = server.predict(enrollment.model.model_id, queries.to_bytes())
+    return client.decrypt(scores.to_bytes(), output_margin=output_margin)
+
+
+@pytest.mark.parametrize("missing", [False, True], ids=["dense", "missing"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_booster_predictions_match(kind, missing):
+    booster, X = train(kind, missing)
+    Xq, _ = make_data(kind, missing, n=120, seed=1)       # fresh rows, not the training set
+    want = booster.predict(xgb.DMatrix(Xq))
+    got = score(booster, Xq)
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multi3", "regression"])
+def test_output_margin_matches(kind):
+    booster, X = train(kind, True)
+    want = booster.predict(xgb.DMatrix(X), output_margin=True)
+    np.testing.assert_allclose(score(booster, X, output_margin=True), want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("form", ["classifier", "regressor", "json", "ubj"])
+def test_sklearn_wrappers_and_model_files(form, tmp_path):
+    kind = "regression" if form == "regressor" else "binary"
+    X, y = make_data(kind, True)
+    if form == "regressor":
+        model = xgb.XGBRegressor(n_estimators=10, max_depth=3).fit(X, y)
+    else:
+        model = xgb.XGBClassifier(n_estimators=10, max_depth=3).fit(X, y)
+    want = model.get_booster().predict(xgb.DMatrix(X))
+    if form in ("json", "ubj"):
+        path = tmp_path / f"model.{form}"
+        model.get_booster().save_model(str(path))
+        model = str(path)
+    np.testing.assert_allclose(score(model, X), want, rtol=RTOL, atol=ATOL)
+
+
+def test_values_exactly_at_thresholds_and_signed_zero():
+    """x == threshold goes right, -0.0 compares equal to 0.0, neighbours of t go their way."""
+    rng = np.random.default_rng(3)
+    X = rng.integers(-2, 3, size=(200, 4)).astype(np.float32)
+    y = X[:, 0] - X[:, 1] + 0.5 * X[:, 2] * X[:, 3]
+    booster = xgb.train({"objective": "reg:squarederror", "max_depth": 4}, xgb.DMatrix(X, label=y), 8)
+    trees = booster.trees_to_dataframe()
+    splits = trees[trees.Feature != "Leaf"]
+    rows = []
+    for _, r in splits.iterrows():
+        f, t = int(r.Feature[1:]), np.float32(r.Split)
+        for v in (t, np.nextafter(t, np.float32(-np.inf)), np.nextafter(t, np.float32(np.inf))):
+            row = rng.integers(-2, 3, size=4).astype(np.float32)
+            row[f] = v
+            rows.append(row)
+    Xq = np.vstack(rows + [np.array([-0.0, 0.0, -0.0, 0.0], np.float32)])
+    np.testing.assert_allclose(score(booster, Xq), booster.predict(xgb.DMatrix(Xq)), rtol=RTOL, atol=ATOL)
+
+
+def test_fitted_and_explicit_intercepts():
+    X, y = make_data("regression", False)
+    for params in ({"base_score": 123.5}, {}):
+        booster = xgb.train({"objective": "reg:squarederror", **params}, xgb.DMatrix(X, label=y), 5)
+        np.testing.assert_allclose(score(booster, X[:50]), booster.predict(xgb.DMatrix(X[:50])),
+                                   rtol=RTOL, atol=ATOL)
+
+
+def test_all_missing_rows_and_pandas_columns():
+    booster, X = train("binary", True)
+    Xq = X[:30].copy()
+    Xq[:5] = np.nan
+    frame = pd.DataFrame(Xq, columns=[f"f{i}" for i in range(X.shape[1])])
+    np.testing.assert_allclose(score(booster, frame), booster.predict(xgb.DMatrix(Xq)),
+                               rtol=RTOL, atol=ATOL)
+
+
+def test_named_features_are_aligned_by_name():
+    X, y = make_data("binary", False)
+    names = [f"lab_{i}" for i in range(X.shape[1])]
+    frame = pd.DataFrame(X, columns=names)
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(frame, label=y), 6)
+    shuffled = frame[names[::-1]]
+    np.testing.assert_allclose(score(booster, shuffled), booster.predict(xgb.DMatrix(frame)),
+                               rtol=RTOL, atol=ATOL)
+
+
+def test_default_2048_bit_keys():
+    booster, X = train("binary", True, rounds=5)
+    enrollment = Proxy().enroll(booster, user_id="bob")
+    assert enrollment.keys.paillier_n.bit_length() == 2048
+    server = Server()
+    server.add(enrollment.model)
+    client = Client(enrollment.keys)
+    got = client.decrypt(server.predict(enrollment.model.model_id, client.encrypt(X[:20])))
+    np.testing.assert_allclose(got, booster.predict(xgb.DMatrix(X[:20])), rtol=RTOL, atol=ATOL)
+
+
+def test_bad_client_input_is_rejected():
+    booster, X = train("binary", False, rounds=3)
+    enrollment = Proxy(1024, allow_weak_keys=True).enroll(booster, user_id="carol")
+    client = Client(enrollment.keys)
+    for bad in (X[:, :3], np.full_like(X, np.inf), X[:0], "text", X[0]):
+        with pytest.raises(ParameterError):
+            client.encrypt(bad)
+    with pytest.raises(ParameterError):
+        Proxy(1024)                      # weak keys need an explicit opt-in
+    with pytest.raises(ParameterError):
+        Proxy(1024, allow_weak_keys=True).enroll(booster, user_id="bad id!")
