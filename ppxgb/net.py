@@ -277,7 +277,9 @@ class NetworkTransport(Transport):
             pass
         finally:
             sock.close()
-        if not self._closing.is_set():
+        with self._state:
+            current = self._incoming.get(peer) is sock
+        if current and not self._closing.is_set():
             self._fail(peer, reason)
 
     # ------------------------------------------------------ heartbeats, liveness

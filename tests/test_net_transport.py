@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ import pytest
 from ppxgb.errors import ParameterError, PeerFailure, ProtocolError
 from ppxgb.net import NetworkTransport, parse_address
 from ppxgb.tls import TLSConfig, make_test_pki
-from ppxgb.transport import InMemoryTransport
+from ppxgb.transport import InMemoryTransport, encode_message
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -194,6 +195,41 @@ def test_abort_names_the_culprit(addresses, pki):
     finally:
         a.close()
         b.close()
+
+
+def _frame(kind, body):
+    return struct.pack(">BI", kind, len(body)) + body
+
+
+BAD_FRAMES = {  # what b sends -> what a reports about b
+    "unknown kind": (_frame(9, b"xx"), "invalid frame (kind 9"),
+    "oversized": (struct.pack(">BI", 2, 2**31), "invalid frame (kind 2, 2147483648 bytes)"),
+    "malformed message": (_frame(2, b"\xc1garbage"), "malformed message"),
+    "forged sender": (_frame(2, encode_message("c", "a", "x", {})), "labelled c->a"),
+    "wrong recipient": (_frame(2, encode_message("b", "c", "x", {})), "labelled b->c"),
+    "truncated": (_frame(2, encode_message("b", "a", "x", {"v": 1}))[:-3], "connection lost"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(BAD_FRAMES))
+def test_a_peer_sending_a_bad_frame_is_reported_by_name(addresses, pki, what):
+    """Anything but hello, then well-formed messages from the authenticated sender, fails it."""
+    a = NetworkTransport("a", addresses, pki["a"], connect_timeout=30)
+    ctx = pki["b"].client_context()
+    raw = ctx.wrap_socket(socket.create_connection(addresses["a"]), server_hostname="a")
+    try:
+        raw.sendall(_frame(1, b"b") + _frame(2, encode_message("b", "a", "ok", {"v": 1})))
+        assert a.recv("a", "ok", src="b", timeout=10).payload == {"v": 1}
+        frame, reason = BAD_FRAMES[what]
+        raw.sendall(frame)
+        if what == "truncated":
+            raw.close()
+        with pytest.raises(PeerFailure) as info:
+            a.recv("a", "next", timeout=10)
+        assert info.value.peer == "b" and reason in info.value.reason
+    finally:
+        raw.close()
+        a.close()
 
 
 CHILD = textwrap.dedent("""
