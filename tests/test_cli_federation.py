@@ -184,7 +184,7 @@ def test_a_stalled_party_makes_the_coordinator_stop_within_the_timeout(csvs, tmp
     err = "".join(lines)
     assert coordinator.returncode == 2, err
     assert "ppxgb: error: party-0: stopped answering" in err
-    assert timeout - 0.5 < elapsed < timeout + 15, elapsed
+    assert timeout - 1.0 < elapsed < timeout + 15, elapsed  # heartbeats every timeout/5
     assert not out.exists() and leftovers(tmp_path) == []
 
 
