@@ -1,0 +1,134 @@
+"""The scoring server as an HTTP service (FastAPI).
+
+    PUT  /v1/models/{model_id}           admin token; body: EncryptedModel (msgpack);
+                                         header X-PPXGB-Token-SHA256: owner's token digest
+    POST /v1/models/{model_id}/predict   user token; body: EncryptedQueries (msgpack);
+                                         answer: EncryptedScores (msgpack)
+    GET  /v1/health
+
+Every scoring request is authenticated with the user's bearer token, and a token only
+opens the models enrolled for its user.  Bad input gets a 4xx JSON answer
+{"detail": ...}; nothing stored changes.  Workers keep only a cache of compiled models
+(rows are write-once), so any number of them can serve one database.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from ppxgb.errors import FormatError, ParameterError
+from ppxgb.formats import EncryptedModel
+from ppxgb.wire import MAX_MODEL_BYTES, MAX_QUERY_BYTES, MSGPACK, bearer_token
+
+from .server import Server
+from .store import ModelExists, ModelStore
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class HTTPProblem(Exception):
+    def __init__(self, status: int, detail: str):
+        self.status, self.detail = status, detail
+
+
+def _binary_body(description: str) -> dict:
+    return {"requestBody": {"required": True, "description": description,
+                            "content": {MSGPACK: {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def _msgpack_answer(description: str) -> dict:
+    return {200: {"description": description,
+                  "content": {MSGPACK: {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPProblem(413, f"body: expected at most {limit} bytes, got {declared}")
+    body = await request.body()
+    if len(body) > limit:
+        raise HTTPProblem(413, f"body: expected at most {limit} bytes, got {len(body)}")
+    if not body:
+        raise HTTPProblem(400, "body: expected a msgpack document, got an empty body")
+    return body
+
+
+def create_app(store: ModelStore, admin_token: str) -> FastAPI:
+    """The scoring service over `store`; `admin_token` authorises model uploads."""
+    if not admin_token or len(admin_token) < 16:
+        raise ParameterError.bad("admin_token", "a token of at least 16 characters", "a short token")
+    app = FastAPI(title="ppxgb scoring server", version="1",
+                  description="Scores OPE/Paillier-encrypted queries against encrypted XGBoost models.")
+    cache = Server()
+
+    @app.exception_handler(HTTPProblem)
+    async def _problem(request, exc: HTTPProblem):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(FormatError)
+    async def _format(request, exc: FormatError):
+        return JSONResponse({"detail": f"malformed input: {exc}"}, status_code=400)
+
+    @app.exception_handler(ParameterError)
+    async def _param(request, exc: ParameterError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    def authorise(request: Request, model_id: str) -> None:
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            raise HTTPProblem(401, "authorization: expected 'Bearer <access token>'")
+        user = store.user_for_token(token)
+        if user is None:
+            raise HTTPProblem(401, "authorization: the access token is not valid")
+        owner = store.owner(model_id)
+        if owner is None:
+            raise HTTPProblem(404, f"model_id: no model {model_id!r} on this server")
+        if owner[0] != user:
+            raise HTTPProblem(403, f"model_id: this token may not score model {model_id!r}")
+
+    @app.get("/v1/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.put("/v1/models/{model_id}", status_code=201,
+             openapi_extra=_binary_body("EncryptedModel, ppxgb.encrypted_model v1 (msgpack)"))
+    async def upload(model_id: str, request: Request) -> dict:
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None or not hmac.compare_digest(token.encode(), admin_token.encode()):
+            raise HTTPProblem(401, "authorization: model uploads need the server's admin token")
+        digest = request.headers.get("x-ppxgb-token-sha256", "").lower()
+        if not _HEX64.match(digest):
+            raise HTTPProblem(400, "x-ppxgb-token-sha256: expected 64 hex digits")
+        body = await _read_body(request, MAX_MODEL_BYTES)
+        model = await run_in_threadpool(EncryptedModel.from_bytes, body)
+        if model.model_id != model_id:
+            raise HTTPProblem(400, f"model_id: the URL says {model_id!r}, the model says {model.model_id!r}")
+        try:
+            await run_in_threadpool(store.put, model_id, model.user_id, digest, body)
+        except ModelExists as exc:
+            raise HTTPProblem(409, str(exc)) from None
+        return {"model_id": model_id, "user_id": model.user_id}
+
+    @app.post("/v1/models/{model_id}/predict", responses=_msgpack_answer("EncryptedScores (msgpack)"),
+              response_class=Response,
+              openapi_extra=_binary_body("EncryptedQueries, ppxgb.encrypted_queries v1 (msgpack)"))
+    async def predict(model_id: str, request: Request) -> Response:
+        await run_in_threadpool(authorise, request, model_id)
+        body = await _read_body(request, MAX_QUERY_BYTES)
+
+        def score() -> bytes:
+            if model_id not in cache:
+                blob = store.blob(model_id)
+                if blob is None:
+                    raise HTTPProblem(404, f"model_id: no model {model_id!r} on this server")
+                cache.add(blob)
+            return cache.predict(model_id, body).to_bytes()
+
+        return Response(await run_in_threadpool(score), media_type=MSGPACK)
+
+    return app

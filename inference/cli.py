@@ -1,0 +1,140 @@
+"""`ppxgb scoring-server` and `ppxgb score` (the client app).
+
+    ppxgb scoring-server --db sqlite:///models.db --admin-token-file server.token \
+        --tls-cert cert.pem --tls-key key.pem [--host 127.0.0.1 --port 8443]
+    ppxgb score --keys alice.key --token-file alice.token --server-url https://host:8443 \
+        --input patients.csv [--output scores.csv] [--output-margin] [--ca-cert ca.pem]
+
+The client app reads rows from CSV (header row of feature names, empty cell or NaN for
+missing) or JSON (a list of objects keyed by feature name, or a list of lists; null
+for missing), encrypts them, scores them on the server, decrypts, and prints the
+predictions or writes them as CSV or JSON (by the output file's extension).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+from ppxgb.errors import ParameterError, PeerFailure
+from ppxgb.wire import MSGPACK, http_client, read_private_file, read_token, run_service
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("scoring-server", help="run the encrypted-inference scoring server")
+    p.add_argument("--db", default="sqlite:///ppxgb-models.db", help="SQLAlchemy URL of the model store")
+    p.add_argument("--admin-token-file", required=True, help="token that authorises model uploads (0600)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8443)
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--insecure-http", action="store_true", help="serve plain HTTP (loopback only)")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=_serve)
+
+    p = subparsers.add_parser("score", help="client app: encrypt rows, score them remotely, decrypt")
+    p.add_argument("--keys", required=True, help="your key file from the proxy (0600)")
+    p.add_argument("--token-file", required=True, help="your access token (0600)")
+    p.add_argument("--server-url", required=True)
+    p.add_argument("--input", required=True, help="rows as .csv or .json")
+    p.add_argument("--output", help="write .csv or .json here instead of printing")
+    p.add_argument("--output-margin", action="store_true", help="margins instead of predictions")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--ca-cert", help="CA bundle to verify the server's certificate")
+    p.add_argument("--insecure-http", action="store_true", help="allow http:// (loopback testing only)")
+    p.set_defaults(func=_score)
+
+
+def _serve(args) -> int:
+    from .app import create_app
+    from .store import ModelStore
+
+    app = create_app(ModelStore(args.db), read_token(args.admin_token_file))
+    if args.workers != 1:
+        raise ParameterError.bad("--workers", "1 per process (run more processes behind a balancer)",
+                                 args.workers)
+    run_service(app, args.host, args.port, args.tls_cert, args.tls_key, args.insecure_http)
+    return 0
+
+
+def read_rows(path: str, feature_names, n_features: int) -> np.ndarray:
+    """Rows from CSV or JSON as float64 with NaN for missing; columns by name if named."""
+    import pandas as pd
+
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".csv":
+            frame = pd.read_csv(path)
+        elif ext == ".json":
+            with open(path) as fh:
+                doc = json.load(fh, parse_constant=lambda c: (_ for _ in ()).throw(
+                    ParameterError.bad(path, "numbers or null", c)))
+            if not isinstance(doc, list) or not doc:
+                raise ParameterError.bad(path, "a non-empty JSON list of rows", type(doc).__name__)
+            frame = pd.DataFrame(doc) if isinstance(doc[0], dict) else pd.DataFrame(doc)
+        else:
+            raise ParameterError.bad("--input", "a .csv or .json file", path)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ParameterError):
+            raise
+        raise ParameterError.bad(path, "a readable CSV or JSON file of rows", str(exc)[:200]) from None
+    if feature_names and all(isinstance(c, str) for c in frame.columns) and set(feature_names) <= set(frame.columns):
+        frame = frame[list(feature_names)]
+    elif frame.shape[1] != n_features:
+        raise ParameterError.bad(path, f"{n_features} feature columns", frame.shape[1])
+    try:
+        X = frame.apply(pd.to_numeric, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+    except (ValueError, TypeError):
+        raise ParameterError.bad(path, "numeric cells (empty or NaN for missing)", "text") from None
+    if np.isinf(X).any():
+        raise ParameterError.bad(path, "finite values (empty or NaN for missing)", "inf")
+    return X
+
+
+def write_predictions(pred: np.ndarray, path: str | None) -> None:
+    rows = pred.reshape(pred.shape[0], -1)
+    header = ["prediction"] if rows.shape[1] == 1 else [f"class_{k}" for k in range(rows.shape[1])]
+    if path and path.lower().endswith(".json"):
+        text = json.dumps(rows[:, 0].tolist() if rows.shape[1] == 1 else rows.tolist())
+    else:
+        lines = [",".join(header)] + [",".join(repr(float(v)) for v in r) for r in rows]
+        text = "\n".join(lines) + "\n"
+    if path:
+        with open(path, "w") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+def _score(args) -> int:
+    from ppxgb.formats import EncryptedScores, UserKeys
+
+    from .client import Client
+
+    if args.batch_size < 1:
+        raise ParameterError.bad("--batch-size", "a positive integer", args.batch_size)
+    keys = UserKeys.from_bytes(read_private_file(args.keys))
+    token = read_token(args.token_file)
+    client = Client(keys)
+    X = read_rows(args.input, keys.feature_names, keys.n_features)
+    out = []
+    with http_client(args.server_url, args.ca_cert, args.insecure_http, token) as http:
+        for start in range(0, X.shape[0], args.batch_size):
+            queries = client.encrypt(X[start:start + args.batch_size])
+            try:
+                r = http.post(f"/v1/models/{keys.model_id}/predict", content=queries.to_bytes(),
+                              headers={"content-type": MSGPACK})
+            except Exception as exc:
+                raise PeerFailure("scoring server", str(exc)) from None
+            if r.status_code != 200:
+                try:
+                    detail = r.json().get("detail")
+                except ValueError:
+                    detail = r.text[:200]
+                raise PeerFailure("scoring server", f"{r.status_code}: {detail}")
+            out.append(client.decrypt(EncryptedScores.from_bytes(r.content), output_margin=args.output_margin))
+    write_predictions(np.concatenate(out), args.output)
+    return 0

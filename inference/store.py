@@ -1,0 +1,72 @@
+"""Persistent storage of encrypted models for the scoring service (SQLAlchemy).
+
+SQLite by default; any SQLAlchemy URL (e.g. postgresql+psycopg://...) for deployment.
+A row holds the model's serialized bytes, its owner and the SHA-256 of the owner's
+access token (the token itself is never stored).  Rows are write-once: uploading an
+existing model id is refused, so a stored model never changes under a worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from sqlalchemy import Column, LargeBinary, MetaData, String, Table, create_engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from ppxgb.errors import ParameterError
+
+_meta = MetaData()
+models = Table(
+    "ppxgb_models", _meta,
+    Column("model_id", String(128), primary_key=True),
+    Column("user_id", String(128), nullable=False, index=True),
+    Column("token_sha256", String(64), nullable=False),
+    Column("blob", LargeBinary, nullable=False),
+)
+
+
+class ModelExists(ParameterError):
+    """A model with this id is already stored (rows are write-once)."""
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ModelStore:
+    def __init__(self, url: str = "sqlite:///ppxgb-models.db"):
+        kwargs = {"connect_args": {"check_same_thread": False}} if url.startswith("sqlite") else {}
+        self.engine = create_engine(url, future=True, **kwargs)
+        _meta.create_all(self.engine)
+
+    def put(self, model_id: str, user_id: str, token_sha256: str, blob: bytes) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(models).values(model_id=model_id, user_id=user_id,
+                                                   token_sha256=token_sha256, blob=blob))
+        except IntegrityError:
+            raise ModelExists(f"model_id: {model_id!r} is already stored") from None
+
+    def owner(self, model_id: str) -> tuple[str, str] | None:
+        """(user_id, token_sha256) of a stored model, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(models.c.user_id, models.c.token_sha256)
+                               .where(models.c.model_id == model_id)).first()
+        return (row[0], row[1]) if row else None
+
+    def user_for_token(self, token: str) -> str | None:
+        """The user whose access token this is (constant-time compare on the digest)."""
+        digest = token_digest(token)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(models.c.user_id, models.c.token_sha256)
+                                .where(models.c.token_sha256 == digest)).all()
+        for user, stored in rows:
+            if hmac.compare_digest(stored, digest):
+                return user
+        return None
+
+    def blob(self, model_id: str) -> bytes | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(models.c.blob).where(models.c.model_id == model_id)).first()
+        return bytes(row[0]) if row else None

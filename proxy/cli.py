@@ -1,0 +1,151 @@
+"""`ppxgb proxy ...`: the trusted proxy's commands.
+
+    ppxgb proxy new-secret --out FILE            a token or master key, mode 0600
+    ppxgb proxy enroll --model model.json --user alice --server-url https://... \
+        --server-admin-token-file server.token --key-out alice.key [--token-out alice.token]
+    ppxgb proxy enroll --proxy-url https://... --admin-token-file proxy.token \
+        --model NAME --user alice --key-out alice.key       (through a running proxy service)
+    ppxgb proxy serve --model NAME=model.json --server-url https://... \
+        --server-admin-token-file server.token --admin-token-file proxy.token \
+        --keystore DIR --master-key-file master.key --tls-cert c.pem --tls-key k.pem
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+
+from ppxgb.errors import ParameterError, PeerFailure
+from ppxgb.formats import UserKeys
+from ppxgb.model import Ensemble
+from ppxgb.wire import http_client, new_token, read_token, run_service, write_private_file
+
+
+def register(subparsers) -> None:
+    proxy = subparsers.add_parser("proxy", help="the trusted proxy: issue keys and encrypted models")
+    sub = proxy.add_subparsers(dest="proxy_command", metavar="ACTION")
+    sub.required = True
+
+    p = sub.add_parser("new-secret", help="write a fresh access token or master key (mode 0600)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--kind", choices=["token", "master-key"], default="token")
+    p.set_defaults(func=_new_secret)
+
+    p = sub.add_parser("enroll", help="enrol a user: keys to a 0600 file, encrypted model to the server")
+    p.add_argument("--user", required=True)
+    p.add_argument("--model", required=True, help="model file (local mode) or model name (--proxy-url)")
+    p.add_argument("--key-out", required=True, help="the user's key file (created with mode 0600)")
+    p.add_argument("--token-out", help="write the access token here (0600) instead of printing it")
+    p.add_argument("--proxy-url", help="enrol through a running proxy service instead of locally")
+    p.add_argument("--admin-token-file", help="the proxy service's admin token (with --proxy-url)")
+    p.add_argument("--ca-cert", help="CA bundle to verify the proxy service's certificate")
+    _server_link_args(p)
+    p.add_argument("--key-bits", type=int, default=2048, choices=[2048, 3072])
+    p.add_argument("--keystore", help="also seal the keys into this key store directory")
+    p.add_argument("--master-key-file", help="the key store's master key (0600)")
+    p.set_defaults(func=_enroll)
+
+    p = sub.add_parser("serve", help="run the proxy's HTTP service")
+    p.add_argument("--model", action="append", required=True, metavar="NAME=PATH")
+    _server_link_args(p)
+    p.add_argument("--admin-token-file", required=True)
+    p.add_argument("--keystore", required=True)
+    p.add_argument("--master-key-file", required=True)
+    p.add_argument("--key-bits", type=int, default=2048, choices=[2048, 3072])
+    _serve_args(p, 8441)
+    p.set_defaults(func=_serve)
+
+
+def _server_link_args(p) -> None:
+    p.add_argument("--server-url", help="the scoring server (https://host:port)")
+    p.add_argument("--server-admin-token-file", help="the scoring server's admin token (0600)")
+    p.add_argument("--server-ca", help="CA bundle to verify the scoring server's certificate")
+    p.add_argument("--insecure-http", action="store_true", help="allow http:// (loopback testing only)")
+
+
+def _serve_args(p, port: int) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=port)
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+
+
+def _link(args):
+    from .service import ScoringServerLink
+
+    if not args.server_url or not args.server_admin_token_file:
+        raise ParameterError.bad("--server-url/--server-admin-token-file", "both", "missing")
+    token = read_token(args.server_admin_token_file)
+    http_client(args.server_url, args.server_ca, args.insecure_http).close()   # check the URL policy now
+    return ScoringServerLink(lambda: http_client(args.server_url, args.server_ca, args.insecure_http, token))
+
+
+def _keystore(args):
+    from .keystore import KeyStore, load_master_key
+
+    if bool(args.keystore) != bool(args.master_key_file):
+        raise ParameterError.bad("--keystore/--master-key-file", "both or neither", "only one")
+    return KeyStore(args.keystore, load_master_key(args.master_key_file)) if args.keystore else None
+
+
+def _hand_out(args, keys_bytes: bytes, token: str) -> None:
+    UserKeys.from_bytes(keys_bytes)
+    write_private_file(args.key_out, keys_bytes)
+    if args.token_out:
+        write_private_file(args.token_out, token + "\n")
+    else:
+        print(token)
+
+
+def _new_secret(args) -> int:
+    import secrets
+
+    write_private_file(args.out, (new_token() if args.kind == "token" else secrets.token_hex(32)) + "\n")
+    return 0
+
+
+def _enroll(args) -> int:
+    if args.proxy_url:
+        if not args.admin_token_file:
+            raise ParameterError.bad("--admin-token-file", "the proxy's admin token file", None)
+        token = read_token(args.admin_token_file)
+        try:
+            with http_client(args.proxy_url, args.ca_cert, args.insecure_http, token) as http:
+                r = http.post("/v1/enroll", json={"user_id": args.user, "model": args.model})
+        except ParameterError:
+            raise
+        except Exception as exc:
+            raise PeerFailure("proxy", str(exc)) from None
+        if r.status_code != 200:
+            raise PeerFailure("proxy", f"enrolment refused ({r.status_code}): {r.json().get('detail', r.text)}")
+        answer = r.json()
+        _hand_out(args, base64.b64decode(answer["keys"]), answer["access_token"])
+        print(f"enrolled {args.user}: model {answer['model_id']}, keys in {args.key_out}", file=sys.stderr)
+        return 0
+    from .enroll import Proxy
+    from .service import enroll_user
+
+    link, store = _link(args), _keystore(args)
+    enrollment, token = enroll_user(Proxy(args.key_bits), Ensemble.load(args.model), args.user, link, store)
+    _hand_out(args, enrollment.keys.to_bytes(), token)
+    print(f"enrolled {args.user}: model {enrollment.model.model_id}, keys in {args.key_out}", file=sys.stderr)
+    return 0
+
+
+def _serve(args) -> int:
+    from .enroll import Proxy
+    from .keystore import KeyStore, load_master_key
+    from .service import create_app
+
+    models = {}
+    for spec in args.model:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ParameterError.bad("--model", "NAME=PATH", spec)
+        models[name] = Ensemble.load(path)
+    app = create_app(Proxy(args.key_bits), models, _link(args),
+                     KeyStore(args.keystore, load_master_key(args.master_key_file)),
+                     read_token(args.admin_token_file))
+    run_service(app, args.host, args.port, args.tls_cert, args.tls_key, args.insecure_http)
+    return 0
