@@ -87,9 +87,21 @@ class _PartyState:
         self.offsets: np.ndarray | None = None
         self.n_bins_total = 0
         self.margin: np.ndarray | None = None
-        self.g_int = self.h_int = None
-        self.positions = np.zeros(X.shape[0], dtype=np.int32)
+        self.gh: np.ndarray | None = None
+        # rows grouped by node: node k owns order[lo[k]:hi[k]]
+        self.order = np.arange(X.shape[0], dtype=np.int32)
+        max_nodes = 2 ** (p.max_depth + 1)
+        self.lo = np.zeros(max_nodes, dtype=np.int64)
+        self.hi = np.zeros(max_nodes, dtype=np.int64)
         self.group = 0
+
+    def start_tree(self, group: int) -> None:
+        if group == 0:
+            self.encode_gradients()
+        self.group = group
+        self.lo[:] = 0
+        self.hi[:] = 0
+        self.hi[0] = self.X.shape[0]
 
     def encode_gradients(self) -> None:
         g, h = gradients(self.p.objective, self.margin if self.p.n_groups > 1 else self.margin[:, 0], self.y)
@@ -101,33 +113,23 @@ class _PartyState:
             raise ParameterError(
                 f"gradient sums exceed the fixed-point range ({limit:g} per party at "
                 f"fixed_point_bits={self.p.fixed_point_bits}); scale the labels or lower fixed_point_bits")
-        self.g_int = np.rint(g.astype(np.float64) * self.enc.scale).astype(np.int64)
-        self.h_int = np.rint(h.astype(np.float64) * self.enc.scale).astype(np.int64)
+        # gh[k] is (n_rows, 2): g and h of output group k side by side, one cache line a row
+        gh = np.stack([g.T, h.T], axis=-1).astype(np.float64) * self.enc.scale
+        self.gh = np.rint(gh).astype(np.int64)
 
     def apply(self, splits: dict[str, Any]) -> None:
-        nodes = np.asarray(splits["node"], dtype=np.int64)
-        if nodes.size == 0:
-            return
-        size = max(int(nodes.max()), int(self.positions.max())) + 1
-        feature = np.zeros(size, np.int64)
-        split_bin = np.zeros(size, np.int64)
-        default_left = np.zeros(size, np.bool_)
-        left = np.full(size, -1, np.int64)
-        right = np.full(size, -1, np.int64)
-        feature[nodes] = splits["feature"]
-        split_bin[nodes] = splits["bin"]
-        default_left[nodes] = splits["default_left"]
-        left[nodes] = splits["left"]
-        right[nodes] = splits["right"]
-        kernels.apply_splits(self.bins, self.positions, feature, split_bin, default_left, left, right)
+        kernels.partition(self.bins, self.order, self.lo, self.hi, splits["node"], splits["feature"],
+                          splits["bin"], splits["default_left"], splits["left"], splits["right"])
 
     def histograms(self, build: np.ndarray) -> np.ndarray:
-        slot = np.full(int(max(build.max(), self.positions.max())) + 1, -1, dtype=np.int32)
-        slot[build] = np.arange(len(build), dtype=np.int32)
-        slot_of_row = slot[self.positions]
         return kernels.build_histograms(
-            self.bins, self.offsets, self.g_int[:, self.group], self.h_int[:, self.group],
-            slot_of_row, len(build), self.n_bins_total)
+            self.bins, self.offsets, self.gh[self.group], self.order, self.lo, self.hi, build, self.n_bins_total)
+
+    def add_leaves(self, nodes: np.ndarray, values: np.ndarray) -> None:
+        column = self.margin[:, self.group]
+        for node, value in zip(nodes, values.astype(np.float32)):
+            rows = self.order[self.lo[node]:self.hi[node]]
+            column[rows] += value
 
 
 def run_party(transport: Transport, name: str, X, y, *, servers: Sequence[str],
@@ -176,10 +178,7 @@ def _party_loop(transport, name, X, y, servers, coordinator, timeout):
             base = np.asarray(_field(msg, "base_margin", list), dtype=np.float32)
             state.margin = np.tile(base, (X.shape[0], 1)).astype(np.float32)
         elif stage == "tree":
-            if _field(msg, "group", int) == 0:
-                state.encode_gradients()
-            state.group = pl["group"]
-            state.positions[:] = 0
+            state.start_tree(_field(msg, "group", int))
         elif stage == "level":
             state.apply(_field(msg, "splits", dict))
             build = np.asarray(_field(msg, "build", list), dtype=np.int64)
@@ -187,10 +186,8 @@ def _party_loop(transport, name, X, y, servers, coordinator, timeout):
             send_shares(transport, name, servers, pl["step"], hist.view(np.uint64))
         elif stage == "finish":
             state.apply(_field(msg, "splits", dict))
-            nodes = np.asarray(_field(msg, "leaf_nodes", list), dtype=np.int64)
-            values = np.zeros(max(int(state.positions.max()), int(nodes.max())) + 1, dtype=np.float32)
-            values[nodes] = np.asarray(pl["leaf_values"], dtype=np.float32)
-            state.margin[:, state.group] += values[state.positions]
+            state.add_leaves(np.asarray(_field(msg, "leaf_nodes", list), dtype=np.int64),
+                             np.asarray(_field(msg, "leaf_values", list), dtype=np.float32))
 
 
 # =========================================================================== server

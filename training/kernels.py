@@ -1,5 +1,9 @@
 """Compiled kernels of a party's hot loop (numba): histograms and row partitioning.
 
+Rows are kept grouped by tree node, as XGBoost's hist does: `order` lists row indices
+and node k owns the slice order[lo[k]:hi[k]], so building a node's histogram streams
+through its own rows with one histogram hot in cache.
+
 Histograms are built directly in fixed point: each row's (g, h) is encoded once as
 int64, so sums are exact integers whatever the summation order or thread count, and
 the secure result is bit-for-bit reproducible across runs and transports.
@@ -13,74 +17,109 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-MISSING = 0xFFFF
-
 # numba's thread pools must not be entered from several Python threads at once
 # (in-process simulations run every party as a thread).
 KERNEL_LOCK = threading.Lock()
 
 
+def missing_code(dtype) -> int:
+    return int(np.iinfo(dtype).max)
+
+
 @njit(parallel=True, nogil=True, cache=True)
-def _build_hist(bins, offsets, g, h, slot_of_row, n_slots, n_bins_total, n_chunks):
-    n_rows, n_feat = bins.shape
-    # per-chunk private histograms: (chunk, slot, bin+1, 2); last bin slot = node totals
-    parts = np.zeros((n_chunks, n_slots, n_bins_total + 1, 2), dtype=np.int64)
-    chunk = (n_rows + n_chunks - 1) // n_chunks
+def _build_hist(bins, missing, offsets, gh, order, seg_slot, seg_lo, seg_hi,
+                n_slots, n_bins_total, n_chunks):
+    n_feat = bins.shape[1]
+    stride = (n_bins_total + 1) * 2
+    total = 0
+    for s in range(seg_lo.shape[0]):
+        total += seg_hi[s] - seg_lo[s]
+    parts = np.zeros((n_chunks, n_slots * stride), dtype=np.int64)
+    per = (total + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
-        lo = c * chunk
-        hi = min(n_rows, lo + chunk)
+        start = c * per
+        stop = min(total, start + per)
         hist = parts[c]
-        for r in range(lo, hi):
-            s = slot_of_row[r]
-            if s < 0:
-                continue
-            gr = g[r]
-            hr = h[r]
-            hist[s, n_bins_total, 0] += gr
-            hist[s, n_bins_total, 1] += hr
-            for f in range(n_feat):
-                b = bins[r, f]
-                if b != MISSING:
-                    k = offsets[f] + b
-                    hist[s, k, 0] += gr
-                    hist[s, k, 1] += hr
-    out = np.zeros((n_slots, n_bins_total + 1, 2), dtype=np.int64)
-    for c in range(n_chunks):
+        pos = 0
+        for s in range(seg_lo.shape[0]):
+            lo = seg_lo[s]
+            n = seg_hi[s] - lo
+            a = max(start, pos)
+            b = min(stop, pos + n)
+            if a < b:
+                base = seg_slot[s] * stride
+                tot = base + n_bins_total * 2
+                for i in range(lo + a - pos, lo + b - pos):
+                    r = order[i]
+                    gr = gh[r, 0]
+                    hr = gh[r, 1]
+                    hist[tot] += gr
+                    hist[tot + 1] += hr
+                    for f in range(n_feat):
+                        bb = bins[r, f]
+                        if bb != missing:
+                            k = base + (offsets[f] + bb) * 2
+                            hist[k] += gr
+                            hist[k + 1] += hr
+            pos += n
+    out = parts[0].copy()
+    for c in range(1, n_chunks):
         out += parts[c]
-    return out
+    return out.reshape(n_slots, n_bins_total + 1, 2)
 
 
-def build_histograms(bins: np.ndarray, offsets: np.ndarray, g: np.ndarray, h: np.ndarray,
-                     slot_of_row: np.ndarray, n_slots: int, n_bins_total: int) -> np.ndarray:
-    """Fixed-point (g, h) histograms for the rows whose slot is >= 0.
+def build_histograms(bins: np.ndarray, offsets: np.ndarray, gh: np.ndarray, order: np.ndarray, lo: np.ndarray, hi: np.ndarray, nodes: np.ndarray,
+                     n_bins_total: int) -> np.ndarray:
+    """Fixed-point histograms of the given nodes; gh is int64 (n_rows, 2) = (g, h).
 
-    Returns int64 of shape (n_slots, n_bins_total + 1, 2); index n_bins_total holds the
-    node totals (missing values included).
+    Returns int64 of shape (len(nodes), n_bins_total + 1, 2); index n_bins_total holds
+    the node totals (missing values included).
     """
-    n_chunks = max(1, min(numba.get_num_threads() * 2, bins.shape[0] // 4096 or 1))
+    nodes = np.asarray(nodes, dtype=np.int64)
+    seg_lo, seg_hi = lo[nodes], hi[nodes]
+    rows = int((seg_hi - seg_lo).sum())
+    n_chunks = max(1, min(numba.get_num_threads(), rows // 8192 or 1))
     with KERNEL_LOCK:
-        return _build_hist(bins, offsets, g, h, slot_of_row, n_slots, n_bins_total, n_chunks)
+        return _build_hist(bins, missing_code(bins.dtype), offsets, gh, order,
+                           np.arange(len(nodes), dtype=np.int64), seg_lo, seg_hi,
+                           len(nodes), n_bins_total, n_chunks)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _apply_splits(bins, positions, feature, split_bin, default_left, left, right):
-    n = positions.shape[0]
-    for r in prange(n):
-        node = positions[r]
-        if left[node] < 0:
-            continue
-        b = bins[r, feature[node]]
-        if b == MISSING:
-            go_left = default_left[node]
-        else:
-            go_left = np.int64(b) <= split_bin[node]
-        positions[r] = left[node] if go_left else right[node]
+def _partition(bins, missing, order, seg_lo, seg_hi, feature, split_bin, default_left, mid):
+    for s in prange(seg_lo.shape[0]):
+        lo, hi = seg_lo[s], seg_hi[s]
+        f, sb, dl = feature[s], split_bin[s], default_left[s]
+        right = np.empty(hi - lo, dtype=order.dtype)
+        n_left = 0
+        n_right = 0
+        for i in range(lo, hi):
+            r = order[i]
+            b = bins[r, f]
+            go_left = dl if b == missing else np.int64(b) <= sb
+            if go_left:
+                order[lo + n_left] = r
+                n_left += 1
+            else:
+                right[n_right] = r
+                n_right += 1
+        for j in range(n_right):
+            order[lo + n_left + j] = right[j]
+        mid[s] = lo + n_left
 
 
-def apply_splits(bins: np.ndarray, positions: np.ndarray, feature: np.ndarray,
-                 split_bin: np.ndarray, default_left: np.ndarray, left: np.ndarray,
-                 right: np.ndarray) -> None:
-    """Move each row of a split node to its child (in place). Arrays are per node id;
-    `left[node] < 0` means the node is not split now."""
+def partition(bins: np.ndarray, order: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+              nodes, feature, split_bin, default_left, left, right) -> None:
+    """Split the row slices of `nodes` in place (stable) and record the children's slices."""
+    nodes = np.asarray(nodes, dtype=np.int64)
+    if nodes.size == 0:
+        return
+    mid = np.empty(len(nodes), dtype=np.int64)
     with KERNEL_LOCK:
-        _apply_splits(bins, positions, feature, split_bin, default_left, left, right)
+        _partition(bins, missing_code(bins.dtype), order, lo[nodes], hi[nodes],
+                   np.asarray(feature, np.int64), np.asarray(split_bin, np.int64),
+                   np.asarray(default_left, np.bool_), mid)
+    left = np.asarray(left, np.int64)
+    right = np.asarray(right, np.int64)
+    lo[left], hi[left] = lo[nodes], mid
+    lo[right], hi[right] = mid, hi[nodes]
