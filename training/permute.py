@@ -1,0 +1,174 @@
+"""Dealer-assisted oblivious permutation and selection over Z_2^64 ("permute and share").
+
+The maths of the vertical histogram protocol, as pure functions on arrays.
+
+**Permutation correlation.** A dealer draws a uniformly random permutation sigma of
+[N] and uniform ring vectors a, c of N rows, and hands
+
+    to the label holder LH:   a, c                    (as seeds)
+    to the feature holder FH: sigma (as a seed), delta with delta[sigma[p]] = a[p] + c[sigma[p]]
+
+`delta` is the only vector that must travel: c masks it completely.
+
+**Oblivious gather.** LH holds a vector x (rows 0..L-1, L <= N); FH holds a list of
+distinct positions idx.  LH sends z = x - a[:L] (uniform to FH).  FH computes
+
+    k = sigma[idx]                 sent to LH: distinct uniform positions of [N]
+    w = z[idx] + delta[k]          = x[idx] + c[k]       (FH's share)
+
+and LH's share is -c[k].  So FH and LH end with additive shares of x[idx]; FH saw only
+uniform words, and LH saw only k, which is independent of idx because sigma is fresh.
+
+A histogram is two gathers (see vertical.py): gather 1 puts LH's gradients in FH's
+(node, bin) order; each side takes prefix sums of its share; gather 2 picks LH's
+prefix share at FH's segment ends.  FH adds its own prefix share there and sends the
+sums, so LH opens exactly the per-(node, bin) sums of g and h and nothing else.  FH
+pads each segment with one zero row so that segment ends are distinct even for empty
+bins (LH must not learn which bins are empty).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from numba import njit
+
+from ppxgb.errors import ParameterError
+from ppxgb.sharing import Randomness
+
+WIDTH = 2  # g and h
+
+
+def derive_key(master: bytes, *labels) -> bytes:
+    """A 32-byte key for one named stream: SHA-256(master || labels); independent streams."""
+    if not isinstance(master, (bytes, bytearray)) or len(master) != 32:
+        raise ParameterError.bad("master key", "32 bytes", type(master).__name__)
+    text = "|".join(str(x) for x in labels).encode()
+    return hashlib.sha256(b"ppxgb-vertical-v1|" + bytes(master) + b"|" + text).digest()
+
+
+def stream(master: bytes, *labels, rows: int, width: int = WIDTH) -> np.ndarray:
+    """rows x width uniform ring words from the named AES-CTR stream."""
+    return Randomness(derive_key(master, *labels)).uint64((rows, width))
+
+
+@njit(cache=True, nogil=True)
+def _fisher_yates(words: np.ndarray) -> np.ndarray:
+    n = words.shape[0]
+    perm = np.arange(n).astype(np.int64)
+    for i in range(n - 1, 0, -1):
+        # j uniform in [0, i]: high 64 bits of w * (i + 1), computed in 32-bit halves
+        # (bias below (i + 1) / 2^64)
+        w = words[i]
+        b = np.uint64(i + 1)
+        lo = (w & np.uint64(0xFFFFFFFF)) * b
+        hi = (w >> np.uint64(32)) * b + (lo >> np.uint64(32))
+        j = np.int64(hi >> np.uint64(32))
+        t = perm[i]
+        perm[i] = perm[j]
+        perm[j] = t
+    return perm
+
+
+def random_permutation(rng: Randomness, n: int) -> np.ndarray:
+    """A uniformly random permutation of [n] (int64), Fisher-Yates driven by AES-CTR."""
+    if n < 0:
+        raise ParameterError.bad("n", "a size >= 0", n)
+    return _fisher_yates(rng.words(n).copy())
+
+
+def permutation(master: bytes, *labels, n: int) -> np.ndarray:
+    return random_permutation(Randomness(derive_key(master, *labels)), n)
+
+
+def correlation_delta(sigma: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The dealer's message to FH: delta[sigma[p]] = a[p] + c[sigma[p]] (mod 2^64)."""
+    delta = c.copy()
+    delta[sigma] += a
+    return delta
+
+
+def gather_fh(z: np.ndarray, idx: np.ndarray, sigma: np.ndarray,
+              delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FH's side of an oblivious gather: (k for LH, FH's share of x[idx])."""
+    k = sigma[idx]
+    return k, z[idx] + delta[k]
+
+
+def gather_lh(c: np.ndarray, k: np.ndarray, n: int) -> np.ndarray:
+    """LH's share of x[idx]: -c[k]; checks that k is n distinct in-range positions."""
+    k = np.asarray(k)
+    if k.ndim != 1 or len(k) != n or k.dtype.kind not in "iu":
+        raise ParameterError.bad("gather positions", f"{n} integer positions", getattr(k, "shape", k))
+    if n and (int(k.min()) < 0 or int(k.max()) >= len(c) or len(np.unique(k)) != n):
+        raise ParameterError.bad("gather positions", f"distinct positions in [0, {len(c)})", "other values")
+    return -c[k.astype(np.int64)]
+
+
+def prefix(v: np.ndarray) -> np.ndarray:
+    """Inclusive prefix sums along rows, wrapping mod 2^64."""
+    return np.cumsum(v, axis=0, dtype=np.uint64)
+
+
+@njit(cache=True, nogil=True)
+def _segment_layout(slot, bins, n_slots, n_bins):
+    """Positions for gather 1, ordered by (slot, bin) with missing as bin n_bins, one
+    padding row (index m + segment) closing each segment; and each segment's end."""
+    m = slot.shape[0]
+    n_seg = n_slots * (n_bins + 1)
+    counts = np.zeros(n_seg, np.int64)
+    for r in range(m):
+        b = np.int64(bins[r])
+        if b >= n_bins:
+            b = n_bins
+        counts[slot[r] * (n_bins + 1) + b] += 1
+    start = np.zeros(n_seg, np.int64)
+    ends = np.zeros(n_seg, np.int64)
+    pos = 0
+    for s in range(n_seg):
+        start[s] = pos
+        pos += counts[s]
+        ends[s] = pos          # position of the padding row
+        pos += 1
+    idx = np.empty(pos, np.int64)
+    fill = start.copy()
+    for r in range(m):
+        b = np.int64(bins[r])
+        if b >= n_bins:
+            b = n_bins
+        s = slot[r] * (n_bins + 1) + b
+        idx[fill[s]] = r
+        fill[s] += 1
+    for s in range(n_seg):
+        idx[ends[s]] = m + s
+    return idx, ends
+
+
+def segment_layout(slot: np.ndarray, bins: np.ndarray, n_slots: int,
+                   n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """FH's private order for one feature: (idx over m + n_slots*(n_bins+1) rows, ends).
+
+    slot[r] is the node slot of built row r, bins[r] its bin (>= n_bins means missing).
+    """
+    return _segment_layout(np.ascontiguousarray(slot, dtype=np.int64),
+                           np.ascontiguousarray(bins), int(n_slots), int(n_bins))
+
+
+def segment_sums(prefix_at_ends: np.ndarray) -> np.ndarray:
+    """Per-segment sums from prefix sums taken at the segment ends (mod 2^64)."""
+    out = prefix_at_ends.copy()
+    out[1:] -= prefix_at_ends[:-1]
+    return out
+
+
+def correlation_size(n_rows: int, level: int, max_bin: int) -> int:
+    """Dealer vector length for a level: a public bound on built rows plus padding.
+
+    The nodes built at depth d >= 1 are smaller children, so they hold at most
+    n_rows // 2 rows in total; there are at most 2^(d-1) of them (1 at the root), each
+    with at most max_bin + 1 segments (bins and missing).
+    """
+    rows = n_rows if level == 0 else n_rows // 2
+    nodes = 1 if level == 0 else 1 << (level - 1)
+    return rows + nodes * (max_bin + 1)
