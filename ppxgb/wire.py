@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import ssl
 import stat
 
 from .errors import ParameterError
@@ -97,7 +98,10 @@ def http_client(base_url: str, ca_cert: str | None = None, insecure_http: bool =
     elif not base_url.startswith("https://"):
         raise ParameterError.bad("url", "an https:// URL", base_url)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=base_url, verify=ca_cert if ca_cert else True, headers=headers,
+    if ca_cert and not os.path.isfile(ca_cert):
+        raise ParameterError.bad("ca_cert", "an existing CA bundle file", ca_cert)
+    verify = ssl.create_default_context(cafile=ca_cert) if ca_cert else True
+    return httpx.Client(base_url=base_url, verify=verify, headers=headers,
                         timeout=timeout)
 
 
