@@ -57,24 +57,12 @@ class FeatureGrid:
 def party_cell_counts(X: np.ndarray, level: int, active: list[np.ndarray]) -> np.ndarray:
     """Counts of each party value in the 256 sub-cells of every active prefix.
 
-    `active[f]` holds the prefixes (8*(level-1) bits) to refine for feature f; the
-    result concatenates, per feature, len(active[f]) * 256 counts.
+    `active[f]` holds the sorted prefixes (8*(level-1) bits) to refine for feature f;
+    the result concatenates, per feature, len(active[f]) * 256 counts.
     """
-    out = []
-    shift_child = 32 - 8 * level
-    for f, prefixes in enumerate(active):
-        if len(prefixes) == 0:
-            continue
-        col = X[:, f]
-        keys = float_keys(col[~np.isnan(col)])
-        child = keys >> np.uint32(shift_child)
-        parent = (child >> np.uint32(8)) if level > 1 else np.zeros_like(child)
-        idx = np.searchsorted(prefixes, parent)
-        idx_clip = np.minimum(idx, len(prefixes) - 1)
-        hit = prefixes[idx_clip] == parent
-        slot = idx_clip[hit].astype(np.int64) * 256 + (child[hit] & np.uint32(0xFF))
-        out.append(np.bincount(slot, minlength=len(prefixes) * 256))
-    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+    from .kernels import cell_counts
+
+    return cell_counts(X, level, active).astype(np.float64)
 
 
 def start_grids(n_features: int) -> list[FeatureGrid]:
@@ -125,10 +113,16 @@ def refine(grids: list[FeatureGrid], counts: np.ndarray, max_bin: int) -> None:
         g.active = _quantile_cells(g.cells, g.counts, max_bin).astype(np.uint32)
 
 
+def _targets(total: float, max_bin: int) -> np.ndarray:
+    """Quantile ranks of the cuts of a continuous feature: max_bin - 1 bins at most, so
+    that with the missing code every bin index fits one byte when max_bin is 256."""
+    n_bins = max(max_bin - 1, 2)
+    return total * np.arange(1, n_bins) / n_bins
+
+
 def _quantile_cells(cells: np.ndarray, counts: np.ndarray, max_bin: int) -> np.ndarray:
     cum = np.cumsum(counts)
-    total = cum[-1]
-    targets = total * np.arange(1, max_bin) / max_bin
+    targets = _targets(cum[-1], max_bin)
     idx = np.unique(np.searchsorted(cum, targets, side="right"))
     idx = idx[idx < len(cells)]
     return cells[idx]
@@ -151,7 +145,7 @@ def cuts_from_grids(grids: list[FeatureGrid], max_bin: int) -> tuple[list[np.nda
         else:
             # cut at the lower boundary of the cell holding each quantile target
             cum = np.cumsum(g.counts)
-            targets = cum[-1] * np.arange(1, max_bin) / max_bin
+            targets = _targets(cum[-1], max_bin)
             idx = np.unique(np.searchsorted(cum, targets, side="right"))
             idx = idx[(idx > 0) & (idx < len(g.cells))]
             c = list(key_to_float(lo_keys[idx].astype(np.uint32)))

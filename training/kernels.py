@@ -123,3 +123,42 @@ def partition(bins: np.ndarray, order: np.ndarray, lo: np.ndarray, hi: np.ndarra
     right = np.asarray(right, np.int64)
     lo[left], hi[left] = lo[nodes], mid
     lo[right], hi[right] = mid, hi[nodes]
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _cell_counts(X, level, prefixes, ptr, out_ptr, out):
+    shift_child = 32 - 8 * level
+    for f in prange(X.shape[1]):
+        lo, hi = ptr[f], ptr[f + 1]
+        if lo == hi:
+            continue
+        for r in range(X.shape[0]):
+            x = X[r, f]
+            if x != x:  # NaN
+                continue
+            x = x + np.float32(0.0)  # -0.0 -> +0.0
+            bits = np.uint32(np.int32(np.float32(x).view(np.int32)))
+            key = (~bits) if bits & np.uint32(0x80000000) else (bits | np.uint32(0x80000000))
+            child = np.uint32(key) >> np.uint32(shift_child)
+            parent = child >> np.uint32(8) if level > 1 else np.uint32(0)
+            a, b = lo, hi
+            while a < b:  # lower bound of parent in this feature's sorted prefixes
+                m = (a + b) // 2
+                if prefixes[m] < parent:
+                    a = m + 1
+                else:
+                    b = m
+            if a < hi and prefixes[a] == parent:
+                out[out_ptr[f] + (a - lo) * 256 + (child & np.uint32(0xFF))] += 1
+
+
+def cell_counts(X: np.ndarray, level: int, active: list[np.ndarray]) -> np.ndarray:
+    """Counts of values in the 256 sub-cells of each active prefix, per feature (int64)."""
+    sizes = np.array([len(a) for a in active], dtype=np.int64)
+    ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    out_ptr = ptr * 256
+    prefixes = (np.concatenate(active) if len(active) else np.zeros(0)).astype(np.uint32)
+    out = np.zeros(int(out_ptr[-1]), dtype=np.int64)
+    with KERNEL_LOCK:
+        _cell_counts(np.ascontiguousarray(X, dtype=np.float32), level, prefixes, ptr, out_ptr, out)
+    return out

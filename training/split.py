@@ -98,20 +98,21 @@ def find_split(hist: np.ndarray, scale: float, cut_ptr: np.ndarray, cuts: np.nda
     has_missing = ((cg[end] - cg[start]) != Gti) | ((ch[end] - ch[start]) != Hti)
     bwd_gain = np.where(has_missing[seg], bwd_gain, np.float32(-np.inf))
 
-    best = None
-    best_gain = np.float32(0.0)
-    for f in range(n_feat):
-        s, e = int(start[f]), int(end[f])
-        fg = fwd_gain[s:e]
-        i = int(np.argmax(fg))
-        if fg[i] > best_gain:
-            best_gain, best = fg[i], ("fwd", f, s + i)
-        bg = bwd_gain[s:e][::-1]
-        j = int(np.argmax(bg))
-        if bg[j] > best_gain:
-            best_gain, best = bg[j], ("bwd", f, e - 1 - j)
-    if best is None:
+    # best per feature in XGBoost's scan order: forward bins ascending (first maximum),
+    # then backward bins descending (last index of the maximum), backward winning only
+    # when strictly better; then the first feature with the overall maximum.
+    idx = np.arange(n_bins)
+    fmax = np.maximum.reduceat(fwd_gain, start)
+    fidx = np.minimum.reduceat(np.where(fwd_gain == fmax[seg], idx, n_bins), start)
+    bmax = np.maximum.reduceat(bwd_gain, start)
+    bidx = np.maximum.reduceat(np.where(bwd_gain == bmax[seg], idx, -1), start)
+    use_bwd = bmax > fmax
+    feat_best = np.where(use_bwd, bmax, fmax)
+    f = int(np.argmax(feat_best))
+    best_gain = feat_best[f]
+    if not best_gain > np.float32(0.0):
         return None
+    best = ("bwd", f, int(bidx[f])) if use_bwd[f] else ("fwd", f, int(fidx[f]))
     kind, f, k = best
     s = int(start[f])
     if kind == "fwd":

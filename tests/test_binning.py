@@ -1,0 +1,66 @@
+"""Bin agreement pieces: the order-preserving float32 keys and the cell-count kernel."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ppxgb.training import binning
+from ppxgb.training.kernels import cell_counts
+
+floats32 = st.floats(width=32, allow_nan=False, allow_infinity=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(floats32, floats32)
+def test_keys_preserve_float32_order(a, b):
+    ka, kb = binning.float_keys(np.array([a, b], dtype=np.float32))
+    assert (a < b) == (ka < kb)
+    assert (a == b) == (ka == kb)          # -0.0 and +0.0 share a key
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(floats32, min_size=1, max_size=30))
+def test_key_to_float_inverts_keys(values):
+    x = np.array(values, dtype=np.float32) + np.float32(0.0)
+    np.testing.assert_array_equal(binning.key_to_float(binning.float_keys(x)), x)
+
+
+def _reference_counts(X, level, active):
+    out = []
+    for f, prefixes in enumerate(active):
+        if len(prefixes) == 0:
+            continue
+        col = X[:, f]
+        keys = binning.float_keys(col[~np.isnan(col)])
+        child = keys >> np.uint32(32 - 8 * level)
+        parent = (child >> np.uint32(8)) if level > 1 else np.zeros_like(child)
+        idx = np.minimum(np.searchsorted(prefixes, parent), len(prefixes) - 1)
+        hit = prefixes[idx] == parent
+        out.append(np.bincount(idx[hit].astype(np.int64) * 256 + (child[hit] & 0xFF),
+                               minlength=len(prefixes) * 256))
+    return np.concatenate(out)
+
+
+def test_cell_count_kernel_matches_numpy_through_every_level():
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=4000), rng.integers(0, 7, 4000), rng.exponential(size=4000) * 1e4,
+                         np.r_[np.full(2000, -0.0), np.zeros(2000)]]).astype(np.float32)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    grids = binning.start_grids(X.shape[1])
+    levels = 0
+    while not all(g.done for g in grids):
+        level = min(g.level for g in grids if not g.done) + 1
+        active = [g.active if not g.done else np.zeros(0, np.uint32) for g in grids]
+        counts = cell_counts(X, level, active)
+        np.testing.assert_array_equal(counts, _reference_counts(X, level, active))
+        binning.refine(grids, counts.astype(float), 256)
+        levels += 1
+    assert levels == 4
+    cuts, mins = binning.cuts_from_grids(grids, 256)
+    # discrete column: the distinct values 1..6 and a last cut above 6, as XGBoost's hist
+    np.testing.assert_array_equal(cuts[1][:-1], np.arange(1, 7, dtype=np.float32))
+    assert cuts[1][-1] > 6 and mins[1] < 0
+    assert len(cuts[3]) == 1                      # a single value (zero, either sign)
+    assert 2 < len(cuts[0]) <= 255                # continuous: quantile cuts, at most 255 bins
+    bins = binning.assign_bins(X, cuts)
+    assert bins.dtype == np.uint8 and np.all((bins == 255) == np.isnan(X))
