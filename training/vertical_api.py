@@ -1,0 +1,157 @@
+"""Entry points of vertical training: `train_vertical` and an in-process federation.
+
+    from ppxgb.training import train_vertical
+    booster = train_vertical(params, [clinic_df, lab_df, insurer_df], label="ms",
+                             label_party=0, num_boost_round=50, id_column="patient_id")
+
+Every role runs as a thread over one transport (in-memory by default): the label
+holder, one feature holder per other block, and the dealer (server-0).  With
+`id_column`, the parties first align their rows by private set intersection.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from ppxgb.errors import ParameterError, PeerFailure
+from ppxgb.model import Ensemble
+from ppxgb.transport import InMemoryTransport, Transport
+
+from . import psi
+from .params import TrainParams
+from .vertical import role_names, run_dealer, run_feature_holder, run_label_holder
+
+
+def split_block(block, i: int, id_column: str | None, label: Any, is_label_party: bool):
+    """(features, names, ids, y) of one party's block; the id and label columns removed."""
+    name = f"parties[{i}]"
+    is_frame = hasattr(block, "columns")
+    ids = y = None
+    if id_column is not None:
+        if not is_frame or id_column not in block.columns:
+            raise ParameterError.bad(f"{name}", f"a DataFrame with the id column {id_column!r}",
+                                     type(block).__name__ if not is_frame else list(block.columns)[:8])
+        ids = block[id_column].to_numpy()
+        block = block.drop(columns=[id_column])
+    if is_label_party and isinstance(label, str):
+        if not is_frame or label not in block.columns:
+            raise ParameterError.bad("label", f"a column of parties[{i}] (the label party)", label)
+        y = block[label].to_numpy()
+        block = block.drop(columns=[label])
+    names = [str(c) for c in block.columns] if is_frame else None
+    if is_frame:
+        bad = [c for c in block.columns if not np.issubdtype(block[c].dtype, np.number)]
+        if bad:
+            raise ParameterError.bad(name, "numeric feature columns", f"non-numeric column {bad[0]!r}")
+    return block, names, ids, y
+
+
+def prepare_blocks(parties, label, label_party: int, id_column: str | None):
+    """Validate the blocks; return (features per party, names per party, ids, y)."""
+    if not isinstance(parties, (list, tuple)) or len(parties) < 2:
+        raise ParameterError.bad("parties", "a list of at least two column blocks",
+                                 type(parties).__name__ if not isinstance(parties, (list, tuple)) else len(parties))
+    if isinstance(label_party, bool) or not isinstance(label_party, int) or not 0 <= label_party < len(parties):
+        raise ParameterError.bad("label_party", f"an int in [0, {len(parties)})", label_party)
+    if isinstance(label, str) and not hasattr(parties[label_party], "columns"):
+        raise ParameterError.bad("label", "an array (a column name needs a DataFrame at label_party)", label)
+    feats, names, ids = [], [], []
+    y = None
+    for i, block in enumerate(parties):
+        X, nm, id_, y_i = split_block(block, i, id_column, label, i == label_party)
+        feats.append(X)
+        names.append(nm)
+        ids.append(id_)
+        if y_i is not None:
+            y = y_i
+    if y is None:
+        y = np.asarray(label).ravel()
+    return feats, names, ids, y
+
+
+def run_vertical_federation(params: dict[str, Any], parties: Sequence[Any], label, label_party: int = 0,
+                            num_boost_round: int = 10, n_servers: int = 2, id_column: str | None = None,
+                            transport: Transport | None = None, progress=None,
+                            timeout: float | None = 600.0) -> tuple[Ensemble, Transport]:
+    """Run PSI (with id_column), then every vertical role as a thread; returns (model, transport)."""
+    TrainParams.from_dict(params)
+    feats, names, ids, y = prepare_blocks(parties, label, label_party, id_column)
+    party_names, lh, dealer = role_names(len(parties), label_party, n_servers)
+    transport = transport or InMemoryTransport()
+    if id_column is not None:
+        orders = psi.run_psi_federation(transport, party_names, lh, ids, timeout=timeout)
+        feats = [_take(X, o) for X, o in zip(feats, orders)]
+        y = np.asarray(y).ravel()
+        if len(y) != len(ids[label_party]):
+            raise ParameterError.bad("label", f"{len(ids[label_party])} labels (one per row of the label party)",
+                                     len(y))
+        y = y[orders[label_party]]
+    if any(n is not None for n in names):
+        names = [n if n is not None else [f"{party_names[i]}_f{j}" for j in range(_ncols(feats[i]))]
+                 for i, n in enumerate(names)]
+    errors: list[BaseException] = []
+
+    def guard(fn, *args, **kw):
+        try:
+            fn(*args, **kw)
+        except PeerFailure:
+            pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guard, args=(run_feature_holder, transport, q, feats[i]),
+                                kwargs={"label_holder": lh, "dealer": dealer, "feature_names": names[i],
+                                        "timeout": timeout}, daemon=True, name=q)
+               for i, q in enumerate(party_names) if q != lh]
+    threads.append(threading.Thread(target=guard, args=(run_dealer, transport, dealer),
+                                    kwargs={"label_holder": lh, "timeout": timeout}, daemon=True, name=dealer))
+    for th in threads:
+        th.start()
+    try:
+        model = run_label_holder(transport, lh, feats[label_party], y, params, num_boost_round,
+                                 parties=party_names, dealer=dealer, feature_names=names[label_party],
+                                 progress=progress, timeout=timeout)
+    except PeerFailure:
+        cause = next((e for e in errors if isinstance(e, ParameterError)), None)
+        if cause is not None:
+            raise cause from None
+        raise
+    for th in threads:
+        th.join(timeout=30)
+    return model, transport
+
+
+def _ncols(X) -> int:
+    return int(np.shape(X)[1]) if np.ndim(X) == 2 else 0
+
+
+def _take(X, order: np.ndarray):
+    if hasattr(X, "iloc"):
+        return X.iloc[order]
+    return np.asarray(X)[order]
+
+
+def train_vertical(params: dict[str, Any], parties: Sequence[Any], label, label_party: int = 0,
+                   num_boost_round: int = 10, n_servers: int = 2, id_column: str | None = None, *,
+                   progress=None, transport: Transport | None = None, timeout: float | None = 600.0):
+    """Train one XGBoost model over institutions that hold different columns of the same patients.
+
+    parties: column blocks (numpy arrays or DataFrames), one per institution; rows must be
+    aligned unless `id_column` names an ID column present in every DataFrame, in which case
+    rows are aligned by private set intersection and only common IDs are used.  label: the
+    label holder's y (an array), or with DataFrames the name of a column of
+    parties[label_party].  n_servers: compute servers available; server-0 is the dealer of
+    correlated randomness (the others are not needed by this protocol).
+
+    Returns an xgboost.Booster over the parties' feature columns concatenated in party
+    order (id and label columns removed), with feature names when DataFrames are given.
+    """
+    if progress is None:
+        from .progress import default_progress
+        progress = default_progress()
+    model, _ = run_vertical_federation(params, parties, label, label_party, num_boost_round, n_servers,
+                                       id_column, transport, progress, timeout)
+    return model.to_booster()
