@@ -117,7 +117,8 @@ class NetworkTransport(Transport):
         self._incoming: dict[str, socket.socket] = {}
         self._last_seen: dict[str, float] = {}
         self._said_bye: set[str] = set()
-        self._failed: set[str] = set()
+        self._failed: dict[str, str] = {}  # peers this transport itself saw fail, in order
+        self._failure_seen = threading.Event()
         self._started = time.monotonic()
 
         host, port = self.addresses[me]
@@ -140,7 +141,8 @@ class NetworkTransport(Transport):
         with self._state:
             if peer in self._failed or peer in self._said_bye or self._closing.is_set():
                 return
-            self._failed.add(peer)
+            self._failed[peer] = reason
+        self._failure_seen.set()
         self._inbox.put(Message(peer, self.me, "abort", {"peer": peer, "reason": reason}, 0))
 
     # ------------------------------------------------------------------ dialing
@@ -366,6 +368,17 @@ class NetworkTransport(Transport):
             stage, src = getattr(self._waiting, "what", ("any", None))
             raise PeerFailure(src or f"peers of {me}",
                               f"no {stage!r} message within {timeout:g}s") from None
+
+    def first_failure(self, wait: float = 0.0) -> tuple[str, str] | None:
+        """The first peer this transport itself saw fail (lost connection, silence, bad data).
+
+        Waits up to `wait` seconds for one. A role that failed on second-hand news (an
+        abort relayed by another peer) uses this to name the root cause, which it may
+        observe directly a moment later.
+        """
+        self._failure_seen.wait(wait)
+        with self._state:
+            return next(iter(self._failed.items()), None)
 
     @property
     def sent_bytes(self) -> int:

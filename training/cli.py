@@ -223,7 +223,14 @@ def _run_role(args: argparse.Namespace, name: str, body: Callable[[NetworkTransp
     report: dict[str, Any] = {"role": name, "ok": False}
     transport = _transport(args, peers, name)
     try:
-        body(transport, peers)
+        try:
+            body(transport, peers)
+        except PeerFailure as exc:
+            # Prefer what this role saw first-hand: a relayed abort may blame a bystander.
+            seen = transport.first_failure(wait=0.0 if exc.peer == name else 1.0)
+            if seen is not None and seen[0] != exc.peer:
+                raise PeerFailure(seen[0], f"{seen[1]} (and then {exc})") from exc
+            raise
         report["ok"] = True
     except PeerFailure as exc:
         report.update(error=str(exc), peer=exc.peer)
