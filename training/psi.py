@@ -127,8 +127,11 @@ def run_psi_leader(transport: Transport, me: str, others: Sequence[str], ids: Se
         transport.send(me, q, "psi_a", {"a": A})
     common = np.ones(len(ids), dtype=bool)
     partner: dict[str, np.ndarray] = {}
-    for q in others:
-        msg = transport.recv(me, "psi_b", q, timeout=timeout)
+    while len(partner) < len(others):
+        msg = transport.recv(me, "psi_b", timeout=timeout)
+        q = msg.src
+        if q not in others or q in partner:
+            raise ProtocolError(f"{me}: unexpected psi_b from {q}")
         AA = _points(msg, "aa", len(ids))
         BB = blind(_points(msg, "b"), a)
         i, j = match(AA, BB)

@@ -1,0 +1,168 @@
+"""Secure vertical training against centralized xgboost hist on the joined columns."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+
+from ppxgb.errors import ParameterError, UnsupportedParameter
+from ppxgb.training.vertical_api import run_vertical_federation, train_vertical
+
+
+def discrete_data(objective, n=1500, n_features=8, nan_rate=0.1, seed=0):
+    """Features with at most 12 distinct values (well under max_bin), NaNs at random;
+    the signal uses columns from every block of the splits below."""
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 12, size=(n, n_features)).astype(np.float64) * 0.5 - 2.0
+    signal = X[:, 0] - 0.7 * X[:, 3] + 0.3 * X[:, 5] * X[:, 7] + 0.5 * X[:, 2]
+    if nan_rate:
+        X[rng.random(X.shape) < nan_rate] = np.nan
+    if objective == "binary:logistic":
+        y = (signal + rng.normal(size=n) > 0).astype(float)
+    elif objective == "reg:squarederror":
+        y = signal * 3.0 + 10.0 + rng.normal(size=n)
+    else:
+        y = np.digitize(signal + rng.normal(size=n) * 0.5, [-1.0, 1.0]).astype(float)
+    return X, y
+
+
+def centralized(params, X, y, rounds):
+    return xgb.train({**params, "tree_method": "hist"}, xgb.DMatrix(X, label=y), rounds)
+
+
+def assert_margins_match(secure, reference, X, tol=1e-3, frac=0.99):
+    d = xgb.DMatrix(X)
+    m1 = secure.predict(d, output_margin=True).reshape(len(X), -1)
+    m2 = reference.predict(xgb.DMatrix(X), output_margin=True).reshape(len(X), -1)
+    close = np.all(np.abs(m1 - m2) <= tol, axis=1)
+    assert close.mean() >= frac, f"only {close.mean():.4f} of rows within {tol}"
+
+
+def column_blocks(X, n_parties):
+    edges = np.linspace(0, X.shape[1], n_parties + 1).astype(int)
+    return [X[:, a:b] for a, b in zip(edges[:-1], edges[1:])]
+
+
+OBJECTIVES = [
+    {"objective": "binary:logistic"},
+    {"objective": "reg:squarederror"},
+    {"objective": "multi:softprob", "num_class": 3},
+]
+
+
+@pytest.mark.parametrize("base", OBJECTIVES, ids=lambda p: p["objective"])
+@pytest.mark.parametrize("n_parties, label_party", [(2, 0), (2, 1), (3, 1), (4, 3)])
+def test_matches_centralized_xgboost(base, n_parties, label_party):
+    params = {**base, "max_depth": 4, "eta": 0.3}
+    X, y = discrete_data(params["objective"], seed=n_parties + label_party)
+    booster = train_vertical(params, column_blocks(X, n_parties), y, label_party=label_party,
+                             num_boost_round=4)
+    assert_margins_match(booster, centralized(params, X, y, 4), X)
+
+
+@pytest.mark.parametrize("extra", [
+    {"max_depth": 3, "eta": 0.1, "lambda": 2.5, "alpha": 0.5, "gamma": 0.2, "min_child_weight": 5},
+    {"max_depth": 5, "learning_rate": 0.5, "reg_lambda": 0.1, "max_bin": 16},
+    {"max_depth": 2, "base_score": 0.3},
+])
+def test_regularisation_parameters_match(extra):
+    params = {"objective": "binary:logistic", **extra}
+    X, y = discrete_data("binary:logistic", seed=7, nan_rate=0.2)
+    booster = train_vertical(params, column_blocks(X, 3), y, label_party=2, num_boost_round=4)
+    assert_margins_match(booster, centralized(params, X, y, 4), X)
+
+
+def test_label_holder_without_features_and_dense_data():
+    X, y = discrete_data("reg:squarederror", nan_rate=0.0, seed=11)
+    blocks = [np.zeros((len(y), 0)), X[:, :5], X[:, 5:]]
+    params = {"objective": "reg:squarederror", "max_depth": 3}
+    booster = train_vertical(params, blocks, y, label_party=0, num_boost_round=3)
+    assert_margins_match(booster, centralized(params, X, y, 3), X)
+
+
+def _frames_with_ids(X, y, n_parties, rng):
+    """Blocks with a shuffled patient_id column, partial overlap and extra IDs per party."""
+    n = len(y)
+    ids = rng.permutation(10 * n)[:n] + 1000          # common patients, in joined order
+    blocks = []
+    edges = np.linspace(0, X.shape[1], n_parties + 1).astype(int)
+    for p, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        keep = rng.random(n) < 0.9                       # each party misses ~10% of patients
+        extra = 20 * n + p * n + np.arange(rng.integers(50, 150))  # IDs nobody else has
+        cols = {f"p{p}_x{j}": np.concatenate([X[keep, j], rng.normal(size=len(extra))]) for j in range(a, b)}
+        frame = pd.DataFrame({"patient_id": np.concatenate([ids[keep], extra]), **cols})
+        if p == 0:
+            frame["ms"] = np.concatenate([y[keep], np.zeros(len(extra))])
+        frame = frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
+        blocks.append((frame, keep))
+    return ids, blocks
+
+
+@pytest.mark.parametrize("n_parties", [2, 3])
+def test_psi_aligns_shuffled_partial_overlap(n_parties):
+    rng = np.random.default_rng(5)
+    X, y = discrete_data("binary:logistic", n=1200, seed=5)
+    ids, blocks = _frames_with_ids(X, y, n_parties, rng)
+    common = np.logical_and.reduce([keep for _, keep in blocks])
+    params = {"objective": "binary:logistic", "max_depth": 3}
+    booster = train_vertical(params, [f for f, _ in blocks], "ms", label_party=0, num_boost_round=3,
+                             id_column="patient_id")
+    names = [c for f, _ in blocks for c in f.columns if c not in ("patient_id", "ms")]
+    assert booster.feature_names == names
+    # the reference: the joined rows of the common patients only
+    Xc, yc = X[common], y[common]
+    ref = centralized(params, Xc, yc, 3)
+    secure = booster.predict(xgb.DMatrix(pd.DataFrame(Xc, columns=names)), output_margin=True)
+    plain = ref.predict(xgb.DMatrix(Xc), output_margin=True)
+    assert np.mean(np.abs(secure - plain) <= 1e-3) >= 0.99
+
+
+def test_dataframes_label_column_and_feature_names():
+    X, y = discrete_data("reg:squarederror", n=600)
+    a = pd.DataFrame(X[:, :4], columns=["age", "bmi", "sex", "edss"]).assign(ms=y)
+    b = pd.DataFrame(X[:, 4:], columns=["hba1c", "ldl", "crp", "vitd"])
+    params = {"objective": "reg:squarederror", "max_depth": 3}
+    booster = train_vertical(params, [b, a], "ms", label_party=1, num_boost_round=2)
+    assert booster.feature_names == ["hba1c", "ldl", "crp", "vitd", "age", "bmi", "sex", "edss"]
+    joined = np.column_stack([X[:, 4:], X[:, :4]])
+    ref = centralized(params, joined, y, 2)
+    m1 = booster.predict(xgb.DMatrix(pd.DataFrame(joined, columns=booster.feature_names)))
+    np.testing.assert_allclose(m1, ref.predict(xgb.DMatrix(joined)), atol=1e-4)
+
+
+def test_round_trip_through_booster_json_is_exact():
+    X, y = discrete_data("multi:softprob", n=600)
+    params = {"objective": "multi:softprob", "num_class": 3, "max_depth": 3}
+    model, transport = run_vertical_federation(params, column_blocks(X, 2), y, num_boost_round=2)
+    np.testing.assert_allclose(model.to_booster().predict(xgb.DMatrix(X), output_margin=True),
+                               model.predict_margin(X), rtol=0, atol=1e-6)
+    assert transport.total_bytes > 0
+
+
+@pytest.mark.parametrize("params, word", [
+    ({"objective": "binary:logistic", "subsample": 0.5}, "subsample"),
+    ({"objective": "rank:pairwise"}, "objective"),
+    ({"objective": "multi:softprob"}, "num_class"),
+])
+def test_unsupported_parameters_are_named(params, word):
+    X, y = discrete_data("binary:logistic", n=50)
+    with pytest.raises(ParameterError, match=word):
+        train_vertical(params, column_blocks(X, 2), y, num_boost_round=1)
+
+
+def test_bad_inputs_are_named():
+    X, y = discrete_data("binary:logistic", n=60)
+    p = {"objective": "binary:logistic"}
+    with pytest.raises(ParameterError, match="label_party"):
+        train_vertical(p, column_blocks(X, 2), y, label_party=2)
+    with pytest.raises(ParameterError, match="parties"):
+        train_vertical(p, [X], y)
+    with pytest.raises(ParameterError, match="rows"):
+        train_vertical(p, [X[:, :3], X[:50, 3:]], y, num_boost_round=1)
+    with pytest.raises(ParameterError, match="label"):
+        train_vertical(p, column_blocks(X, 2), y[:10], num_boost_round=1)
+    with pytest.raises(ParameterError, match="id column"):
+        train_vertical(p, column_blocks(X, 2), y, id_column="patient_id")
+    with pytest.raises(ParameterError, match="n_servers"):
+        train_vertical(p, column_blocks(X, 2), y, n_servers=5)
+    assert issubclass(UnsupportedParameter, ParameterError)
