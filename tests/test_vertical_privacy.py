@@ -1,0 +1,157 @@
+"""What crosses the transport in vertical training (recorded messages).
+
+Allowed, by docs/vertical.md: a feature holder (FH) receives parameters, its dealer key,
+uniformly random ring words (z, z2, d1, d2), the nodes to build, the partitions of
+split nodes (left bits) and split requests for its own features; the dealer receives
+only the public schedule; the label holder (LH) receives from FHs uniformly random
+positions (k1, k2), masked sums and the per-(node, bin) aggregates they open to.
+"""
+
+import numpy as np
+import pytest
+
+from ppxgb.fixedpoint import FixedPointEncoder
+from ppxgb.transport import InMemoryTransport
+from ppxgb.training.objectives import gradients, intercept_from_stats, intercept_stats
+from ppxgb.training.vertical_api import run_vertical_federation
+
+FH_FIELDS = {
+    "vconfig": {"params", "n_rows"},
+    "dkey": {"key"},
+    "vtree": {"tree", "group"},
+    "corr": {"tree", "level", "f", "d1", "d2"},
+    "vlevel": {"tree", "level", "splits", "goleft", "build", "z"},
+    "vsel": {"tree", "level", "z2"},
+    "vsplit": {"node", "feature", "bin", "default_left"},
+    "stop": set(),
+}
+DEALER_FIELDS = {"dconfig": {"n_rows", "max_bin", "fhs", "n_features"}, "dlevel": {"tree", "level"},
+                 "stop": set()}
+UNIFORM = {("vlevel", "z"), ("vsel", "z2"), ("corr", "d1"), ("corr", "d2")}
+
+
+def _data(seed, n=400):
+    rng = np.random.default_rng(0)                       # features fixed across runs
+    X = rng.integers(0, 8, size=(n, 5)).astype(float)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    noise = np.random.default_rng(seed).random(n) < 0.1  # labels differ between runs
+    y = ((np.nan_to_num(X[:, 0], nan=0) > 3) ^ noise).astype(float)
+    return X, y
+
+
+def _run(X, y, **kw):
+    seen = []
+    t = InMemoryTransport(recorder=seen.append)
+    params = {"objective": "binary:logistic", "max_depth": kw.pop("max_depth", 1)}
+    run_vertical_federation(params, [X[:, :2], X[:, 2:]], y, label_party=0,
+                            num_boost_round=kw.pop("rounds", 1), transport=t)
+    return seen
+
+
+def _words(v):
+    if isinstance(v, np.ndarray):
+        return v.ravel().view(np.uint64) if v.dtype.itemsize == 8 else v.ravel().astype(np.uint64)
+    if isinstance(v, list):
+        return np.concatenate([_words(x) for x in v]) if v else np.zeros(0, np.uint64)
+    if isinstance(v, dict):
+        return np.concatenate([_words(x) for x in v.values()]) if v else np.zeros(0, np.uint64)
+    return np.zeros(0, np.uint64)
+
+
+def _first_round_gradients(y):
+    base = intercept_from_stats("binary:logistic", intercept_stats("binary:logistic", y, 0))
+    margin = np.full(len(y), np.log(base[0] / (1 - base[0])), dtype=np.float32)
+    g, h = gradients("binary:logistic", margin, y)
+    enc = FixedPointEncoder(32)
+    return np.concatenate([enc.encode(g), enc.encode(h), enc.encode(-g)])
+
+
+def test_fields_received_are_exactly_the_allowed_ones():
+    X, y = _data(1)
+    for msg in _run(X, y, max_depth=3, rounds=2):
+        if msg.dst == "party-1":
+            assert msg.stage in FH_FIELDS, msg.stage
+            assert set(msg.payload) == FH_FIELDS[msg.stage], (msg.stage, set(msg.payload))
+        if msg.dst == "server-0":
+            assert msg.stage in DEALER_FIELDS, msg.stage
+            assert set(msg.payload) == DEALER_FIELDS[msg.stage], (msg.stage, set(msg.payload))
+            assert msg.src == "party-0"
+
+
+def test_no_gradient_or_label_in_clear_reaches_a_feature_holder_or_the_dealer():
+    X, y = _data(2)
+    forbidden = set(_first_round_gradients(y).tolist())
+    seen = _run(X, y, max_depth=2)
+    for msg in seen:
+        if msg.dst in ("party-1", "server-0"):
+            for key, v in msg.payload.items():
+                if (msg.stage, key) in UNIFORM:
+                    hits = forbidden & set(_words(v).tolist())
+                    assert not hits, (msg.stage, key)
+                assert not (isinstance(v, np.ndarray) and v.dtype.kind == "f"), (msg.stage, key)
+
+
+def _uniform(words: np.ndarray):
+    """Bit frequencies and top-byte histogram of uniform 64-bit words (loose 6-sigma bounds)."""
+    bits = np.unpackbits(words.view(np.uint8)).reshape(-1, 64).mean(axis=0)
+    sd = 0.5 / np.sqrt(len(words))
+    assert np.all(np.abs(bits - 0.5) < 6 * sd + 1e-9), bits
+    top = np.bincount((words >> np.uint64(56)).astype(np.int64), minlength=256)
+    chi2 = ((top - len(words) / 256) ** 2 / (len(words) / 256)).sum()
+    assert chi2 < 255 + 6 * np.sqrt(2 * 255), chi2
+
+
+def test_feature_holder_view_does_not_depend_on_the_labels():
+    """Two runs, same features, different labels (both split first on LH's own column):
+    FH receives the same fields with the same shapes and public values, and every
+    ring vector it receives is uniformly random in both runs."""
+    X = _data(0)[0]
+    views = []
+    for seed in (3, 4):
+        _, y = _data(seed)
+        seen = _run(X, y, max_depth=1)
+        view, words = [], []
+        for msg in seen:
+            if msg.dst != "party-1":
+                continue
+            shape = {}
+            for key, v in msg.payload.items():
+                if (msg.stage, key) in UNIFORM:
+                    shape[key] = [a.shape for a in v] if isinstance(v, list) else v.shape
+                    words.append(_words(v))
+                elif key != "key":
+                    shape[key] = v if not isinstance(v, np.ndarray) else v.tolist()
+            view.append((msg.stage, msg.src, shape))
+        _uniform(np.concatenate(words))
+        views.append(view)
+    assert views[0] == views[1]
+
+
+def test_label_holder_positions_do_not_depend_on_feature_values():
+    """k1 (where FH's private order sends each gradient) is a fresh uniform injection:
+    with the same labels and different FH features, its values are uniform in [0, N)."""
+    ks = []
+    for shift in (0, 7):
+        X, y = _data(5)
+        X = X.copy()
+        X[:, 2:] = np.roll(X[:, 2:], shift, axis=0)
+        seen = _run(X, y, max_depth=1)
+        perm = [m for m in seen if m.stage == "vperm"]
+        assert len(perm) == 1
+        ks.append(np.concatenate(perm[0].payload["k"]).astype(np.int64))
+    for k in ks:
+        n_pos = 400 + 256 + 1
+        counts = np.bincount(k * 8 // n_pos, minlength=8)
+        expected = len(k) / 8
+        assert np.all(np.abs(counts - expected) < 6 * np.sqrt(expected)), counts
+
+
+def test_dealer_view_is_the_public_schedule_only():
+    X = _data(0)[0]
+    views = []
+    for seed in (6, 7):
+        _, y = _data(seed)
+        seen = _run(X, y, max_depth=1, rounds=2)
+        views.append([(m.stage, m.src, m.payload) for m in seen if m.dst == "server-0"])
+    assert views[0] == views[1]
+    assert views[0][0][2] == {"n_rows": 400, "max_bin": 256, "fhs": ["party-1"], "n_features": [3]}
