@@ -142,6 +142,22 @@ def test_killing_a_role_mid_training_fails_the_federation_naming_it(csvs, tmp_pa
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+def test_bad_data_at_one_party_fails_fast_naming_it(csvs, tmp_path):
+    bad = tmp_path / "bad.csv"
+    frame = pd.read_csv(csvs[1])
+    frame["f3"] = frame["f3"].astype(str) + "x"
+    frame.to_csv(bad, index=False)
+    out = tmp_path / "model.json"
+    proc = subprocess.run(CLI + ["federation", "--data", csvs[0], str(bad), "--label", "y",
+                                 "--params", json.dumps(PARAMS), "--rounds", "3", "--out", str(out)],
+                          capture_output=True, text=True, timeout=170)
+    final = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2
+    assert final.startswith("ppxgb: error: party-1: failed with ParameterError"), proc.stderr
+    assert "non-numeric column 'f3'" in final and "no model written" in final
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
 def _start_roles(csvs, tmp_path, timeout, rounds):
     """Start coordinator, parties and servers by hand, as on separate machines."""
     parties, servers = [f"party-{i}" for i in range(len(csvs))], ["server-0", "server-1"]

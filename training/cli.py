@@ -494,6 +494,10 @@ def _federation_error(children: list[_Child], coordinator: str, failed: list[_Ch
     culprit = culprit or coordinator
     if reason and reason.startswith(f"{culprit}: "):
         reason = reason[len(culprit) + 2:]
+    own = next((c for c in children if c.name == culprit and c.proc.returncode not in (0, None)), None)
+    own_line = own.error_line() if own is not None else None
+    if own_line and own_line not in (reason or "") and culprit != coordinator:
+        reason = f"{reason} ({culprit} says: {own_line})"  # it is our own process: show its message
     status = "; ".join(f"{c.name} {c.describe_exit()}" for c in children if c.proc.returncode not in (0,))
     return PeerFailure(culprit, f"{reason or 'failed'} [{status}]; no model written")
 
