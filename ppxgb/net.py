@@ -123,7 +123,8 @@ class NetworkTransport(Transport):
 
         host, port = self.addresses[me]
         try:
-            self._listener = socket.create_server((host, port), backlog=64)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self._listener = socket.create_server((host, port), family=family, backlog=64)
         except OSError as exc:
             raise ParameterError(f"address of {me}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self._listener.settimeout(0.2)
