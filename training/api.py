@@ -73,8 +73,8 @@ def run_federation(params: dict[str, Any], parties, num_boost_round: int, n_serv
                                 feature_names=names)
     except PeerFailure as exc:
         cause = next((e for e in errors if isinstance(e, ParameterError)), None)
-        if cause is not None:
-            raise cause from None
+        if cause is not None:  # bad input found inside a party: the user's error, named
+            raise type(cause)(f"{exc.peer}: {cause}") from None
         raise
     for t in threads:
         t.join(timeout=30)
