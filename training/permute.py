@@ -84,16 +84,38 @@ def permutation(master: bytes, *labels, n: int) -> np.ndarray:
 
 def correlation_delta(sigma: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
     """The dealer's message to FH: delta[sigma[p]] = a[p] + c[sigma[p]] (mod 2^64)."""
-    delta = c.copy()
-    delta[sigma] += a
-    return delta
+    return _delta(np.ascontiguousarray(sigma, dtype=np.int64), a, c)
+
+
+@njit(cache=True, nogil=True)
+def _delta(sigma, a, c):
+    out = c.copy()
+    for p in range(sigma.shape[0]):
+        q = sigma[p]
+        for j in range(a.shape[1]):
+            out[q, j] += a[p, j]
+    return out
 
 
 def gather_fh(z: np.ndarray, idx: np.ndarray, sigma: np.ndarray,
               delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """FH's side of an oblivious gather: (k for LH, FH's share of x[idx])."""
-    k = sigma[idx]
-    return k, z[idx] + delta[k]
+    return _gather_fh(z, np.ascontiguousarray(idx, dtype=np.int64),
+                      np.ascontiguousarray(sigma, dtype=np.int64), delta)
+
+
+@njit(cache=True, nogil=True)
+def _gather_fh(z, idx, sigma, delta):
+    n, w = idx.shape[0], z.shape[1]
+    k = np.empty(n, np.int64)
+    out = np.empty((n, w), np.uint64)
+    for i in range(n):
+        p = idx[i]
+        q = sigma[p]
+        k[i] = q
+        for j in range(w):
+            out[i, j] = z[p, j] + delta[q, j]
+    return k, out
 
 
 def gather_lh(c: np.ndarray, k: np.ndarray, n: int) -> np.ndarray:
@@ -101,9 +123,30 @@ def gather_lh(c: np.ndarray, k: np.ndarray, n: int) -> np.ndarray:
     k = np.asarray(k)
     if k.ndim != 1 or len(k) != n or k.dtype.kind not in "iu":
         raise ParameterError.bad("gather positions", f"{n} integer positions", getattr(k, "shape", k))
-    if n and (int(k.min()) < 0 or int(k.max()) >= len(c) or len(np.unique(k)) != n):
+    k = k.astype(np.int64, copy=False)
+    if n and not _distinct_in_range(k, len(c)):
         raise ParameterError.bad("gather positions", f"distinct positions in [0, {len(c)})", "other values")
-    return -c[k.astype(np.int64)]
+    return _neg_take(c, k)
+
+
+@njit(cache=True, nogil=True)
+def _neg_take(c, k):
+    out = np.empty((k.shape[0], c.shape[1]), np.uint64)
+    for i in range(k.shape[0]):
+        for j in range(c.shape[1]):
+            out[i, j] = np.uint64(0) - c[k[i], j]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _distinct_in_range(k, size):
+    seen = np.zeros(size, np.bool_)
+    for i in range(k.shape[0]):
+        v = k[i]
+        if v < 0 or v >= size or seen[v]:
+            return False
+        seen[v] = True
+    return True
 
 
 def prefix(v: np.ndarray) -> np.ndarray:

@@ -258,6 +258,8 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
     ks, kept = [], []
     for f in range(n_feat):
         corr = box.get("corr", dealer)
+        while _tag(corr) < (tree, level):       # prepared for a level the tree did not reach
+            corr = box.get("corr", dealer)
         if (corr.payload.get("tree"), corr.payload.get("level"), corr.payload.get("f")) != (tree, level, f):
             raise ProtocolError(f"{name}: correlation for {corr.payload.get('tree')}/"
                                 f"{corr.payload.get('level')}/{corr.payload.get('f')}, expected {tree}/{level}/{f}")
@@ -282,6 +284,13 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
     t.send(name, lh, "vsum", {"tree": tree, "level": level, "k2": k2s, "s": sums})
 
 
+def _tag(msg: Message) -> tuple[int, int]:
+    tree, level = msg.payload.get("tree"), msg.payload.get("level")
+    if not isinstance(tree, int) or not isinstance(level, int):
+        raise ProtocolError(f"stage {msg.stage!r} from {msg.src}: tree and level should be ints")
+    return tree, level
+
+
 # =========================================================================== dealer
 def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
                timeout: float | None = None) -> None:
@@ -294,6 +303,7 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
             raise ProtocolError(f"{name}: expected dconfig, got {msg.stage!r}")
         n = _field(msg, "n_rows", int)
         max_bin = _field(msg, "max_bin", int)
+        max_depth = _field(msg, "max_depth", int)
         fhs = [str(f) for f in _field(msg, "fhs", list)]
         n_features = [int(f) for f in _field(msg, "n_features", list)]
         keys_l = {fh: os.urandom(32) for fh in fhs}
@@ -301,13 +311,12 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
         transport.send(name, label_holder, "dkeys", {"keys": keys_l})
         for fh in fhs:
             transport.send(name, fh, "dkey", {"key": keys_f[fh]})
-        while True:
-            msg = transport.recv(name, _D_STAGES, label_holder, timeout=timeout)
-            if msg.stage == "stop":
+        sent: set[tuple[int, int]] = set()
+
+        def produce(tree: int, level: int) -> None:
+            if (tree, level) in sent:
                 return
-            if msg.stage != "dlevel":
-                raise ProtocolError(f"{name}: unexpected stage {msg.stage!r}")
-            tree, level = _field(msg, "tree", int), _field(msg, "level", int)
+            sent.add((tree, level))
             N = pm.correlation_size(n, level, max_bin)
             for fh, n_feat in zip(fhs, n_features):
                 kl, kf = keys_l[fh], keys_f[fh]
@@ -319,6 +328,20 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
                                               pm.stream(kl, tree, level, f, "a2", rows=N),
                                               pm.stream(kl, tree, level, f, "c2", rows=N))
                     transport.send(name, fh, "corr", {"tree": tree, "level": level, "f": f, "d1": d1, "d2": d2})
+
+        while True:
+            msg = transport.recv(name, _D_STAGES, label_holder, timeout=timeout)
+            if msg.stage == "stop":
+                return
+            if msg.stage != "dlevel":
+                raise ProtocolError(f"{name}: unexpected stage {msg.stage!r}")
+            tree, level = _field(msg, "tree", int), _field(msg, "level", int)
+            sent = {tl for tl in sent if tl[0] >= tree}
+            produce(tree, level)
+            # the schedule is public: prepare the next level while the parties work
+            # (FHs drop it if the tree stops earlier)
+            if level + 1 < max_depth:
+                produce(tree, level + 1)
     except PeerFailure:
         raise
     except BaseException as exc:
@@ -352,7 +375,7 @@ class _LabelHolder:
             self.fh_bins[q] = np.asarray(_field(msg, "n_bins", list), dtype=np.int64)
             names[q] = msg.payload.get("names")
         self.t.send(self.me, self.dealer, "dconfig", {
-            "n_rows": n, "max_bin": p.max_bin, "fhs": self.fhs,
+            "n_rows": n, "max_bin": p.max_bin, "max_depth": p.max_depth, "fhs": self.fhs,
             "n_features": [len(self.fh_bins[q]) for q in self.fhs]})
         self.keys = _field(self.box.get("dkeys", self.dealer), "keys", dict)
         cuts, mins = local_cuts(self.X, p.max_bin)
