@@ -63,82 +63,76 @@ _K256 = np.array([
     0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
     0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-], dtype=np.uint64)
+], dtype=np.int64)
 _H256 = np.array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                  0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19], dtype=np.uint32)
+                  0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19], dtype=np.int64)
 
 
-@numba.njit(cache=True)
+_M32 = 0xFFFFFFFF
+
+
+@numba.njit(cache=True, inline="always")
 def _rotr(x, n):
-    return ((x >> np.uint64(n)) | (x << np.uint64(32 - n))) & np.uint64(0xFFFFFFFF)
+    return ((x >> n) | (x << (32 - n))) & 0xFFFFFFFF
 
 
 @numba.njit(cache=True)
-def _sha256_block(state, block, K):
-    """One SHA-256 compression of a 64-byte block into `state` (uint32[8], in place)."""
-    M = np.uint64(0xFFFFFFFF)
-    w = np.empty(64, dtype=np.uint64)
-    for i in range(16):
-        w[i] = ((np.uint64(block[4 * i]) << np.uint64(24)) | (np.uint64(block[4 * i + 1]) << np.uint64(16))
-                | (np.uint64(block[4 * i + 2]) << np.uint64(8)) | np.uint64(block[4 * i + 3]))
+def _sha256_compress(state, w, K):
+    """One SHA-256 compression; w[0:16] holds the block's big-endian words (w is scratch)."""
     for i in range(16, 64):
-        s0 = _rotr(w[i - 15], 7) ^ _rotr(w[i - 15], 18) ^ (w[i - 15] >> np.uint64(3))
-        s1 = _rotr(w[i - 2], 17) ^ _rotr(w[i - 2], 19) ^ (w[i - 2] >> np.uint64(10))
-        w[i] = (np.uint64(w[i - 16]) + s0 + w[i - 7] + s1) & M
-    a, b, c, d = np.uint64(state[0]), np.uint64(state[1]), np.uint64(state[2]), np.uint64(state[3])
-    e, f, g, h = np.uint64(state[4]), np.uint64(state[5]), np.uint64(state[6]), np.uint64(state[7])
+        x, y = w[i - 15], w[i - 2]
+        s0 = _rotr(x, 7) ^ _rotr(x, 18) ^ (x >> 3)
+        s1 = _rotr(y, 17) ^ _rotr(y, 19) ^ (y >> 10)
+        w[i] = (w[i - 16] + s0 + w[i - 7] + s1) & 0xFFFFFFFF
+    a, b, c, d = state[0], state[1], state[2], state[3]
+    e, f, g, h = state[4], state[5], state[6], state[7]
     for i in range(64):
-        t1 = (h + (_rotr(e, 6) ^ _rotr(e, 11) ^ _rotr(e, 25)) + ((e & f) ^ (~e & g & M)) + K[i] + w[i]) & M
-        t2 = ((_rotr(a, 2) ^ _rotr(a, 13) ^ _rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) & M
-        h, g, f, e, d, c, b, a = g, f, e, (d + t1) & M, c, b, a, (t1 + t2) & M
-    state[0] = (np.uint64(state[0]) + a) & M
-    state[1] = (np.uint64(state[1]) + b) & M
-    state[2] = (np.uint64(state[2]) + c) & M
-    state[3] = (np.uint64(state[3]) + d) & M
-    state[4] = (np.uint64(state[4]) + e) & M
-    state[5] = (np.uint64(state[5]) + f) & M
-    state[6] = (np.uint64(state[6]) + g) & M
-    state[7] = (np.uint64(state[7]) + h) & M
+        t1 = (h + (_rotr(e, 6) ^ _rotr(e, 11) ^ _rotr(e, 25)) + ((e & f) ^ (~e & g & 0xFFFFFFFF))
+              + K[i] + w[i]) & 0xFFFFFFFF
+        t2 = ((_rotr(a, 2) ^ _rotr(a, 13) ^ _rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) & 0xFFFFFFFF
+        h, g, f, e, d, c, b, a = g, f, e, (d + t1) & 0xFFFFFFFF, c, b, a, (t1 + t2) & 0xFFFFFFFF
+    state[0] = (state[0] + a) & 0xFFFFFFFF
+    state[1] = (state[1] + b) & 0xFFFFFFFF
+    state[2] = (state[2] + c) & 0xFFFFFFFF
+    state[3] = (state[3] + d) & 0xFFFFFFFF
+    state[4] = (state[4] + e) & 0xFFFFFFFF
+    state[5] = (state[5] + f) & 0xFFFFFFFF
+    state[6] = (state[6] + g) & 0xFFFFFFFF
+    state[7] = (state[7] + h) & 0xFFFFFFFF
 
 
 @numba.njit(cache=True)
-def _hmac_label(inner0, outer0, label, K, out):
-    """HMAC-SHA256 of the decimal digits of int `label`, from precomputed pad states."""
-    digits = np.empty(24, dtype=np.uint8)
-    nd = 0
-    v = label
-    if v == 0:
-        digits[0] = 48
-        nd = 1
+def _hmac_label(inner0, outer0, label, K, w, st, out):
+    """HMAC-SHA256 of the decimal digits of int `label` into out[0:8] (big-endian words).
+
+    inner0/outer0 are the SHA-256 states after the key^ipad / key^opad block; w and st
+    are scratch (64 and 8 words).
+    """
+    nd = 1
+    v = label // 10
     while v > 0:
-        digits[nd] = 48 + v % 10
-        v //= 10
         nd += 1
-    block = np.zeros(64, dtype=np.uint8)
-    for i in range(nd):
-        block[i] = digits[nd - 1 - i]
-    block[nd] = 0x80
-    bitlen = (64 + nd) * 8
-    block[62] = (bitlen >> 8) & 0xFF
-    block[63] = bitlen & 0xFF
-    st = inner0.copy()
-    _sha256_block(st, block, K)
-    block2 = np.zeros(64, dtype=np.uint8)
+        v //= 10
+    for i in range(16):
+        w[i] = 0
+    v = label
+    for i in range(nd - 1, -1, -1):          # digits, most significant first
+        w[i // 4] |= (48 + v % 10) << (24 - 8 * (i % 4))
+        v //= 10
+    w[nd // 4] |= 0x80 << (24 - 8 * (nd % 4))
+    w[15] = (64 + nd) * 8
     for i in range(8):
-        block2[4 * i] = (st[i] >> np.uint32(24)) & np.uint32(0xFF)
-        block2[4 * i + 1] = (st[i] >> np.uint32(16)) & np.uint32(0xFF)
-        block2[4 * i + 2] = (st[i] >> np.uint32(8)) & np.uint32(0xFF)
-        block2[4 * i + 3] = st[i] & np.uint32(0xFF)
-    block2[32] = 0x80
-    block2[62] = (768 >> 8) & 0xFF
-    block2[63] = 768 & 0xFF
-    st2 = outer0.copy()
-    _sha256_block(st2, block2, K)
+        st[i] = inner0[i]
+    _sha256_compress(st, w, K)
     for i in range(8):
-        out[4 * i] = (st2[i] >> np.uint32(24)) & np.uint32(0xFF)
-        out[4 * i + 1] = (st2[i] >> np.uint32(16)) & np.uint32(0xFF)
-        out[4 * i + 2] = (st2[i] >> np.uint32(8)) & np.uint32(0xFF)
-        out[4 * i + 3] = st2[i] & np.uint32(0xFF)
+        w[i] = st[i]
+    w[8] = 0x80000000
+    for i in range(9, 15):
+        w[i] = 0
+    w[15] = 768
+    for i in range(8):
+        out[i] = outer0[i]
+    _sha256_compress(out, w, K)
 
 
 def _hmac_pad_states(key: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -146,14 +140,19 @@ def _hmac_pad_states(key: bytes) -> tuple[np.ndarray, np.ndarray]:
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
     k = np.frombuffer(key.ljust(64, b"\0"), dtype=np.uint8)
-    inner, outer = _H256.copy(), _H256.copy()
-    _sha256_block(inner, k ^ np.uint8(0x36), _K256)
-    _sha256_block(outer, k ^ np.uint8(0x5C), _K256)
-    return inner, outer
+    states = []
+    for pad in (0x36, 0x5C):
+        block = (k ^ np.uint8(pad)).astype(np.int64)
+        w = np.zeros(64, dtype=np.int64)
+        w[:16] = (block[0::4] << 24) | (block[1::4] << 16) | (block[2::4] << 8) | block[3::4]
+        st = _H256.copy()
+        _sha256_compress(st, w, _K256)
+        states.append(st)
+    return states[0], states[1]
 
 
-# ---------------------------------------------------------------- AES-256
-def _make_sbox() -> np.ndarray:
+# ---------------------------------------------------------------- AES-256 (T-tables)
+def _make_tables() -> tuple[np.ndarray, np.ndarray]:
     def mul(a, b):
         r = 0
         while b:
@@ -175,117 +174,108 @@ def _make_sbox() -> np.ndarray:
             b = ((b << 1) | (b >> 7)) & 0xFF
             s ^= b
         sbox.append(s ^ 0x63)
-    return np.array(sbox, dtype=np.uint8)
+    te = np.zeros((4, 256), dtype=np.int64)
+    for x in range(256):
+        s = sbox[x]
+        word = (mul(s, 2) << 24) | (s << 16) | (s << 8) | mul(s, 3)
+        for j in range(4):
+            te[j, x] = ((word >> (8 * j)) | (word << (32 - 8 * j))) & _M32
+    return np.array(sbox, dtype=np.int64), te
 
 
-_SBOX = _make_sbox()
-_RCON = np.array([0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40], dtype=np.uint8)
-
-
-_SHIFT_ROWS = np.array([((i // 4 + i % 4) % 4) * 4 + i % 4 for i in range(16)], dtype=np.int64)
+_SBOX, _TE = _make_tables()
+_RCON = np.array([0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40], dtype=np.int64)
 
 
 @numba.njit(cache=True)
-def _xtime(a):
-    return ((a << 1) ^ (0x1B if a & 0x80 else 0)) & 0xFF
-
-
-@numba.njit(cache=True)
-def _aes256_expand(key, sbox, rcon, rk):
-    """AES-256 key schedule: 32-byte key -> 240 bytes of round keys (rk, in place)."""
-    for i in range(32):
-        rk[i] = key[i]
-    t = np.empty(4, dtype=np.uint8)
+def _aes256_expand(key_words, sbox, rcon, rk):
+    """AES-256 key schedule: 8 big-endian key words -> 60 round-key words (rk, in place)."""
+    for i in range(8):
+        rk[i] = key_words[i]
     for i in range(8, 60):
-        for j in range(4):
-            t[j] = rk[4 * (i - 1) + j]
+        t = rk[i - 1]
         if i % 8 == 0:
-            t0 = t[0]
-            t[0] = sbox[t[1]] ^ rcon[i // 8 - 1]
-            t[1] = sbox[t[2]]
-            t[2] = sbox[t[3]]
-            t[3] = sbox[t0]
+            t = ((t << 8) | (t >> 24)) & 0xFFFFFFFF
+            t = ((sbox[t >> 24] << 24) | (sbox[(t >> 16) & 0xFF] << 16) | (sbox[(t >> 8) & 0xFF] << 8)
+                 | sbox[t & 0xFF]) ^ (rcon[i // 8 - 1] << 24)
         elif i % 8 == 4:
-            for j in range(4):
-                t[j] = sbox[t[j]]
-        for j in range(4):
-            rk[4 * i + j] = rk[4 * (i - 8) + j] ^ t[j]
+            t = ((sbox[t >> 24] << 24) | (sbox[(t >> 16) & 0xFF] << 16) | (sbox[(t >> 8) & 0xFF] << 8)
+                 | sbox[t & 0xFF])
+        rk[i] = rk[i - 8] ^ t
 
 
 @numba.njit(cache=True)
-def _aes256_block(rk, sbox, counter, out, off):
-    """Encrypt the 128-bit big-endian counter block `counter` into out[off:off+16]."""
-    s = np.empty(16, dtype=np.int64)
-    u = np.empty(16, dtype=np.int64)
-    c = counter
-    for i in range(16):
-        s[15 - i] = (c & 0xFF) ^ rk[15 - i]
-        c >>= 8
-    for rnd in range(1, 15):
-        for i in range(16):                     # SubBytes + ShiftRows (column-major state)
-            u[i] = sbox[s[_SHIFT_ROWS[i]]]
-        if rnd < 14:                            # MixColumns
-            for col in range(4):
-                a0, a1, a2, a3 = u[4 * col], u[4 * col + 1], u[4 * col + 2], u[4 * col + 3]
-                x = a0 ^ a1 ^ a2 ^ a3
-                s[4 * col] = a0 ^ x ^ _xtime(a0 ^ a1)
-                s[4 * col + 1] = a1 ^ x ^ _xtime(a1 ^ a2)
-                s[4 * col + 2] = a2 ^ x ^ _xtime(a2 ^ a3)
-                s[4 * col + 3] = a3 ^ x ^ _xtime(a3 ^ a0)
-        else:
-            for i in range(16):
-                s[i] = u[i]
-        for i in range(16):
-            s[i] ^= rk[16 * rnd + i]
-    for i in range(16):
-        out[off + i] = s[i]
+def _aes256_block(rk, sbox, te, counter, out):
+    """Encrypt the 128-bit big-endian counter block `counter` into out[0:16] (bytes)."""
+    s0, s1 = rk[0], rk[1]
+    s2 = ((counter >> 32) & 0xFFFFFFFF) ^ rk[2]
+    s3 = (counter & 0xFFFFFFFF) ^ rk[3]
+    t0 = t1 = t2 = t3 = 0
+    for r in range(1, 14):
+        t0 = te[0, s0 >> 24] ^ te[1, (s1 >> 16) & 0xFF] ^ te[2, (s2 >> 8) & 0xFF] ^ te[3, s3 & 0xFF] ^ rk[4 * r]
+        t1 = te[0, s1 >> 24] ^ te[1, (s2 >> 16) & 0xFF] ^ te[2, (s3 >> 8) & 0xFF] ^ te[3, s0 & 0xFF] ^ rk[4 * r + 1]
+        t2 = te[0, s2 >> 24] ^ te[1, (s3 >> 16) & 0xFF] ^ te[2, (s0 >> 8) & 0xFF] ^ te[3, s1 & 0xFF] ^ rk[4 * r + 2]
+        t3 = te[0, s3 >> 24] ^ te[1, (s0 >> 16) & 0xFF] ^ te[2, (s1 >> 8) & 0xFF] ^ te[3, s2 & 0xFF] ^ rk[4 * r + 3]
+        s0, s1, s2, s3 = t0, t1, t2, t3
+    o0 = ((sbox[s0 >> 24] << 24) | (sbox[(s1 >> 16) & 0xFF] << 16) | (sbox[(s2 >> 8) & 0xFF] << 8)
+          | sbox[s3 & 0xFF]) ^ rk[56]
+    o1 = ((sbox[s1 >> 24] << 24) | (sbox[(s2 >> 16) & 0xFF] << 16) | (sbox[(s3 >> 8) & 0xFF] << 8)
+          | sbox[s0 & 0xFF]) ^ rk[57]
+    o2 = ((sbox[s2 >> 24] << 24) | (sbox[(s3 >> 16) & 0xFF] << 16) | (sbox[(s0 >> 8) & 0xFF] << 8)
+          | sbox[s1 & 0xFF]) ^ rk[58]
+    o3 = ((sbox[s3 >> 24] << 24) | (sbox[(s0 >> 16) & 0xFF] << 16) | (sbox[(s1 >> 8) & 0xFF] << 8)
+          | sbox[s2 & 0xFF]) ^ rk[59]
+    out[0], out[1], out[2], out[3] = o0 >> 24, (o0 >> 16) & 0xFF, (o0 >> 8) & 0xFF, o0 & 0xFF
+    out[4], out[5], out[6], out[7] = o1 >> 24, (o1 >> 16) & 0xFF, (o1 >> 8) & 0xFF, o1 & 0xFF
+    out[8], out[9], out[10], out[11] = o2 >> 24, (o2 >> 16) & 0xFF, (o2 >> 8) & 0xFF, o2 & 0xFF
+    out[12], out[13], out[14], out[15] = o3 >> 24, (o3 >> 16) & 0xFF, (o3 >> 8) & 0xFF, o3 & 0xFF
 
 
 # ---------------------------------------------------------------- the coin tape
 @numba.njit(cache=True)
-def _tape(inner0, outer0, label, K, sbox, rcon, tape, rk, state):
+def _tape(inner0, outer0, label, K, sbox, rcon, te, tape, rk, w, st, dig, state):
     """Start the coin tape of node `label`: AES-256-CTR (zero IV) under HMAC(key, label).
 
-    `tape` holds the current 16-byte keystream block; state = [bit position, block index].
+    `tape` holds the current 16-byte keystream block; state = [bit position, block index];
+    rk, w, st, dig are scratch words (round keys, SHA-256 schedule, state, digest).
     """
-    digest = np.empty(32, dtype=np.uint8)
-    _hmac_label(inner0, outer0, label, K, digest)
-    _aes256_expand(digest, sbox, rcon, rk)
-    _aes256_block(rk, sbox, 0, tape, 0)
+    _hmac_label(inner0, outer0, label, K, w, st, dig)
+    _aes256_expand(dig, sbox, rcon, rk)
+    _aes256_block(rk, sbox, te, 0, tape)
     state[0] = 0
     state[1] = 0
 
 
 @numba.njit(cache=True)
-def _coin(tape, state, rk, sbox):
+def _coin(tape, state, rk, sbox, te):
     """The next coin (bit), most significant bit of each keystream byte first."""
     pos = state[0]
     block = pos // 128
     if block != state[1]:
-        _aes256_block(rk, sbox, block, tape, 0)
+        _aes256_block(rk, sbox, te, block, tape)
         state[1] = block
     state[0] = pos + 1
     within = pos % 128
-    return (np.int64(tape[within // 8]) >> (7 - within % 8)) & 1
+    return (tape[within // 8] >> (7 - within % 8)) & 1
 
 
 @numba.njit(cache=True)
-def _draw(tape, state, rk, sbox):
+def _draw(tape, state, rk, sbox, te):
     """32 coins as a float in [0, 1], as pyope's PRNG.draw."""
     out = 0
     pos = state[0]
     if pos % 32 == 0:                           # aligned: four whole keystream bytes
         block = pos // 128
         if block != state[1]:
-            _aes256_block(rk, sbox, block, tape, 0)
+            _aes256_block(rk, sbox, te, block, tape)
             state[1] = block
         byte = (pos % 128) // 8
         for i in range(4):
-            out = (out << 8) | np.int64(tape[byte + i])
+            out = (out << 8) | tape[byte + i]
         state[0] = pos + 32
     else:
         for _ in range(32):
-            out = (out << 1) | _coin(tape, state, rk, sbox)
+            out = (out << 1) | _coin(tape, state, rk, sbox, te)
     return 1.0 * out / 4294967295.0
 
 
@@ -348,13 +338,13 @@ def _product_as_float(a, b):
 
 
 @numba.njit(cache=True)
-def _hyp(tape, state, rk, sbox, good, bad, sample):
+def _hyp(tape, state, rk, sbox, te, good, bad, sample):
     d1 = bad + good - sample
     d2 = float(min(bad, good))
     y = d2
     k = sample
     while y > 0.0:
-        u = _draw(tape, state, rk, sbox)
+        u = _draw(tape, state, rk, sbox, te)
         y -= int(math.floor(u + y / (d1 + k)))
         k -= 1
         if k == 0:
@@ -366,7 +356,7 @@ def _hyp(tape, state, rk, sbox, good, bad, sample):
 
 
 @numba.njit(cache=True)
-def _hrua(tape, state, rk, sbox, good, bad, sample):
+def _hrua(tape, state, rk, sbox, te, good, bad, sample):
     D1 = 1.7155277699214135
     D2 = 0.8989161620588988
     mingoodbad = min(good, bad)
@@ -384,8 +374,8 @@ def _hrua(tape, state, rk, sbox, good, bad, sample):
     d11 = min(min(m, mingoodbad) + 1.0, math.floor(d6 + 16 * d7))
     z = 0
     while True:
-        x = _draw(tape, state, rk, sbox)
-        y = _draw(tape, state, rk, sbox)
+        x = _draw(tape, state, rk, sbox, te)
+        y = _draw(tape, state, rk, sbox, te)
         w = d6 + d8 * (y - 0.5) / x
         if w < 0.0 or w >= d11:
             continue
@@ -423,7 +413,7 @@ def _cache_slot(keys, key):
 
 
 @numba.njit(cache=True)
-def _encrypt_sorted(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbox, rcon,
+def _encrypt_sorted(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbox, rcon, te,
                     ckeys, cvals):
     """Ciphertexts of sorted, unique plaintexts, walking pyope's bisection tree once.
 
@@ -433,8 +423,11 @@ def _encrypt_sorted(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbo
     """
     n = values.shape[0]
     result = np.empty(n, dtype=np.int64)
-    tape = np.empty(16, dtype=np.uint8)
-    rk = np.empty(240, dtype=np.uint8)
+    tape = np.empty(16, dtype=np.int64)
+    rk = np.empty(60, dtype=np.int64)
+    w = np.empty(64, dtype=np.int64)
+    st = np.empty(8, dtype=np.int64)
+    dig = np.empty(8, dtype=np.int64)
     state = np.zeros(2, dtype=np.int64)
     stack = np.empty((200, 6), dtype=np.int64)
     stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3], stack[0, 4], stack[0, 5] = \
@@ -452,11 +445,11 @@ def _encrypt_sorted(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbo
                 for i in range(i0, i1):
                     result[i] = cvals[slot]
                 continue
-            _tape(inner0, outer0, ilo, K, sbox, rcon, tape, rk, state)
+            _tape(inner0, outer0, ilo, K, sbox, rcon, te, tape, rk, w, st, dig, state)
             lo, hi = olo, ohi
             while hi - lo + 1 > 1:
                 mid = (lo + hi) // 2
-                if _coin(tape, state, rk, sbox) == 0:
+                if _coin(tape, state, rk, sbox, te) == 0:
                     hi = mid
                 else:
                     lo = mid + 1
@@ -473,11 +466,11 @@ def _encrypt_sorted(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbo
         elif slot >= 0 and ckeys[slot] == mid:
             x = cvals[slot]
         else:
-            _tape(inner0, outer0, mid, K, sbox, rcon, tape, rk, state)
+            _tape(inner0, outer0, mid, K, sbox, rcon, te, tape, rk, w, st, dig, state)
             if nsample > 10:
-                num = _hrua(tape, state, rk, sbox, in_size, out_size - in_size, nsample)
+                num = _hrua(tape, state, rk, sbox, te, in_size, out_size - in_size, nsample)
             else:
-                num = _hyp(tape, state, rk, sbox, in_size, out_size - in_size, nsample)
+                num = _hyp(tape, state, rk, sbox, te, in_size, out_size - in_size, nsample)
             x = ilo if num == 0 else ilo + num - 1
             if slot >= 0:
                 ckeys[slot], cvals[slot] = mid, x
@@ -493,6 +486,28 @@ def _encrypt_sorted(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbo
                 i0, j, ilo, x, olo, mid
             top += 1
     return result
+
+
+@numba.njit(cache=True)
+def _encrypt_any(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbox, rcon, te, ckeys, cvals):
+    """Sort and de-duplicate `values`, encrypt the distinct ones, scatter back."""
+    n = values.shape[0]
+    order = np.argsort(values, kind="mergesort")
+    uniq = np.empty(n, dtype=np.int64)
+    slot = np.empty(n, dtype=np.int64)
+    m = 0
+    for i in range(n):
+        v = values[order[i]]
+        if m == 0 or uniq[m - 1] != v:
+            uniq[m] = v
+            m += 1
+        slot[order[i]] = m - 1
+    cipher = _encrypt_sorted(uniq[:m], in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbox, rcon,
+                             te, ckeys, cvals)
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        out[i] = cipher[slot[i]]
+    return out
 
 
 class OPE:
@@ -523,14 +538,11 @@ class OPE:
         p = np.asarray(plaintexts)
         if p.size and not np.issubdtype(p.dtype, np.integer):
             raise ParameterError.bad("plaintexts", "integers", p.dtype)
-        p = p.astype(np.int64).ravel()
+        p = np.ascontiguousarray(p, dtype=np.int64).ravel()
         if p.size and (p.min() < self.in_range[0] or p.max() > self.in_range[1]):
             raise ParameterError.bad("plaintexts", f"integers in {self.in_range}", "out of range")
         if p.size == 0:
             return np.zeros(np.shape(plaintexts), dtype=np.int64)
-        uniq, inverse = np.unique(p, return_inverse=True)
-        cipher = _encrypt_sorted(uniq, self.in_range[0], self.in_range[1], self.out_range[0],
-                                 self.out_range[1], self._inner, self._outer, _K256, _SBOX, _RCON,
-                                 self._ckeys, self._cvals)
-        out = cipher[inverse.ravel()]
+        out = _encrypt_any(p, self.in_range[0], self.in_range[1], self.out_range[0], self.out_range[1],
+                           self._inner, self._outer, _K256, _SBOX, _RCON, _TE, self._ckeys, self._cvals)
         return int(out[0]) if scalar else out.reshape(np.shape(plaintexts))
