@@ -156,3 +156,20 @@ def test_bad_client_input_is_rejected():
         Proxy(1024)                      # weak keys need an explicit opt-in
     with pytest.raises(ParameterError):
         Proxy(1024, allow_weak_keys=True).enroll(booster, user_id="bad id!")
+
+
+@pytest.mark.parametrize("objective", ["reg:logistic", "binary:logitraw", "multi:softmax",
+                                       "reg:absoluteerror", "reg:pseudohubererror"])
+def test_other_objectives(objective):
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(200, 5)).astype(np.float32)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    score_ = np.nan_to_num(X[:, 0]) - np.nan_to_num(X[:, 1])
+    if objective == "multi:softmax":
+        params, y = {"num_class": 4}, np.digitize(score_, [-1, 0, 1])
+    elif objective in ("reg:logistic", "binary:logitraw"):
+        params, y = {}, (score_ > 0).astype(float)
+    else:
+        params, y = {}, 5 * score_ + 2
+    booster = xgb.train({"objective": objective, "max_depth": 3, **params}, xgb.DMatrix(X, label=y), 8)
+    np.testing.assert_allclose(score(booster, X), booster.predict(xgb.DMatrix(X)), rtol=RTOL, atol=ATOL)
