@@ -25,3 +25,12 @@ def test_demo_prints_comparison_and_writes_self_contained_report(tmp_path, capsy
         assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ROC" in page and "Federated" in page or "federated" in page
     assert not re.search(r'(src|href)="(https?:)?//', page)
+
+
+def test_demo_with_every_role_as_a_separate_process(tmp_path, capsys):
+    out = tmp_path / "services.html"
+    assert main(["demo", "--services", "--out", str(out), "--queries", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "federated (secure, 4 hospitals)" in text
+    assert "Encrypted inference: 20 queries" in text and "(match)" in text
+    assert "separate processes on loopback" in out.read_text()
