@@ -51,7 +51,7 @@ class Server:
             model=model, depth=model.depth(), nsquare=n2,
             leaf_ciphers=tuple(gmpy2.mpz(c) for c in model.leaf_ciphers),
             base_ciphers=tuple(gmpy2.mpz(c) for c in model.base_ciphers),
-            group_trees=tuple(np.flatnonzero(model.tree_group == g) for g in range(model.n_groups)),
+            group_trees=tuple(np.flatnonzero(model.tree_group == g).tolist() for g in range(model.n_groups)),
         )
         with self._lock:
             self._models[model.model_id] = compiled
@@ -89,11 +89,12 @@ class Server:
 
     @staticmethod
     def _sum(c: _Compiled, leaves: np.ndarray) -> list[int]:
+        """Per row and group: Enc(intercept) * prod of reached leaves mod n^2 (a Paillier sum)."""
         out = []
         lc, n2 = c.leaf_ciphers, c.nsquare
+        groups = [(c.base_ciphers[g], trees) for g, trees in enumerate(c.group_trees)]
         for row in leaves.tolist():
-            for g, trees in enumerate(c.group_trees):
-                acc = c.base_ciphers[g]
+            for acc, trees in groups:
                 for t in trees:
                     acc = acc * lc[row[t]] % n2
                 out.append(int(acc))
