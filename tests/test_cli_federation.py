@@ -200,7 +200,9 @@ def test_a_stalled_party_makes_the_coordinator_stop_within_the_timeout(csvs, tmp
         pump.join(timeout=5)
     err = "".join(lines)
     assert coordinator.returncode == 2, err
-    assert "ppxgb: error: party-0: stopped answering" in err
+    final = [line for line in err.splitlines() if line.startswith("ppxgb: error:")]
+    # seen first-hand, or relayed by a server that was waiting for party-0's shares
+    assert final and final[-1].startswith("ppxgb: error: party-0:") and "stopped answering" in final[-1], err
     assert timeout - 1.0 < elapsed < timeout + 15, elapsed  # heartbeats every timeout/5
     assert not out.exists() and leftovers(tmp_path) == []
 
