@@ -41,7 +41,7 @@ from ppxgb.transport import Transport
 from . import binning, kernels
 from .objectives import check_labels, gradients, intercept_from_stats, intercept_stats
 from .params import TrainParams
-from .split import Split, find_split, leaf_value
+from .split import Split, find_splits, leaf_value
 
 COORDINATOR = "coordinator"
 STATS_BITS = 16  # fixed point of counts and intercept sums (range 2^47)
@@ -203,7 +203,9 @@ def run_server(transport: Transport, name: str, *, parties: Sequence[str],
                     msg = transport.recv(name, ("share", "stop"), timeout=timeout)
                 except PeerFailure as exc:
                     missing = [q for q in parties if q not in seen]
-                    peer = exc.peer if exc.peer in parties else ", ".join(missing)
+                    # a timeout names no one: blame the parties still owed; a lost
+                    # connection names its peer, whatever its role
+                    peer = ", ".join(missing) if exc.peer.startswith("peers of") else exc.peer
                     raise PeerFailure(peer, f"{name} got no share ({exc.reason})") from None
                 if msg.stage == "stop":
                     return
@@ -310,10 +312,10 @@ class _Coordinator:
                 h = hists[node]
                 stats[node] = (h[n_total, 0] / self.enc.scale, h[n_total, 1] / self.enc.scale)
             new = {}
-            for node in frontier:
-                if depth[node] >= p.max_depth:
-                    continue
-                s = find_split(hists[node], self.enc.scale, cut_ptr, cuts_flat, mins, p)
+            open_nodes = [node for node in frontier if depth[node] < p.max_depth]
+            found = find_splits(np.stack([hists[n] for n in open_nodes]), self.enc.scale,
+                                cut_ptr, cuts_flat, mins, p) if open_nodes else []
+            for node, s in zip(open_nodes, found):
                 if s is not None:
                     new[node] = (s, next_id, next_id + 1)
                     depth[next_id] = depth[next_id + 1] = depth[node] + 1
