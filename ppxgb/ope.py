@@ -71,7 +71,7 @@ _H256 = np.array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
 _M32 = 0xFFFFFFFF
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True)
 def _rotr(x, n):
     return ((x >> n) | (x << (32 - n))) & 0xFFFFFFFF
 
