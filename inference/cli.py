@@ -60,6 +60,11 @@ def _serve(args) -> int:
     return 0
 
 
+def _reject_constant(name: str):
+    """JSON's NaN/Infinity literals are not valid input: missing is written as null."""
+    raise ParameterError.bad("--input", "numbers, or null for missing", name)
+
+
 def read_rows(path: str, feature_names, n_features: int) -> np.ndarray:
     """Rows from CSV or JSON as float64 with NaN for missing; columns by name if named."""
     import pandas as pd
@@ -70,8 +75,7 @@ def read_rows(path: str, feature_names, n_features: int) -> np.ndarray:
             frame = pd.read_csv(path)
         elif ext == ".json":
             with open(path) as fh:
-                doc = json.load(fh, parse_constant=lambda c: (_ for _ in ()).throw(
-                    ParameterError.bad(path, "numbers or null", c)))
+                doc = json.load(fh, parse_constant=_reject_constant)
             if not isinstance(doc, list) or not doc:
                 raise ParameterError.bad(path, "a non-empty JSON list of rows", type(doc).__name__)
             frame = pd.DataFrame(doc) if isinstance(doc[0], dict) else pd.DataFrame(doc)
