@@ -121,6 +121,29 @@ def bench_baseline(booster, Xq, key_bits, n_single, n_batch, check_against=None)
     return r
 
 
+def calibrate(key_bits):
+    """Machine-speed context: pyope encryptions/s and one n^2 modular multiplication."""
+    import random
+
+    import gmpy2
+    from pyope.ope import OPE, ValueRange
+
+    from ppxgb.ope import IN_RANGE, OUT_RANGE
+
+    rnd = random.Random(1)
+    cipher = OPE(b"k" * 32, ValueRange(*IN_RANGE), ValueRange(*OUT_RANGE))
+    t = time.perf_counter()
+    for _ in range(20):
+        cipher.encrypt(rnd.randint(*IN_RANGE))
+    pyope_rate = 20 / (time.perf_counter() - t)
+    n2 = gmpy2.mpz(rnd.getrandbits(2 * key_bits) | 1 | (1 << (2 * key_bits - 1)))
+    a, b = gmpy2.mpz(rnd.getrandbits(2 * key_bits - 1)), gmpy2.mpz(rnd.getrandbits(2 * key_bits - 1))
+    t = time.perf_counter()
+    for _ in range(5000):
+        a * b % n2
+    return pyope_rate, (time.perf_counter() - t) / 5000
+
+
 def fmt_t(s):
     return f"{s * 1e3:,.2f} ms" if s < 10 else f"{s:,.1f} s"
 
@@ -188,8 +211,13 @@ def main(argv=None):
     theirs = bench_baseline(booster, Xq, args.key_bits, args.baseline_single, args.baseline_batch, enrollment)
     print("baseline done", flush=True)
     text = table(ours, theirs, args)
+    pyope_rate, mulmod = calibrate(args.key_bits)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     header = (f"Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
-              f"Python {platform.python_version()}, xgboost {xgb.__version__}. "
+              f"Python {platform.python_version()}, xgboost {xgb.__version__}; shared with other jobs, "
+              f"load average at the end of the run {load}. Speed of the machine during the run: pyope "
+              f"{pyope_rate:,.0f} encryptions/s, one {2 * args.key_bits}-bit modular multiplication "
+              f"(gmpy2) {mulmod * 1e6:.1f} us.\n"
               f"Command: `python benchmarks/bench_inference.py{' --quick' if args.quick else ''}`\n\n")
     print(header + text)
     if args.write:
