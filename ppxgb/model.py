@@ -169,8 +169,10 @@ class Ensemble:
         if score.size == 1:
             score = np.repeat(score, self.n_groups)
         if self.transform == "sigmoid":
-            # XGBoost's ProbToMargin for logistic objectives, computed in float32.
-            return np.float32(-1.0) * np.log(np.float32(1.0) / score - np.float32(1.0))
+            # XGBoost's ProbToMargin for logistic objectives, computed in float32
+            # (a base_score of exactly 0 or 1 gives an infinite margin, as in XGBoost).
+            with np.errstate(divide="ignore"):
+                return np.float32(-1.0) * np.log(np.float32(1.0) / score - np.float32(1.0))
         return score
 
     def predict_margin(self, X) -> np.ndarray:

@@ -142,3 +142,26 @@ def test_bad_inputs_are_named():
     with pytest.raises(ParameterError, match=r"labels in \[0, 1\]"):
         train_horizontal({"objective": "binary:logistic"}, [(X, y + 2)], num_boost_round=1)
     assert issubclass(UnsupportedParameter, ParameterError)
+
+
+@pytest.mark.parametrize("objective, labels", [
+    ("binary:logistic", [0.0] * 40),
+    ("binary:logistic", [1.0] * 39 + [0.0]),
+    ("reg:squarederror", list(np.linspace(-50, 1000, 40))),
+    ("multi:softprob", [0.0] * 20 + [2.0] * 20),          # class 1 never seen
+])
+def test_intercept_estimate_equals_installed_xgboost(objective, labels):
+    import json
+
+    y = np.array(labels)
+    X = np.random.default_rng(0).integers(0, 3, size=(len(y), 2)).astype(float)
+    params = {"objective": objective, "max_depth": 2}
+    if objective == "multi:softprob":
+        params["num_class"] = 3
+    ours = train_horizontal(params, split_rows(X, y, [25, 15]), num_boost_round=1)
+    theirs = centralized(params, X, y, 1)
+
+    def base(b):
+        return json.loads(b.save_raw("json"))["learner"]["learner_model_param"]["base_score"]
+
+    np.testing.assert_allclose(json.loads(base(ours)), json.loads(base(theirs)), rtol=1e-6, atol=1e-7)

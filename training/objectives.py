@@ -64,14 +64,9 @@ def intercept_from_stats(objective: str, totals: np.ndarray) -> tuple[float, ...
     if n <= 0:
         raise ParameterError.bad("parties", "at least one training row in total", 0)
     if objective == "multi:softprob":
-        freq = totals[:-1] / n
-        if np.any(freq <= 0):
-            raise ParameterError("y: every class in [0, num_class) needs at least one row "
-                                 "to estimate the intercept")
+        # XGBoost floors empty classes at a frequency of 1e-6 before taking logs.
+        freq = np.maximum(totals[:-1] / n, 1e-6)
         logp = np.log(freq.astype(np.float32)).astype(np.float32)
         return tuple(float(v) for v in (logp - logp.mean(dtype=np.float32)).astype(np.float32))
     mean = float(np.float32(totals[0] / n))
-    if objective == "binary:logistic":
-        # XGBoost keeps the estimate strictly inside (0, 1).
-        mean = float(np.clip(np.float32(mean), np.float32(1e-6), np.float32(1 - 1e-6)))
     return (mean,)
