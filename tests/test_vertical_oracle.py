@@ -166,3 +166,37 @@ def test_bad_inputs_are_named():
     with pytest.raises(ParameterError, match="n_servers"):
         train_vertical(p, column_blocks(X, 2), y, n_servers=5)
     assert issubclass(UnsupportedParameter, ParameterError)
+
+
+def test_vfederation_processes_match_in_process_training(tmp_path):
+    """`ppxgb vfederation`: one OS process per party and the dealer over mutual TLS, PSI
+    on the id column; the model equals in-process train_vertical on the same files."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(3)
+    X, y = discrete_data("binary:logistic", n=500, n_features=8, seed=3)
+    ids = rng.permutation(5000)[:500]
+    files = []
+    for p, (a, b) in enumerate([(0, 3), (3, 6), (6, 8)]):
+        frame = pd.DataFrame({"pid": ids, **{f"x{j}": X[:, j] for j in range(a, b)}})
+        if p == 1:
+            frame["ms"] = y
+        frame = frame.sample(frac=1, random_state=p)
+        files.append(tmp_path / f"p{p}.csv")
+        frame.to_csv(files[-1], index=False)
+    out = tmp_path / "model.json"
+    params = {"objective": "binary:logistic", "max_depth": 3}
+    import json
+    run = subprocess.run([sys.executable, "-m", "ppxgb.cli", "vfederation", "--data", *map(str, files),
+                          "--id-column", "pid", "--label", "ms", "--label-party", "1",
+                          "--params", json.dumps(params), "--rounds", "2", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    model = xgb.Booster()
+    model.load_model(str(out))
+    local = train_vertical(params, [pd.read_csv(f) for f in files], "ms", label_party=1, num_boost_round=2,
+                           id_column="pid")
+    assert model.feature_names == local.feature_names == [f"x{j}" for j in range(8)]
+    d = xgb.DMatrix(pd.DataFrame(X, columns=local.feature_names))
+    np.testing.assert_array_equal(model.predict(d), local.predict(d))

@@ -71,11 +71,21 @@ def new_scalar() -> X25519PrivateKey:
     return X25519PrivateKey.generate()
 
 
-def blind(points: np.ndarray, key: X25519PrivateKey) -> np.ndarray:
-    """X25519(key, u) for every row of points ((n, 32) uint8)."""
+def blind(points: np.ndarray, key: X25519PrivateKey, workers: int = 1) -> np.ndarray:
+    """X25519(key, u) for every row of points ((n, 32) uint8); `workers` > 1 spreads the
+    scalar multiplications over that many processes (the key travels by pipe to them)."""
     points = np.ascontiguousarray(points, dtype=np.uint8)
     if points.ndim != 2 or points.shape[1] != 32:
         raise FormatError("blinded values must be an (n, 32) byte array")
+    if workers > 1 and len(points) >= 4096:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        secret = key.private_bytes_raw()
+        chunks = np.array_split(points, workers * 4)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            parts = list(pool.map(_blind_chunk, [(secret, c) for c in chunks]))
+        return np.concatenate(parts)
     raw = points.tobytes()
     out = bytearray(len(raw))
     exchange, from_bytes = key.exchange, X25519PublicKey.from_public_bytes
@@ -86,6 +96,11 @@ def blind(points: np.ndarray, key: X25519PrivateKey) -> np.ndarray:
         # a low-order input (all-zero result): never happens for hashed IDs
         raise FormatError("invalid curve point in PSI message") from None
     return np.frombuffer(bytes(out), dtype=np.uint8).reshape(points.shape)
+
+
+def _blind_chunk(job) -> np.ndarray:
+    secret, chunk = job
+    return blind(chunk, X25519PrivateKey.from_private_bytes(secret))
 
 
 def match(double_a: np.ndarray, double_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,12 +132,12 @@ def _points(msg, key: str, n: int | None = None) -> np.ndarray:
 
 
 def run_psi_leader(transport: Transport, me: str, others: Sequence[str], ids: Sequence[Any],
-                   timeout: float | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                   timeout: float | None = None, workers: int = 1) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Label holder's side. Returns (its own rows of the common IDs in its order,
     and for each other party the positions it was sent)."""
     h = _check_unique(ids, me)
     a = new_scalar()
-    A = blind(h, a)
+    A = blind(h, a, workers)
     for q in others:
         transport.send(me, q, "psi_a", {"a": A})
     common = np.ones(len(ids), dtype=bool)
@@ -133,7 +148,7 @@ def run_psi_leader(transport: Transport, me: str, others: Sequence[str], ids: Se
         if q not in others or q in partner:
             raise ProtocolError(f"{me}: unexpected psi_b from {q}")
         AA = _points(msg, "aa", len(ids))
-        BB = blind(_points(msg, "b"), a)
+        BB = blind(_points(msg, "b"), a, workers)
         i, j = match(AA, BB)
         pos = np.full(len(ids), -1, dtype=np.int64)
         pos[i] = j
@@ -146,14 +161,14 @@ def run_psi_leader(transport: Transport, me: str, others: Sequence[str], ids: Se
 
 
 def run_psi_follower(transport: Transport, me: str, leader: str, ids: Sequence[Any],
-                     timeout: float | None = None) -> np.ndarray:
+                     timeout: float | None = None, workers: int = 1) -> np.ndarray:
     """Another party's side. Returns its rows of the common IDs, in the leader's order."""
     h = _check_unique(ids, me)
     b = new_scalar()
     shuffle = _secure_shuffle(len(ids))
-    B = blind(h[shuffle], b)
+    B = blind(h[shuffle], b, workers)
     msg = transport.recv(me, "psi_a", leader, timeout=timeout)
-    AA = blind(_points(msg, "a"), b)
+    AA = blind(_points(msg, "a"), b, workers)
     transport.send(me, leader, "psi_b", {"b": B, "aa": AA})
     res = transport.recv(me, "psi_result", leader, timeout=timeout)
     rows = res.payload.get("rows")
@@ -171,7 +186,8 @@ def _secure_shuffle(n: int) -> np.ndarray:
 
 
 def run_psi_federation(transport: Transport, parties: Sequence[str], leader: str,
-                       ids: Sequence[Sequence[Any]], timeout: float | None = None) -> list[np.ndarray]:
+                       ids: Sequence[Sequence[Any]], timeout: float | None = None,
+                       workers: int = 1) -> list[np.ndarray]:
     """In-process PSI: every follower as a thread; returns each party's row order."""
     import threading
 
@@ -181,7 +197,7 @@ def run_psi_federation(transport: Transport, parties: Sequence[str], leader: str
 
     def follower(q, q_ids):
         try:
-            out[q] = run_psi_follower(transport, q, leader, q_ids, timeout)
+            out[q] = run_psi_follower(transport, q, leader, q_ids, timeout, workers)
         except BaseException as exc:
             errors.append(exc)
             try:
@@ -195,7 +211,7 @@ def run_psi_federation(transport: Transport, parties: Sequence[str], leader: str
         th.start()
     try:
         out[leader], _ = run_psi_leader(transport, leader, [q for q in parties if q != leader],
-                                        ids[parties.index(leader)], timeout)
+                                        ids[parties.index(leader)], timeout, workers)
     except BaseException:
         for q in parties:
             if q != leader:
