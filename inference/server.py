@@ -4,7 +4,14 @@ reached leaves homomorphically.  It never holds a key that decrypts anything.
 Scoring a batch is vectorised: all (query, tree) pairs advance one level per numpy
 step (depth steps in total), then each row's leaf ciphertexts are multiplied modulo
 n**2 (a Paillier sum), one product per output group, starting from the encrypted
-intercept.
+intercept.  That is one 2|n|-bit modular multiplication per tree per query, which
+bounds throughput.
+
+Optionally (`pair_table_mb`), the server trades memory for half of that work: for
+consecutive trees t, t' of one group it precomputes the product of every leaf pair,
+L_t[a] * L_t'[b] mod n**2, so a query needs one multiplication per pair of trees.
+These are products of ciphertexts the server already holds, so nothing new is learnt.
+A pair of depth-6 trees costs 64 * 64 ciphertexts (2 MB at 2048-bit keys).
 """
 
 from __future__ import annotations
@@ -31,12 +38,18 @@ class _Compiled:
     leaf_ciphers: tuple
     base_ciphers: tuple
     group_trees: tuple        # per group: indices of its trees
+    factors: tuple            # per group: ((table, kind, t0, t1), ...) see _plan
+    local: np.ndarray         # leaf index -> index within its tree
+    n_local: np.ndarray       # per tree: number of leaves
 
 
 class Server:
     """Holds encrypted models (in memory) and scores encrypted queries against them."""
 
-    def __init__(self):
+    def __init__(self, pair_table_mb: float = 0.0):
+        if not pair_table_mb >= 0:
+            raise ParameterError.bad("pair_table_mb", "a size in MB >= 0", pair_table_mb)
+        self.pair_table_bytes = int(pair_table_mb * 2**20)
         self._models: dict[str, _Compiled] = {}
         self._lock = threading.Lock()
 
@@ -47,15 +60,46 @@ class Server:
             raise ParameterError.bad("model", "an EncryptedModel or its bytes", type(model).__name__)
         model.check()
         n2 = gmpy2.mpz(model.paillier_n) ** 2
+        leaf_ciphers = tuple(gmpy2.mpz(c) for c in model.leaf_ciphers)
+        group_trees = tuple(np.flatnonzero(model.tree_group == g).tolist() for g in range(model.n_groups))
+        local, n_local = _local_leaf_index(model)
         compiled = _Compiled(
-            model=model, depth=model.depth(), nsquare=n2,
-            leaf_ciphers=tuple(gmpy2.mpz(c) for c in model.leaf_ciphers),
-            base_ciphers=tuple(gmpy2.mpz(c) for c in model.base_ciphers),
-            group_trees=tuple(np.flatnonzero(model.tree_group == g).tolist() for g in range(model.n_groups)),
+            model=model, depth=model.depth(), nsquare=n2, leaf_ciphers=leaf_ciphers,
+            base_ciphers=tuple(gmpy2.mpz(c) for c in model.base_ciphers), group_trees=group_trees,
+            factors=self._plan(model, leaf_ciphers, group_trees, local, n_local, n2),
+            local=local, n_local=n_local,
         )
         with self._lock:
             self._models[model.model_id] = compiled
         return model.model_id
+
+    def _plan(self, model, leaf_ciphers, group_trees, local, n_local, n2) -> tuple:
+        """Per group, the factors of a row's product: single trees or precomputed tree pairs."""
+        width = (int(n2).bit_length() + 7) // 8 + 32          # bytes per stored mpz, roughly
+        budget = self.pair_table_bytes
+        leaves_of = [[] for _ in range(model.n_trees)]
+        owner = np.repeat(np.arange(model.n_trees), np.diff(model.roots))
+        for node in np.flatnonzero(model.leaf >= 0):
+            leaves_of[owner[node]].append(int(model.leaf[node]))
+        plan = []
+        for trees in group_trees:
+            factors, i = [], 0
+            while i < len(trees):
+                t0 = trees[i]
+                t1 = trees[i + 1] if i + 1 < len(trees) else None
+                size = int(n_local[t0] * n_local[t1]) * width if t1 is not None else 0
+                if t1 is not None and size <= budget:
+                    budget -= size
+                    order0 = sorted(leaves_of[t0], key=lambda leaf: local[leaf])
+                    order1 = sorted(leaves_of[t1], key=lambda leaf: local[leaf])
+                    table = [leaf_ciphers[a] * leaf_ciphers[b] % n2 for a in order0 for b in order1]
+                    factors.append((table, "pair", t0, t1))
+                    i += 2
+                else:
+                    factors.append((leaf_ciphers, "single", t0, -1))
+                    i += 1
+            plan.append(tuple(factors))
+        return tuple(plan)
 
     def __contains__(self, model_id: str) -> bool:
         return model_id in self._models
@@ -90,15 +134,35 @@ class Server:
     @staticmethod
     def _sum(c: _Compiled, leaves: np.ndarray) -> list[int]:
         """Per row and group: Enc(intercept) * prod of reached leaves mod n^2 (a Paillier sum)."""
+        n2 = c.nsquare
+        groups = []
+        for g, factors in enumerate(c.factors):
+            cols = [leaves[:, t0] if kind == "single"
+                    else c.local[leaves[:, t0]] * c.n_local[t1] + c.local[leaves[:, t1]]
+                    for _, kind, t0, t1 in factors]
+            groups.append((c.base_ciphers[g], [f[0] for f in factors],
+                           np.stack(cols, axis=1).tolist()))
         out = []
-        lc, n2 = c.leaf_ciphers, c.nsquare
-        groups = [(c.base_ciphers[g], trees) for g, trees in enumerate(c.group_trees)]
-        for row in leaves.tolist():
-            for acc, trees in groups:
-                for t in trees:
-                    acc = acc * lc[row[t]] % n2
+        for r in range(leaves.shape[0]):
+            for base, tables, index in groups:
+                acc = base
+                for table, j in zip(tables, index[r]):
+                    acc = acc * table[j] % n2
                 out.append(int(acc))
         return out
+
+
+def _local_leaf_index(model: EncryptedModel) -> tuple[np.ndarray, np.ndarray]:
+    """Each leaf's index within its own tree, and each tree's number of leaves."""
+    owner = np.repeat(np.arange(model.n_trees), np.diff(model.roots))
+    nodes = np.flatnonzero(model.leaf >= 0)
+    local = np.zeros(len(model.leaf_ciphers), dtype=np.int64)
+    n_local = np.zeros(model.n_trees, dtype=np.int64)
+    for node in nodes:
+        t = owner[node]
+        local[model.leaf[node]] = n_local[t]
+        n_local[t] += 1
+    return local, n_local
 
 
 def walk(model: EncryptedModel, node_qcol: np.ndarray, values: np.ndarray, depth: int) -> np.ndarray:

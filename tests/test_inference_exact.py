@@ -173,3 +173,23 @@ def test_other_objectives(objective):
         params, y = {}, 5 * score_ + 2
     booster = xgb.train({"objective": objective, "max_depth": 3, **params}, xgb.DMatrix(X, label=y), 8)
     np.testing.assert_allclose(score(booster, X), booster.predict(xgb.DMatrix(X)), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multi3"])
+def test_pair_product_tables_give_the_same_scores(kind):
+    """Server(pair_table_mb=...) multiplies precomputed leaf-pair products: same sums."""
+    booster, X = train(kind, True, rounds=7)
+    enrollment = Proxy(1024, allow_weak_keys=True).enroll(booster, user_id="erin")
+    client = Client(enrollment.keys)
+    queries = client.encrypt(X[:60])
+    results = []
+    for mb in (0, 0.05, 64):                 # none, some pairs within budget, all pairs
+        server = Server(pair_table_mb=mb)
+        server.add(enrollment.model)
+        results.append(client.decrypt(server.predict(enrollment.model.model_id, queries), output_margin=True))
+    for got in results:
+        np.testing.assert_array_equal(got, results[0])
+    np.testing.assert_allclose(results[-1], booster.predict(xgb.DMatrix(X[:60]), output_margin=True),
+                               rtol=RTOL, atol=ATOL)
+    with pytest.raises(ParameterError):
+        Server(pair_table_mb=-1)
