@@ -58,13 +58,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def create_app(store: ModelStore, admin_token: str) -> FastAPI:
-    """The scoring service over `store`; `admin_token` authorises model uploads."""
+def create_app(store: ModelStore, admin_token: str, pair_table_mb: float = 0.0) -> FastAPI:
+    """The scoring service over `store`; `admin_token` authorises model uploads.
+
+    pair_table_mb: memory per worker for leaf-pair product tables (see Server).
+    """
     if not admin_token or len(admin_token) < 16:
         raise ParameterError.bad("admin_token", "a token of at least 16 characters", "a short token")
     app = FastAPI(title="ppxgb scoring server", version="1",
                   description="Scores OPE/Paillier-encrypted queries against encrypted XGBoost models.")
-    cache = Server()
+    cache = Server(pair_table_mb=pair_table_mb)
 
     @app.exception_handler(HTTPProblem)
     async def _problem(request, exc: HTTPProblem):

@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--tls-key")
     p.add_argument("--insecure-http", action="store_true", help="serve plain HTTP (loopback only)")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--pair-table-mb", type=float, default=0.0,
+                   help="memory for leaf-pair product tables, which halve scoring work (default 0)")
     p.set_defaults(func=_serve)
 
     p = subparsers.add_parser("score", help="client app: encrypt rows, score them remotely, decrypt")
@@ -52,7 +54,7 @@ def _serve(args) -> int:
     from .app import create_app
     from .store import ModelStore
 
-    app = create_app(ModelStore(args.db), read_token(args.admin_token_file))
+    app = create_app(ModelStore(args.db), read_token(args.admin_token_file), args.pair_table_mb)
     if args.workers != 1:
         raise ParameterError.bad("--workers", "1 per process (run more processes behind a balancer)",
                                  args.workers)

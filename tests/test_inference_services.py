@@ -80,7 +80,7 @@ def env(tmp_path_factory):
     sport, pport = free_port(), free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "ppxgb.cli", "scoring-server", "--db", f"sqlite:///{db}",
-         "--admin-token-file", server_token, "--port", str(sport),
+         "--admin-token-file", server_token, "--port", str(sport), "--pair-table-mb", "64",
          "--tls-cert", pki["scoring-server"].cert, "--tls-key", pki["scoring-server"].key],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     server_url = f"https://127.0.0.1:{sport}"
