@@ -14,7 +14,8 @@ Stages (LH = label holder, FH = feature holder, D = dealer):
     D->FH  dkey       a 32-byte key (seeds FH's permutations)
     LH->FH vtree      a new tree starts: every row goes back to the root
     LH->D  dlevel     correlations for (tree, level), please
-    D->FH  corr       per feature: delta vectors of the two gathers
+    D->FH  corr       per feature: delta vectors of the two gathers (the dealer may
+                      prepare the next level ahead; the schedule is public)
     LH->FH vlevel     last level's partition (node, children, left bits), nodes to
                       build, and z = (g, h) - a of the built rows
     FH->LH vperm      per feature: k1, the gather positions of FH's (node, bin) order
@@ -22,7 +23,8 @@ Stages (LH = label holder, FH = feature holder, D = dealer):
     FH->LH vsum       per feature: k2 and FH's prefix sums at segment ends (masked)
     LH->FH vsplit     split these nodes on your feature f at local bin b
     FH->LH vsplit_ok  left bits of those nodes' rows and the float32 thresholds
-    any    stop / abort
+    LH->D  stop       then D->LH dbye (D sent everything), then LH->FH stop
+    any    abort
 
 What each role learns is listed in docs/vertical.md: LH opens per-(node, bin) sums of
 g and h of FH features (SecureBoost's leakage); FH receives only uniformly random ring
@@ -52,7 +54,7 @@ from .params import TrainParams
 from .split import Split, find_split, leaf_value
 
 DEALER = "server-0"
-_LH_STAGES = ("vhello", "dkeys", "vperm", "vsum", "vsplit_ok")
+_LH_STAGES = ("vhello", "dkeys", "vperm", "vsum", "vsplit_ok", "dbye")
 _FH_STAGES = ("vconfig", "dkey", "vtree", "corr", "vlevel", "vsel", "vsplit", "stop")
 _D_STAGES = ("dconfig", "dlevel", "stop")
 
@@ -298,6 +300,7 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
     try:
         msg = transport.recv(name, _D_STAGES, label_holder, timeout=timeout)
         if msg.stage == "stop":
+            transport.send(name, label_holder, "dbye", {})
             return
         if msg.stage != "dconfig":
             raise ProtocolError(f"{name}: expected dconfig, got {msg.stage!r}")
@@ -332,6 +335,8 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
         while True:
             msg = transport.recv(name, _D_STAGES, label_holder, timeout=timeout)
             if msg.stage == "stop":
+                # every correlation (even one prepared ahead) is sent before this
+                transport.send(name, label_holder, "dbye", {})
                 return
             if msg.stage != "dlevel":
                 raise ProtocolError(f"{name}: unexpected stage {msg.stage!r}")
@@ -628,7 +633,9 @@ def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, An
                 info.append(group)
             if progress is not None:
                 progress.update(rnd, {"elapsed": time.monotonic() - started, "bytes": transport.total_bytes})
-        for q in everyone:
+        transport.send(name, dealer, "stop", {})
+        lh.box.get("dbye", dealer)          # the dealer has sent everything it prepared
+        for q in lh.fhs:
             transport.send(name, q, "stop", {})
     except BaseException:
         for q in everyone:
