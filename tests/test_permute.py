@@ -99,3 +99,22 @@ def test_bad_positions_are_rejected():
 def test_correlation_size_bounds_built_rows():
     assert pm.correlation_size(1000, 0, 255) == 1000 + 256
     assert pm.correlation_size(1000, 3, 255) == 500 + 4 * 256
+
+
+def test_fused_steps_equal_the_plain_ones():
+    rng = np.random.default_rng(9)
+    m, n_slots, n_bins, N = 700, 3, 9, 1000
+    slot = rng.integers(0, n_slots, m)
+    bins = rng.integers(0, n_bins + 1, m).astype(np.uint8)
+    idx, ends = pm.segment_layout(slot, bins, n_slots, n_bins)
+    z, d, c1 = (rng.integers(0, 2**63, size=(N, 2)).view(np.uint64) for _ in range(3))
+    sigma = pm.permutation(b"f" * 32, "s", n=N)
+    k1, w = pm.gather_fh(z, idx, sigma, d)
+    k1f, w_ends = pm.fh_gather_prefix(z, idx, sigma, d, ends)
+    np.testing.assert_array_equal(k1, k1f)
+    np.testing.assert_array_equal(pm.prefix(w)[ends], w_ends)
+    a2 = rng.integers(0, 2**63, size=(len(idx), 2)).view(np.uint64)
+    plain = pm.prefix(pm.gather_lh(c1, k1, len(idx))) - a2
+    np.testing.assert_array_equal(plain, pm.lh_select_input(c1, k1, a2))
+    with pytest.raises(ParameterError):
+        pm.lh_select_input(c1, np.r_[k1[:-1], k1[0]], a2)

@@ -215,3 +215,59 @@ def correlation_size(n_rows: int, level: int, max_bin: int) -> int:
     rows = n_rows if level == 0 else n_rows // 2
     nodes = 1 if level == 0 else 1 << (level - 1)
     return rows + nodes * (max_bin + 1)
+
+
+# ---- fused steps of the histogram protocol (same maths as the functions above, one pass)
+@njit(cache=True, nogil=True)
+def _fh_gather_prefix(z, idx, sigma, delta, ends):
+    n, w = idx.shape[0], z.shape[1]
+    k = np.empty(n, np.int64)
+    acc = np.zeros(w, np.uint64)
+    at_ends = np.empty((ends.shape[0], w), np.uint64)
+    e = 0
+    for i in range(n):
+        p = idx[i]
+        q = sigma[p]
+        k[i] = q
+        for j in range(w):
+            acc[j] += z[p, j] + delta[q, j]
+        while e < ends.shape[0] and ends[e] == i:
+            at_ends[e] = acc
+            e += 1
+    return k, at_ends
+
+
+def fh_gather_prefix(z: np.ndarray, idx: np.ndarray, sigma: np.ndarray, delta: np.ndarray,
+                     ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gather 1 and FH's prefix sums at the segment ends: (k1, prefix(w)[ends])."""
+    return _fh_gather_prefix(z, np.ascontiguousarray(idx, dtype=np.int64),
+                             np.ascontiguousarray(sigma, dtype=np.int64), delta,
+                             np.ascontiguousarray(ends, dtype=np.int64))
+
+
+@njit(cache=True, nogil=True)
+def _lh_select_input(c1, k1, a2):
+    n, w = k1.shape[0], c1.shape[1]
+    seen = np.zeros(c1.shape[0], np.bool_)
+    acc = np.zeros(w, np.uint64)
+    out = np.empty((n, w), np.uint64)
+    for i in range(n):
+        q = k1[i]
+        if q < 0 or q >= c1.shape[0] or seen[q]:
+            return out, False
+        seen[q] = True
+        for j in range(w):
+            acc[j] -= c1[q, j]
+            out[i, j] = acc[j] - a2[i, j]
+    return out, True
+
+
+def lh_select_input(c1: np.ndarray, k1: np.ndarray, a2: np.ndarray) -> np.ndarray:
+    """LH after gather 1: z2 = prefix(-c1[k1]) - a2, checking k1 is distinct and in range."""
+    k1 = np.asarray(k1)
+    if k1.ndim != 1 or k1.dtype.kind not in "iu" or len(k1) != len(a2):
+        raise ParameterError.bad("gather positions", f"{len(a2)} integer positions", getattr(k1, "shape", k1))
+    out, ok = _lh_select_input(c1, k1.astype(np.int64), a2)
+    if not ok:
+        raise ParameterError.bad("gather positions", f"distinct positions in [0, {len(c1)})", "other values")
+    return out

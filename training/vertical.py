@@ -269,9 +269,9 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
         d2 = _array(corr, "d2", np.uint64, (N, pm.WIDTH))
         idx, ends = pm.segment_layout(slot, bins_t[f, rows], len(build), int(n_bins[f]))
         sigma = pm.permutation(key, tree, level, f, "s1", n=N)
-        k1, w = pm.gather_fh(z, idx, sigma, d1)
+        k1, w_ends = pm.fh_gather_prefix(z, idx, sigma, d1, ends)
         ks.append(k1.astype(np.uint32))
-        kept.append((ends, pm.prefix(w)[ends], d2))
+        kept.append((ends, w_ends, d2))
     t.send(name, lh, "vperm", {"tree": tree, "level": level, "k": ks})
     sel = box.get("vsel", lh)
     z2s = _arrays(sel, "z2", n_feat)
@@ -453,8 +453,10 @@ class _LabelHolder:
             key, z2s, cs = self.keys[q], [], []
             for f, k1 in enumerate(ks):
                 length = m + nb * (int(nbins[f]) + 1)
-                v = pm.gather_lh(pm.stream(key, tree, level, f, "c1", rows=N), k1, length)
-                z2s.append(pm.prefix(v) - pm.stream(key, tree, level, f, "a2", rows=length))
+                if len(k1) != length:
+                    raise ProtocolError(f"{self.me}: vperm k[{f}] from {q} has {len(k1)} positions, expected {length}")
+                z2s.append(pm.lh_select_input(pm.stream(key, tree, level, f, "c1", rows=N), k1,
+                                              pm.stream(key, tree, level, f, "a2", rows=length)))
             streams[q] = z2s
             self.t.send(self.me, q, "vsel", {"tree": tree, "level": level, "z2": z2s})
         for q in self.fhs:
