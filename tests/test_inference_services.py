@@ -315,3 +315,23 @@ def test_fuzzed_bodies_never_cause_a_server_error(env, alice, body):
     token = open(alice[1]).read().strip()
     r = post_queries(env, keys.model_id, token, body)
     assert 400 <= r.status_code < 500, r.text
+
+
+def test_the_database_holds_no_plaintext(env, alice, bob):
+    """The server's stored bytes (the SQLite file) contain no name, threshold or leaf value."""
+    import struct
+
+    from ppxgb.model import Ensemble
+
+    blob = open(env["db"], "rb").read()
+    ens = Ensemble.load(env["model_path"])
+    for name in NAMES:
+        assert name.encode() not in blob
+    values = np.concatenate([t.threshold for t in ens.trees] + [ens.base_margin()])
+    for v in {float(x) for x in values}:
+        if v in (0.0, 1.0, -1.0):
+            continue
+        for form in (struct.pack("<d", v), struct.pack(">d", v), repr(v).encode()):
+            assert form not in blob, v
+    token = open(alice[1]).read().strip()
+    assert token.encode() not in blob                      # only its SHA-256 is stored
