@@ -1,7 +1,6 @@
 """ECDH PSI over X25519: commutativity, correctness, ordering, and what crosses the wire."""
 
 import hashlib
-import threading
 
 import numpy as np
 import pytest

@@ -8,7 +8,6 @@ positions (k1, k2), masked sums and the per-(node, bin) aggregates they open to.
 """
 
 import numpy as np
-import pytest
 
 from ppxgb.fixedpoint import FixedPointEncoder
 from ppxgb.transport import InMemoryTransport

@@ -430,7 +430,6 @@ class _LabelHolder:
         N = pm.correlation_size(n, level, p.max_bin)
         self.t.send(self.me, self.dealer, "dlevel", {"tree": tree, "level": level})
         gh = np.stack([self.g_int[rows, group], self.h_int[rows, group]], axis=1).view(np.uint64)
-        streams = {}
         for q in self.fhs:
             key = self.keys[q]
             span = m + nb * (int(self.fh_bins[q].max(initial=0)) + 1)
@@ -450,14 +449,13 @@ class _LabelHolder:
             msg = self.box.get("vperm", q)
             nbins = self.fh_bins[q]
             ks = _arrays(msg, "k", len(nbins))
-            key, z2s, cs = self.keys[q], [], []
+            key, z2s = self.keys[q], []
             for f, k1 in enumerate(ks):
                 length = m + nb * (int(nbins[f]) + 1)
                 if len(k1) != length:
                     raise ProtocolError(f"{self.me}: vperm k[{f}] from {q} has {len(k1)} positions, expected {length}")
                 z2s.append(pm.lh_select_input(pm.stream(key, tree, level, f, "c1", rows=N), k1,
                                               pm.stream(key, tree, level, f, "a2", rows=length)))
-            streams[q] = z2s
             self.t.send(self.me, q, "vsel", {"tree": tree, "level": level, "z2": z2s})
         for q in self.fhs:
             msg = self.box.get("vsum", q)
