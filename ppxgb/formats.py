@@ -129,6 +129,13 @@ def ciphers_in(doc, kind, name, n: int, count: int) -> list[int]:
     return out
 
 
+def _freeze(*arrays: np.ndarray) -> None:
+    """Make the numpy fields of an immutable object read-only."""
+    for a in arrays:
+        if isinstance(a, np.ndarray):
+            a.setflags(write=False)
+
+
 # ---------------------------------------------------------------- user keys
 @dataclass(frozen=True)
 class UserKeys:
@@ -222,6 +229,9 @@ class EncryptedModel:
 
     KIND = "ppxgb.encrypted_model"
 
+    def __post_init__(self) -> None:
+        _freeze(self.roots, self.tree_group, self.left, self.right, self.column, self.threshold, self.leaf)
+
     @property
     def n_trees(self) -> int:
         return int(self.tree_group.shape[0])
@@ -312,6 +322,9 @@ class EncryptedQueries:
     values: np.ndarray        # int64 (n_rows, n_columns)
 
     KIND = "ppxgb.encrypted_queries"
+
+    def __post_init__(self) -> None:
+        _freeze(self.values)
 
     @property
     def n_rows(self) -> int:
