@@ -2,8 +2,12 @@
 
     from ppxgb.training import train_horizontal
     booster = train_horizontal(params, [(X1, y1), (X2, y2)], num_boost_round=10, n_servers=2)
+
+    from ppxgb.training import train_vertical
+    booster = train_vertical(params, [clinic, lab, insurer], label="ms", id_column="patient_id")
 """
 
 from .api import train_horizontal
+from .vertical_api import train_vertical
 
-__all__ = ["train_horizontal"]
+__all__ = ["train_horizontal", "train_vertical"]
