@@ -6,7 +6,8 @@ import pytest
 import xgboost as xgb
 
 from ppxgb.errors import ParameterError, UnsupportedParameter
-from ppxgb.training.vertical_api import run_vertical_federation, train_vertical
+from ppxgb.training import train_vertical
+from ppxgb.training.vertical_api import run_vertical_federation
 
 
 def discrete_data(objective, n=1500, n_features=8, nan_rate=0.1, seed=0):
