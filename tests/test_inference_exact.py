@@ -193,3 +193,21 @@ def test_pair_product_tables_give_the_same_scores(kind):
                                rtol=RTOL, atol=ATOL)
     with pytest.raises(ParameterError):
         Server(pair_table_mb=-1)
+
+
+@pytest.mark.parametrize("base_score", [None, [0.1, 0.2, 0.7]], ids=["fitted", "explicit"])
+def test_per_class_intercept_vector(base_score):
+    """Multi-class models carry one intercept per class (fitted from unbalanced labels here)."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(300, 5)).astype(np.float32)
+    y = rng.choice(3, size=300, p=[0.6, 0.3, 0.1])
+    params = {"objective": "multi:softprob", "num_class": 3, "max_depth": 3}
+    if base_score is not None:
+        params["base_score"] = base_score
+    booster = xgb.train(params, xgb.DMatrix(X, label=y), 4)
+    from ppxgb.model import Ensemble
+    margin = Ensemble.load(booster).base_margin()
+    assert len(set(margin.tolist())) == 3                 # a genuine per-class vector
+    np.testing.assert_allclose(score(booster, X, output_margin=True),
+                               booster.predict(xgb.DMatrix(X), output_margin=True), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(score(booster, X), booster.predict(xgb.DMatrix(X)), rtol=RTOL, atol=ATOL)
