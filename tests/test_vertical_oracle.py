@@ -201,3 +201,24 @@ def test_vfederation_processes_match_in_process_training(tmp_path):
     assert model.feature_names == local.feature_names == [f"x{j}" for j in range(8)]
     d = xgb.DMatrix(pd.DataFrame(X, columns=local.feature_names))
     np.testing.assert_array_equal(model.predict(d), local.predict(d))
+
+
+@pytest.mark.parametrize("target, peer", [("fh_gather_prefix", "party-1"), ("correlation_delta", "server-0")])
+def test_a_role_failing_mid_training_is_named(monkeypatch, target, peer):
+    from ppxgb.errors import PeerFailure
+    from ppxgb.training import permute
+
+    original, calls = getattr(permute, target), {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 6:
+            raise RuntimeError("disk on fire")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(permute, target, flaky)
+    X, y = discrete_data("binary:logistic", n=300)
+    with pytest.raises(PeerFailure) as info:
+        train_vertical({"objective": "binary:logistic", "max_depth": 3}, column_blocks(X, 2), y,
+                       num_boost_round=4, timeout=30)
+    assert info.value.peer == peer and "disk on fire" in info.value.reason
