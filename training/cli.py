@@ -91,7 +91,7 @@ def load_data(path: str, label: str | None) -> tuple[Any, np.ndarray]:
     if label not in frame.columns:
         raise ParameterError.bad("--label", f"one of the columns of {path}", label)
     X = frame.drop(columns=[label])
-    bad = [c for c in X.columns if not np.issubdtype(X[c].dtype, np.number)]
+    bad = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c].dtype)]
     if bad:
         raise ParameterError.bad("--data", "numeric feature columns", f"non-numeric column {bad[0]!r}")
     return X.astype(np.float64), frame[label].to_numpy()

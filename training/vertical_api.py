@@ -43,7 +43,9 @@ def split_block(block, i: int, id_column: str | None, label: Any, is_label_party
         block = block.drop(columns=[label])
     names = [str(c) for c in block.columns] if is_frame else None
     if is_frame:
-        bad = [c for c in block.columns if not np.issubdtype(block[c].dtype, np.number)]
+        from pandas.api.types import is_numeric_dtype
+
+        bad = [c for c in block.columns if not is_numeric_dtype(block[c].dtype)]
         if bad:
             raise ParameterError.bad(name, "numeric feature columns", f"non-numeric column {bad[0]!r}")
     return block, names, ids, y
