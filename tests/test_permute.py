@@ -118,3 +118,14 @@ def test_fused_steps_equal_the_plain_ones():
     np.testing.assert_array_equal(plain, pm.lh_select_input(c1, k1, a2))
     with pytest.raises(ParameterError):
         pm.lh_select_input(c1, np.r_[k1[:-1], k1[0]], a2)
+
+
+def test_fast_keystream_is_exactly_the_shared_randomness_stream():
+    for n in (0, 1, 3, 1000, 70_001):
+        np.testing.assert_array_equal(pm.keystream_words(b"q" * 32, n), Randomness(b"q" * 32).words(n))
+    np.testing.assert_array_equal(pm.permutation(b"q" * 32, "x", n=500),
+                                  pm.random_permutation(Randomness(pm.derive_key(b"q" * 32, "x")), 500))
+    s, a, c = pm.permutation(b"q" * 32, n=50), pm.stream(b"a" * 32, rows=50), pm.stream(b"c" * 32, rows=50)
+    d = pm.correlation_delta(s, a, c)
+    np.testing.assert_array_equal(d, pm.correlation_delta(s, a, c.copy(), overwrite_c=True))
+    np.testing.assert_array_equal(d[s], a + c[s])

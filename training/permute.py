@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from numba import njit
 
 from ppxgb.errors import ParameterError
@@ -48,9 +49,26 @@ def derive_key(master: bytes, *labels) -> bytes:
     return hashlib.sha256(b"ppxgb-vertical-v1|" + bytes(master) + b"|" + text).digest()
 
 
+_ZEROS = np.zeros(0, dtype=np.uint8)
+
+
+def keystream_words(key: bytes, n: int) -> np.ndarray:
+    """n words of AES-256-CTR keystream (zero nonce): exactly `Randomness(key).words(n)`,
+    written straight into a numpy buffer (about 4x faster than going through bytes)."""
+    global _ZEROS
+    nbytes = 8 * n
+    zeros = _ZEROS
+    if zeros.size < nbytes:
+        zeros = _ZEROS = np.zeros(max(nbytes, 2 * zeros.size), dtype=np.uint8)
+    out = np.empty(nbytes + 15, dtype=np.uint8)      # update_into wants a block of slack
+    enc = Cipher(algorithms.AES(key), modes.CTR(b"\x00" * 16)).encryptor()
+    enc.update_into(zeros[:nbytes], out)
+    return out[:nbytes].view(np.uint64)
+
+
 def stream(master: bytes, *labels, rows: int, width: int = WIDTH) -> np.ndarray:
     """rows x width uniform ring words from the named AES-CTR stream."""
-    return Randomness(derive_key(master, *labels)).uint64((rows, width))
+    return keystream_words(derive_key(master, *labels), rows * width).reshape(rows, width)
 
 
 @njit(cache=True, nogil=True)
@@ -79,17 +97,18 @@ def random_permutation(rng: Randomness, n: int) -> np.ndarray:
 
 
 def permutation(master: bytes, *labels, n: int) -> np.ndarray:
-    return random_permutation(Randomness(derive_key(master, *labels)), n)
+    """The named stream's permutation of [n]: Fisher-Yates on its AES-CTR words."""
+    return _fisher_yates(keystream_words(derive_key(master, *labels), n))
 
 
-def correlation_delta(sigma: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """The dealer's message to FH: delta[sigma[p]] = a[p] + c[sigma[p]] (mod 2^64)."""
-    return _delta(np.ascontiguousarray(sigma, dtype=np.int64), a, c)
+def correlation_delta(sigma: np.ndarray, a: np.ndarray, c: np.ndarray, *, overwrite_c: bool = False) -> np.ndarray:
+    """The dealer's message to FH: delta[sigma[p]] = a[p] + c[sigma[p]] (mod 2^64).
+    With overwrite_c the result is built in c's memory (c is then gone)."""
+    return _delta(np.ascontiguousarray(sigma, dtype=np.int64), a, c if overwrite_c else c.copy())
 
 
 @njit(cache=True, nogil=True)
-def _delta(sigma, a, c):
-    out = c.copy()
+def _delta(sigma, a, out):
     for p in range(sigma.shape[0]):
         q = sigma[p]
         for j in range(a.shape[1]):

@@ -326,10 +326,10 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
                 a = pm.stream(kl, tree, level, "a", rows=N)
                 for f in range(n_feat):
                     d1 = pm.correlation_delta(pm.permutation(kf, tree, level, f, "s1", n=N), a,
-                                              pm.stream(kl, tree, level, f, "c1", rows=N))
+                                              pm.stream(kl, tree, level, f, "c1", rows=N), overwrite_c=True)
                     d2 = pm.correlation_delta(pm.permutation(kf, tree, level, f, "s2", n=N),
                                               pm.stream(kl, tree, level, f, "a2", rows=N),
-                                              pm.stream(kl, tree, level, f, "c2", rows=N))
+                                              pm.stream(kl, tree, level, f, "c2", rows=N), overwrite_c=True)
                     transport.send(name, fh, "corr", {"tree": tree, "level": level, "f": f, "d1": d1, "d2": d2})
 
         while True:
