@@ -11,15 +11,21 @@ the secure result is bit-for-bit reproducible across runs and transports.
 
 from __future__ import annotations
 
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-# numba's thread pools must not be entered from several Python threads at once
-# (in-process simulations run every party as a thread).
-KERNEL_LOCK = threading.Lock()
+# Every compiled kernel runs on this one thread. In-process simulations run each party
+# as a Python thread; funnelling their kernels through one thread serialises them (the
+# thread pools behind numba's prange must not be entered concurrently) and keeps a
+# single OpenMP team, instead of one spinning team per calling thread.
+_KERNEL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ppxgb-kernels")
+
+
+def _run(fn, *args):
+    return _KERNEL_THREAD.submit(fn, *args).result()
 
 
 def missing_code(dtype) -> int:
@@ -79,10 +85,9 @@ def build_histograms(bins: np.ndarray, offsets: np.ndarray, gh: np.ndarray, orde
     seg_lo, seg_hi = lo[nodes], hi[nodes]
     rows = int((seg_hi - seg_lo).sum())
     n_chunks = max(1, min(numba.get_num_threads(), rows // 8192 or 1))
-    with KERNEL_LOCK:
-        return _build_hist(bins, missing_code(bins.dtype), offsets, gh, order,
-                           np.arange(len(nodes), dtype=np.int64), seg_lo, seg_hi,
-                           len(nodes), n_bins_total, n_chunks)
+    return _run(_build_hist, bins, missing_code(bins.dtype), offsets, gh, order,
+                np.arange(len(nodes), dtype=np.int64), seg_lo, seg_hi,
+                len(nodes), n_bins_total, n_chunks)
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -115,10 +120,9 @@ def partition(bins: np.ndarray, order: np.ndarray, lo: np.ndarray, hi: np.ndarra
     if nodes.size == 0:
         return
     mid = np.empty(len(nodes), dtype=np.int64)
-    with KERNEL_LOCK:
-        _partition(bins, missing_code(bins.dtype), order, lo[nodes], hi[nodes],
-                   np.asarray(feature, np.int64), np.asarray(split_bin, np.int64),
-                   np.asarray(default_left, np.bool_), mid)
+    _run(_partition, bins, missing_code(bins.dtype), order, lo[nodes], hi[nodes],
+         np.asarray(feature, np.int64), np.asarray(split_bin, np.int64),
+         np.asarray(default_left, np.bool_), mid)
     left = np.asarray(left, np.int64)
     right = np.asarray(right, np.int64)
     lo[left], hi[left] = lo[nodes], mid
@@ -159,6 +163,5 @@ def cell_counts(X: np.ndarray, level: int, active: list[np.ndarray]) -> np.ndarr
     out_ptr = ptr * 256
     prefixes = (np.concatenate(active) if len(active) else np.zeros(0)).astype(np.uint32)
     out = np.zeros(int(out_ptr[-1]), dtype=np.int64)
-    with KERNEL_LOCK:
-        _cell_counts(np.ascontiguousarray(X, dtype=np.float32), level, prefixes, ptr, out_ptr, out)
+    _run(_cell_counts, np.ascontiguousarray(X, dtype=np.float32), level, prefixes, ptr, out_ptr, out)
     return out
