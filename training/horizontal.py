@@ -26,7 +26,6 @@ coordinator adds the k server sums and so opens only the total over all parties.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Sequence
 
@@ -39,6 +38,7 @@ from ppxgb.sharing import Randomness, default_randomness
 from ppxgb.transport import Transport
 
 from . import binning, kernels
+from .common import abort_all, assemble
 from .objectives import check_labels, gradients, intercept_from_stats, intercept_stats
 from .params import TrainParams
 from .split import Split, find_splits, leaf_value
@@ -416,18 +416,9 @@ def run_coordinator(transport: Transport, params: dict[str, Any], num_boost_roun
                                       "bytes": transport.total_bytes})
         c.broadcast("stop", {}, to=everyone)
     except BaseException:
-        for q in everyone:
-            try:
-                transport.send(COORDINATOR, q, "abort", {"peer": COORDINATOR, "reason": "training stopped"})
-            except Exception:
-                pass
+        abort_all(transport, COORDINATOR, everyone)
         raise
     finally:
         if progress is not None:
             progress.close()
-    return Ensemble(
-        objective=p.objective, num_feature=n_feat, trees=tuple(trees), tree_info=tuple(info),
-        base_score=base_score, num_class=p.num_class if p.n_groups > 1 else 0,
-        feature_names=tuple(feature_names) if feature_names is not None else None,
-        feature_types=tuple("float" for _ in feature_names) if feature_names is not None else None,
-    )
+    return assemble(p, n_feat, trees, info, base_score, feature_names)

@@ -49,6 +49,7 @@ from numba import njit
 
 from . import binning
 from . import permute as pm
+from .common import abort_all, assemble
 from .objectives import check_labels, gradients, intercept_from_stats, intercept_stats
 from .params import TrainParams
 from .split import Split, find_split, leaf_value
@@ -638,17 +639,9 @@ def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, An
         for q in lh.fhs:
             transport.send(name, q, "stop", {})
     except BaseException:
-        for q in everyone:
-            try:
-                transport.send(name, q, "abort", {"peer": name, "reason": "training stopped"})
-            except Exception:
-                pass
+        abort_all(transport, name, everyone)
         raise
     finally:
         if progress is not None:
             progress.close()
-    return Ensemble(
-        objective=p.objective, num_feature=lh.n_feat, trees=tuple(trees), tree_info=tuple(info),
-        base_score=base_score, num_class=p.num_class if p.n_groups > 1 else 0,
-        feature_names=tuple(names) if names is not None else None,
-        feature_types=tuple("float" for _ in names) if names is not None else None)
+    return assemble(p, lh.n_feat, trees, info, base_score, names)
