@@ -18,8 +18,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# about an hour on 2 cores; each script prints its table and rewrites benchmarks/RESULTS_*.md
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/bench_horizontal.py
+	$(BIN)/python benchmarks/bench_inference.py --write benchmarks/RESULTS_inference.md
+	$(BIN)/python benchmarks/bench_vertical.py --rows 100000 --psi-ids 1000000
 
 clean:
 	rm -rf $(VENV) build *.egg-info
