@@ -43,14 +43,17 @@ def _ppxgb(*args: str, log: Path | None = None, check: bool = True, popen: bool 
 
 
 def _wait_healthy(url: str, ca: str, proc, log: Path, timeout: float = 60.0) -> None:
+    import ssl
+
     import httpx
 
+    verify = ssl.create_default_context(cafile=ca)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise PPXGBError(f"service at {url} exited: {log.read_text()[-1500:]}")
         try:
-            if httpx.get(url + "/v1/health", verify=ca, timeout=2).status_code == 200:
+            if httpx.get(url + "/v1/health", verify=verify, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
