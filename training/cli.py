@@ -368,6 +368,20 @@ def _stop(children: list[_Child], grace: float = 2.0) -> None:
             c.proc.wait()
 
 
+def federation_tls(args: argparse.Namespace, roles: list[str], workdir: Path) -> dict | None:
+    """TLS material of every role: from --certs DIR, else a fresh test PKI; None only
+    with the explicit --insecure."""
+    if args.insecure:
+        return None
+    if args.certs:
+        tls = {n: TLSConfig(str(Path(args.certs, f"{n}.pem")), str(Path(args.certs, f"{n}.key")),
+                            str(Path(args.certs, "ca.pem"))) for n in roles}
+        for config in tls.values():
+            config.check()
+        return tls
+    return make_test_pki(workdir / "pki", roles)
+
+
 def cmd_federation(args: argparse.Namespace) -> int:
     from .horizontal import role_names
 
@@ -395,15 +409,7 @@ def cmd_federation(args: argparse.Namespace) -> int:
     started = time.monotonic()
     children: list[_Child] = []
     try:
-        tls = None
-        if not args.insecure:
-            if args.certs:
-                tls = {n: TLSConfig(str(Path(args.certs, f"{n}.pem")), str(Path(args.certs, f"{n}.key")),
-                                    str(Path(args.certs, "ca.pem"))) for n in roles}
-                for config in tls.values():
-                    config.check()
-            else:
-                tls = make_test_pki(workdir / "pki", roles)
+        tls = federation_tls(args, roles, workdir)
         peers_path = workdir / "peers.json"
         write_peers(peers_path, parties, servers, coordinator, args.host, tls)
         common = ["--peers", str(peers_path), "--timeout", str(args.timeout),

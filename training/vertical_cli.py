@@ -29,9 +29,8 @@ from typing import Any
 import numpy as np
 
 from ppxgb.errors import ParameterError, PPXGBError
-from ppxgb.tls import TLSConfig, make_test_pki
 
-from .cli import (Peers, _Child, _federation_error, _json_arg, _net_options, _progress_for,
+from .cli import (Peers, _Child, _federation_error, federation_tls, _json_arg, _net_options, _progress_for,
                   _role_options, _run_role, _stop, _wait, write_atomic, write_peers)
 
 
@@ -124,15 +123,7 @@ def cmd_vfederation(args: argparse.Namespace) -> int:
     started = time.monotonic()
     children: list[_Child] = []
     try:
-        tls = None
-        if not args.insecure:
-            if args.certs:
-                tls = {n: TLSConfig(str(Path(args.certs, f"{n}.pem")), str(Path(args.certs, f"{n}.key")),
-                                    str(Path(args.certs, "ca.pem"))) for n in roles}
-                for config in tls.values():
-                    config.check()
-            else:
-                tls = make_test_pki(workdir / "pki", roles)
+        tls = federation_tls(args, roles, workdir)
         peers_path = workdir / "peers.json"
         write_peers(peers_path, parties, servers, lh, args.host, tls)
         common = ["--peers", str(peers_path), "--timeout", str(args.timeout),
