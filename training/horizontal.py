@@ -38,7 +38,7 @@ from ppxgb.sharing import Randomness, default_randomness
 from ppxgb.transport import Transport
 
 from . import binning, kernels
-from .common import abort_all, assemble
+from .common import abort_all, assemble, make_tree
 from .objectives import check_labels, gradients, intercept_from_stats, intercept_stats
 from .params import TrainParams
 from .split import Split, find_splits, leaf_value
@@ -331,7 +331,8 @@ class _Coordinator:
         leaves = sorted(set(range(next_id)) - set(splits))
         values = [leaf_value(*stats[n], p) for n in leaves]
         self.broadcast("finish", {"splits": pending, "leaf_nodes": leaves, "leaf_values": values})
-        return _make_tree(next_id, splits, leaves, values, stats, p, cut_ptr)
+        thresholds = {node: s.threshold for node, (s, _, _) in splits.items()}
+        return make_tree(next_id, splits, thresholds, leaves, values, stats, p)
 
     @staticmethod
     def _parent_and_sibling(node, splits):
@@ -357,22 +358,6 @@ def _splits_payload(new: dict[int, tuple[Split, int, int]], cut_ptr) -> dict[str
         out["left"].append(l)
         out["right"].append(r)
     return out
-
-
-def _make_tree(n_nodes, splits, leaves, values, stats, p, cut_ptr) -> Tree:
-    left = np.full(n_nodes, -1, np.int32)
-    right = np.full(n_nodes, -1, np.int32)
-    feature = np.zeros(n_nodes, np.int32)
-    threshold = np.zeros(n_nodes, np.float32)
-    default_left = np.zeros(n_nodes, bool)
-    loss = np.zeros(n_nodes, np.float32)
-    for node, (s, l, r) in splits.items():
-        left[node], right[node], feature[node] = l, r, s.feature
-        threshold[node], default_left[node], loss[node] = s.threshold, s.default_left, s.gain
-    base_weight = np.array([leaf_value(*stats[n], p) for n in range(n_nodes)], np.float32)
-    threshold[leaves] = values
-    hess = np.array([stats[n][1] for n in range(n_nodes)], np.float32)
-    return Tree.from_arrays(left, right, feature, threshold, default_left, base_weight, loss, hess)
 
 
 def run_coordinator(transport: Transport, params: dict[str, Any], num_boost_round: int, *,

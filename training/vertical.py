@@ -49,7 +49,7 @@ from numba import njit
 
 from . import binning
 from . import permute as pm
-from .common import abort_all, assemble
+from .common import abort_all, assemble, make_tree
 from .objectives import check_labels, gradients, intercept_from_stats, intercept_stats
 from .params import TrainParams
 from .split import Split, find_split, leaf_value
@@ -561,7 +561,7 @@ class _LabelHolder:
         values = [leaf_value(*stats[k], p) for k in leaves]
         leaf_of_node = np.zeros(next_id, dtype=np.float32)
         leaf_of_node[leaves] = values
-        return _make_tree(next_id, splits, thresholds, leaves, values, stats, p), leaf_of_node[self.positions]
+        return make_tree(next_id, splits, thresholds, leaves, values, stats, p), leaf_of_node[self.positions]
 
 
 def _merge_names(parties: list[str], names: dict[str, list[str] | None]) -> list[str] | None:
@@ -577,22 +577,6 @@ def _parent_and_sibling(node, splits):
         if node == r:
             return parent, l
     raise ProtocolError(f"node {node} has no parent")
-
-
-def _make_tree(n_nodes, splits, thresholds, leaves, values, stats, p) -> Tree:
-    left = np.full(n_nodes, -1, np.int32)
-    right = np.full(n_nodes, -1, np.int32)
-    feature = np.zeros(n_nodes, np.int32)
-    threshold = np.zeros(n_nodes, np.float32)
-    default_left = np.zeros(n_nodes, bool)
-    loss = np.zeros(n_nodes, np.float32)
-    for node, (s, l, r) in splits.items():
-        left[node], right[node], feature[node] = l, r, s.feature
-        threshold[node], default_left[node], loss[node] = thresholds[node], s.default_left, s.gain
-    base_weight = np.array([leaf_value(*stats[k], p) for k in range(n_nodes)], np.float32)
-    threshold[leaves] = values
-    hess = np.array([stats[k][1] for k in range(n_nodes)], np.float32)
-    return Tree.from_arrays(left, right, feature, threshold, default_left, base_weight, loss, hess)
 
 
 def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, Any], num_boost_round: int, *,
