@@ -6,6 +6,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ppxgb.errors import ProtocolError
 from ppxgb.model import Ensemble, Tree
 from ppxgb.transport import Transport
 
@@ -49,3 +50,13 @@ def make_tree(n_nodes: int, splits: Mapping, thresholds: Mapping[int, float], le
     threshold[list(leaves)] = values
     hess = np.array([stats[k][1] for k in range(n_nodes)], np.float32)
     return Tree.from_arrays(left, right, feature, threshold, default_left, base_weight, loss, hess)
+
+
+def parent_and_sibling(node: int, splits: Mapping) -> tuple[int, int]:
+    """The parent of `node` and its other child, from {node: (Split, left, right)}."""
+    for parent, (_, l, r) in splits.items():
+        if node == l:
+            return parent, r
+        if node == r:
+            return parent, l
+    raise ProtocolError(f"node {node} has no parent")

@@ -38,7 +38,7 @@ from ppxgb.sharing import Randomness, default_randomness
 from ppxgb.transport import Transport
 
 from . import binning, kernels
-from .common import abort_all, assemble, make_tree
+from .common import abort_all, assemble, make_tree, parent_and_sibling
 from .objectives import check_labels, gradients, intercept_from_stats, intercept_stats
 from .params import TrainParams
 from .split import Split, find_splits, leaf_value
@@ -303,7 +303,7 @@ class _Coordinator:
                 hists[node] = h
             for node in frontier:  # siblings by subtraction, exact in the ring
                 if node not in hists:
-                    parent, sibling = self._parent_and_sibling(node, splits)
+                    parent, sibling = parent_and_sibling(node, splits)
                     hists[node] = hists[parent] - hists[sibling]
             for node in list(hists):
                 if node not in frontier:  # parents are no longer needed
@@ -333,15 +333,6 @@ class _Coordinator:
         self.broadcast("finish", {"splits": pending, "leaf_nodes": leaves, "leaf_values": values})
         thresholds = {node: s.threshold for node, (s, _, _) in splits.items()}
         return make_tree(next_id, splits, thresholds, leaves, values, stats, p)
-
-    @staticmethod
-    def _parent_and_sibling(node, splits):
-        for parent, (_, l, r) in splits.items():
-            if node == l:
-                return parent, r
-            if node == r:
-                return parent, l
-        raise ProtocolError(f"node {node} has no parent")
 
 
 def _no_splits() -> dict[str, list]:

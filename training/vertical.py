@@ -49,7 +49,7 @@ from numba import njit
 
 from . import binning
 from . import permute as pm
-from .common import abort_all, assemble, make_tree
+from .common import abort_all, assemble, make_tree, parent_and_sibling
 from .objectives import check_labels, gradients, intercept_from_stats, intercept_stats
 from .params import TrainParams
 from .split import Split, find_split, leaf_value
@@ -530,7 +530,7 @@ class _LabelHolder:
                 hists[node] = h
             for node in frontier:
                 if node not in hists:
-                    parent, sibling = _parent_and_sibling(node, splits)
+                    parent, sibling = parent_and_sibling(node, splits)
                     hists[node] = hists[parent] - hists[sibling]
             hists = {k: v for k, v in hists.items() if k in frontier}
             for node in frontier:
@@ -570,13 +570,6 @@ def _merge_names(parties: list[str], names: dict[str, list[str] | None]) -> list
     return [str(x) for q in parties for x in (names[q] or [])]
 
 
-def _parent_and_sibling(node, splits):
-    for parent, (_, l, r) in splits.items():
-        if node == l:
-            return parent, r
-        if node == r:
-            return parent, l
-    raise ProtocolError(f"node {node} has no parent")
 
 
 def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, Any], num_boost_round: int, *,
