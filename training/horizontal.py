@@ -83,25 +83,20 @@ class _PartyState:
         self.X, self.y, self.p = X, y, p
         self.n_parties = n_parties
         self.enc = FixedPointEncoder(p.fixed_point_bits)
-        self.bins: np.ndarray | None = None
-        self.offsets: np.ndarray | None = None
-        self.n_bins_total = 0
+        self.rows: kernels.NodeRows | None = None      # set when the cuts arrive
         self.margin: np.ndarray | None = None
         self.gh: np.ndarray | None = None
-        # rows grouped by node: node k owns order[lo[k]:hi[k]]
-        self.order = np.arange(X.shape[0], dtype=np.int32)
-        max_nodes = 2 ** (p.max_depth + 1)
-        self.lo = np.zeros(max_nodes, dtype=np.int64)
-        self.hi = np.zeros(max_nodes, dtype=np.int64)
         self.group = 0
+
+    def set_cuts(self, cuts: list[np.ndarray]) -> None:
+        sizes = np.array([len(c) for c in cuts], dtype=np.int64)
+        self.rows = kernels.NodeRows(binning.assign_bins(self.X, cuts), sizes, 2 ** (self.p.max_depth + 1))
 
     def start_tree(self, group: int) -> None:
         if group == 0:
             self.encode_gradients()
         self.group = group
-        self.lo[:] = 0
-        self.hi[:] = 0
-        self.hi[0] = self.X.shape[0]
+        self.rows.start_tree(self.gh[group])
 
     def encode_gradients(self) -> None:
         g, h = gradients(self.p.objective, self.margin if self.p.n_groups > 1 else self.margin[:, 0], self.y)
@@ -118,18 +113,14 @@ class _PartyState:
         self.gh = np.rint(gh).astype(np.int64)
 
     def apply(self, splits: dict[str, Any]) -> None:
-        kernels.partition(self.bins, self.order, self.lo, self.hi, splits["node"], splits["feature"],
-                          splits["bin"], splits["default_left"], splits["left"], splits["right"])
+        self.rows.split(splits["node"], splits["feature"], splits["bin"], splits["default_left"],
+                        splits["left"], splits["right"])
 
     def histograms(self, build: np.ndarray) -> np.ndarray:
-        return kernels.build_histograms(
-            self.bins, self.offsets, self.gh[self.group], self.order, self.lo, self.hi, build, self.n_bins_total)
+        return self.rows.histograms(build)
 
     def add_leaves(self, nodes: np.ndarray, values: np.ndarray) -> None:
-        column = self.margin[:, self.group]
-        for node, value in zip(nodes, values.astype(np.float32)):
-            rows = self.order[self.lo[node]:self.hi[node]]
-            column[rows] += value
+        self.rows.add_leaves(self.margin[:, self.group], nodes, values)
 
 
 def run_party(transport: Transport, name: str, X, y, *, servers: Sequence[str],
@@ -166,11 +157,7 @@ def _party_loop(transport, name, X, y, servers, coordinator, timeout):
             counts = binning.party_cell_counts(X, _field(msg, "level", int), active)
             send_shares(transport, name, servers, pl["step"], stats_enc.encode(counts))
         elif stage == "cuts":
-            cuts = [np.asarray(c, dtype=np.float32) for c in _field(msg, "cuts", list)]
-            state.bins = binning.assign_bins(X, cuts)
-            sizes = np.array([len(c) for c in cuts], dtype=np.int64)
-            state.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-            state.n_bins_total = int(sizes.sum())
+            state.set_cuts([np.asarray(c, dtype=np.float32) for c in _field(msg, "cuts", list)])
         elif stage == "intercept":
             stats = intercept_stats(p.objective, y, p.num_class)
             send_shares(transport, name, servers, pl["step"], stats_enc.encode(stats))

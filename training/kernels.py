@@ -1,12 +1,20 @@
-"""Compiled kernels of a party's hot loop (numba): histograms and row partitioning.
+"""Compiled kernels of a party's hot loop (numba): histograms, row partitioning, bins.
 
-Rows are kept grouped by tree node, as XGBoost's hist does: `order` lists row indices
-and node k owns the slice order[lo[k]:hi[k]], so building a node's histogram streams
-through its own rows with one histogram hot in cache.
+Rows are kept physically grouped by tree node, as in XGBoost's hist, but one step
+further: the bin matrix and the (g, h) rows themselves are reordered, not an index into
+them.  Node k owns `segments` contiguous row ranges lo[k, c]:hi[k, c] (one per thread,
+so a node's rows split and stream in parallel), and building its histogram is a
+sequential pass over its own rows: no gather, every cache line fully used.  Splitting
+a node swaps its rows in place (two pointers from either end of each range), so a
+level costs one streaming pass and no extra buffer.  Row order inside a node is
+irrelevant: histograms are sums of integers.
 
 Histograms are built directly in fixed point: each row's (g, h) is encoded once as
 int64, so sums are exact integers whatever the summation order or thread count, and
-the secure result is bit-for-bit reproducible across runs and transports.
+the secure result is bit-for-bit reproducible across runs and transports.  A feature's
+histogram has a fixed stride of (most bins of any feature + 1) slots; missing values
+carry the code stride - 1, so they fall into the extra slot, which is dropped, and the
+inner loop has no branch.
 """
 
 from __future__ import annotations
@@ -32,101 +40,194 @@ def missing_code(dtype) -> int:
     return int(np.iinfo(dtype).max)
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _build_hist(bins, missing, offsets, gh, order, seg_slot, seg_lo, seg_hi,
-                n_slots, n_bins_total, n_chunks):
+@njit(nogil=True, cache=True)
+def _hist_rows(bins, gh, i, end, stride, h0, h1):
+    """Rows i:end into the accumulators h0 (even rows) and h1 (odd rows) of one node."""
     n_feat = bins.shape[1]
-    stride = (n_bins_total + 1) * 2
+    tot = n_feat * stride * 2
+    while i + 1 < end:
+        g0 = gh[i, 0]
+        q0 = gh[i, 1]
+        g1 = gh[i + 1, 0]
+        q1 = gh[i + 1, 1]
+        h0[tot] += g0
+        h0[tot + 1] += q0
+        h1[tot] += g1
+        h1[tot + 1] += q1
+        for f in range(n_feat):
+            k0 = (f * stride + bins[i, f]) * 2
+            k1 = (f * stride + bins[i + 1, f]) * 2
+            h0[k0] += g0
+            h0[k0 + 1] += q0
+            h1[k1] += g1
+            h1[k1 + 1] += q1
+        i += 2
+    if i < end:
+        g0 = gh[i, 0]
+        q0 = gh[i, 1]
+        h0[tot] += g0
+        h0[tot + 1] += q0
+        for f in range(n_feat):
+            k0 = (f * stride + bins[i, f]) * 2
+            h0[k0] += g0
+            h0[k0 + 1] += q0
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _build_hist(bins, gh, seg_slot, seg_lo, seg_hi, n_slots, stride, compact, n_chunks):
+    n_feat = bins.shape[1]
+    width = (n_feat * stride + 1) * 2          # one slot: every feature's bins, then the total
     total = 0
     for s in range(seg_lo.shape[0]):
         total += seg_hi[s] - seg_lo[s]
-    parts = np.zeros((n_chunks, n_slots * stride), dtype=np.int64)
+    # two accumulators per chunk, for alternate rows: consecutive rows often hit the
+    # same bins, and one accumulator would serialise on those read-modify-writes
+    parts = np.zeros((n_chunks, 2, n_slots * width), dtype=np.int64)
     per = (total + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
         start = c * per
         stop = min(total, start + per)
-        hist = parts[c]
         pos = 0
         for s in range(seg_lo.shape[0]):
-            lo = seg_lo[s]
-            n = seg_hi[s] - lo
+            n = seg_hi[s] - seg_lo[s]
             a = max(start, pos)
             b = min(stop, pos + n)
             if a < b:
-                base = seg_slot[s] * stride
-                tot = base + n_bins_total * 2
-                for i in range(lo + a - pos, lo + b - pos):
-                    r = order[i]
-                    gr = gh[r, 0]
-                    hr = gh[r, 1]
-                    hist[tot] += gr
-                    hist[tot + 1] += hr
-                    for f in range(n_feat):
-                        bb = bins[r, f]
-                        if bb != missing:
-                            k = base + (offsets[f] + bb) * 2
-                            hist[k] += gr
-                            hist[k + 1] += hr
+                _hist_rows(bins, gh, seg_lo[s] + a - pos, seg_lo[s] + b - pos, stride,
+                           parts[c, 0, seg_slot[s] * width:(seg_slot[s] + 1) * width],
+                           parts[c, 1, seg_slot[s] * width:(seg_slot[s] + 1) * width])
             pos += n
-    out = parts[0].copy()
-    for c in range(1, n_chunks):
-        out += parts[c]
-    return out.reshape(n_slots, n_bins_total + 1, 2)
-
-
-def build_histograms(bins: np.ndarray, offsets: np.ndarray, gh: np.ndarray, order: np.ndarray, lo: np.ndarray, hi: np.ndarray, nodes: np.ndarray,
-                     n_bins_total: int) -> np.ndarray:
-    """Fixed-point histograms of the given nodes; gh is int64 (n_rows, 2) = (g, h).
-
-    Returns int64 of shape (len(nodes), n_bins_total + 1, 2); index n_bins_total holds
-    the node totals (missing values included).
-    """
-    nodes = np.asarray(nodes, dtype=np.int64)
-    seg_lo, seg_hi = lo[nodes], hi[nodes]
-    rows = int((seg_hi - seg_lo).sum())
-    n_chunks = max(1, min(numba.get_num_threads(), rows // 8192 or 1))
-    return _run(_build_hist, bins, missing_code(bins.dtype), offsets, gh, order,
-                np.arange(len(nodes), dtype=np.int64), seg_lo, seg_hi,
-                len(nodes), n_bins_total, n_chunks)
+    out = np.empty((n_slots, compact.shape[0], 2), dtype=np.int64)
+    for s in prange(n_slots):
+        for j in range(compact.shape[0]):
+            k = s * width + compact[j] * 2
+            g = np.int64(0)
+            q = np.int64(0)
+            for c in range(n_chunks):
+                g += parts[c, 0, k] + parts[c, 1, k]
+                q += parts[c, 0, k + 1] + parts[c, 1, k + 1]
+            out[s, j, 0] = g
+            out[s, j, 1] = q
+    return out
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _partition(bins, missing, order, seg_lo, seg_hi, feature, split_bin, default_left, mid):
+def _partition(bins, gh, order, missing, seg_lo, seg_hi, feature, split_bin, default_left, mid):
+    n_feat = bins.shape[1]
     for s in prange(seg_lo.shape[0]):
-        lo, hi = seg_lo[s], seg_hi[s]
         f, sb, dl = feature[s], split_bin[s], default_left[s]
-        right = np.empty(hi - lo, dtype=order.dtype)
-        n_left = 0
-        n_right = 0
-        for i in range(lo, hi):
-            r = order[i]
-            b = bins[r, f]
-            go_left = dl if b == missing else np.int64(b) <= sb
-            if go_left:
-                order[lo + n_left] = r
-                n_left += 1
-            else:
-                right[n_right] = r
-                n_right += 1
-        for j in range(n_right):
-            order[lo + n_left + j] = right[j]
-        mid[s] = lo + n_left
+        i = seg_lo[s]
+        j = seg_hi[s] - 1
+        while True:
+            while i <= j:
+                b = bins[i, f]
+                if not (dl if b == missing else np.int64(b) <= sb):
+                    break
+                i += 1
+            while i <= j:
+                b = bins[j, f]
+                if dl if b == missing else np.int64(b) <= sb:
+                    break
+                j -= 1
+            if i >= j:
+                break
+            for k in range(n_feat):
+                t = bins[i, k]
+                bins[i, k] = bins[j, k]
+                bins[j, k] = t
+            for k in range(2):
+                t2 = gh[i, k]
+                gh[i, k] = gh[j, k]
+                gh[j, k] = t2
+            t3 = order[i]
+            order[i] = order[j]
+            order[j] = t3
+            i += 1
+            j -= 1
+        mid[s] = i
 
 
-def partition(bins: np.ndarray, order: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-              nodes, feature, split_bin, default_left, left, right) -> None:
-    """Split the row slices of `nodes` in place (stable) and record the children's slices."""
-    nodes = np.asarray(nodes, dtype=np.int64)
-    if nodes.size == 0:
-        return
-    mid = np.empty(len(nodes), dtype=np.int64)
-    _run(_partition, bins, missing_code(bins.dtype), order, lo[nodes], hi[nodes],
-         np.asarray(feature, np.int64), np.asarray(split_bin, np.int64),
-         np.asarray(default_left, np.bool_), mid)
-    left = np.asarray(left, np.int64)
-    right = np.asarray(right, np.int64)
-    lo[left], hi[left] = lo[nodes], mid
-    lo[right], hi[right] = mid, hi[nodes]
+@njit(parallel=True, nogil=True, cache=True)
+def _gather_rows(src, order, out):
+    for i in prange(order.shape[0]):
+        for k in range(src.shape[1]):
+            out[i, k] = src[order[i], k]
+
+
+@njit(nogil=True, cache=True)
+def _add_leaves(column, order, seg_lo, seg_hi, values):
+    for s in range(seg_lo.shape[0]):
+        v = values[s]
+        for i in range(seg_lo[s], seg_hi[s]):
+            column[order[i]] += v
+
+
+class NodeRows:
+    """A party's rows grouped by tree node: its bins and (g, h), physically reordered.
+
+    `bins` is the party's own bin matrix (reordered in place, never the caller's data);
+    `order[i]` is the original row index of position i.
+    """
+
+    def __init__(self, bins: np.ndarray, cut_sizes: np.ndarray, max_nodes: int):
+        self.bins = bins
+        self.n_rows = bins.shape[0]
+        self.order = np.arange(self.n_rows, dtype=np.int32)
+        self.segments = max(2, numba.get_num_threads())
+        self.lo = np.zeros((max_nodes, self.segments), dtype=np.int64)
+        self.hi = np.zeros((max_nodes, self.segments), dtype=np.int64)
+        self.gh = np.zeros((self.n_rows, 2), dtype=np.int64)
+        cut_sizes = np.asarray(cut_sizes, dtype=np.int64)
+        self.stride = int(cut_sizes.max(initial=0)) + 1
+        self.missing = self.stride - 1
+        if self.missing != missing_code(bins.dtype):
+            bins[bins == missing_code(bins.dtype)] = self.missing
+        # histogram slot of every agreed bin (feature-major), then the node total
+        self.compact = np.concatenate(
+            [np.arange(n) + f * self.stride for f, n in enumerate(cut_sizes)]
+            + [[len(cut_sizes) * self.stride]]).astype(np.int64)
+
+    def start_tree(self, gh: np.ndarray) -> None:
+        """Root = every row; gh (n_rows, 2) int64 in original row order."""
+        _run(_gather_rows, np.ascontiguousarray(gh, dtype=np.int64), self.order, self.gh)
+        edges = np.linspace(0, self.n_rows, self.segments + 1).astype(np.int64)
+        self.lo[:] = 0
+        self.hi[:] = 0
+        self.lo[0], self.hi[0] = edges[:-1], edges[1:]
+
+    def histograms(self, nodes) -> np.ndarray:
+        """Fixed-point histograms (len(nodes), n_bins_total + 1, 2); the last row holds
+        each node's totals (missing values included)."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        seg_lo, seg_hi = self.lo[nodes].ravel(), self.hi[nodes].ravel()
+        slots = np.repeat(np.arange(len(nodes), dtype=np.int64), self.segments)
+        rows = int((seg_hi - seg_lo).sum())
+        n_chunks = max(1, min(numba.get_num_threads(), rows // 8192 or 1))
+        return _run(_build_hist, self.bins, self.gh, slots, seg_lo, seg_hi, len(nodes),
+                    self.stride, self.compact, n_chunks)
+
+    def split(self, nodes, feature, split_bin, default_left, left, right) -> None:
+        """Move each node's rows into its children's ranges (in place)."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        if nodes.size == 0:
+            return
+        t = self.segments
+        mid = np.empty(len(nodes) * t, dtype=np.int64)
+        _run(_partition, self.bins, self.gh, self.order, self.missing,
+             self.lo[nodes].ravel(), self.hi[nodes].ravel(),
+             np.repeat(np.asarray(feature, np.int64), t), np.repeat(np.asarray(split_bin, np.int64), t),
+             np.repeat(np.asarray(default_left, np.bool_), t), mid)
+        mid = mid.reshape(len(nodes), t)
+        left = np.asarray(left, np.int64)
+        right = np.asarray(right, np.int64)
+        self.lo[left], self.hi[left] = self.lo[nodes], mid
+        self.lo[right], self.hi[right] = mid, self.hi[nodes]
+
+    def add_leaves(self, column: np.ndarray, nodes, values) -> None:
+        """column[row] += value of the leaf holding the row (float32, as XGBoost)."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        values = np.repeat(np.asarray(values, dtype=np.float32), self.segments)
+        _run(_add_leaves, column, self.order, self.lo[nodes].ravel(), self.hi[nodes].ravel(), values)
 
 
 @njit(parallel=True, nogil=True, cache=True)
