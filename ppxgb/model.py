@@ -317,8 +317,9 @@ def apply_transform(kind: str, margin: np.ndarray) -> np.ndarray:
     return margin
 
 
-def as_float32_matrix(X, num_feature: int | None = None, name: str = "X") -> np.ndarray:
-    """Rows as a float32 matrix with NaN for missing (numpy or pandas input)."""
+def as_float32_matrix(X, num_feature: int | None = None, name: str = "X", order: str = "C") -> np.ndarray:
+    """Rows as a float32 matrix with NaN for missing (numpy or pandas input), in the
+    given memory order ("F" for column-streaming kernels)."""
     if hasattr(X, "to_numpy"):
         X = X.to_numpy(dtype=np.float64, na_value=np.nan)
     try:
@@ -331,7 +332,7 @@ def as_float32_matrix(X, num_feature: int | None = None, name: str = "X") -> np.
         raise ParameterError.bad(name, f"{num_feature} feature columns", X.shape[1])
     if np.isinf(X).any():
         raise ParameterError.bad(name, "finite values or NaN for missing", "inf")
-    return X.astype(np.float32)
+    return X.astype(np.float32, order=order)
 
 
 def _f32_str(v: float) -> str:

@@ -64,3 +64,21 @@ def test_cell_count_kernel_matches_numpy_through_every_level():
     assert 2 < len(cuts[0]) <= 255                # continuous: quantile cuts, at most 255 bins
     bins = binning.assign_bins(X, cuts)
     assert bins.dtype == np.uint8 and np.all((bins == 255) == np.isnan(X))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([1, 2, 7, 255, 300]), st.booleans())
+def test_bin_assignment_kernel_matches_searchsorted(seed, n_cuts, fortran):
+    rng = np.random.default_rng(seed)
+    cuts = [np.sort(rng.normal(size=n_cuts)).astype(np.float32) for _ in range(3)]
+    X = rng.normal(size=(500, 3)).astype(np.float32) * 1.5
+    X[:50] = np.stack([c[rng.integers(0, n_cuts, 50)] for c in cuts], axis=1)   # values on the cuts
+    X[rng.random(X.shape) < 0.1] = np.nan
+    X[0, 0], X[1, 1] = np.float32(-0.0), np.float32(1e30)
+    bins = binning.assign_bins(np.asfortranarray(X) if fortran else X, cuts)
+    dtype = np.uint8 if n_cuts <= 255 else np.uint16
+    assert bins.dtype == dtype
+    for f, c in enumerate(cuts):
+        want = np.minimum(np.searchsorted(c, X[:, f], side="right"), n_cuts - 1)
+        want[np.isnan(X[:, f])] = np.iinfo(dtype).max
+        np.testing.assert_array_equal(bins[:, f], want)

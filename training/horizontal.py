@@ -136,7 +136,7 @@ def run_party(transport: Transport, name: str, X, y, *, servers: Sequence[str],
 
 
 def _party_loop(transport, name, X, y, servers, coordinator, timeout):
-    X = as_float32_matrix(X)
+    X = as_float32_matrix(X, order="F")     # the binning kernels stream columns
     msg = transport.recv(name, "config", coordinator, timeout=timeout)
     p = TrainParams.from_dict(_field(msg, "params", dict))
     n_parties = _field(msg, "n_parties", int)

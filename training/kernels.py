@@ -230,22 +230,40 @@ class NodeRows:
         _run(_add_leaves, column, self.order, self.lo[nodes].ravel(), self.hi[nodes].ravel(), values)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _order_key(x):
+    """The order-preserving uint32 key of a float32 (see binning.float_keys)."""
+    x = x + np.float32(0.0)  # -0.0 -> +0.0
+    bits = np.uint32(np.int32(np.float32(x).view(np.int32)))
+    return (~bits) if bits & np.uint32(0x80000000) else (bits | np.uint32(0x80000000))
+
+
 @njit(parallel=True, nogil=True, cache=True)
-def _cell_counts(X, level, prefixes, ptr, out_ptr, out):
+def _cell_counts(Xt, level, prefixes, ptr, out_ptr, out):
     shift_child = 32 - 8 * level
-    for f in prange(X.shape[1]):
+    # parents of up to 16 bits are looked up in a table, longer ones binary-searched
+    table_size = 1 << (8 * (level - 1)) if level <= 3 else 0
+    for f in prange(Xt.shape[0]):
         lo, hi = ptr[f], ptr[f + 1]
         if lo == hi:
             continue
-        for r in range(X.shape[0]):
-            x = X[r, f]
+        col = Xt[f]
+        table = np.full(table_size, -1, dtype=np.int64)
+        for a in range(lo, hi):
+            if prefixes[a] < table_size:
+                table[prefixes[a]] = a - lo
+        base = out_ptr[f]
+        for r in range(col.shape[0]):
+            x = col[r]
             if x != x:  # NaN
                 continue
-            x = x + np.float32(0.0)  # -0.0 -> +0.0
-            bits = np.uint32(np.int32(np.float32(x).view(np.int32)))
-            key = (~bits) if bits & np.uint32(0x80000000) else (bits | np.uint32(0x80000000))
-            child = np.uint32(key) >> np.uint32(shift_child)
+            child = _order_key(x) >> np.uint32(shift_child)
             parent = child >> np.uint32(8) if level > 1 else np.uint32(0)
+            if table_size:
+                a = table[parent]
+                if a >= 0:
+                    out[base + a * 256 + (child & np.uint32(0xFF))] += 1
+                continue
             a, b = lo, hi
             while a < b:  # lower bound of parent in this feature's sorted prefixes
                 m = (a + b) // 2
@@ -254,15 +272,62 @@ def _cell_counts(X, level, prefixes, ptr, out_ptr, out):
                 else:
                     b = m
             if a < hi and prefixes[a] == parent:
-                out[out_ptr[f] + (a - lo) * 256 + (child & np.uint32(0xFF))] += 1
+                out[base + (a - lo) * 256 + (child & np.uint32(0xFF))] += 1
+
+
+def _columns(X: np.ndarray) -> np.ndarray:
+    """(features, rows) float32, C-contiguous: free for a Fortran-ordered float32 X."""
+    return np.ascontiguousarray(np.asarray(X, dtype=np.float32).T)
 
 
 def cell_counts(X: np.ndarray, level: int, active: list[np.ndarray]) -> np.ndarray:
-    """Counts of values in the 256 sub-cells of each active prefix, per feature (int64)."""
+    """Counts of values in the 256 sub-cells of each active prefix, per feature (int64).
+
+    Streams each feature's column, so pass X in Fortran order to avoid a copy."""
     sizes = np.array([len(a) for a in active], dtype=np.int64)
     ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     out_ptr = ptr * 256
     prefixes = (np.concatenate(active) if len(active) else np.zeros(0)).astype(np.uint32)
     out = np.zeros(int(out_ptr[-1]), dtype=np.int64)
-    _run(_cell_counts, np.ascontiguousarray(X, dtype=np.float32), level, prefixes, ptr, out_ptr, out)
+    _run(_cell_counts, _columns(X), level, prefixes, ptr, out_ptr, out)
+    return out
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _assign_bins(Xt, cuts, cut_ptr, missing, out):
+    """bin = upper_bound(cuts, x) clipped to the last bin, found through the order keys:
+    a table over the top 16 key bits gives the number of cuts below that key range, and
+    a short forward scan finishes (cuts are sparse at that resolution)."""
+    n_feat, n_rows = Xt.shape
+    for f in prange(n_feat):
+        lo, n = cut_ptr[f], cut_ptr[f + 1] - cut_ptr[f]
+        keys = np.empty(n, dtype=np.uint32)
+        for j in range(n):
+            keys[j] = _order_key(cuts[lo + j])
+        below = np.empty(65536, dtype=np.int64)   # below[p] = #cuts with key < p << 16
+        a = 0
+        for p in range(65536):
+            while a < n and keys[a] < np.uint32(p << 16):
+                a += 1
+            below[p] = a
+        col = Xt[f]
+        for r in range(n_rows):
+            x = col[r]
+            if x != x:
+                out[r, f] = missing
+                continue
+            key = _order_key(x)
+            a = below[key >> np.uint32(16)]
+            while a < n and keys[a] <= key:
+                a += 1
+            out[r, f] = min(a, n - 1)
+
+
+def assign_bins(X: np.ndarray, cuts: list[np.ndarray], dtype) -> np.ndarray:
+    """Bin upper_bound(cuts[f], x) clipped to the last bin, NaN -> the dtype's maximum."""
+    cut_ptr = np.concatenate([[0], np.cumsum([len(c) for c in cuts])]).astype(np.int64)
+    flat = np.concatenate(cuts).astype(np.float32) if cuts else np.zeros(0, np.float32)
+    Xt = _columns(X)
+    out = np.empty((Xt.shape[1], Xt.shape[0]), dtype=dtype)
+    _run(_assign_bins, Xt, flat, cut_ptr, missing_code(dtype), out)
     return out

@@ -124,6 +124,7 @@ class _Mailbox:
 def local_cuts(X: np.ndarray, max_bin: int) -> tuple[list[np.ndarray], np.ndarray]:
     """XGBoost-compatible cuts of columns held in full by one party (no secure step):
     the same grid refinement horizontal training runs on opened sums."""
+    X = np.asfortranarray(X)      # the counting kernel streams columns
     grids = binning.start_grids(X.shape[1])
     while not all(g.done for g in grids):
         level = min(g.level for g in grids if not g.done) + 1
@@ -200,7 +201,7 @@ def run_feature_holder(transport: Transport, name: str, X, *, label_holder: str,
 
 
 def _feature_holder(box: _Mailbox, t: Transport, name: str, X, lh: str, dealer: str, feature_names) -> None:
-    X = as_float32_matrix(X, name=f"{name} X")
+    X = as_float32_matrix(X, name=f"{name} X", order="F")
     n, n_feat = X.shape
     msg = box.get("vconfig", lh)
     p = TrainParams.from_dict(_field(msg, "params", dict))
@@ -582,7 +583,7 @@ def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, An
     parties = list(parties)
     if name not in parties:
         raise ParameterError.bad("label holder", f"one of {parties}", name)
-    X = as_float32_matrix(X, name=f"{name} X")
+    X = as_float32_matrix(X, name=f"{name} X", order="F")
     y = check_labels(p.objective, y, p.num_class)
     if len(y) != X.shape[0]:
         raise ParameterError.bad("label", f"{X.shape[0]} labels (one per aligned row)", len(y))
