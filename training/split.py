@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit, prange
 
 from .params import TrainParams
 
@@ -39,17 +40,6 @@ def _threshold_l1(g: np.ndarray, alpha: float) -> np.ndarray:
     if alpha == 0.0:
         return g
     return np.where(g > alpha, g - alpha, np.where(g < -alpha, g + alpha, 0.0))
-
-
-def calc_gain(g, h, p: TrainParams):
-    g = np.asarray(g, dtype=np.float64)
-    h = np.asarray(h, dtype=np.float64)
-    lam = float(np.float32(p.reg_lambda))
-    mcw = float(np.float32(p.min_child_weight))
-    t = _threshold_l1(g, float(np.float32(p.alpha)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gain = t * t / (h + lam)
-    return np.where((h < mcw) | (h <= 0.0), 0.0, gain)
 
 
 def calc_weight(g: float, h: float, p: TrainParams) -> float:
@@ -76,77 +66,112 @@ def find_splits(hists: np.ndarray, scale: float, cut_ptr: np.ndarray, cuts: np.n
 
     hists is the opened int64 fixed-point histogram (nodes, n_bins_total + 1, 2), the
     last bin row holding each node's totals; prefix sums are taken on the integers
-    (exact) and decoded once.
+    (exact, wrapping like the ring) and decoded per candidate.
     """
     n_nodes = hists.shape[0]
-    n_bins = int(cut_ptr[-1])
-    if n_bins == 0 or n_nodes == 0:
+    if int(cut_ptr[-1]) == 0 or n_nodes == 0:
         return [None] * n_nodes
-    hists = hists.astype(np.int64, copy=False)
-    Gi, Hi = hists[:, :n_bins, 0], hists[:, :n_bins, 1]
-    Gti, Hti = hists[:, n_bins, 0][:, None], hists[:, n_bins, 1][:, None]
-    Gt, Ht = Gti / scale, Hti / scale
-    mcw = float(np.float32(p.min_child_weight))
-    root_gain = calc_gain(Gt, Ht, p)
-    n_feat = len(cut_ptr) - 1
-    seg = np.repeat(np.arange(n_feat), np.diff(cut_ptr))
-    start, end = cut_ptr[:-1], cut_ptr[1:]
-
-    zero = np.zeros((n_nodes, 1), dtype=np.int64)
-    cg = np.concatenate([zero, np.cumsum(Gi, axis=1)], axis=1)
-    ch = np.concatenate([zero, np.cumsum(Hi, axis=1)], axis=1)
-    # forward: left = bins [start, i]
-    lg = (cg[:, 1:] - cg[:, start][:, seg]) / scale
-    lh = (ch[:, 1:] - ch[:, start][:, seg]) / scale
-    fwd_gain = _loss(lg, lh, Gt - lg, Ht - lh, root_gain, mcw, p)
-    # backward: right = bins [i, end); left = the rest, missing values included
-    rg = (cg[:, end][:, seg] - cg[:, :-1]) / scale
-    rh = (ch[:, end][:, seg] - ch[:, :-1]) / scale
-    bwd_gain = _loss(Gt - rg, Ht - rh, rg, rh, root_gain, mcw, p)
-    # the backward scan only runs where the node has missing values for the feature
-    has_missing = ((cg[:, end] - cg[:, start]) != Gti) | ((ch[:, end] - ch[:, start]) != Hti)
-    bwd_gain = np.where(has_missing[:, seg], bwd_gain, np.float32(-np.inf))
-
-    # best per feature in XGBoost's scan order: forward bins ascending (first maximum),
-    # then backward bins descending (last index of the maximum), backward winning only
-    # when strictly better; then the first feature with the overall maximum.
-    idx = np.arange(n_bins)
-    fmax = np.maximum.reduceat(fwd_gain, start, axis=1)
-    fidx = np.minimum.reduceat(np.where(fwd_gain == fmax[:, seg], idx, n_bins), start, axis=1)
-    bmax = np.maximum.reduceat(bwd_gain, start, axis=1)
-    bidx = np.maximum.reduceat(np.where(bwd_gain == bmax[:, seg], idx, -1), start, axis=1)
-    use_bwd = bmax > fmax
-    feat_best = np.where(use_bwd, bmax, fmax)
-    best_feature = np.argmax(feat_best, axis=1)
-
+    feature = np.zeros(n_nodes, dtype=np.int64)
+    k = np.zeros(n_nodes, dtype=np.int64)
+    backward = np.zeros(n_nodes, dtype=np.bool_)
+    gain = np.zeros(n_nodes, dtype=np.float32)
+    left = np.zeros((n_nodes, 2), dtype=np.float64)
+    _best_splits(np.ascontiguousarray(hists, dtype=np.int64), float(scale), np.asarray(cut_ptr, np.int64),
+                 float(np.float32(p.reg_lambda)), float(np.float32(p.min_child_weight)),
+                 float(np.float32(p.alpha)), feature, k, backward, gain, left)
     out: list[Split | None] = []
+    n_bins = int(cut_ptr[-1])
     for n in range(n_nodes):
-        f = int(best_feature[n])
-        gain = feat_best[n, f]
-        if not gain > np.float32(0.0):
+        g = gain[n]
+        if not g > np.float32(0.0):
             out.append(None)
             continue
-        s = int(start[f])
-        gt, ht = float(Gt[n, 0]), float(Ht[n, 0])
-        if use_bwd[n, f]:
-            k = int(bidx[n, f])
-            left = (gt - float(rg[n, k]), ht - float(rh[n, k]))
-            split_bin, default_left = k - s - 1, True
-            thr = min_vals[f] if k == s else cuts[k - 1]
+        f, kk = int(feature[n]), int(k[n])
+        s = int(cut_ptr[f])
+        gt, ht = hists[n, n_bins, 0] / scale, hists[n, n_bins, 1] / scale
+        lg, lh = float(left[n, 0]), float(left[n, 1])
+        if backward[n]:
+            split_bin, default_left = kk - s - 1, True
+            thr = min_vals[f] if kk == s else cuts[kk - 1]
         else:
-            k = int(fidx[n, f])
-            left = (float(lg[n, k]), float(lh[n, k]))
-            split_bin, default_left, thr = k - s, False, cuts[k]
-        right = (gt - left[0], ht - left[1])
-        if gain <= RT_EPS or left[1] == 0.0 or right[1] == 0.0 or gain < np.float32(p.gamma):
+            split_bin, default_left, thr = kk - s, False, cuts[kk]
+        right = (float(gt) - lg, float(ht) - lh)
+        if g <= RT_EPS or lh == 0.0 or right[1] == 0.0 or g < np.float32(p.gamma):
             out.append(None)
             continue
         out.append(Split(feature=f, bin=split_bin, default_left=default_left,
-                         threshold=float(np.float32(thr)), gain=float(gain), left=left, right=right))
+                         threshold=float(np.float32(thr)), gain=float(g), left=(lg, lh), right=right))
     return out
 
 
-def _loss(lg, lh, rg, rh, root_gain, mcw, p):
-    valid = (lh >= mcw) & (rh >= mcw)
-    gain = (calc_gain(lg, lh, p) + calc_gain(rg, rh, p) - root_gain).astype(np.float32)
-    return np.where(valid & np.isfinite(gain), gain, np.float32(-np.inf))
+@njit(nogil=True, cache=True)
+def _gain(g, h, lam, mcw, alpha):
+    """calc_gain for one side, in double."""
+    if h < mcw or h <= 0.0:
+        return 0.0
+    if alpha != 0.0:
+        g = g - alpha if g > alpha else (g + alpha if g < -alpha else 0.0)
+    return g * g / (h + lam)
+
+
+@njit(nogil=True, cache=True)
+def _loss(lg, lh, rg, rh, root, lam, mcw, alpha):
+    """float32 loss change of one candidate, -inf when invalid."""
+    if not (lh >= mcw and rh >= mcw):
+        return np.float32(-np.inf)
+    gain = np.float32(_gain(lg, lh, lam, mcw, alpha) + _gain(rg, rh, lam, mcw, alpha) - root)
+    return gain if np.isfinite(gain) else np.float32(-np.inf)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _best_splits(hists, scale, cut_ptr, lam, mcw, alpha, out_feature, out_k, out_backward,
+                 out_gain, out_left):
+    """Per node: XGBoost's scan order with strict maxima (see the module docstring)."""
+    n_bins = cut_ptr[-1]
+    for n in prange(hists.shape[0]):
+        g_tot_i = hists[n, n_bins, 0]
+        h_tot_i = hists[n, n_bins, 1]
+        gt = g_tot_i / scale
+        ht = h_tot_i / scale
+        root = _gain(gt, ht, lam, mcw, alpha)
+        best = np.float32(-np.inf)
+        for f in range(cut_ptr.shape[0] - 1):
+            s, e = cut_ptr[f], cut_ptr[f + 1]
+            # forward: left = bins [s, i], missing values right; first strict maximum
+            fmax = np.float32(-np.inf)
+            fk, flg, flh = s, 0.0, 0.0
+            acc_g = np.int64(0)
+            acc_h = np.int64(0)
+            for i in range(s, e):
+                acc_g += hists[n, i, 0]
+                acc_h += hists[n, i, 1]
+                lg = acc_g / scale
+                lh = acc_h / scale
+                gain = _loss(lg, lh, gt - lg, ht - lh, root, lam, mcw, alpha)
+                if gain > fmax:
+                    fmax, fk, flg, flh = gain, i, lg, lh
+            # backward, only when the node has missing values for f: right = bins [i, e),
+            # missing values left; scanning down, the first strict maximum
+            bmax = np.float32(-np.inf)
+            bk, blg, blh = e - 1, 0.0, 0.0
+            if acc_g != g_tot_i or acc_h != h_tot_i:
+                acc_g = np.int64(0)
+                acc_h = np.int64(0)
+                for i in range(e - 1, s - 1, -1):
+                    acc_g += hists[n, i, 0]
+                    acc_h += hists[n, i, 1]
+                    rg = acc_g / scale
+                    rh = acc_h / scale
+                    gain = _loss(gt - rg, ht - rh, rg, rh, root, lam, mcw, alpha)
+                    if gain > bmax:
+                        bmax, bk, blg, blh = gain, i, gt - rg, ht - rh
+            if bmax > fmax:
+                if bmax > best:
+                    best = bmax
+                    out_feature[n], out_k[n], out_backward[n] = f, bk, True
+                    out_left[n, 0], out_left[n, 1] = blg, blh
+            elif fmax > best:
+                best = fmax
+                out_feature[n], out_k[n], out_backward[n] = f, fk, False
+                out_left[n, 0], out_left[n, 1] = flg, flh
+        out_gain[n] = best
