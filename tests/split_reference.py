@@ -2,19 +2,7 @@
 `ppxgb.training.split.find_splits` (same rules, whole-array operations).  Tests check
 that the compiled kernel returns exactly the same splits.
 
-Split finding on an opened (aggregate) histogram, with XGBoost hist's exact rules.
-
-For every feature XGBoost scans the bins forward (missing values go right) and, when
-the node has missing values for that feature, backward (missing values go left).  The
-gain of a candidate is
-
-    gain = G_L'^2 / (H_L + lambda) + G_R'^2 / (H_R + lambda) - G'^2 / (H + lambda)
-
-with G' = soft-threshold(G, alpha), a side scoring 0 when its hessian is below
-min_child_weight, computed in double and rounded to float32.  The first strict
-maximum in the order (feature ascending; forward bins ascending; backward bins
-descending) wins, which reproduces XGBoost's tie-breaking.  A split is applied only
-when its gain exceeds 1e-6 and gamma, and both children have positive hessian.
+The rules are described in that module's docstring.
 """
 
 from __future__ import annotations
