@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import FormatError, PeerFailure, ProtocolError
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 _ALLOWED_DTYPES = {"<u8", "<i8", "<f8", "<f4", "<i4", "<u4", "<u2", "<u1", "|u1", "|b1", "<i2"}
 
 
@@ -38,10 +38,19 @@ class Message:
 
 
 def _pack_default(obj):
+    """Arrays travel as extension 1: [header length][msgpack header][raw data].
+
+    The header [dtype, shape, padding] is padded so the data starts 8-byte aligned, and
+    the receiver wraps the data without copying it again."""
     if isinstance(obj, np.ndarray):
-        arr = np.ascontiguousarray(obj)
-        return msgpack.ExtType(1, msgpack.packb(
-            [arr.dtype.str, list(arr.shape), arr.tobytes()], use_bin_type=True))
+        arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)   # keeps 0-d arrays 0-d
+        for pad in range(8):
+            head = msgpack.packb([arr.dtype.str, list(arr.shape), bytes(pad)], use_bin_type=True)
+            if (1 + len(head)) % 8 == 0:
+                break
+        if len(head) > 255:
+            raise TypeError(f"cannot send an array of {arr.ndim} dimensions")
+        return msgpack.ExtType(1, b"".join([bytes([len(head)]), head, arr.reshape(-1).view(np.uint8)]))
     if isinstance(obj, np.generic):
         return obj.item()
     raise TypeError(f"cannot send a {type(obj).__name__}")
@@ -50,13 +59,17 @@ def _pack_default(obj):
 def _unpack_ext(code, data):
     if code != 1:
         raise FormatError("unknown extension type in message")
-    dtype, shape, raw = msgpack.unpackb(data, raw=False)
+    if not data or 1 + data[0] > len(data):
+        raise FormatError("array header is truncated")
+    dtype, shape, _ = msgpack.unpackb(data[1:1 + data[0]], raw=False)
     if dtype not in _ALLOWED_DTYPES:
         raise FormatError(f"array dtype {dtype!r} is not allowed on the wire")
-    arr = np.frombuffer(raw, dtype=np.dtype(dtype))
-    if int(np.prod(shape, dtype=np.int64)) != arr.size:
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise FormatError("array shape is not a list of sizes")
+    dt = np.dtype(dtype)
+    if int(np.prod(shape, dtype=np.int64)) * dt.itemsize != len(data) - 1 - data[0]:
         raise FormatError("array shape does not match its data")
-    return arr.reshape(shape)
+    return np.frombuffer(data, dtype=dt, offset=1 + data[0]).reshape(tuple(shape))
 
 
 def encode_message(src: str, dst: str, stage: str, payload: dict[str, Any]) -> bytes:

@@ -21,7 +21,7 @@ def reference(bins, gh, rows, sizes):
 
 @pytest.mark.parametrize("dtype, sizes", [(np.uint8, [255, 3, 40, 1]), (np.uint8, [5, 7]),
                                           (np.uint16, [300, 2, 1000])])
-@pytest.mark.parametrize("n_rows", [0, 1, 17, 5000])
+@pytest.mark.parametrize("n_rows", [0, 1, 17, 5000, 30000])
 def test_histograms_after_splits_match_numpy(dtype, sizes, n_rows):
     rng = np.random.default_rng(n_rows + len(sizes))
     sizes = np.array(sizes)

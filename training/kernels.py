@@ -36,6 +36,10 @@ def _run(fn, *args):
     return _KERNEL_THREAD.submit(fn, *args).result()
 
 
+#: rows from which a histogram pass uses two accumulators (and a chunk per thread)
+_TWO_ACCUMULATORS = 4096
+
+
 def missing_code(dtype) -> int:
     return int(np.iinfo(dtype).max)
 
@@ -74,30 +78,54 @@ def _hist_rows(bins, gh, i, end, stride, h0, h1):
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _build_hist(bins, gh, seg_slot, seg_lo, seg_hi, n_slots, stride, compact, n_chunks):
+def _build_hist(bins, gh, seg_lo, seg_hi, per_slot, stride, compact, n_threads):
+    """Histograms of slots; slot s owns segments s*per_slot .. (s+1)*per_slot - 1.
+
+    With at least as many slots as threads, each thread builds whole slots; otherwise
+    the rows of all slots are cut into one chunk per thread.  Large inputs get two
+    accumulators, for alternate rows: consecutive rows often hit the same bins, and
+    one accumulator would serialise on those read-modify-writes.
+    """
     n_feat = bins.shape[1]
     width = (n_feat * stride + 1) * 2          # one slot: every feature's bins, then the total
+    n_slots = seg_lo.shape[0] // per_slot
+    out = np.empty((n_slots, compact.shape[0], 2), dtype=np.int64)
+    if n_slots >= n_threads:
+        for s in prange(n_slots):
+            rows = 0
+            for q in range(s * per_slot, (s + 1) * per_slot):
+                rows += seg_hi[q] - seg_lo[q]
+            acc = np.zeros((2 if rows >= _TWO_ACCUMULATORS else 1, width), dtype=np.int64)
+            for q in range(s * per_slot, (s + 1) * per_slot):
+                _hist_rows(bins, gh, seg_lo[q], seg_hi[q], stride, acc[0], acc[acc.shape[0] - 1])
+            for j in range(compact.shape[0]):
+                k = compact[j] * 2
+                out[s, j, 0] = acc[0, k]
+                out[s, j, 1] = acc[0, k + 1]
+                if acc.shape[0] == 2:
+                    out[s, j, 0] += acc[1, k]
+                    out[s, j, 1] += acc[1, k + 1]
+        return out
     total = 0
-    for s in range(seg_lo.shape[0]):
-        total += seg_hi[s] - seg_lo[s]
-    # two accumulators per chunk, for alternate rows: consecutive rows often hit the
-    # same bins, and one accumulator would serialise on those read-modify-writes
+    for q in range(seg_lo.shape[0]):
+        total += seg_hi[q] - seg_lo[q]
+    n_chunks = max(1, min(n_threads, total // _TWO_ACCUMULATORS))
     parts = np.zeros((n_chunks, 2, n_slots * width), dtype=np.int64)
     per = (total + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
         start = c * per
         stop = min(total, start + per)
         pos = 0
-        for s in range(seg_lo.shape[0]):
-            n = seg_hi[s] - seg_lo[s]
+        for q in range(seg_lo.shape[0]):
+            n = seg_hi[q] - seg_lo[q]
             a = max(start, pos)
             b = min(stop, pos + n)
             if a < b:
-                _hist_rows(bins, gh, seg_lo[s] + a - pos, seg_lo[s] + b - pos, stride,
-                           parts[c, 0, seg_slot[s] * width:(seg_slot[s] + 1) * width],
-                           parts[c, 1, seg_slot[s] * width:(seg_slot[s] + 1) * width])
+                slot = q // per_slot
+                _hist_rows(bins, gh, seg_lo[q] + a - pos, seg_lo[q] + b - pos, stride,
+                           parts[c, 0, slot * width:(slot + 1) * width],
+                           parts[c, 1, slot * width:(slot + 1) * width])
             pos += n
-    out = np.empty((n_slots, compact.shape[0], 2), dtype=np.int64)
     for s in prange(n_slots):
         for j in range(compact.shape[0]):
             k = s * width + compact[j] * 2
@@ -199,12 +227,8 @@ class NodeRows:
         """Fixed-point histograms (len(nodes), n_bins_total + 1, 2); the last row holds
         each node's totals (missing values included)."""
         nodes = np.asarray(nodes, dtype=np.int64)
-        seg_lo, seg_hi = self.lo[nodes].ravel(), self.hi[nodes].ravel()
-        slots = np.repeat(np.arange(len(nodes), dtype=np.int64), self.segments)
-        rows = int((seg_hi - seg_lo).sum())
-        n_chunks = max(1, min(numba.get_num_threads(), rows // 8192 or 1))
-        return _run(_build_hist, self.bins, self.gh, slots, seg_lo, seg_hi, len(nodes),
-                    self.stride, self.compact, n_chunks)
+        return _run(_build_hist, self.bins, self.gh, self.lo[nodes].ravel(), self.hi[nodes].ravel(),
+                    self.segments, self.stride, self.compact, numba.get_num_threads())
 
     def split(self, nodes, feature, split_bin, default_left, left, right) -> None:
         """Move each node's rows into its children's ranges (in place)."""
