@@ -76,7 +76,10 @@ def find_splits(hists: np.ndarray, scale: float, cut_ptr: np.ndarray, cuts: np.n
     backward = np.zeros(n_nodes, dtype=np.bool_)
     gain = np.zeros(n_nodes, dtype=np.float32)
     left = np.zeros((n_nodes, 2), dtype=np.float64)
-    _best_splits(np.ascontiguousarray(hists, dtype=np.int64), float(scale), np.asarray(cut_ptr, np.int64),
+    if np.frexp(scale)[0] != 0.5:
+        raise ValueError(f"scale: expected a power of two, got {scale}")
+    # x / scale == x * (1 / scale) exactly for a power of two
+    _best_splits(np.ascontiguousarray(hists, dtype=np.int64), 1.0 / scale, np.asarray(cut_ptr, np.int64),
                  float(np.float32(p.reg_lambda)), float(np.float32(p.min_child_weight)),
                  float(np.float32(p.alpha)), feature, k, backward, gain, left)
     out: list[Split | None] = []
@@ -104,73 +107,86 @@ def find_splits(hists: np.ndarray, scale: float, cut_ptr: np.ndarray, cuts: np.n
     return out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _gain(g, h, lam, mcw, alpha):
-    """calc_gain for one side, in double."""
-    if h < mcw or h <= 0.0:
-        return 0.0
-    if alpha != 0.0:
-        g = g - alpha if g > alpha else (g + alpha if g < -alpha else 0.0)
-    return g * g / (h + lam)
+    """calc_gain for one side, in double (branch-free, so candidate loops vectorise)."""
+    t = g - alpha if g > alpha else (g + alpha if g < -alpha else 0.0)
+    t = g if alpha == 0.0 else t
+    value = t * t / (h + lam)
+    return 0.0 if (h < mcw) | (h <= 0.0) else value
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _loss(lg, lh, rg, rh, root, lam, mcw, alpha):
     """float32 loss change of one candidate, -inf when invalid."""
-    if not (lh >= mcw and rh >= mcw):
-        return np.float32(-np.inf)
     gain = np.float32(_gain(lg, lh, lam, mcw, alpha) + _gain(rg, rh, lam, mcw, alpha) - root)
-    return gain if np.isfinite(gain) else np.float32(-np.inf)
+    ok = (lh >= mcw) & (rh >= mcw) & np.isfinite(gain)
+    return gain if ok else np.float32(-np.inf)
+
+
+@njit(nogil=True, cache=True)
+def _scan(hists, n, s, e, step, inv_scale, gt, ht, root, lam, mcw, alpha, pg, ph, gains):
+    """Candidates of one feature in scan order (step +1: forward from s, -1: backward
+    from e - 1): prefix sums on the integers, then every gain in one loop.  Returns the
+    first strict maximum's position and value, and the integer sums of all the bins."""
+    m = e - s
+    acc_g = np.int64(0)
+    acc_h = np.int64(0)
+    for j in range(m):
+        i = s + j if step > 0 else e - 1 - j
+        acc_g += hists[n, i, 0]
+        acc_h += hists[n, i, 1]
+        pg[j] = acc_g * inv_scale
+        ph[j] = acc_h * inv_scale
+    if step > 0:        # the prefix is the left side
+        for j in range(m):
+            gains[j] = _loss(pg[j], ph[j], gt - pg[j], ht - ph[j], root, lam, mcw, alpha)
+    else:               # the prefix is the right side; missing values go left
+        for j in range(m):
+            gains[j] = _loss(gt - pg[j], ht - ph[j], pg[j], ph[j], root, lam, mcw, alpha)
+    best, at = np.float32(-np.inf), 0
+    for j in range(m):
+        if gains[j] > best:
+            best, at = gains[j], j
+    return at, best, acc_g, acc_h
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _best_splits(hists, scale, cut_ptr, lam, mcw, alpha, out_feature, out_k, out_backward,
+def _best_splits(hists, inv_scale, cut_ptr, lam, mcw, alpha, out_feature, out_k, out_backward,
                  out_gain, out_left):
     """Per node: XGBoost's scan order with strict maxima (see the module docstring)."""
     n_bins = cut_ptr[-1]
+    widest = 0
+    for f in range(cut_ptr.shape[0] - 1):
+        widest = max(widest, cut_ptr[f + 1] - cut_ptr[f])
     for n in prange(hists.shape[0]):
+        pg = np.empty(widest)
+        ph = np.empty(widest)
+        gains = np.empty(widest, dtype=np.float32)
         g_tot_i = hists[n, n_bins, 0]
         h_tot_i = hists[n, n_bins, 1]
-        gt = g_tot_i / scale
-        ht = h_tot_i / scale
+        gt = g_tot_i * inv_scale
+        ht = h_tot_i * inv_scale
         root = _gain(gt, ht, lam, mcw, alpha)
         best = np.float32(-np.inf)
         for f in range(cut_ptr.shape[0] - 1):
             s, e = cut_ptr[f], cut_ptr[f + 1]
-            # forward: left = bins [s, i], missing values right; first strict maximum
-            fmax = np.float32(-np.inf)
-            fk, flg, flh = s, 0.0, 0.0
-            acc_g = np.int64(0)
-            acc_h = np.int64(0)
-            for i in range(s, e):
-                acc_g += hists[n, i, 0]
-                acc_h += hists[n, i, 1]
-                lg = acc_g / scale
-                lh = acc_h / scale
-                gain = _loss(lg, lh, gt - lg, ht - lh, root, lam, mcw, alpha)
-                if gain > fmax:
-                    fmax, fk, flg, flh = gain, i, lg, lh
-            # backward, only when the node has missing values for f: right = bins [i, e),
-            # missing values left; scanning down, the first strict maximum
-            bmax = np.float32(-np.inf)
-            bk, blg, blh = e - 1, 0.0, 0.0
-            if acc_g != g_tot_i or acc_h != h_tot_i:
-                acc_g = np.int64(0)
-                acc_h = np.int64(0)
-                for i in range(e - 1, s - 1, -1):
-                    acc_g += hists[n, i, 0]
-                    acc_h += hists[n, i, 1]
-                    rg = acc_g / scale
-                    rh = acc_h / scale
-                    gain = _loss(gt - rg, ht - rh, rg, rh, root, lam, mcw, alpha)
-                    if gain > bmax:
-                        bmax, bk, blg, blh = gain, i, gt - rg, ht - rh
-            if bmax > fmax:
-                if bmax > best:
+            # forward: left = bins [s, i], missing values right
+            j, fmax, sum_g, sum_h = _scan(hists, n, s, e, 1, inv_scale, gt, ht, root, lam, mcw, alpha,
+                                          pg, ph, gains)
+            fk, flg, flh = s + j, pg[j], ph[j]
+            # backward, only when the node has missing values for f: right = bins [i, e)
+            if sum_g != g_tot_i or sum_h != h_tot_i:
+                j, bmax, _, _ = _scan(hists, n, s, e, -1, inv_scale, gt, ht, root, lam, mcw, alpha,
+                                      pg, ph, gains)
+                if bmax > fmax and bmax > best:
                     best = bmax
-                    out_feature[n], out_k[n], out_backward[n] = f, bk, True
-                    out_left[n, 0], out_left[n, 1] = blg, blh
-            elif fmax > best:
+                    out_feature[n], out_k[n], out_backward[n] = f, e - 1 - j, True
+                    out_left[n, 0], out_left[n, 1] = gt - pg[j], ht - ph[j]
+                    continue
+                if bmax > fmax:
+                    continue
+            if fmax > best:
                 best = fmax
                 out_feature[n], out_k[n], out_backward[n] = f, fk, False
                 out_left[n, 0], out_left[n, 1] = flg, flh
