@@ -61,7 +61,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def create_app(store: ModelStore, admin_token: str, pair_table_mb: float = 0.0) -> FastAPI:
     """The scoring service over `store`; `admin_token` authorises model uploads.
 
-    pair_table_mb: memory per worker for leaf-pair product tables (see Server).
+    pair_table_mb: memory of this worker for leaf-pair product tables, shared by all
+    models (see Server).
     """
     if not admin_token or len(admin_token) < 16:
         raise ParameterError.bad("admin_token", "a token of at least 16 characters", "a short token")

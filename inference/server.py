@@ -11,7 +11,10 @@ Optionally (`pair_table_mb`), the server trades memory for half of that work: fo
 consecutive trees t, t' of one group it precomputes the product of every leaf pair,
 L_t[a] * L_t'[b] mod n**2, so a query needs one multiplication per pair of trees.
 These are products of ciphertexts the server already holds, so nothing new is learnt.
-A pair of depth-6 trees costs 64 * 64 ciphertexts (2 MB at 2048-bit keys).
+A pair of depth-6 trees costs 64 * 64 ciphertexts (2 MB at 2048-bit keys; a 100-tree
+model about 90 MB).  The budget is for the whole server: models get tables in the
+order they are added until it is spent, and a model without tables scores the same,
+only slower.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class Server:
     def __init__(self, pair_table_mb: float = 0.0):
         if not pair_table_mb >= 0:
             raise ParameterError.bad("pair_table_mb", "a size in MB >= 0", pair_table_mb)
-        self.pair_table_bytes = int(pair_table_mb * 2**20)
+        self.pair_table_bytes = int(pair_table_mb * 2**20)     # left for new tables
         self._models: dict[str, _Compiled] = {}
         self._lock = threading.Lock()
 
@@ -59,6 +62,8 @@ class Server:
         if not isinstance(model, EncryptedModel):
             raise ParameterError.bad("model", "an EncryptedModel or its bytes", type(model).__name__)
         model.check()
+        if model.model_id in self._models:
+            return model.model_id
         n2 = gmpy2.mpz(model.paillier_n) ** 2
         leaf_ciphers = tuple(gmpy2.mpz(c) for c in model.leaf_ciphers)
         group_trees = tuple(np.flatnonzero(model.tree_group == g).tolist() for g in range(model.n_groups))
@@ -76,29 +81,34 @@ class Server:
     def _plan(self, model, leaf_ciphers, group_trees, local, n_local, n2) -> tuple:
         """Per group, the factors of a row's product: single trees or precomputed tree pairs."""
         width = (int(n2).bit_length() + 7) // 8 + 32          # bytes per stored mpz, roughly
-        budget = self.pair_table_bytes
         leaves_of = [[] for _ in range(model.n_trees)]
         owner = np.repeat(np.arange(model.n_trees), np.diff(model.roots))
         for node in np.flatnonzero(model.leaf >= 0):
             leaves_of[owner[node]].append(int(model.leaf[node]))
+        with self._lock:                                       # reserve the whole budget
+            budget, self.pair_table_bytes = self.pair_table_bytes, 0
         plan = []
-        for trees in group_trees:
-            factors, i = [], 0
-            while i < len(trees):
-                t0 = trees[i]
-                t1 = trees[i + 1] if i + 1 < len(trees) else None
-                size = int(n_local[t0] * n_local[t1]) * width if t1 is not None else 0
-                if t1 is not None and size <= budget:
-                    budget -= size
-                    order0 = sorted(leaves_of[t0], key=lambda leaf: local[leaf])
-                    order1 = sorted(leaves_of[t1], key=lambda leaf: local[leaf])
-                    table = [leaf_ciphers[a] * leaf_ciphers[b] % n2 for a in order0 for b in order1]
-                    factors.append((table, "pair", t0, t1))
-                    i += 2
-                else:
-                    factors.append((leaf_ciphers, "single", t0, -1))
-                    i += 1
-            plan.append(tuple(factors))
+        try:
+            for trees in group_trees:
+                factors, i = [], 0
+                while i < len(trees):
+                    t0 = trees[i]
+                    t1 = trees[i + 1] if i + 1 < len(trees) else None
+                    size = int(n_local[t0] * n_local[t1]) * width if t1 is not None else 0
+                    if t1 is not None and size <= budget:
+                        order0 = sorted(leaves_of[t0], key=lambda leaf: local[leaf])
+                        order1 = sorted(leaves_of[t1], key=lambda leaf: local[leaf])
+                        table = [leaf_ciphers[a] * leaf_ciphers[b] % n2 for a in order0 for b in order1]
+                        budget -= size
+                        factors.append((table, "pair", t0, t1))
+                        i += 2
+                    else:
+                        factors.append((leaf_ciphers, "single", t0, -1))
+                        i += 1
+                plan.append(tuple(factors))
+        finally:
+            with self._lock:                                   # hand back what is left
+                self.pair_table_bytes += budget
         return tuple(plan)
 
     def __contains__(self, model_id: str) -> bool:

@@ -195,6 +195,30 @@ def test_pair_product_tables_give_the_same_scores(kind):
         Server(pair_table_mb=-1)
 
 
+def test_pair_table_budget_is_shared_by_the_models_of_a_server():
+    booster, X = train("binary", False, rounds=6)
+    proxy = Proxy(1024, allow_weak_keys=True)
+    first, second = proxy.enroll(booster, user_id="fay"), proxy.enroll(booster, user_id="gus")
+
+    def pairs(server, model_id):
+        return sum(kind == "pair" for _, kind, _, _ in server._models[model_id].factors[0])
+
+    probe = Server(pair_table_mb=64)
+    probe.add(first.model)
+    need = 64 * 2**20 - probe.pair_table_bytes          # what all three pairs of one model take
+    assert pairs(probe, first.model.model_id) == 3
+    server = Server(pair_table_mb=need * 1.5 / 2**20)    # room for one model and a half
+    server.add(first.model)
+    server.add(second.model)
+    assert pairs(server, first.model.model_id) == 3
+    assert pairs(server, second.model.model_id) == 1
+    assert 0 <= server.pair_table_bytes < need / 3
+    for enrollment in (first, second):
+        client = Client(enrollment.keys)
+        got = client.decrypt(server.predict(enrollment.model.model_id, client.encrypt(X[:20])))
+        np.testing.assert_allclose(got, booster.predict(xgb.DMatrix(X[:20])), rtol=RTOL, atol=ATOL)
+
+
 @pytest.mark.parametrize("base_score", [None, [0.1, 0.2, 0.7]], ids=["fitted", "explicit"])
 def test_per_class_intercept_vector(base_score):
     """Multi-class models carry one intercept per class (fitted from unbalanced labels here)."""
