@@ -54,3 +54,25 @@ def test_histograms_after_splits_match_numpy(dtype, sizes, n_rows):
     for node, v in zip(frontier, values):
         want[members[node]] += v
     np.testing.assert_array_equal(column, want)
+
+
+def test_nthread_sets_the_kernel_threads_and_does_not_change_the_model(monkeypatch):
+    import numba
+
+    from ppxgb.training import kernels, train_horizontal
+
+    rng = np.random.default_rng(3)
+    parties = []
+    for n in (700, 500):
+        X = rng.normal(size=(n, 4))
+        parties.append((X, (X[:, 0] + rng.normal(size=n) > 0).astype(float)))
+    params = {"objective": "binary:logistic", "max_depth": 4}
+    seen = []
+    real = numba.set_num_threads
+    monkeypatch.setattr(kernels.numba, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    one = train_horizontal({**params, "nthread": 1}, parties, num_boost_round=3)
+    assert seen and set(seen) == {1}
+    seen.clear()
+    default = train_horizontal(params, parties, num_boost_round=3)
+    assert set(seen) == {numba.config.NUMBA_NUM_THREADS}
+    assert one.save_raw("json") == default.save_raw("json")    # exact integer sums: same model

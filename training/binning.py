@@ -54,7 +54,8 @@ class FeatureGrid:
     discrete: bool = False
 
 
-def party_cell_counts(X: np.ndarray, level: int, active: list[np.ndarray]) -> np.ndarray:
+def party_cell_counts(X: np.ndarray, level: int, active: list[np.ndarray],
+                      threads: int | None = None) -> np.ndarray:
     """Counts of each party value in the 256 sub-cells of every active prefix.
 
     `active[f]` holds the sorted prefixes (8*(level-1) bits) to refine for feature f;
@@ -62,7 +63,7 @@ def party_cell_counts(X: np.ndarray, level: int, active: list[np.ndarray]) -> np
     """
     from .kernels import cell_counts
 
-    return cell_counts(X, level, active).astype(np.float64)
+    return cell_counts(X, level, active, threads).astype(np.float64)
 
 
 def start_grids(n_features: int) -> list[FeatureGrid]:
@@ -161,7 +162,7 @@ def cuts_from_grids(grids: list[FeatureGrid], max_bin: int) -> tuple[list[np.nda
     return cuts, np.asarray(mins, dtype=np.float32)
 
 
-def assign_bins(X: np.ndarray, cuts: list[np.ndarray]) -> np.ndarray:
+def assign_bins(X: np.ndarray, cuts: list[np.ndarray], threads: int | None = None) -> np.ndarray:
     """Bin index per (row, feature); NaN gets the dtype's maximum as the missing code.
 
     uint8 when every feature has at most 255 bins (half the memory traffic of the
@@ -170,4 +171,4 @@ def assign_bins(X: np.ndarray, cuts: list[np.ndarray]) -> np.ndarray:
     from .kernels import assign_bins as kernel
 
     dtype = np.uint8 if max((len(c) for c in cuts), default=0) <= 255 else np.uint16
-    return kernel(X, cuts, dtype)
+    return kernel(X, cuts, dtype, threads)

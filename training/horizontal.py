@@ -90,7 +90,8 @@ class _PartyState:
 
     def set_cuts(self, cuts: list[np.ndarray]) -> None:
         sizes = np.array([len(c) for c in cuts], dtype=np.int64)
-        self.rows = kernels.NodeRows(binning.assign_bins(self.X, cuts), sizes, 2 ** (self.p.max_depth + 1))
+        self.rows = kernels.NodeRows(binning.assign_bins(self.X, cuts, self.p.nthread), sizes,
+                                     2 ** (self.p.max_depth + 1), self.p.nthread)
 
     def start_tree(self, group: int) -> None:
         if group == 0:
@@ -154,7 +155,7 @@ def _party_loop(transport, name, X, y, servers, coordinator, timeout):
             return
         if stage == "bins":
             active = [np.asarray(a, dtype=np.uint32) for a in _field(msg, "active", list)]
-            counts = binning.party_cell_counts(X, _field(msg, "level", int), active)
+            counts = binning.party_cell_counts(X, _field(msg, "level", int), active, p.nthread)
             send_shares(transport, name, servers, pl["step"], stats_enc.encode(counts))
         elif stage == "cuts":
             state.set_cuts([np.asarray(c, dtype=np.float32) for c in _field(msg, "cuts", list)])

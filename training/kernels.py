@@ -32,8 +32,19 @@ from numba import njit, prange
 _KERNEL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ppxgb-kernels")
 
 
-def _run(fn, *args):
-    return _KERNEL_THREAD.submit(fn, *args).result()
+def thread_count(threads: int | None = None) -> int:
+    """Threads a kernel may use: `threads` (a party's nthread) capped at numba's pool,
+    all of the pool when None."""
+    top = numba.config.NUMBA_NUM_THREADS
+    return top if threads is None else max(1, min(int(threads), top))
+
+
+def _run(fn, *args, threads: int | None = None):
+    def call():
+        numba.set_num_threads(thread_count(threads))    # per calling thread, so per call here
+        return fn(*args)
+
+    return _KERNEL_THREAD.submit(call).result()
 
 
 #: rows from which a histogram pass uses two accumulators (and a chunk per thread)
@@ -197,11 +208,12 @@ class NodeRows:
     `order[i]` is the original row index of position i.
     """
 
-    def __init__(self, bins: np.ndarray, cut_sizes: np.ndarray, max_nodes: int):
+    def __init__(self, bins: np.ndarray, cut_sizes: np.ndarray, max_nodes: int, threads: int | None = None):
         self.bins = bins
         self.n_rows = bins.shape[0]
         self.order = np.arange(self.n_rows, dtype=np.int32)
-        self.segments = max(2, numba.get_num_threads())
+        self.threads = thread_count(threads)
+        self.segments = max(2, self.threads)
         self.lo = np.zeros((max_nodes, self.segments), dtype=np.int64)
         self.hi = np.zeros((max_nodes, self.segments), dtype=np.int64)
         self.gh = np.zeros((self.n_rows, 2), dtype=np.int64)
@@ -217,7 +229,7 @@ class NodeRows:
 
     def start_tree(self, gh: np.ndarray) -> None:
         """Root = every row; gh (n_rows, 2) int64 in original row order."""
-        _run(_gather_rows, np.ascontiguousarray(gh, dtype=np.int64), self.order, self.gh)
+        _run(_gather_rows, np.ascontiguousarray(gh, dtype=np.int64), self.order, self.gh, threads=self.threads)
         edges = np.linspace(0, self.n_rows, self.segments + 1).astype(np.int64)
         self.lo[:] = 0
         self.hi[:] = 0
@@ -228,7 +240,7 @@ class NodeRows:
         each node's totals (missing values included)."""
         nodes = np.asarray(nodes, dtype=np.int64)
         return _run(_build_hist, self.bins, self.gh, self.lo[nodes].ravel(), self.hi[nodes].ravel(),
-                    self.segments, self.stride, self.compact, numba.get_num_threads())
+                    self.segments, self.stride, self.compact, self.threads, threads=self.threads)
 
     def split(self, nodes, feature, split_bin, default_left, left, right) -> None:
         """Move each node's rows into its children's ranges (in place)."""
@@ -240,7 +252,7 @@ class NodeRows:
         _run(_partition, self.bins, self.gh, self.order, self.missing,
              self.lo[nodes].ravel(), self.hi[nodes].ravel(),
              np.repeat(np.asarray(feature, np.int64), t), np.repeat(np.asarray(split_bin, np.int64), t),
-             np.repeat(np.asarray(default_left, np.bool_), t), mid)
+             np.repeat(np.asarray(default_left, np.bool_), t), mid, threads=self.threads)
         mid = mid.reshape(len(nodes), t)
         left = np.asarray(left, np.int64)
         right = np.asarray(right, np.int64)
@@ -251,7 +263,8 @@ class NodeRows:
         """column[row] += value of the leaf holding the row (float32, as XGBoost)."""
         nodes = np.asarray(nodes, dtype=np.int64)
         values = np.repeat(np.asarray(values, dtype=np.float32), self.segments)
-        _run(_add_leaves, column, self.order, self.lo[nodes].ravel(), self.hi[nodes].ravel(), values)
+        _run(_add_leaves, column, self.order, self.lo[nodes].ravel(), self.hi[nodes].ravel(), values,
+             threads=self.threads)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -304,7 +317,7 @@ def _columns(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(X, dtype=np.float32).T)
 
 
-def cell_counts(X: np.ndarray, level: int, active: list[np.ndarray]) -> np.ndarray:
+def cell_counts(X: np.ndarray, level: int, active: list[np.ndarray], threads: int | None = None) -> np.ndarray:
     """Counts of values in the 256 sub-cells of each active prefix, per feature (int64).
 
     Streams each feature's column, so pass X in Fortran order to avoid a copy."""
@@ -313,7 +326,7 @@ def cell_counts(X: np.ndarray, level: int, active: list[np.ndarray]) -> np.ndarr
     out_ptr = ptr * 256
     prefixes = (np.concatenate(active) if len(active) else np.zeros(0)).astype(np.uint32)
     out = np.zeros(int(out_ptr[-1]), dtype=np.int64)
-    _run(_cell_counts, _columns(X), level, prefixes, ptr, out_ptr, out)
+    _run(_cell_counts, _columns(X), level, prefixes, ptr, out_ptr, out, threads=threads)
     return out
 
 
@@ -347,11 +360,11 @@ def _assign_bins(Xt, cuts, cut_ptr, missing, out):
             out[r, f] = min(a, n - 1)
 
 
-def assign_bins(X: np.ndarray, cuts: list[np.ndarray], dtype) -> np.ndarray:
+def assign_bins(X: np.ndarray, cuts: list[np.ndarray], dtype, threads: int | None = None) -> np.ndarray:
     """Bin upper_bound(cuts[f], x) clipped to the last bin, NaN -> the dtype's maximum."""
     cut_ptr = np.concatenate([[0], np.cumsum([len(c) for c in cuts])]).astype(np.int64)
     flat = np.concatenate(cuts).astype(np.float32) if cuts else np.zeros(0, np.float32)
     Xt = _columns(X)
     out = np.empty((Xt.shape[1], Xt.shape[0]), dtype=dtype)
-    _run(_assign_bins, Xt, flat, cut_ptr, missing_code(dtype), out)
+    _run(_assign_bins, Xt, flat, cut_ptr, missing_code(dtype), out, threads=threads)
     return out

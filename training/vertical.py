@@ -121,7 +121,7 @@ class _Mailbox:
             self.pending.append(msg)
 
 
-def local_cuts(X: np.ndarray, max_bin: int) -> tuple[list[np.ndarray], np.ndarray]:
+def local_cuts(X: np.ndarray, max_bin: int, threads: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     """XGBoost-compatible cuts of columns held in full by one party (no secure step):
     the same grid refinement horizontal training runs on opened sums."""
     X = np.asfortranarray(X)      # the counting kernel streams columns
@@ -129,7 +129,7 @@ def local_cuts(X: np.ndarray, max_bin: int) -> tuple[list[np.ndarray], np.ndarra
     while not all(g.done for g in grids):
         level = min(g.level for g in grids if not g.done) + 1
         active = [g.active if not g.done else np.zeros(0, np.uint32) for g in grids]
-        binning.refine(grids, binning.party_cell_counts(X, level, active), max_bin)
+        binning.refine(grids, binning.party_cell_counts(X, level, active, threads), max_bin)
     return binning.cuts_from_grids(grids, max_bin)
 
 
@@ -207,9 +207,9 @@ def _feature_holder(box: _Mailbox, t: Transport, name: str, X, lh: str, dealer: 
     p = TrainParams.from_dict(_field(msg, "params", dict))
     if _field(msg, "n_rows", int) != n:
         raise ParameterError.bad(f"{name} X", f"{msg.payload['n_rows']} rows aligned with the label holder", n)
-    cuts, mins = local_cuts(X, p.max_bin)
+    cuts, mins = local_cuts(X, p.max_bin, p.nthread)
     n_bins = np.array([len(c) for c in cuts], dtype=np.int64)
-    bins_t = np.ascontiguousarray(binning.assign_bins(X, cuts).T)      # (feature, row)
+    bins_t = np.ascontiguousarray(binning.assign_bins(X, cuts, p.nthread).T)      # (feature, row)
     t.send(name, lh, "vhello", {"n_rows": n, "n_bins": [int(b) for b in n_bins],
                                 "names": list(map(str, feature_names)) if feature_names is not None else None})
     key = _field(box.get("dkey", dealer), "key", bytes)
@@ -385,8 +385,8 @@ class _LabelHolder:
             "n_rows": n, "max_bin": p.max_bin, "max_depth": p.max_depth, "fhs": self.fhs,
             "n_features": [len(self.fh_bins[q]) for q in self.fhs]})
         self.keys = _field(self.box.get("dkeys", self.dealer), "keys", dict)
-        cuts, mins = local_cuts(self.X, p.max_bin)
-        self.bins = binning.assign_bins(self.X, cuts)
+        cuts, mins = local_cuts(self.X, p.max_bin, p.nthread)
+        self.bins = binning.assign_bins(self.X, cuts, p.nthread)
         self.own_cuts, self.own_mins = cuts, mins
         # global feature layout, in party order
         sizes, cuts_flat, min_vals, self.owner = [], [], [], []
