@@ -242,8 +242,8 @@ def main(argv=None):
     pyope_rate, mulmod = calibrate(args.key_bits)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     header = (f"Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
-              f"Python {platform.python_version()}, xgboost {xgb.__version__}; shared with other jobs, "
-              f"load average at the end of the run {load}. Speed of the machine during the run: pyope "
+              f"Python {platform.python_version()}, xgboost {xgb.__version__}; "
+              f"load average at the end of the run {load} (the benchmark itself is one busy thread). Speed of the machine during the run: pyope "
               f"{pyope_rate:,.0f} encryptions/s, one {2 * args.key_bits}-bit modular multiplication "
               f"(gmpy2) {mulmod * 1e6:.1f} us.\n"
               f"Command: `python benchmarks/bench_inference.py{' --quick' if args.quick else ''}`\n\n")
