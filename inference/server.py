@@ -19,6 +19,7 @@ only slower.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass
 
@@ -44,6 +45,8 @@ class _Compiled:
     factors: tuple            # per group: ((table, kind, t0, t1), ...) see _plan
     local: np.ndarray         # leaf index -> index within its tree
     n_local: np.ndarray       # per tree: number of leaves
+    digest: bytes             # SHA-256 of the model's bytes
+    table_bytes: int          # share of the pair-table budget its tables hold
 
 
 class Server:
@@ -54,7 +57,8 @@ class Server:
             raise ParameterError.bad("pair_table_mb", "a size in MB >= 0", pair_table_mb)
         self.pair_table_bytes = int(pair_table_mb * 2**20)     # left for new tables
         self._models: dict[str, _Compiled] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()          # the model dict and the budget
+        self._add_lock = threading.Lock()      # one model is compiled at a time
 
     def add(self, model: EncryptedModel | bytes) -> str:
         if isinstance(model, (bytes, bytearray, memoryview)):
@@ -62,24 +66,31 @@ class Server:
         if not isinstance(model, EncryptedModel):
             raise ParameterError.bad("model", "an EncryptedModel or its bytes", type(model).__name__)
         model.check()
-        if model.model_id in self._models:
-            return model.model_id
-        n2 = gmpy2.mpz(model.paillier_n) ** 2
-        leaf_ciphers = tuple(gmpy2.mpz(c) for c in model.leaf_ciphers)
-        group_trees = tuple(np.flatnonzero(model.tree_group == g).tolist() for g in range(model.n_groups))
-        local, n_local = _local_leaf_index(model)
-        compiled = _Compiled(
-            model=model, depth=model.depth(), nsquare=n2, leaf_ciphers=leaf_ciphers,
-            base_ciphers=tuple(gmpy2.mpz(c) for c in model.base_ciphers), group_trees=group_trees,
-            factors=self._plan(model, leaf_ciphers, group_trees, local, n_local, n2),
-            local=local, n_local=n_local,
-        )
-        with self._lock:
-            self._models[model.model_id] = compiled
+        digest = hashlib.sha256(model.to_bytes()).digest()
+        with self._add_lock:
+            old = self._models.get(model.model_id)
+            if old is not None and old.digest == digest:
+                return model.model_id                   # already held (e.g. two first requests)
+            if old is not None:      # replaced (it keeps scoring until then): its budget is freed
+                with self._lock:
+                    self.pair_table_bytes += old.table_bytes
+            n2 = gmpy2.mpz(model.paillier_n) ** 2
+            leaf_ciphers = tuple(gmpy2.mpz(c) for c in model.leaf_ciphers)
+            group_trees = tuple(np.flatnonzero(model.tree_group == g).tolist() for g in range(model.n_groups))
+            local, n_local = _local_leaf_index(model)
+            factors, table_bytes = self._plan(model, leaf_ciphers, group_trees, local, n_local, n2)
+            compiled = _Compiled(
+                model=model, depth=model.depth(), nsquare=n2, leaf_ciphers=leaf_ciphers,
+                base_ciphers=tuple(gmpy2.mpz(c) for c in model.base_ciphers), group_trees=group_trees,
+                factors=factors, local=local, n_local=n_local, digest=digest, table_bytes=table_bytes,
+            )
+            with self._lock:
+                self._models[model.model_id] = compiled
         return model.model_id
 
-    def _plan(self, model, leaf_ciphers, group_trees, local, n_local, n2) -> tuple:
-        """Per group, the factors of a row's product: single trees or precomputed tree pairs."""
+    def _plan(self, model, leaf_ciphers, group_trees, local, n_local, n2) -> tuple[tuple, int]:
+        """Per group, the factors of a row's product: single trees or precomputed tree
+        pairs; and the bytes of budget the pair tables took."""
         width = (int(n2).bit_length() + 7) // 8 + 32          # bytes per stored mpz, roughly
         leaves_of = [[] for _ in range(model.n_trees)]
         owner = np.repeat(np.arange(model.n_trees), np.diff(model.roots))
@@ -87,6 +98,7 @@ class Server:
             leaves_of[owner[node]].append(int(model.leaf[node]))
         with self._lock:                                       # reserve the whole budget
             budget, self.pair_table_bytes = self.pair_table_bytes, 0
+        reserved = budget
         plan = []
         try:
             for trees in group_trees:
@@ -109,7 +121,7 @@ class Server:
         finally:
             with self._lock:                                   # hand back what is left
                 self.pair_table_bytes += budget
-        return tuple(plan)
+        return tuple(plan), reserved - budget
 
     def __contains__(self, model_id: str) -> bool:
         return model_id in self._models

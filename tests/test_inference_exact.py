@@ -213,6 +213,9 @@ def test_pair_table_budget_is_shared_by_the_models_of_a_server():
     assert pairs(server, first.model.model_id) == 3
     assert pairs(server, second.model.model_id) == 1
     assert 0 <= server.pair_table_bytes < need / 3
+    left = server.pair_table_bytes
+    server.add(second.model.to_bytes())                  # the same model again: kept as it is
+    assert pairs(server, second.model.model_id) == 1 and server.pair_table_bytes == left
     for enrollment in (first, second):
         client = Client(enrollment.keys)
         got = client.decrypt(server.predict(enrollment.model.model_id, client.encrypt(X[:20])))
