@@ -71,14 +71,21 @@ class Server:
             old = self._models.get(model.model_id)
             if old is not None and old.digest == digest:
                 return model.model_id                   # already held (e.g. two first requests)
-            if old is not None:      # replaced (it keeps scoring until then): its budget is freed
-                with self._lock:
-                    self.pair_table_bytes += old.table_bytes
+            # a replaced model keeps scoring until the new one is ready; its budget is lent
+            # to the new one, and taken back if compiling fails
+            refund = old.table_bytes if old is not None else 0
+            with self._lock:
+                self.pair_table_bytes += refund
             n2 = gmpy2.mpz(model.paillier_n) ** 2
             leaf_ciphers = tuple(gmpy2.mpz(c) for c in model.leaf_ciphers)
             group_trees = tuple(np.flatnonzero(model.tree_group == g).tolist() for g in range(model.n_groups))
             local, n_local = _local_leaf_index(model)
-            factors, table_bytes = self._plan(model, leaf_ciphers, group_trees, local, n_local, n2)
+            try:
+                factors, table_bytes = self._plan(model, leaf_ciphers, group_trees, local, n_local, n2)
+            except BaseException:
+                with self._lock:
+                    self.pair_table_bytes -= refund
+                raise
             compiled = _Compiled(
                 model=model, depth=model.depth(), nsquare=n2, leaf_ciphers=leaf_ciphers,
                 base_ciphers=tuple(gmpy2.mpz(c) for c in model.base_ciphers), group_trees=group_trees,
@@ -98,7 +105,7 @@ class Server:
             leaves_of[owner[node]].append(int(model.leaf[node]))
         with self._lock:                                       # reserve the whole budget
             budget, self.pair_table_bytes = self.pair_table_bytes, 0
-        reserved = budget
+        reserved, done = budget, False
         plan = []
         try:
             for trees in group_trees:
@@ -118,9 +125,10 @@ class Server:
                         factors.append((leaf_ciphers, "single", t0, -1))
                         i += 1
                 plan.append(tuple(factors))
+            done = True
         finally:
-            with self._lock:                                   # hand back what is left
-                self.pair_table_bytes += budget
+            with self._lock:            # hand back what is left (all of it on failure)
+                self.pair_table_bytes += budget if done else reserved
         return tuple(plan), reserved - budget
 
     def __contains__(self, model_id: str) -> bool:

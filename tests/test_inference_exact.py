@@ -238,3 +238,23 @@ def test_per_class_intercept_vector(base_score):
     np.testing.assert_allclose(score(booster, X, output_margin=True),
                                booster.predict(xgb.DMatrix(X), output_margin=True), rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(score(booster, X), booster.predict(xgb.DMatrix(X)), rtol=RTOL, atol=ATOL)
+
+
+def test_a_failed_table_build_returns_the_budget(monkeypatch):
+    booster, _ = train("binary", False, rounds=4)
+    enrollment = Proxy(1024, allow_weak_keys=True).enroll(booster, user_id="hal")
+    server = Server(pair_table_mb=64)
+    before = server.pair_table_bytes
+
+    calls = []
+
+    def broken(*args, **kwargs):            # the first pair table is built, the second fails
+        calls.append(1)
+        if len(calls) > 2:
+            raise MemoryError("no room for tables")
+        return sorted(*args, **kwargs)
+
+    monkeypatch.setattr("ppxgb.inference.server.sorted", broken, raising=False)
+    with pytest.raises(MemoryError):
+        server.add(enrollment.model)
+    assert server.pair_table_bytes == before and enrollment.model.model_id not in server
