@@ -129,3 +129,24 @@ def test_fast_keystream_is_exactly_the_shared_randomness_stream():
     d = pm.correlation_delta(s, a, c)
     np.testing.assert_array_equal(d, pm.correlation_delta(s, a, c.copy(), overwrite_c=True))
     np.testing.assert_array_equal(d[s], a + c[s])
+
+
+def test_stream_rows_are_the_rows_of_the_stream():
+    key = bytes(range(32))
+    full = pm.stream(key, 3, 1, "c1", rows=5000)
+    pos = np.random.default_rng(0).permutation(5000)[:777]
+    np.testing.assert_array_equal(pm.stream_rows(key, 3, 1, "c1", positions=pos), full[pos])
+    assert pm.stream_rows(key, 3, 1, "c1", positions=np.zeros(0, np.int64)).shape == (0, 2)
+    with pytest.raises(ParameterError):
+        pm.stream_rows(key, 3, 1, "c1", positions=np.array([-1]))
+
+
+def test_selection_from_rows_matches_the_gathering_version():
+    rng = np.random.default_rng(1)
+    c1 = rng.integers(0, 2**63, size=(300, 2), dtype=np.uint64)
+    a2 = rng.integers(0, 2**63, size=(120, 2), dtype=np.uint64)
+    k1 = pm.checked_positions(rng.permutation(300)[:120], 120, 300)
+    np.testing.assert_array_equal(pm.lh_select_from_rows(c1[k1], a2), pm.lh_select_input(c1, k1, a2))
+    for bad in (np.array([1, 1]), np.array([1, 300]), np.array([1, 2, 3])):
+        with pytest.raises(ParameterError):
+            pm.checked_positions(bad, 2, 300)

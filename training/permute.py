@@ -71,6 +71,24 @@ def stream(master: bytes, *labels, rows: int, width: int = WIDTH) -> np.ndarray:
     return keystream_words(derive_key(master, *labels), rows * width).reshape(rows, width)
 
 
+def stream_rows(master: bytes, *labels, positions: np.ndarray) -> np.ndarray:
+    """Rows `positions` of `stream(master, *labels, rows=...)`, without the others.
+
+    A row is WIDTH = 2 words = one AES block, so row i is the CTR keystream block of
+    counter i: AES-ECB of i as a 16-byte big-endian integer.  Reading a few rows, or
+    rows in a scattered order, costs one block each and no gather from a big vector.
+    """
+    pos = np.ascontiguousarray(positions, dtype=np.int64)
+    if pos.size and pos.min() < 0:
+        raise ParameterError.bad("positions", "row numbers >= 0", int(pos.min()))
+    blocks = np.zeros((pos.size, 16), dtype=np.uint8)
+    blocks[:, 8:] = pos.astype(">u8").view(np.uint8).reshape(-1, 8)
+    out = np.empty(pos.size * 16 + 15, dtype=np.uint8)     # update_into wants a block of slack
+    enc = Cipher(algorithms.AES(derive_key(master, *labels)), modes.ECB()).encryptor()
+    enc.update_into(blocks.reshape(-1), out)
+    return out[:pos.size * 16].view(np.uint64).reshape(pos.size, WIDTH)
+
+
 @njit(cache=True, nogil=True)
 def _fisher_yates(words: np.ndarray) -> np.ndarray:
     n = words.shape[0]
@@ -290,3 +308,32 @@ def lh_select_input(c1: np.ndarray, k1: np.ndarray, a2: np.ndarray) -> np.ndarra
     if not ok:
         raise ParameterError.bad("gather positions", f"distinct positions in [0, {len(c1)})", "other values")
     return out
+
+
+def checked_positions(k, n: int, size: int) -> np.ndarray:
+    """k as int64 after checking it is n distinct positions in [0, size) (as gather_lh)."""
+    k = np.asarray(k)
+    if k.ndim != 1 or len(k) != n or k.dtype.kind not in "iu":
+        raise ParameterError.bad("gather positions", f"{n} integer positions", getattr(k, "shape", k))
+    k = k.astype(np.int64, copy=False)
+    if n and not _distinct_in_range(k, size):
+        raise ParameterError.bad("gather positions", f"distinct positions in [0, {size})", "other values")
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _select_from_rows(c1k, a2):
+    n, w = c1k.shape
+    acc = np.zeros(w, np.uint64)
+    out = np.empty((n, w), np.uint64)
+    for i in range(n):
+        for j in range(w):
+            acc[j] -= c1k[i, j]
+            out[i, j] = acc[j] - a2[i, j]
+    return out
+
+
+def lh_select_from_rows(c1_at_k1: np.ndarray, a2: np.ndarray) -> np.ndarray:
+    """lh_select_input with c1's rows already taken at k1 (see stream_rows):
+    z2 = prefix(-c1[k1]) - a2."""
+    return _select_from_rows(c1_at_k1, a2)

@@ -456,8 +456,9 @@ class _LabelHolder:
                 length = m + nb * (int(nbins[f]) + 1)
                 if len(k1) != length:
                     raise ProtocolError(f"{self.me}: vperm k[{f}] from {q} has {len(k1)} positions, expected {length}")
-                z2s.append(pm.lh_select_input(pm.stream(key, tree, level, f, "c1", rows=N), k1,
-                                              pm.stream(key, tree, level, f, "a2", rows=length)))
+                k1 = pm.checked_positions(k1, length, N)
+                z2s.append(pm.lh_select_from_rows(pm.stream_rows(key, tree, level, f, "c1", positions=k1),
+                                                  pm.stream(key, tree, level, f, "a2", rows=length)))
             self.t.send(self.me, q, "vsel", {"tree": tree, "level": level, "z2": z2s})
         for q in self.fhs:
             msg = self.box.get("vsum", q)
@@ -467,8 +468,9 @@ class _LabelHolder:
                 n_seg = nb * (int(nbins[f]) + 1)
                 if s.dtype != np.uint64 or s.shape != (n_seg, pm.WIDTH):
                     raise ProtocolError(f"{self.me}: vsum s[{f}] from {q} of shape {s.shape}")
-                c2 = pm.stream(self.keys[q], tree, level, f, "c2", rows=N)
-                seg = pm.segment_sums(s + pm.gather_lh(c2, k2, n_seg)).view(np.int64)
+                k2 = pm.checked_positions(k2, n_seg, N)
+                seg = pm.segment_sums(s - pm.stream_rows(self.keys[q], tree, level, f, "c2", positions=k2))
+                seg = seg.view(np.int64)
                 seg = seg.reshape(nb, int(nbins[f]) + 1, 2)[:, :-1]
                 lo = int(self.cut_ptr[self.global_index[(q, f)]])
                 hist[:, lo:lo + int(nbins[f])] = seg
