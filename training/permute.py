@@ -157,13 +157,7 @@ def _gather_fh(z, idx, sigma, delta):
 
 def gather_lh(c: np.ndarray, k: np.ndarray, n: int) -> np.ndarray:
     """LH's share of x[idx]: -c[k]; checks that k is n distinct in-range positions."""
-    k = np.asarray(k)
-    if k.ndim != 1 or len(k) != n or k.dtype.kind not in "iu":
-        raise ParameterError.bad("gather positions", f"{n} integer positions", getattr(k, "shape", k))
-    k = k.astype(np.int64, copy=False)
-    if n and not _distinct_in_range(k, len(c)):
-        raise ParameterError.bad("gather positions", f"distinct positions in [0, {len(c)})", "other values")
-    return _neg_take(c, k)
+    return _neg_take(c, checked_positions(k, n, len(c)))
 
 
 @njit(cache=True, nogil=True)
@@ -311,7 +305,7 @@ def lh_select_input(c1: np.ndarray, k1: np.ndarray, a2: np.ndarray) -> np.ndarra
 
 
 def checked_positions(k, n: int, size: int) -> np.ndarray:
-    """k as int64 after checking it is n distinct positions in [0, size) (as gather_lh)."""
+    """k as int64 after checking it is n distinct positions in [0, size)."""
     k = np.asarray(k)
     if k.ndim != 1 or len(k) != n or k.dtype.kind not in "iu":
         raise ParameterError.bad("gather positions", f"{n} integer positions", getattr(k, "shape", k))
