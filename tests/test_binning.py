@@ -82,3 +82,12 @@ def test_bin_assignment_kernel_matches_searchsorted(seed, n_cuts, fortran):
         want = np.minimum(np.searchsorted(c, X[:, f], side="right"), n_cuts - 1)
         want[np.isnan(X[:, f])] = np.iinfo(dtype).max
         np.testing.assert_array_equal(bins[:, f], want)
+
+
+def test_bin_assignment_with_many_cuts_inside_one_key_cell():
+    # 300 cuts between 1000 and 1001: they share the top 16 bits of their order keys
+    cuts = [np.unique(np.linspace(1000, 1001, 300, dtype=np.float32))]
+    X = np.random.default_rng(5).uniform(999.5, 1001.5, size=(4000, 1)).astype(np.float32)
+    X[:300, 0] = cuts[0]
+    want = np.minimum(np.searchsorted(cuts[0], X[:, 0], side="right"), len(cuts[0]) - 1)
+    np.testing.assert_array_equal(binning.assign_bins(X, cuts)[:, 0], want)

@@ -333,8 +333,8 @@ def cell_counts(X: np.ndarray, level: int, active: list[np.ndarray], threads: in
 @njit(parallel=True, nogil=True, cache=True)
 def _assign_bins(Xt, cuts, cut_ptr, missing, out):
     """bin = upper_bound(cuts, x) clipped to the last bin, found through the order keys:
-    a table over the top 16 key bits gives the number of cuts below that key range, and
-    a short forward scan finishes (cuts are sparse at that resolution)."""
+    a table over the top 16 key bits gives the cuts inside that key range (usually none
+    or one), and a binary search among them finishes."""
     n_feat, n_rows = Xt.shape
     for f in prange(n_feat):
         lo, n = cut_ptr[f], cut_ptr[f + 1] - cut_ptr[f]
@@ -354,9 +354,15 @@ def _assign_bins(Xt, cuts, cut_ptr, missing, out):
                 out[r, f] = missing
                 continue
             key = _order_key(x)
-            a = below[key >> np.uint32(16)]
-            while a < n and keys[a] <= key:
-                a += 1
+            cell = np.int64(key >> np.uint32(16))
+            a = below[cell]                            # cuts below this cell
+            b = below[cell + 1] if cell < 65535 else n   # the cuts inside it end here
+            while a < b:                               # upper bound among them
+                m = (a + b) >> 1
+                if keys[m] <= key:
+                    a = m + 1
+                else:
+                    b = m
             out[r, f] = min(a, n - 1)
 
 
