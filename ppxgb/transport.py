@@ -44,10 +44,9 @@ def _pack_default(obj):
     the receiver wraps the data without copying it again."""
     if isinstance(obj, np.ndarray):
         arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)   # keeps 0-d arrays 0-d
-        for pad in range(8):
-            head = msgpack.packb([arr.dtype.str, list(arr.shape), bytes(pad)], use_bin_type=True)
-            if (1 + len(head)) % 8 == 0:
-                break
+        bare = msgpack.packb([arr.dtype.str, list(arr.shape), b""], use_bin_type=True)
+        pad = -(1 + len(bare)) % 8           # a short bin grows by exactly its length
+        head = msgpack.packb([arr.dtype.str, list(arr.shape), bytes(pad)], use_bin_type=True)
         if len(head) > 255:
             raise TypeError(f"cannot send an array of {arr.ndim} dimensions")
         return msgpack.ExtType(1, b"".join([bytes([len(head)]), head, arr.reshape(-1).view(np.uint8)]))

@@ -382,6 +382,48 @@ def federation_tls(args: argparse.Namespace, roles: list[str], workdir: Path) ->
     return make_test_pki(workdir / "pki", roles)
 
 
+def _federation_plan(args: argparse.Namespace, parties: list[str], servers: list[str], coordinator: str,
+                     roles: list[str], workdir: Path) -> tuple[dict | None, list[str], Path, str, list[str]]:
+    """What every launched role shares: (tls, common options, model path, progress mode,
+    the command prefix)."""
+    tls = federation_tls(args, roles, workdir)
+    peers_path = workdir / "peers.json"
+    write_peers(peers_path, parties, servers, coordinator, args.host, tls)
+    common = ["--peers", str(peers_path), "--timeout", str(args.timeout),
+              "--step-timeout", str(args.step_timeout), "--connect-timeout", str(args.connect_timeout)]
+    if args.insecure:
+        common.append("--insecure")
+    show = args.progress if args.progress != "auto" else ("bar" if sys.stderr.isatty() else "off")
+    return tls, common, workdir / "model.json", show, [sys.executable, "-m", "ppxgb.cli"]
+
+
+def _federation_finish(args: argparse.Namespace, command: str, children: list[_Child], driver: str,
+                       driver_role: str, roles: list[str], workdir: Path, model_tmp: Path, out: Path,
+                       started: float, tls: dict | None, head: dict[str, Any], what: str) -> int:
+    """Wait for every role, then write the model and the summary; `driver` writes the model."""
+    failed = _wait(children, driver, grace=args.timeout + 5)
+    if failed:
+        _stop(children)
+        raise _federation_error(children, driver, failed, workdir)
+    if not model_tmp.is_file():
+        raise PPXGBError(f"{command}: the {driver_role} exited without writing a model")
+    write_atomic(out, model_tmp.read_bytes())
+    reports = [json.loads((workdir / f"report-{n}.json").read_text()) for n in roles]
+    summary = {
+        **head, "rounds": args.rounds,
+        "seconds": round(time.monotonic() - started, 3),
+        "messages": sum(r["sent_messages"] for r in reports),
+        "bytes": sum(r["sent_bytes"] for r in reports),
+        "tls": not args.insecure, "model": str(out), "roles": reports,
+    }
+    if args.report:
+        write_atomic(args.report, json.dumps(summary, indent=2).encode())
+    print(f"ppxgb {command}: {what}, {args.rounds} rounds in {summary['seconds']:.1f}s; "
+          f"{summary['messages']} messages, {summary['bytes']} bytes "
+          f"{'over TLS' if tls else 'IN PLAINTEXT'}; model written to {out}")
+    return 0
+
+
 def cmd_federation(args: argparse.Namespace) -> int:
     from .horizontal import role_names
 
@@ -409,17 +451,7 @@ def cmd_federation(args: argparse.Namespace) -> int:
     started = time.monotonic()
     children: list[_Child] = []
     try:
-        tls = federation_tls(args, roles, workdir)
-        peers_path = workdir / "peers.json"
-        write_peers(peers_path, parties, servers, coordinator, args.host, tls)
-        common = ["--peers", str(peers_path), "--timeout", str(args.timeout),
-                  "--step-timeout", str(args.step_timeout),
-                  "--connect-timeout", str(args.connect_timeout)]
-        if args.insecure:
-            common.append("--insecure")
-        model_tmp = workdir / "model.json"
-        show = args.progress if args.progress != "auto" else ("bar" if sys.stderr.isatty() else "off")
-        base = [sys.executable, "-m", "ppxgb.cli"]
+        tls, common, model_tmp, show, base = _federation_plan(args, parties, servers, coordinator, roles, workdir)
         argvs = {coordinator: base + ["coordinator", "--name", coordinator, "--params", json_params,
                                       "--rounds", str(args.rounds), "--out", str(model_tmp),
                                       "--progress", show] + common}
@@ -438,27 +470,9 @@ def cmd_federation(args: argparse.Namespace) -> int:
             for c in children:
                 print(f"ppxgb federation: started {c.name} (pid {c.proc.pid})", file=sys.stderr, flush=True)
 
-        failed = _wait(children, coordinator, grace=args.timeout + 5)
-        if failed:
-            _stop(children)
-            raise _federation_error(children, coordinator, failed, workdir)
-        if not model_tmp.is_file():
-            raise PPXGBError("federation: the coordinator exited without writing a model")
-        write_atomic(out, model_tmp.read_bytes())
-        reports = [json.loads((workdir / f"report-{n}.json").read_text()) for n in roles]
-        summary = {
-            "parties": len(parties), "servers": len(servers), "rounds": args.rounds,
-            "seconds": round(time.monotonic() - started, 3),
-            "messages": sum(r["sent_messages"] for r in reports),
-            "bytes": sum(r["sent_bytes"] for r in reports),
-            "tls": not args.insecure, "model": str(out), "roles": reports,
-        }
-        if args.report:
-            write_atomic(args.report, json.dumps(summary, indent=2).encode())
-        print(f"ppxgb federation: {len(parties)} parties, {len(servers)} servers, {args.rounds} rounds "
-              f"in {summary['seconds']:.1f}s; {summary['messages']} messages, {summary['bytes']} bytes "
-              f"{'over TLS' if tls else 'IN PLAINTEXT'}; model written to {out}")
-        return 0
+        return _federation_finish(args, "federation", children, coordinator, "coordinator", roles, workdir,
+                                  model_tmp, out, started, tls, {"parties": len(parties), "servers": len(servers)},
+                                  f"{len(parties)} parties, {len(servers)} servers")
     except BaseException:
         _stop(children)
         raise

@@ -20,18 +20,16 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ppxgb.errors import ParameterError, PPXGBError
+from ppxgb.errors import ParameterError
 
-from .cli import (Peers, _Child, _federation_error, federation_tls, _json_arg, _net_options, _progress_for,
-                  _role_options, _run_role, _stop, _wait, write_atomic, write_peers)
+from .cli import (Peers, _Child, _federation_finish, _federation_plan, _json_arg, _net_options, _progress_for,
+                  _role_options, _run_role, _stop, write_atomic)
 
 
 def load_block(path: str):
@@ -123,16 +121,7 @@ def cmd_vfederation(args: argparse.Namespace) -> int:
     started = time.monotonic()
     children: list[_Child] = []
     try:
-        tls = federation_tls(args, roles, workdir)
-        peers_path = workdir / "peers.json"
-        write_peers(peers_path, parties, servers, lh, args.host, tls)
-        common = ["--peers", str(peers_path), "--timeout", str(args.timeout),
-                  "--step-timeout", str(args.step_timeout), "--connect-timeout", str(args.connect_timeout)]
-        if args.insecure:
-            common.append("--insecure")
-        model_tmp = workdir / "model.json"
-        show = args.progress if args.progress != "auto" else ("bar" if sys.stderr.isatty() else "off")
-        base = [sys.executable, "-m", "ppxgb.cli"]
+        tls, common, model_tmp, show, base = _federation_plan(args, parties, servers, lh, roles, workdir)
         argvs: dict[str, list[str]] = {}
         for name, path in zip(parties, args.data):
             argvs[name] = base + ["vparty", "--name", name, "--data", str(Path(path).resolve())] + common
@@ -145,25 +134,9 @@ def cmd_vfederation(args: argparse.Namespace) -> int:
         for name in roles:
             argvs[name] += ["--report", str(workdir / f"report-{name}.json")]
             children.append(_Child(name, argvs[name], raw=(name == lh)))
-        failed = _wait(children, lh, grace=args.timeout + 5)
-        if failed:
-            _stop(children)
-            raise _federation_error(children, lh, failed, workdir)
-        if not model_tmp.is_file():
-            raise PPXGBError("vfederation: the label holder exited without writing a model")
-        write_atomic(out, model_tmp.read_bytes())
-        reports = [json.loads((workdir / f"report-{n}.json").read_text()) for n in roles]
-        summary: dict[str, Any] = {
-            "parties": len(parties), "label_party": args.label_party, "rounds": args.rounds,
-            "seconds": round(time.monotonic() - started, 3),
-            "messages": sum(r["sent_messages"] for r in reports), "bytes": sum(r["sent_bytes"] for r in reports),
-            "tls": not args.insecure, "model": str(out), "roles": reports}
-        if args.report:
-            write_atomic(args.report, json.dumps(summary, indent=2).encode())
-        print(f"ppxgb vfederation: {len(parties)} parties and a dealer, {args.rounds} rounds in "
-              f"{summary['seconds']:.1f}s; {summary['messages']} messages, {summary['bytes']} bytes "
-              f"{'over TLS' if tls else 'IN PLAINTEXT'}; model written to {out}")
-        return 0
+        return _federation_finish(args, "vfederation", children, lh, "label holder", roles, workdir,
+                                  model_tmp, out, started, tls, {"parties": len(parties), "label_party": args.label_party},
+                                  f"{len(parties)} parties and a dealer")
     except BaseException:
         _stop(children)
         raise
