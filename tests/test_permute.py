@@ -8,51 +8,81 @@ from ppxgb.sharing import Randomness
 from ppxgb.training import permute as pm
 
 
-def _hist_protocol(g, slot, bins, n_slots, n_bins, N, seed=b"k" * 32):
+def _hist_protocol(g, slot, bins, n_slots, n_bins, N, beta=1, seed=b"k" * 32):
     """Run both gathers of the histogram protocol with pure functions, as the roles do."""
     m = len(g)
     kl, kf = seed, bytes(reversed(seed))
-    a = pm.stream(kl, "a", rows=N)
-    c1, a2, c2 = (pm.stream(kl, name, rows=N) for name in ("c", "a2", "c2"))
-    s1, s2 = pm.permutation(kf, "s", n=N), pm.permutation(kf, "s2", n=N)
-    d1, d2 = pm.correlation_delta(s1, a, c1), pm.correlation_delta(s2, a2, c2)
+    N2 = N // beta
+    a, c1 = pm.stream(kl, "a", rows=N), pm.stream(kl, "c", rows=N)
+    a2, c2 = pm.stream(kl, "a2", rows=N2), pm.stream(kl, "c2", rows=N2)
+    s1, s2 = pm.permutation(kf, "s", n=N), pm.permutation(kf, "s2", n=N2)
+    d1, d2 = pm.correlation_delta(s1, a, c1), pm.correlation_delta(s2, a2, c2)    # D -> FH
     x = np.zeros((N, 2), np.uint64)
     x[:m] = g
     z = x - a                                   # LH -> FH
-    idx, ends = pm.segment_layout(slot, bins, n_slots, n_bins)
+    idx, last = pm.segment_layout(slot, bins, n_slots, n_bins, beta)
     k1, w = pm.gather_fh(z, idx, s1, d1)        # FH; k1 -> LH
     v = pm.gather_lh(c1, k1, len(idx))          # LH
     W, V = pm.prefix(w), pm.prefix(v)
-    z2 = V - a2[:len(V)]                        # LH -> FH
+    z2 = V[beta - 1::beta] - a2[:len(idx) // beta]      # LH -> FH: block prefix sums, masked
+    ends = (last + 1) // beta - 1
     k2, sel = pm.gather_fh(z2, ends, s2, d2)    # FH
-    s = W[ends] + sel                           # FH -> LH with k2
+    s = W[last] + sel                           # FH -> LH with k2
     q = s + pm.gather_lh(c2, k2, len(ends))     # LH opens prefix sums at the ends
     return pm.segment_sums(q).reshape(n_slots, n_bins + 1, 2), k1, k2
 
 
-@pytest.mark.parametrize("m, n_slots, n_bins", [(1, 1, 1), (50, 1, 4), (500, 3, 17), (2000, 4, 256)])
-def test_histogram_protocol_equals_bincount(m, n_slots, n_bins):
-    rng = np.random.default_rng(m)
+@pytest.mark.parametrize("m, n_slots, n_bins, beta", [(1, 1, 1, 1), (50, 1, 4, 1), (500, 3, 17, 1), (2000, 4, 256, 1),
+                                                      (1, 1, 1, 4), (500, 3, 17, 8), (2000, 4, 256, 2), (3000, 1, 9, 64)])
+def test_histogram_protocol_equals_bincount(m, n_slots, n_bins, beta):
+    rng = np.random.default_rng(m + beta)
     g = rng.integers(-2**40, 2**40, size=(m, 2)).view(np.uint64)
     slot = rng.integers(0, n_slots, m)
     bins = rng.integers(0, n_bins + 1, m).astype(np.uint16)   # n_bins = missing
     bins[rng.random(m) < 0.1] = 0xFFFF                          # MISSING is also missing
-    N = m + n_slots * (n_bins + 1) + 7
-    hist, k1, k2 = _hist_protocol(g, slot, bins, n_slots, n_bins, N)
+    N = pm.layout_length(m, n_slots * (n_bins + 1), beta) + 7 * beta
+    hist, k1, k2 = _hist_protocol(g, slot, bins, n_slots, n_bins, N, beta)
     b = np.minimum(bins.astype(np.int64), n_bins)
     want = np.zeros((n_slots, n_bins + 1, 2), np.uint64)
     np.add.at(want, (slot, b), g)
     np.testing.assert_array_equal(hist, want)
     assert len(np.unique(k1)) == len(k1) and len(np.unique(k2)) == len(k2)
+    assert len(k1) == pm.layout_length(m, n_slots * (n_bins + 1), beta)   # public: m and sizes only
 
 
 def test_segment_layout_orders_by_slot_then_bin_with_padding():
     slot = np.array([1, 0, 1, 0, 0])
     bins = np.array([0, 1, 1, 0xFFFF, 1], np.uint16)
-    idx, ends = pm.segment_layout(slot, bins, 2, 2)
-    # slot 0: bin0 [], bin1 [1, 4], missing [3]; slot 1: bin0 [0], bin1 [2], missing []
-    assert list(idx) == [5, 1, 4, 6, 3, 7, 0, 8, 2, 9, 10]
-    assert list(ends) == [0, 3, 5, 7, 9, 10]
+    idx, last = pm.segment_layout(slot, bins, 2, 2)
+    # slot 0: bin0 [], bin1 [1, 4], missing [3]; slot 1: bin0 [0], bin1 [2], missing [];
+    # an empty segment gets one zero row, and the last one the rest of the public length
+    assert list(idx) == [5, 1, 4, 3, 0, 2, 6, 7, 8, 9, 10]
+    assert list(last) == [0, 2, 3, 4, 5, 10]
+
+
+def test_segment_layout_pads_segments_to_whole_blocks():
+    slot = np.array([1, 0, 1, 0, 0])
+    bins = np.array([0, 1, 1, 0xFFFF, 1], np.uint16)
+    idx, last = pm.segment_layout(slot, bins, 2, 2, beta=2)
+    # length 2 * (6 segments + ceil(5 / 2)) = 18; every segment takes whole blocks of 2,
+    # at least one; the last segment takes the rest
+    assert len(idx) == 18
+    assert list(last) == [1, 3, 5, 7, 9, 17]
+    assert list(idx) == [5, 6, 1, 4, 3, 7, 0, 8, 2, 9, 10, 11, 12, 13, 14, 15, 16, 17]
+    assert sorted(idx) == list(range(18))
+    with pytest.raises(ParameterError):
+        pm.segment_layout(slot, bins, 2, 2, beta=0)
+
+
+def test_block_size_follows_the_public_sizes():
+    assert pm.block_size(100_000, 0, 255) == 16        # sqrt(100000 / 256) ~ 20
+    assert pm.block_size(100_000, 5, 255) == 4         # sqrt(50000 / 4096) ~ 3.5
+    assert pm.block_size(1_000_000, 0, 255) == 64
+    assert pm.block_size(100, 3, 255) == 1
+    for n in (10, 1000, 10**6):
+        for level in range(8):
+            beta = pm.block_size(n, level, 255)
+            assert beta & (beta - 1) == 0 and pm.correlation_size(n, level, 255) % beta == 0
 
 
 def test_permutation_is_uniform_and_deterministic_per_key():
@@ -97,27 +127,43 @@ def test_bad_positions_are_rejected():
 
 
 def test_correlation_size_bounds_built_rows():
-    assert pm.correlation_size(1000, 0, 255) == 1000 + 256
-    assert pm.correlation_size(1000, 3, 255) == 500 + 4 * 256
+    assert pm.correlation_size(1000, 0, 255) == 2 * (256 + 500)     # beta 2
+    assert pm.correlation_size(1000, 3, 255) == 500 + 4 * 256       # beta 1
+    assert pm.correlation_size(100_000, 0, 255) == 16 * (256 + 6250)
+    rng = np.random.default_rng(3)
+    for level in range(6):      # any built rows in any bins fit
+        n, max_bin = 5000, 15
+        beta, N = pm.block_size(n, level, max_bin), pm.correlation_size(n, level, max_bin)
+        nodes = 1 if level == 0 else 1 << (level - 1)
+        m = n if level == 0 else n // 2
+        slot = rng.integers(0, nodes, m)
+        idx, _ = pm.segment_layout(slot, rng.integers(0, 3, m).astype(np.uint8), nodes, max_bin, beta)
+        assert len(idx) <= N
 
 
 def test_fused_steps_equal_the_plain_ones():
     rng = np.random.default_rng(9)
-    m, n_slots, n_bins, N = 700, 3, 9, 1000
-    slot = rng.integers(0, n_slots, m)
-    bins = rng.integers(0, n_bins + 1, m).astype(np.uint8)
-    idx, ends = pm.segment_layout(slot, bins, n_slots, n_bins)
-    z, d, c1 = (rng.integers(0, 2**63, size=(N, 2)).view(np.uint64) for _ in range(3))
-    sigma = pm.permutation(b"f" * 32, "s", n=N)
-    k1, w = pm.gather_fh(z, idx, sigma, d)
-    k1f, w_ends = pm.fh_gather_prefix(z, idx, sigma, d, ends)
-    np.testing.assert_array_equal(k1, k1f)
-    np.testing.assert_array_equal(pm.prefix(w)[ends], w_ends)
-    a2 = rng.integers(0, 2**63, size=(len(idx), 2)).view(np.uint64)
-    plain = pm.prefix(pm.gather_lh(c1, k1, len(idx))) - a2
-    np.testing.assert_array_equal(plain, pm.lh_select_input(c1, k1, a2))
-    with pytest.raises(ParameterError):
-        pm.lh_select_input(c1, np.r_[k1[:-1], k1[0]], a2)
+    for beta in (1, 4):
+        m, n_slots, n_bins = 700, 3, 9
+        N = pm.layout_length(m, n_slots * (n_bins + 1), beta) + 40
+        slot = rng.integers(0, n_slots, m)
+        bins = rng.integers(0, n_bins + 2, m).astype(np.uint8)
+        idx, last = pm.segment_layout(slot, bins, n_slots, n_bins, beta)
+        z, d, c1 = (rng.integers(0, 2**63, size=(N, 2)).view(np.uint64) for _ in range(3))
+        sigma = pm.permutation(b"f" * 32, "s", n=N)
+        k1, w = pm.gather_fh(z, idx, sigma, d)
+        k1f, w_ends, last_f = pm.fh_gather_prefix(z, d, sigma, slot, bins, n_slots, n_bins, beta)
+        assert k1f.dtype == np.uint32
+        np.testing.assert_array_equal(k1, k1f)
+        np.testing.assert_array_equal(last, last_f)
+        np.testing.assert_array_equal(pm.prefix(w)[last], w_ends)
+        a2 = rng.integers(0, 2**63, size=(len(idx) // beta, 2)).view(np.uint64)
+        plain = pm.prefix(pm.gather_lh(c1, k1, len(idx)))[beta - 1::beta] - a2
+        np.testing.assert_array_equal(plain, pm.lh_select_from_rows(c1[k1], a2, beta))
+        with pytest.raises(ParameterError):
+            pm.lh_select_from_rows(c1[k1][:-1], a2, beta)
+        with pytest.raises(ParameterError):
+            pm.fh_gather_prefix(z[:len(idx) - 1], d, sigma, slot, bins, n_slots, n_bins, beta)
 
 
 def test_fast_keystream_is_exactly_the_shared_randomness_stream():
@@ -127,8 +173,8 @@ def test_fast_keystream_is_exactly_the_shared_randomness_stream():
                                   pm.random_permutation(Randomness(pm.derive_key(b"q" * 32, "x")), 500))
     s, a, c = pm.permutation(b"q" * 32, n=50), pm.stream(b"a" * 32, rows=50), pm.stream(b"c" * 32, rows=50)
     d = pm.correlation_delta(s, a, c)
-    np.testing.assert_array_equal(d, pm.correlation_delta(s, a, c.copy(), overwrite_c=True))
-    np.testing.assert_array_equal(d[s], a + c[s])
+    np.testing.assert_array_equal(d, a + c[s])
+    np.testing.assert_array_equal(d, pm.dealer_delta(b"c" * 32, sigma=s, a=a.copy()))
 
 
 def test_stream_rows_are_the_rows_of_the_stream():
@@ -141,12 +187,8 @@ def test_stream_rows_are_the_rows_of_the_stream():
         pm.stream_rows(key, 3, 1, "c1", positions=np.array([-1]))
 
 
-def test_selection_from_rows_matches_the_gathering_version():
-    rng = np.random.default_rng(1)
-    c1 = rng.integers(0, 2**63, size=(300, 2), dtype=np.uint64)
-    a2 = rng.integers(0, 2**63, size=(120, 2), dtype=np.uint64)
-    k1 = pm.checked_positions(rng.permutation(300)[:120], 120, 300)
-    np.testing.assert_array_equal(pm.lh_select_from_rows(c1[k1], a2), pm.lh_select_input(c1, k1, a2))
-    for bad in (np.array([1, 1]), np.array([1, 300]), np.array([1, 2, 3])):
+def test_gather_positions_are_checked():
+    for bad in (np.array([1, 1]), np.array([1, 300]), np.array([1, 2, 3]), np.array([-1, 2]), np.array([0.5, 1.0])):
         with pytest.raises(ParameterError):
             pm.checked_positions(bad, 2, 300)
+    assert pm.checked_positions(np.array([299, 0], np.uint32), 2, 300).dtype == np.int64

@@ -6,15 +6,17 @@ The maths of the vertical histogram protocol, as pure functions on arrays.
 [N] and uniform ring vectors a, c of N rows, and hands
 
     to the label holder LH:   a, c                    (as seeds)
-    to the feature holder FH: sigma (as a seed), delta with delta[sigma[p]] = a[p] + c[sigma[p]]
+    to the feature holder FH: sigma (as a seed), delta with delta[p] = a[p] + c[sigma[p]]
 
-`delta` is the only vector that must travel: c masks it completely.
+`delta` is the only vector that must travel: c masks it completely.  The dealer reads
+c at sigma straight from AES (stream_rows), so building delta touches no memory at
+random.
 
 **Oblivious gather.** LH holds a vector x (rows 0..L-1, L <= N); FH holds a list of
 distinct positions idx.  LH sends z = x - a[:L] (uniform to FH).  FH computes
 
     k = sigma[idx]                 sent to LH: distinct uniform positions of [N]
-    w = z[idx] + delta[k]          = x[idx] + c[k]       (FH's share)
+    w = z[idx] + delta[idx]        = x[idx] + c[k]       (FH's share)
 
 and LH's share is -c[k].  So FH and LH end with additive shares of x[idx]; FH saw only
 uniform words, and LH saw only k, which is independent of idx because sigma is fresh.
@@ -22,9 +24,14 @@ uniform words, and LH saw only k, which is independent of idx because sigma is f
 A histogram is two gathers (see vertical.py): gather 1 puts LH's gradients in FH's
 (node, bin) order; each side takes prefix sums of its share; gather 2 picks LH's
 prefix share at FH's segment ends.  FH adds its own prefix share there and sends the
-sums, so LH opens exactly the per-(node, bin) sums of g and h and nothing else.  FH
-pads each segment with one zero row so that segment ends are distinct even for empty
-bins (LH must not learn which bins are empty).
+sums, so LH opens exactly the per-(node, bin) sums of g and h and nothing else.
+
+**Blocks.** FH pads every (node, bin) segment with zero rows to a whole number of
+blocks of beta rows, at least one (so segment ends are distinct even for empty bins:
+LH must not learn which bins are empty), and the layout to a length that depends only
+on the number of built rows and public sizes.  Segment ends then fall on block ends,
+so LH sends its prefix share only at block ends and gather 2 selects among L / beta
+blocks instead of L rows.  beta (block_size) is a public function of the level.
 """
 
 from __future__ import annotations
@@ -78,15 +85,31 @@ def stream_rows(master: bytes, *labels, positions: np.ndarray) -> np.ndarray:
     counter i: AES-ECB of i as a 16-byte big-endian integer.  Reading a few rows, or
     rows in a scattered order, costs one block each and no gather from a big vector.
     """
-    pos = np.ascontiguousarray(positions, dtype=np.int64)
-    if pos.size and pos.min() < 0:
+    pos = np.ascontiguousarray(positions)
+    if pos.ndim != 1 or (pos.size and pos.dtype.kind not in "iu"):
+        raise ParameterError.bad("positions", "a vector of row numbers", getattr(pos, "shape", pos))
+    if pos.size and pos.dtype.kind == "i" and pos.min() < 0:
         raise ParameterError.bad("positions", "row numbers >= 0", int(pos.min()))
-    blocks = np.zeros((pos.size, 16), dtype=np.uint8)
-    blocks[:, 8:] = pos.astype(">u8").view(np.uint8).reshape(-1, 8)
-    out = np.empty(pos.size * 16 + 15, dtype=np.uint8)     # update_into wants a block of slack
+    out = np.empty(pos.size * 16 + 16, dtype=np.uint8)     # update_into wants a block of slack
+    blocks = _counter_blocks(pos.astype(np.uint64, copy=False))
     enc = Cipher(algorithms.AES(derive_key(master, *labels)), modes.ECB()).encryptor()
-    enc.update_into(blocks.reshape(-1), out)
+    enc.update_into(blocks.view(np.uint8).reshape(-1), out)
     return out[:pos.size * 16].view(np.uint64).reshape(pos.size, WIDTH)
+
+
+@njit(cache=True, nogil=True)
+def _counter_blocks(pos):
+    """16-byte big-endian counter blocks of pos, as (n, 2) native words (byte-swapped)."""
+    out = np.empty((pos.shape[0], 2), np.uint64)
+    for i in range(pos.shape[0]):
+        v = pos[i]
+        r = np.uint64(0)
+        for _ in range(8):
+            r = (r << np.uint64(8)) | (v & np.uint64(0xFF))
+            v >>= np.uint64(8)
+        out[i, 0] = 0
+        out[i, 1] = r
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -119,24 +142,24 @@ def permutation(master: bytes, *labels, n: int) -> np.ndarray:
     return _fisher_yates(keystream_words(derive_key(master, *labels), n))
 
 
-def correlation_delta(sigma: np.ndarray, a: np.ndarray, c: np.ndarray, *, overwrite_c: bool = False) -> np.ndarray:
-    """The dealer's message to FH: delta[sigma[p]] = a[p] + c[sigma[p]] (mod 2^64).
-    With overwrite_c the result is built in c's memory (c is then gone)."""
-    return _delta(np.ascontiguousarray(sigma, dtype=np.int64), a, c if overwrite_c else c.copy())
+def correlation_delta(sigma: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The dealer's message to FH: delta[p] = a[p] + c[sigma[p]] (mod 2^64), from the
+    whole vector c (reference; the dealer uses dealer_delta)."""
+    return a + c[np.asarray(sigma, dtype=np.int64)]
 
 
-@njit(cache=True, nogil=True)
-def _delta(sigma, a, out):
-    for p in range(sigma.shape[0]):
-        q = sigma[p]
-        for j in range(a.shape[1]):
-            out[q, j] += a[p, j]
-    return out
+def dealer_delta(master: bytes, *labels, sigma: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """correlation_delta with c the named stream, read at sigma by AES-ECB: no vector c
+    and no random memory access (a is overwritten with the result)."""
+    a += stream_rows(master, *labels, positions=sigma)
+    return a
 
 
 def gather_fh(z: np.ndarray, idx: np.ndarray, sigma: np.ndarray,
               delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FH's side of an oblivious gather: (k for LH, FH's share of x[idx])."""
+    """FH's side of an oblivious gather: (k for LH, FH's share of x[idx]).
+
+    k = sigma[idx] and the share is z[idx] + delta[idx] = x[idx] + c[k]."""
     return _gather_fh(z, np.ascontiguousarray(idx, dtype=np.int64),
                       np.ascontiguousarray(sigma, dtype=np.int64), delta)
 
@@ -151,7 +174,7 @@ def _gather_fh(z, idx, sigma, delta):
         q = sigma[p]
         k[i] = q
         for j in range(w):
-            out[i, j] = z[p, j] + delta[q, j]
+            out[i, j] = z[p, j] + delta[p, j]
     return k, out
 
 
@@ -185,10 +208,48 @@ def prefix(v: np.ndarray) -> np.ndarray:
     return np.cumsum(v, axis=0, dtype=np.uint64)
 
 
+def block_size(n_rows: int, level: int, max_bin: int) -> int:
+    """The public block length beta of a level: segment ends fall on multiples of beta.
+
+    Gather 1 then carries up to beta padding rows per segment, and gather 2 selects among
+    L / beta block prefix sums instead of L positions.  The total, about
+    rows * (1 + 1 / beta) + segments * beta, is least near beta = sqrt(rows / segments);
+    beta is that rounded to a power of two (1 to 256).  It depends only on public sizes.
+    """
+    rows = n_rows if level == 0 else n_rows // 2
+    segments = (1 if level == 0 else 1 << (level - 1)) * (max_bin + 1)
+    beta = 1
+    while beta < 256 and (2 * beta) ** 2 * segments <= 2 * rows:     # 2 beta <= sqrt(2 rows / segs)
+        beta *= 2
+    return beta
+
+
+def layout_length(m: int, n_segments: int, beta: int) -> int:
+    """Length of FH's order for m built rows in n_segments segments of whole blocks:
+    beta * (n_segments + ceil(m / beta)), an upper bound on the blocks the segments
+    need (a segment of c rows takes max(1, ceil(c / beta)) blocks).  It depends only on
+    m and public sizes, so it reveals nothing about the bins."""
+    return beta * (n_segments + -(-m // beta))
+
+
+def correlation_size(n_rows: int, level: int, max_bin: int) -> int:
+    """Dealer vector length of gather 1 for a level: a public bound on layout_length.
+
+    The nodes built at depth d >= 1 are smaller children, so they hold at most
+    n_rows // 2 rows in total; there are at most 2^(d-1) of them (1 at the root), each
+    with at most max_bin + 1 segments (bins and missing).  Gather 2 works on blocks:
+    its vectors have correlation_size // block_size rows.
+    """
+    rows = n_rows if level == 0 else n_rows // 2
+    nodes = 1 if level == 0 else 1 << (level - 1)
+    return layout_length(rows, nodes * (max_bin + 1), block_size(n_rows, level, max_bin))
+
+
 @njit(cache=True, nogil=True)
-def _segment_layout(slot, bins, n_slots, n_bins):
-    """Positions for gather 1, ordered by (slot, bin) with missing as bin n_bins, one
-    padding row (index m + segment) closing each segment; and each segment's end."""
+def _segment_layout(slot, bins, n_slots, n_bins, beta, length):
+    """Positions for gather 1, ordered by (slot, bin) with missing as bin n_bins; each
+    segment padded with distinct zero rows (index >= m) to whole blocks of beta, at
+    least one, the last one up to `length`; and the last position of each segment."""
     m = slot.shape[0]
     n_seg = n_slots * (n_bins + 1)
     counts = np.zeros(n_seg, np.int64)
@@ -198,14 +259,16 @@ def _segment_layout(slot, bins, n_slots, n_bins):
             b = n_bins
         counts[slot[r] * (n_bins + 1) + b] += 1
     start = np.zeros(n_seg, np.int64)
-    ends = np.zeros(n_seg, np.int64)
+    last = np.zeros(n_seg, np.int64)
     pos = 0
     for s in range(n_seg):
         start[s] = pos
-        pos += counts[s]
-        ends[s] = pos          # position of the padding row
-        pos += 1
-    idx = np.empty(pos, np.int64)
+        blocks = (counts[s] + beta - 1) // beta
+        pos += beta * max(blocks, 1)
+        last[s] = pos - 1
+    if n_seg:
+        last[n_seg - 1] = length - 1
+    idx = np.empty(length, np.int64)
     fill = start.copy()
     for r in range(m):
         b = np.int64(bins[r])
@@ -214,19 +277,30 @@ def _segment_layout(slot, bins, n_slots, n_bins):
         s = slot[r] * (n_bins + 1) + b
         idx[fill[s]] = r
         fill[s] += 1
+    pad = m
     for s in range(n_seg):
-        idx[ends[s]] = m + s
-    return idx, ends
+        for i in range(fill[s], last[s] + 1):
+            idx[i] = pad
+            pad += 1
+    return idx, last
 
 
-def segment_layout(slot: np.ndarray, bins: np.ndarray, n_slots: int,
-                   n_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """FH's private order for one feature: (idx over m + n_slots*(n_bins+1) rows, ends).
+def segment_layout(slot: np.ndarray, bins: np.ndarray, n_slots: int, n_bins: int,
+                   beta: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """FH's private order for one feature: (idx, last).
 
     slot[r] is the node slot of built row r, bins[r] its bin (>= n_bins means missing).
+    idx has layout_length(m, n_slots * (n_bins + 1), beta) entries: real rows r < m in
+    (slot, bin) order, each segment closed by zero rows (m, m + 1, ...) up to a whole
+    number of blocks.  last[s] is the position of segment s's last row; (last + 1) / beta
+    are distinct block numbers, so gather 2 can pick them out.
     """
-    return _segment_layout(np.ascontiguousarray(slot, dtype=np.int64),
-                           np.ascontiguousarray(bins), int(n_slots), int(n_bins))
+    m = len(slot)
+    n_seg = int(n_slots) * (int(n_bins) + 1)
+    if not isinstance(beta, (int, np.integer)) or beta < 1:
+        raise ParameterError.bad("block size", "an int >= 1", beta)
+    return _segment_layout(np.ascontiguousarray(slot, dtype=np.int64), np.ascontiguousarray(bins),
+                           int(n_slots), int(n_bins), int(beta), layout_length(m, n_seg, int(beta)))
 
 
 def segment_sums(prefix_at_ends: np.ndarray) -> np.ndarray:
@@ -236,72 +310,65 @@ def segment_sums(prefix_at_ends: np.ndarray) -> np.ndarray:
     return out
 
 
-def correlation_size(n_rows: int, level: int, max_bin: int) -> int:
-    """Dealer vector length for a level: a public bound on built rows plus padding.
-
-    The nodes built at depth d >= 1 are smaller children, so they hold at most
-    n_rows // 2 rows in total; there are at most 2^(d-1) of them (1 at the root), each
-    with at most max_bin + 1 segments (bins and missing).
-    """
-    rows = n_rows if level == 0 else n_rows // 2
-    nodes = 1 if level == 0 else 1 << (level - 1)
-    return rows + nodes * (max_bin + 1)
-
-
 # ---- fused steps of the histogram protocol (same maths as the functions above, one pass)
 @njit(cache=True, nogil=True)
-def _fh_gather_prefix(z, idx, sigma, delta, ends):
-    n, w = idx.shape[0], z.shape[1]
-    k = np.empty(n, np.int64)
-    acc = np.zeros(w, np.uint64)
-    at_ends = np.empty((ends.shape[0], w), np.uint64)
-    e = 0
-    for i in range(n):
-        p = idx[i]
-        q = sigma[p]
-        k[i] = q
+def _fh_gather1(z, delta, sigma, slot, bins, n_slots, n_bins, beta, length):
+    m, w = slot.shape[0], z.shape[1]
+    n_seg = n_slots * (n_bins + 1)
+    counts = np.zeros(n_seg, np.int64)
+    seg = np.empty(m, np.int64)
+    for r in range(m):
+        b = np.int64(bins[r])
+        if b >= n_bins:
+            b = n_bins
+        s = slot[r] * (n_bins + 1) + b
+        seg[r] = s
+        counts[s] += 1
+    fill = np.zeros(n_seg, np.int64)
+    last = np.zeros(n_seg, np.int64)
+    pos = 0
+    for s in range(n_seg):
+        fill[s] = pos
+        pos += beta * max((counts[s] + beta - 1) // beta, 1)
+        last[s] = pos - 1
+    if n_seg:
+        last[n_seg - 1] = length - 1
+    k = np.empty(length, np.uint32)
+    sums = np.zeros((n_seg, w), np.uint64)
+    for r in range(m):                      # rows in order: sequential reads, k written per segment
+        s = seg[r]
+        k[fill[s]] = sigma[r]
+        fill[s] += 1
         for j in range(w):
-            acc[j] += z[p, j] + delta[q, j]
-        while e < ends.shape[0] and ends[e] == i:
-            at_ends[e] = acc
-            e += 1
-    return k, at_ends
-
-
-def fh_gather_prefix(z: np.ndarray, idx: np.ndarray, sigma: np.ndarray, delta: np.ndarray,
-                     ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gather 1 and FH's prefix sums at the segment ends: (k1, prefix(w)[ends])."""
-    return _fh_gather_prefix(z, np.ascontiguousarray(idx, dtype=np.int64),
-                             np.ascontiguousarray(sigma, dtype=np.int64), delta,
-                             np.ascontiguousarray(ends, dtype=np.int64))
-
-
-@njit(cache=True, nogil=True)
-def _lh_select_input(c1, k1, a2):
-    n, w = k1.shape[0], c1.shape[1]
-    seen = np.zeros(c1.shape[0], np.bool_)
-    acc = np.zeros(w, np.uint64)
-    out = np.empty((n, w), np.uint64)
-    for i in range(n):
-        q = k1[i]
-        if q < 0 or q >= c1.shape[0] or seen[q]:
-            return out, False
-        seen[q] = True
+            sums[s, j] += z[r, j] + delta[r, j]
+    pad = m
+    for s in range(n_seg):
+        for i in range(fill[s], last[s] + 1):
+            k[i] = sigma[pad]
+            for j in range(w):
+                sums[s, j] += z[pad, j] + delta[pad, j]
+            pad += 1
+    for s in range(1, n_seg):
         for j in range(w):
-            acc[j] -= c1[q, j]
-            out[i, j] = acc[j] - a2[i, j]
-    return out, True
+            sums[s, j] += sums[s - 1, j]
+    return k, sums, last
 
 
-def lh_select_input(c1: np.ndarray, k1: np.ndarray, a2: np.ndarray) -> np.ndarray:
-    """LH after gather 1: z2 = prefix(-c1[k1]) - a2, checking k1 is distinct and in range."""
-    k1 = np.asarray(k1)
-    if k1.ndim != 1 or k1.dtype.kind not in "iu" or len(k1) != len(a2):
-        raise ParameterError.bad("gather positions", f"{len(a2)} integer positions", getattr(k1, "shape", k1))
-    out, ok = _lh_select_input(c1, k1.astype(np.int64), a2)
-    if not ok:
-        raise ParameterError.bad("gather positions", f"distinct positions in [0, {len(c1)})", "other values")
-    return out
+def fh_gather_prefix(z: np.ndarray, delta: np.ndarray, sigma: np.ndarray, slot: np.ndarray,
+                     bins: np.ndarray, n_slots: int, n_bins: int,
+                     beta: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FH's gather 1 with its own prefix sums, in one pass over the rows.
+
+    The same as segment_layout then gather_fh then prefix sums taken at `last`, but
+    without materialising idx or gathering: (k1 as uint32, FH's prefix sums at the
+    segment ends, last)."""
+    m = len(slot)
+    length = layout_length(m, int(n_slots) * (int(n_bins) + 1), int(beta))
+    if length > len(z) or len(delta) < length or len(sigma) < length:
+        raise ParameterError.bad("gather 1", f"vectors of at least {length} rows", min(len(z), len(delta), len(sigma)))
+    return _fh_gather1(z, delta, np.ascontiguousarray(sigma, dtype=np.int64),
+                       np.ascontiguousarray(slot, dtype=np.int64), np.ascontiguousarray(bins),
+                       int(n_slots), int(n_bins), int(beta), length)
 
 
 def checked_positions(k, n: int, size: int) -> np.ndarray:
@@ -316,18 +383,24 @@ def checked_positions(k, n: int, size: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _select_from_rows(c1k, a2):
-    n, w = c1k.shape
+def _select_from_rows(c1k, a2, beta):
+    n, w = a2.shape
     acc = np.zeros(w, np.uint64)
     out = np.empty((n, w), np.uint64)
-    for i in range(n):
+    for t in range(n):
+        for i in range(t * beta, (t + 1) * beta):
+            for j in range(w):
+                acc[j] -= c1k[i, j]
         for j in range(w):
-            acc[j] -= c1k[i, j]
-            out[i, j] = acc[j] - a2[i, j]
+            out[t, j] = acc[j] - a2[t, j]
     return out
 
 
-def lh_select_from_rows(c1_at_k1: np.ndarray, a2: np.ndarray) -> np.ndarray:
-    """lh_select_input with c1's rows already taken at k1 (see stream_rows):
-    z2 = prefix(-c1[k1]) - a2."""
-    return _select_from_rows(c1_at_k1, a2)
+def lh_select_from_rows(c1_at_k1: np.ndarray, a2: np.ndarray, beta: int = 1) -> np.ndarray:
+    """LH after gather 1, with c1's rows taken at k1 (see stream_rows): its share of
+    gather 1 is -c1[k1]; z2 = (prefix sums of that share at every block end) - a2.
+
+    c1_at_k1 has len(a2) * beta rows."""
+    if beta < 1 or len(c1_at_k1) != len(a2) * beta:
+        raise ParameterError.bad("gather 1 share", f"{len(a2)} blocks of {beta} rows", len(c1_at_k1))
+    return _select_from_rows(c1_at_k1, a2, int(beta))

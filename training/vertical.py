@@ -255,8 +255,9 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
     slot = slot_of_row[rows]
     m, n_feat = len(rows), bins_t.shape[0]
     N = pm.correlation_size(n, level, max_bin)
+    beta = pm.block_size(n, level, max_bin)
     z = _array(msg, "z", np.uint64)
-    span = m + len(build) * (int(n_bins.max(initial=0)) + 1)
+    span = pm.layout_length(m, len(build) * (int(n_bins.max(initial=0)) + 1), beta)
     if z.shape != (span, pm.WIDTH) or span > N:
         raise ProtocolError(f"{name}: z of shape {z.shape}, expected ({span}, {pm.WIDTH}) <= {N} rows")
     ks, kept = [], []
@@ -268,20 +269,20 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
             raise ProtocolError(f"{name}: correlation for {corr.payload.get('tree')}/"
                                 f"{corr.payload.get('level')}/{corr.payload.get('f')}, expected {tree}/{level}/{f}")
         d1 = _array(corr, "d1", np.uint64, (N, pm.WIDTH))
-        d2 = _array(corr, "d2", np.uint64, (N, pm.WIDTH))
-        idx, ends = pm.segment_layout(slot, bins_t[f, rows], len(build), int(n_bins[f]))
+        d2 = _array(corr, "d2", np.uint64, (N // beta, pm.WIDTH))
         sigma = pm.permutation(key, tree, level, f, "s1", n=N)
-        k1, w_ends = pm.fh_gather_prefix(z, idx, sigma, d1, ends)
-        ks.append(k1.astype(np.uint32))
-        kept.append((ends, w_ends, d2))
+        k1, w_ends, last = pm.fh_gather_prefix(z, d1, sigma, slot, bins_t[f, rows], len(build), int(n_bins[f]), beta)
+        ks.append(k1)
+        kept.append(((last + 1) // beta - 1, w_ends, d2))
     t.send(name, lh, "vperm", {"tree": tree, "level": level, "k": ks})
     sel = box.get("vsel", lh)
     z2s = _arrays(sel, "z2", n_feat)
     k2s, sums = [], []
     for f, ((ends, w_ends, d2), z2) in enumerate(zip(kept, z2s)):
-        if z2.dtype != np.uint64 or z2.shape != (len(ks[f]), pm.WIDTH):
-            raise ProtocolError(f"{name}: vsel z2[{f}] of shape {z2.shape}, expected ({len(ks[f])}, {pm.WIDTH})")
-        sigma2 = pm.permutation(key, tree, level, f, "s2", n=N)
+        blocks = len(ks[f]) // beta
+        if z2.dtype != np.uint64 or z2.shape != (blocks, pm.WIDTH):
+            raise ProtocolError(f"{name}: vsel z2[{f}] of shape {z2.shape}, expected ({blocks}, {pm.WIDTH})")
+        sigma2 = pm.permutation(key, tree, level, f, "s2", n=N // beta)
         k2, part = pm.gather_fh(z2, ends, sigma2, d2)
         k2s.append(k2.astype(np.uint32))
         sums.append(w_ends + part)
@@ -323,15 +324,15 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
                 return
             sent.add((tree, level))
             N = pm.correlation_size(n, level, max_bin)
+            N2 = N // pm.block_size(n, level, max_bin)        # gather 2 works on blocks
             for fh, n_feat in zip(fhs, n_features):
                 kl, kf = keys_l[fh], keys_f[fh]
                 a = pm.stream(kl, tree, level, "a", rows=N)
                 for f in range(n_feat):
-                    d1 = pm.correlation_delta(pm.permutation(kf, tree, level, f, "s1", n=N), a,
-                                              pm.stream(kl, tree, level, f, "c1", rows=N), overwrite_c=True)
-                    d2 = pm.correlation_delta(pm.permutation(kf, tree, level, f, "s2", n=N),
-                                              pm.stream(kl, tree, level, f, "a2", rows=N),
-                                              pm.stream(kl, tree, level, f, "c2", rows=N), overwrite_c=True)
+                    d1 = pm.dealer_delta(kl, tree, level, f, "c1", sigma=pm.permutation(kf, tree, level, f, "s1", n=N),
+                                         a=a.copy())
+                    d2 = pm.dealer_delta(kl, tree, level, f, "c2", sigma=pm.permutation(kf, tree, level, f, "s2", n=N2),
+                                         a=pm.stream(kl, tree, level, f, "a2", rows=N2))
                     transport.send(name, fh, "corr", {"tree": tree, "level": level, "f": f, "d1": d1, "d2": d2})
 
         while True:
@@ -430,11 +431,12 @@ class _LabelHolder:
         rows = np.flatnonzero(slot_of_row >= 0)
         m, nb = len(rows), len(build)
         N = pm.correlation_size(n, level, p.max_bin)
+        beta = pm.block_size(n, level, p.max_bin)
         self.t.send(self.me, self.dealer, "dlevel", {"tree": tree, "level": level})
         gh = np.stack([self.g_int[rows, group], self.h_int[rows, group]], axis=1).view(np.uint64)
         for q in self.fhs:
             key = self.keys[q]
-            span = m + nb * (int(self.fh_bins[q].max(initial=0)) + 1)
+            span = pm.layout_length(m, nb * (int(self.fh_bins[q].max(initial=0)) + 1), beta)
             z = -pm.stream(key, tree, level, "a", rows=span)
             z[:m] += gh
             self.t.send(self.me, q, "vlevel", {"tree": tree, "level": level, "splits": pending["splits"],
@@ -453,12 +455,12 @@ class _LabelHolder:
             ks = _arrays(msg, "k", len(nbins))
             key, z2s = self.keys[q], []
             for f, k1 in enumerate(ks):
-                length = m + nb * (int(nbins[f]) + 1)
+                length = pm.layout_length(m, nb * (int(nbins[f]) + 1), beta)
                 if len(k1) != length:
                     raise ProtocolError(f"{self.me}: vperm k[{f}] from {q} has {len(k1)} positions, expected {length}")
                 k1 = pm.checked_positions(k1, length, N)
                 z2s.append(pm.lh_select_from_rows(pm.stream_rows(key, tree, level, f, "c1", positions=k1),
-                                                  pm.stream(key, tree, level, f, "a2", rows=length)))
+                                                  pm.stream(key, tree, level, f, "a2", rows=length // beta), beta))
             self.t.send(self.me, q, "vsel", {"tree": tree, "level": level, "z2": z2s})
         for q in self.fhs:
             msg = self.box.get("vsum", q)
@@ -468,7 +470,7 @@ class _LabelHolder:
                 n_seg = nb * (int(nbins[f]) + 1)
                 if s.dtype != np.uint64 or s.shape != (n_seg, pm.WIDTH):
                     raise ProtocolError(f"{self.me}: vsum s[{f}] from {q} of shape {s.shape}")
-                k2 = pm.checked_positions(k2, n_seg, N)
+                k2 = pm.checked_positions(k2, n_seg, N // beta)
                 seg = pm.segment_sums(s - pm.stream_rows(self.keys[q], tree, level, f, "c2", positions=k2))
                 seg = seg.view(np.int64)
                 seg = seg.reshape(nb, int(nbins[f]) + 1, 2)[:, :-1]
