@@ -12,6 +12,7 @@ Counting: `stats` holds messages and bytes per (src, dst) pair.
 from __future__ import annotations
 
 import queue
+import struct
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -24,7 +25,7 @@ import numpy as np
 
 from .errors import FormatError, PeerFailure, ProtocolError
 
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 _ALLOWED_DTYPES = {"<u8", "<i8", "<f8", "<f4", "<i4", "<u4", "<u2", "<u1", "|u1", "|b1", "<i2"}
 
 
@@ -37,49 +38,66 @@ class Message:
     size: int
 
 
-def _pack_default(obj):
-    """Arrays travel as extension 1: [header length][msgpack header][raw data].
-
-    The header [dtype, shape, padding] is padded so the data starts 8-byte aligned, and
-    the receiver wraps the data without copying it again."""
-    if isinstance(obj, np.ndarray):
-        arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)   # keeps 0-d arrays 0-d
-        bare = msgpack.packb([arr.dtype.str, list(arr.shape), b""], use_bin_type=True)
-        pad = -(1 + len(bare)) % 8           # a short bin grows by exactly its length
-        head = msgpack.packb([arr.dtype.str, list(arr.shape), bytes(pad)], use_bin_type=True)
-        if len(head) > 255:
-            raise TypeError(f"cannot send an array of {arr.ndim} dimensions")
-        return msgpack.ExtType(1, b"".join([bytes([len(head)]), head, arr.reshape(-1).view(np.uint8)]))
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"cannot send a {type(obj).__name__}")
-
-
-def _unpack_ext(code, data):
-    if code != 1:
-        raise FormatError("unknown extension type in message")
-    if not data or 1 + data[0] > len(data):
-        raise FormatError("array header is truncated")
-    dtype, shape, _ = msgpack.unpackb(data[1:1 + data[0]], raw=False)
-    if dtype not in _ALLOWED_DTYPES:
-        raise FormatError(f"array dtype {dtype!r} is not allowed on the wire")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise FormatError("array shape is not a list of sizes")
-    dt = np.dtype(dtype)
-    if int(np.prod(shape, dtype=np.int64)) * dt.itemsize != len(data) - 1 - data[0]:
-        raise FormatError("array shape does not match its data")
-    return np.frombuffer(data, dtype=dt, offset=1 + data[0]).reshape(tuple(shape))
+_LEN = struct.Struct("<I")
 
 
 def encode_message(src: str, dst: str, stage: str, payload: dict[str, Any]) -> bytes:
-    return msgpack.packb([WIRE_VERSION, src, dst, stage, payload],
-                         default=_pack_default, use_bin_type=True)
+    """One message as bytes: [u32 header length][msgpack header][0-7 zero bytes][arrays].
+
+    The header is [WIRE_VERSION, src, dst, stage, payload], each numpy array in the
+    payload replaced by extension 1 = msgpack [dtype, shape, offset]; the arrays' raw
+    bytes follow the header, each 8-byte aligned, at `offset` from the end of the header.
+    Array data is copied once, into the message; the receiver wraps it without copying.
+    """
+    buffers: list[np.ndarray] = []
+    end = [0]
+
+    def pack_default(obj):
+        if isinstance(obj, np.ndarray):
+            arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)   # keeps 0-d arrays 0-d
+            offset = -(-end[0] // 8) * 8
+            if offset > end[0]:
+                buffers.append(np.zeros(offset - end[0], np.uint8))
+            buffers.append(arr.reshape(-1).view(np.uint8))
+            end[0] = offset + arr.nbytes
+            return msgpack.ExtType(1, msgpack.packb([arr.dtype.str, list(arr.shape), offset]))
+        if isinstance(obj, np.generic):
+            return obj.item()
+        raise TypeError(f"cannot send a {type(obj).__name__}")
+
+    head = msgpack.packb([WIRE_VERSION, src, dst, stage, payload], default=pack_default, use_bin_type=True)
+    pad = -(_LEN.size + len(head)) % 8
+    return b"".join([_LEN.pack(len(head)), head, bytes(pad), *buffers])
 
 
 def decode_message(data: bytes) -> Message:
+    if len(data) < _LEN.size or _LEN.unpack_from(data)[0] > len(data) - _LEN.size:
+        raise FormatError("message header is truncated")
+    head_end = _LEN.size + _LEN.unpack_from(data)[0]
+    start = -(-head_end // 8) * 8             # the arrays start 8-byte aligned
+    area = len(data) - start
+
+    def unpack_ext(code, ext):
+        if code != 1:
+            raise FormatError("unknown extension type in message")
+        try:
+            dtype, shape, offset = msgpack.unpackb(ext, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            raise FormatError("array header is malformed") from None
+        if not isinstance(dtype, str) or dtype not in _ALLOWED_DTYPES:
+            raise FormatError(f"array dtype {dtype!r} is not allowed on the wire")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise FormatError("array shape is not a list of sizes")
+        dt = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        if not isinstance(offset, int) or offset < 0 or offset % 8 or offset + nbytes > area:
+            raise FormatError("array data is outside the message")
+        return np.frombuffer(data, dtype=dt, count=nbytes // dt.itemsize,
+                             offset=start + offset).reshape(tuple(shape))
+
     try:
         version, src, dst, stage, payload = msgpack.unpackb(
-            data, ext_hook=_unpack_ext, raw=False, strict_map_key=False)
+            memoryview(data)[_LEN.size:head_end], ext_hook=unpack_ext, raw=False, strict_map_key=False)
     except FormatError:
         raise
     except Exception as exc:  # msgpack raises several types for bad input

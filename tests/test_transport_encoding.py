@@ -1,6 +1,8 @@
 """The message encoding that both transports use: arrays round-trip exactly, and any
 malformed array extension is one FormatError."""
 
+import struct
+
 import msgpack
 import numpy as np
 import pytest
@@ -21,24 +23,45 @@ def test_arrays_round_trip_with_dtype_and_shape(arr):
     assert got["x"].ctypes.data % 8 == 0          # the data is wrapped 8-byte aligned
 
 
-def _with_ext(data: bytes) -> bytes:
-    return msgpack.packb([2, "a", "b", "s", {"x": msgpack.ExtType(1, data)}], use_bin_type=True)
+def _with_ext(ext: bytes, area: bytes = bytes(64)) -> bytes:
+    head = msgpack.packb([3, "a", "b", "s", {"x": msgpack.ExtType(1, ext)}], use_bin_type=True)
+    return struct.pack("<I", len(head)) + head + bytes(-(4 + len(head)) % 8) + area
 
 
-def _head(dtype, shape, pad=b""):
-    head = msgpack.packb([dtype, shape, pad], use_bin_type=True)
-    return bytes([len(head)]) + head
+def _head(dtype, shape, offset=0):
+    return msgpack.packb([dtype, shape, offset], use_bin_type=True)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "truncated"),
-    (bytes([200]) + b"xx", "truncated"),
-    (_head("<u8", [3]) + bytes(16), "does not match"),
-    (_head("<u8", [3]) + bytes(25), "does not match"),
-    (_head("|O", [1]) + bytes(8), "not allowed"),
-    (_head("<u8", [-1]) + bytes(8), "shape"),
-    (_head("<u8", "3") + bytes(24), "shape"),
+@pytest.mark.parametrize("ext, message", [
+    (b"", "malformed"),
+    (b"\x93\xa3<u8", "malformed"),
+    (_head("<u8", [9]), "outside"),
+    (_head("<u8", [3], 48), "outside"),
+    (_head("<u8", [3], 4), "outside"),
+    (_head("<u8", [3], -8), "outside"),
+    (_head("|O", [1]), "not allowed"),
+    (_head("<u8", [-1]), "shape"),
+    (_head("<u8", "3"), "shape"),
+    (_head(3, [3]), "not allowed"),
 ])
-def test_malformed_array_extensions_are_format_errors(data, message):
+def test_malformed_array_extensions_are_format_errors(ext, message):
     with pytest.raises(FormatError, match=message):
-        decode_message(_with_ext(data))
+        decode_message(_with_ext(ext))
+
+
+def test_a_well_formed_frame_decodes_and_truncated_frames_do_not():
+    arr = np.arange(8, dtype=np.uint64)
+    got = decode_message(_with_ext(_head("<u8", [8]), arr.tobytes())).payload["x"]
+    np.testing.assert_array_equal(got, arr)
+    data = encode_message("a", "b", "stage", {"x": arr})
+    for cut in (0, 3, 10, len(data) - 1):
+        with pytest.raises(FormatError):
+            decode_message(data[:cut])
+
+
+def test_array_data_is_copied_once_into_the_message():
+    arr = np.arange(1000, dtype=np.uint64)
+    data = encode_message("a", "b", "stage", {"x": arr, "y": [arr[:3], arr]})
+    assert len(data) < 2 * arr.nbytes + 3 * 8 + 100          # raw bytes, no per-array re-encoding
+    got = decode_message(data).payload
+    assert not got["x"].flags.writeable and got["x"].base is not None   # a view of the message

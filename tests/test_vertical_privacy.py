@@ -12,6 +12,7 @@ import numpy as np
 from ppxgb.fixedpoint import FixedPointEncoder
 from ppxgb.transport import InMemoryTransport
 from ppxgb.training.objectives import gradients, intercept_from_stats, intercept_stats
+from ppxgb.training import permute as pm
 from ppxgb.training.vertical_api import run_vertical_federation
 
 FH_FIELDS = {
@@ -20,7 +21,7 @@ FH_FIELDS = {
     "vtree": {"tree", "group"},
     "corr": {"tree", "level", "f", "d1", "d2"},
     "vlevel": {"tree", "level", "splits", "goleft", "build", "z"},
-    "vsel": {"tree", "level", "z2"},
+    "vsel": {"tree", "level", "f", "z2"},
     "vsplit": {"node", "feature", "bin", "default_left"},
     "stop": set(),
 }
@@ -143,10 +144,10 @@ def test_label_holder_positions_do_not_depend_on_feature_values():
         X[:, 2:] = np.roll(X[:, 2:], shift, axis=0)
         seen = _run(X, y, max_depth=1)
         perm = [m for m in seen if m.stage == "vperm"]
-        assert len(perm) == 1
-        ks.append(np.concatenate(perm[0].payload["k"]).astype(np.int64))
+        assert [m.payload["f"] for m in perm] == [0, 1, 2]        # one message per FH feature
+        ks.append(np.concatenate([m.payload["k"] for m in perm]).astype(np.int64))
     for k in ks:
-        n_pos = 400 + 256 + 1
+        n_pos = pm.correlation_size(400, 0, 256)        # the default max_bin
         counts = np.bincount(k * 8 // n_pos, minlength=8)
         expected = len(k) / 8
         assert np.all(np.abs(counts - expected) < 6 * np.sqrt(expected)), counts

@@ -42,6 +42,7 @@ import numpy as np
 
 from ppxgb.errors import ParameterError, PeerFailure, ProtocolError
 from ppxgb.fixedpoint import FixedPointEncoder
+from ppxgb.memory import keep_freed_memory
 from ppxgb.model import Ensemble, Tree, as_float32_matrix
 from ppxgb.transport import Message, Transport
 
@@ -190,6 +191,7 @@ def run_feature_holder(transport: Transport, name: str, X, *, label_holder: str,
                        dealer: str = DEALER, feature_names: Sequence[str] | None = None,
                        timeout: float | None = None) -> None:
     """A party with feature columns only: answers LH's requests; never sees g or h."""
+    keep_freed_memory()
     box = _Mailbox(transport, name, _FH_STAGES, timeout)
     try:
         _feature_holder(box, transport, name, X, label_holder, dealer, feature_names)
@@ -260,7 +262,7 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
     span = pm.layout_length(m, len(build) * (int(n_bins.max(initial=0)) + 1), beta)
     if z.shape != (span, pm.WIDTH) or span > N:
         raise ProtocolError(f"{name}: z of shape {z.shape}, expected ({span}, {pm.WIDTH}) <= {N} rows")
-    ks, kept = [], []
+    lengths, kept = [], []
     for f in range(n_feat):
         corr = box.get("corr", dealer)
         while _tag(corr) < (tree, level):       # prepared for a level the tree did not reach
@@ -272,15 +274,19 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
         d2 = _array(corr, "d2", np.uint64, (N // beta, pm.WIDTH))
         sigma = pm.permutation(key, tree, level, f, "s1", n=N)
         k1, w_ends, last = pm.fh_gather_prefix(z, d1, sigma, slot, bins_t[f, rows], len(build), int(n_bins[f]), beta)
-        ks.append(k1)
+        # one message per feature, so LH works on this one while FH does the next
+        t.send(name, lh, "vperm", {"tree": tree, "level": level, "f": f, "k": k1})
+        lengths.append(len(k1))
         kept.append(((last + 1) // beta - 1, w_ends, d2))
-    t.send(name, lh, "vperm", {"tree": tree, "level": level, "k": ks})
-    sel = box.get("vsel", lh)
-    z2s = _arrays(sel, "z2", n_feat)
     k2s, sums = [], []
-    for f, ((ends, w_ends, d2), z2) in enumerate(zip(kept, z2s)):
-        blocks = len(ks[f]) // beta
-        if z2.dtype != np.uint64 or z2.shape != (blocks, pm.WIDTH):
+    for f, (ends, w_ends, d2) in enumerate(kept):
+        sel = box.get("vsel", lh)
+        if (sel.payload.get("tree"), sel.payload.get("level"), sel.payload.get("f")) != (tree, level, f):
+            raise ProtocolError(f"{name}: vsel for {sel.payload.get('tree')}/{sel.payload.get('level')}/"
+                                f"{sel.payload.get('f')}, expected {tree}/{level}/{f}")
+        z2 = _array(sel, "z2", np.uint64)
+        blocks = lengths[f] // beta
+        if z2.shape != (blocks, pm.WIDTH):
             raise ProtocolError(f"{name}: vsel z2[{f}] of shape {z2.shape}, expected ({blocks}, {pm.WIDTH})")
         sigma2 = pm.permutation(key, tree, level, f, "s2", n=N // beta)
         k2, part = pm.gather_fh(z2, ends, sigma2, d2)
@@ -300,6 +306,7 @@ def _tag(msg: Message) -> tuple[int, int]:
 def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
                timeout: float | None = None) -> None:
     """Hands out permutation correlations; receives only the public schedule."""
+    keep_freed_memory()
     try:
         msg = transport.recv(name, _D_STAGES, label_holder, timeout=timeout)
         if msg.stage == "stop":
@@ -449,19 +456,23 @@ class _LabelHolder:
         if self.own_total:
             lo = int(self.cut_ptr[first])
             hist[:, lo:lo + self.own_total] = own[:, :-1]
-        for q in self.fhs:
-            msg = self.box.get("vperm", q)
-            nbins = self.fh_bins[q]
-            ks = _arrays(msg, "k", len(nbins))
-            key, z2s = self.keys[q], []
-            for f, k1 in enumerate(ks):
-                length = pm.layout_length(m, nb * (int(nbins[f]) + 1), beta)
-                if len(k1) != length:
-                    raise ProtocolError(f"{self.me}: vperm k[{f}] from {q} has {len(k1)} positions, expected {length}")
-                k1 = pm.checked_positions(k1, length, N)
-                z2s.append(pm.lh_select_from_rows(pm.stream_rows(key, tree, level, f, "c1", positions=k1),
-                                                  pm.stream(key, tree, level, f, "a2", rows=length // beta), beta))
-            self.t.send(self.me, q, "vsel", {"tree": tree, "level": level, "z2": z2s})
+        # gather 1 answers arrive one feature at a time, from whichever FH is ahead
+        next_f = {q: 0 for q in self.fhs}
+        for _ in range(sum(len(self.fh_bins[q]) for q in self.fhs)):
+            msg = self.box.get("vperm")
+            q = msg.src
+            if q not in next_f or next_f[q] >= len(self.fh_bins[q]) or \
+                    (msg.payload.get("tree"), msg.payload.get("level"), msg.payload.get("f")) != (tree, level, next_f[q]):
+                raise ProtocolError(f"{self.me}: unexpected vperm from {q} for {msg.payload.get('tree')}/"
+                                    f"{msg.payload.get('level')}/{msg.payload.get('f')}")
+            f = next_f[q]
+            next_f[q] += 1
+            length = pm.layout_length(m, nb * (int(self.fh_bins[q][f]) + 1), beta)
+            k1 = pm.checked_positions(_array(msg, "k", np.uint32), length, N)
+            key = self.keys[q]
+            z2 = pm.lh_select_from_rows(pm.stream_rows(key, tree, level, f, "c1", positions=k1),
+                                        pm.stream(key, tree, level, f, "a2", rows=length // beta), beta)
+            self.t.send(self.me, q, "vsel", {"tree": tree, "level": level, "f": f, "z2": z2})
         for q in self.fhs:
             msg = self.box.get("vsum", q)
             nbins = self.fh_bins[q]
@@ -581,6 +592,7 @@ def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, An
                      parties: Sequence[str], dealer: str = DEALER, feature_names: Sequence[str] | None = None,
                      progress=None, timeout: float | None = None) -> Ensemble:
     """Drive vertical training; learns per-(node, bin) G/H of FH features; returns the model."""
+    keep_freed_memory()
     p = TrainParams.from_dict(params)
     if isinstance(num_boost_round, bool) or not isinstance(num_boost_round, int) or num_boost_round < 0:
         raise ParameterError.bad("num_boost_round", "an int >= 0", num_boost_round)
