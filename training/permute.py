@@ -150,9 +150,10 @@ def correlation_delta(sigma: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.nda
 
 def dealer_delta(master: bytes, *labels, sigma: np.ndarray, a: np.ndarray) -> np.ndarray:
     """correlation_delta with c the named stream, read at sigma by AES-ECB: no vector c
-    and no random memory access (a is overwritten with the result)."""
-    a += stream_rows(master, *labels, positions=sigma)
-    return a
+    and no random memory access."""
+    out = stream_rows(master, *labels, positions=sigma)
+    out += a
+    return out
 
 
 def gather_fh(z: np.ndarray, idx: np.ndarray, sigma: np.ndarray,

@@ -337,7 +337,7 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
                 a = pm.stream(kl, tree, level, "a", rows=N)
                 for f in range(n_feat):
                     d1 = pm.dealer_delta(kl, tree, level, f, "c1", sigma=pm.permutation(kf, tree, level, f, "s1", n=N),
-                                         a=a.copy())
+                                         a=a)
                     d2 = pm.dealer_delta(kl, tree, level, f, "c2", sigma=pm.permutation(kf, tree, level, f, "s2", n=N2),
                                          a=pm.stream(kl, tree, level, f, "a2", rows=N2))
                     transport.send(name, fh, "corr", {"tree": tree, "level": level, "f": f, "d1": d1, "d2": d2})
