@@ -18,8 +18,8 @@ Stages (LH = label holder, FH = feature holder, D = dealer):
                       prepare the next level ahead; the schedule is public)
     LH->FH vlevel     last level's partition (node, children, left bits), nodes to
                       build, and z = (g, h) - a of the built rows
-    FH->LH vperm      per feature: k1, the gather positions of FH's (node, bin) order
-    LH->FH vsel       per feature: z2 = LH's prefix share - a2
+    FH->LH vperm      one per feature: k1, the gather positions of FH's (node, bin) order
+    LH->FH vsel       per feature: z2 = LH's prefix share at block ends - a2
     FH->LH vsum       per feature: k2 and FH's prefix sums at segment ends (masked)
     LH->FH vsplit     split these nodes on your feature f at local bin b
     FH->LH vsplit_ok  left bits of those nodes' rows and the float32 thresholds
