@@ -11,6 +11,7 @@ Counting: `stats` holds messages and bytes per (src, dst) pair.
 
 from __future__ import annotations
 
+import math
 import queue
 import struct
 import threading
@@ -46,7 +47,8 @@ def encode_message(src: str, dst: str, stage: str, payload: dict[str, Any]) -> b
 
     The header is [WIRE_VERSION, src, dst, stage, payload], each numpy array in the
     payload replaced by extension 1 = msgpack [dtype, shape, offset]; the arrays' raw
-    bytes follow the header, each 8-byte aligned, at `offset` from the end of the header.
+    bytes follow, each at `offset` (a multiple of 8) from the first 8-byte boundary after
+    the header.
     Array data is copied once, into the message; the receiver wraps it without copying.
     """
     buffers: list[np.ndarray] = []
@@ -89,7 +91,7 @@ def decode_message(data: bytes) -> Message:
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise FormatError("array shape is not a list of sizes")
         dt = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        nbytes = math.prod(shape) * dt.itemsize        # Python ints: no overflow
         if not isinstance(offset, int) or offset < 0 or offset % 8 or offset + nbytes > area:
             raise FormatError("array data is outside the message")
         return np.frombuffer(data, dtype=dt, count=nbytes // dt.itemsize,

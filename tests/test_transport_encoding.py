@@ -43,6 +43,7 @@ def _head(dtype, shape, offset=0):
     (_head("<u8", [-1]), "shape"),
     (_head("<u8", "3"), "shape"),
     (_head(3, [3]), "not allowed"),
+    (_head("<u8", [2**62, 4]), "outside"),
 ])
 def test_malformed_array_extensions_are_format_errors(ext, message):
     with pytest.raises(FormatError, match=message):
