@@ -258,43 +258,58 @@ def correlation_size(n_rows: int, level: int, max_bin: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _segment_layout(slot, bins, n_slots, n_bins, beta, length):
-    """Positions for gather 1, ordered by (slot, bin) with missing as bin n_bins; each
-    segment padded with distinct zero rows (index >= m) to whole blocks of beta, at
-    least one, the last one up to `length`; and the last position of each segment."""
+def _segments(slot, bins, n_slots, n_bins, beta, length):
+    """The layout rule, in one place: each built row's segment (slot, bin) with missing
+    as bin n_bins; each segment's first position; and its last position, after padding
+    to whole blocks of beta (at least one), the last segment up to `length`."""
     m = slot.shape[0]
     n_seg = n_slots * (n_bins + 1)
     counts = np.zeros(n_seg, np.int64)
-    for r in range(m):
-        b = np.int64(bins[r])
-        if b >= n_bins:
-            b = n_bins
-        counts[slot[r] * (n_bins + 1) + b] += 1
-    start = np.zeros(n_seg, np.int64)
-    last = np.zeros(n_seg, np.int64)
-    pos = 0
-    for s in range(n_seg):
-        start[s] = pos
-        blocks = (counts[s] + beta - 1) // beta
-        pos += beta * max(blocks, 1)
-        last[s] = pos - 1
-    if n_seg:
-        last[n_seg - 1] = length - 1
-    idx = np.empty(length, np.int64)
-    fill = start.copy()
+    seg = np.empty(m, np.int64)
     for r in range(m):
         b = np.int64(bins[r])
         if b >= n_bins:
             b = n_bins
         s = slot[r] * (n_bins + 1) + b
-        idx[fill[s]] = r
-        fill[s] += 1
-    pad = m
+        seg[r] = s
+        counts[s] += 1
+    start = np.zeros(n_seg, np.int64)
+    last = np.zeros(n_seg, np.int64)
+    pos = 0
     for s in range(n_seg):
+        start[s] = pos
+        pos += beta * max((counts[s] + beta - 1) // beta, 1)
+        last[s] = pos - 1
+    if n_seg:
+        last[n_seg - 1] = length - 1
+    return seg, start, last
+
+
+@njit(cache=True, nogil=True)
+def _segment_layout(slot, bins, n_slots, n_bins, beta, length):
+    """Positions for gather 1 (rows r < m in segment order, then distinct zero rows
+    m, m + 1, ... padding each segment) and the last position of each segment."""
+    m = slot.shape[0]
+    seg, fill, last = _segments(slot, bins, n_slots, n_bins, beta, length)
+    idx = np.empty(length, np.int64)
+    for r in range(m):
+        idx[fill[seg[r]]] = r
+        fill[seg[r]] += 1
+    pad = m
+    for s in range(last.shape[0]):
         for i in range(fill[s], last[s] + 1):
             idx[i] = pad
             pad += 1
     return idx, last
+
+
+def _layout_args(slot, bins, n_slots, n_bins, beta) -> tuple:
+    """Kernel arguments of a layout: (slot, bins, n_slots, n_bins, beta, length)."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, np.integer)) or beta < 1:
+        raise ParameterError.bad("block size", "an int >= 1", beta)
+    n_slots, n_bins, beta = int(n_slots), int(n_bins), int(beta)
+    return (np.ascontiguousarray(slot, dtype=np.int64), np.ascontiguousarray(bins), n_slots, n_bins, beta,
+            layout_length(len(slot), n_slots * (n_bins + 1), beta))
 
 
 def segment_layout(slot: np.ndarray, bins: np.ndarray, n_slots: int, n_bins: int,
@@ -307,12 +322,7 @@ def segment_layout(slot: np.ndarray, bins: np.ndarray, n_slots: int, n_bins: int
     number of blocks.  last[s] is the position of segment s's last row; (last + 1) / beta
     are distinct block numbers, so gather 2 can pick them out.
     """
-    m = len(slot)
-    n_seg = int(n_slots) * (int(n_bins) + 1)
-    if not isinstance(beta, (int, np.integer)) or beta < 1:
-        raise ParameterError.bad("block size", "an int >= 1", beta)
-    return _segment_layout(np.ascontiguousarray(slot, dtype=np.int64), np.ascontiguousarray(bins),
-                           int(n_slots), int(n_bins), int(beta), layout_length(m, n_seg, int(beta)))
+    return _segment_layout(*_layout_args(slot, bins, n_slots, n_bins, beta))
 
 
 def segment_sums(prefix_at_ends: np.ndarray) -> np.ndarray:
@@ -326,25 +336,8 @@ def segment_sums(prefix_at_ends: np.ndarray) -> np.ndarray:
 @njit(cache=True, nogil=True)
 def _fh_gather1(z, delta, sigma, slot, bins, n_slots, n_bins, beta, length):
     m, w = slot.shape[0], z.shape[1]
-    n_seg = n_slots * (n_bins + 1)
-    counts = np.zeros(n_seg, np.int64)
-    seg = np.empty(m, np.int64)
-    for r in range(m):
-        b = np.int64(bins[r])
-        if b >= n_bins:
-            b = n_bins
-        s = slot[r] * (n_bins + 1) + b
-        seg[r] = s
-        counts[s] += 1
-    fill = np.zeros(n_seg, np.int64)
-    last = np.zeros(n_seg, np.int64)
-    pos = 0
-    for s in range(n_seg):
-        fill[s] = pos
-        pos += beta * max((counts[s] + beta - 1) // beta, 1)
-        last[s] = pos - 1
-    if n_seg:
-        last[n_seg - 1] = length - 1
+    seg, fill, last = _segments(slot, bins, n_slots, n_bins, beta, length)
+    n_seg = last.shape[0]
     k = np.empty(length, np.uint32)
     sums = np.zeros((n_seg, w), np.uint64)
     for r in range(m):                      # rows in order: sequential reads, k written per segment
@@ -374,13 +367,11 @@ def fh_gather_prefix(z: np.ndarray, delta: np.ndarray, sigma: np.ndarray, slot: 
     The same as segment_layout then gather_fh then prefix sums taken at `last`, but
     without materialising idx or gathering: (k1 as uint32, FH's prefix sums at the
     segment ends, last)."""
-    m = len(slot)
-    length = layout_length(m, int(n_slots) * (int(n_bins) + 1), int(beta))
+    args = _layout_args(slot, bins, n_slots, n_bins, beta)
+    length = args[-1]
     if length > len(z) or len(delta) < length or len(sigma) < length:
         raise ParameterError.bad("gather 1", f"vectors of at least {length} rows", min(len(z), len(delta), len(sigma)))
-    return _fh_gather1(z, delta, _as_positions(sigma),
-                       np.ascontiguousarray(slot, dtype=np.int64), np.ascontiguousarray(bins),
-                       int(n_slots), int(n_bins), int(beta), length)
+    return _fh_gather1(z, delta, _as_positions(sigma), *args)
 
 
 def checked_positions(k, n: int, size: int) -> np.ndarray:
