@@ -26,6 +26,7 @@ import math
 import numba
 import numpy as np
 
+from .aes_tables import aes_tables
 from .errors import ParameterError
 
 # ---------------------------------------------------------------- float32 order map
@@ -152,38 +153,7 @@ def _hmac_pad_states(key: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------- AES-256 (T-tables)
-def _make_tables() -> tuple[np.ndarray, np.ndarray]:
-    def mul(a, b):
-        r = 0
-        while b:
-            if b & 1:
-                r ^= a
-            a = ((a << 1) ^ 0x11B) if a & 0x80 else a << 1
-            b >>= 1
-        return r
-    inv = [0] * 256
-    for a in range(1, 256):
-        for b in range(1, 256):
-            if mul(a, b) == 1:
-                inv[a] = b
-                break
-    sbox = []
-    for a in range(256):
-        b, s = inv[a], inv[a]
-        for _ in range(4):
-            b = ((b << 1) | (b >> 7)) & 0xFF
-            s ^= b
-        sbox.append(s ^ 0x63)
-    te = np.zeros((4, 256), dtype=np.int64)
-    for x in range(256):
-        s = sbox[x]
-        word = (mul(s, 2) << 24) | (s << 16) | (s << 8) | mul(s, 3)
-        for j in range(4):
-            te[j, x] = ((word >> (8 * j)) | (word << (32 - 8 * j))) & _M32
-    return np.array(sbox, dtype=np.int64), te
-
-
-_SBOX, _TE = _make_tables()
+_SBOX, _TE = aes_tables()
 _RCON = np.array([0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40], dtype=np.int64)
 
 

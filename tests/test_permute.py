@@ -149,7 +149,7 @@ def test_fused_steps_equal_the_plain_ones():
         slot = rng.integers(0, n_slots, m)
         bins = rng.integers(0, n_bins + 2, m).astype(np.uint8)
         idx, last = pm.segment_layout(slot, bins, n_slots, n_bins, beta)
-        z, d, c1 = (rng.integers(0, 2**63, size=(N, 2)).view(np.uint64) for _ in range(3))
+        z, d = (rng.integers(0, 2**63, size=(N, 2)).view(np.uint64) for _ in range(2))
         sigma = pm.permutation(b"f" * 32, "s", n=N)
         k1, w = pm.gather_fh(z, idx, sigma, d)
         k1f, w_ends, last_f = pm.fh_gather_prefix(z, d, sigma, slot, bins, n_slots, n_bins, beta)
@@ -158,23 +158,24 @@ def test_fused_steps_equal_the_plain_ones():
         np.testing.assert_array_equal(last, last_f)
         np.testing.assert_array_equal(pm.prefix(w)[last], w_ends)
         a2 = rng.integers(0, 2**63, size=(len(idx) // beta, 2)).view(np.uint64)
+        c1 = pm.stream(b"c" * 32, "c1", rows=N)
         plain = pm.prefix(pm.gather_lh(c1, k1, len(idx)))[beta - 1::beta] - a2
-        np.testing.assert_array_equal(plain, pm.lh_select_from_rows(c1[k1], a2, beta))
-        with pytest.raises(ParameterError):
-            pm.lh_select_from_rows(c1[k1][:-1], a2, beta)
+        np.testing.assert_array_equal(plain, pm.lh_block_shares(b"c" * 32, "c1", k=k1f, size=N, a2=a2, beta=beta))
+        for bad_k in (k1f[:-1], np.r_[k1f[:-1], k1f[0]], np.r_[k1f[:-1], N], k1f.astype(np.float64)):
+            with pytest.raises(ParameterError):
+                pm.lh_block_shares(b"c" * 32, "c1", k=bad_k, size=N, a2=a2, beta=beta)
         with pytest.raises(ParameterError):
             pm.fh_gather_prefix(z[:len(idx) - 1], d, sigma, slot, bins, n_slots, n_bins, beta)
 
 
-def test_fast_keystream_is_exactly_the_shared_randomness_stream():
-    for n in (0, 1, 3, 1000, 70_001):
-        np.testing.assert_array_equal(pm.keystream_words(b"q" * 32, n), Randomness(b"q" * 32).words(n))
-    np.testing.assert_array_equal(pm.permutation(b"q" * 32, "x", n=500),
-                                  pm.random_permutation(Randomness(pm.derive_key(b"q" * 32, "x")), 500))
+def test_permutation_is_fisher_yates_on_the_stream_words():
+    for n in (0, 1, 2, 7, 8, 9, 500, 70_001):
+        words = pm.stream(b"q" * 32, "x", rows=(n + 1) // 2).reshape(-1)[:n]
+        np.testing.assert_array_equal(pm.permutation(b"q" * 32, "x", n=n), pm.shuffle_with_words(words))
     s, a, c = pm.permutation(b"q" * 32, n=50), pm.stream(b"a" * 32, rows=50), pm.stream(b"c" * 32, rows=50)
     d = pm.correlation_delta(s, a, c)
     np.testing.assert_array_equal(d, a + c[s])
-    np.testing.assert_array_equal(d, pm.dealer_delta(b"c" * 32, sigma=s, a=a.copy()))
+    np.testing.assert_array_equal(d, pm.dealer_delta(b"c" * 32, sigma=s, a=a))
 
 
 def test_stream_rows_are_the_rows_of_the_stream():
@@ -192,3 +193,29 @@ def test_gather_positions_are_checked():
         with pytest.raises(ParameterError):
             pm.checked_positions(bad, 2, 300)
     assert pm.checked_positions(np.array([299, 0], np.uint32), 2, 300).dtype == np.int64
+
+
+def test_dealer_and_label_holder_kernels_equal_the_vector_maths():
+    """The fused kernels (four AES blocks at a time, a tail of 0-3 rows) against numpy
+    on whole vectors, for sizes around multiples of four and of the block length."""
+    key = b"k" * 32
+    for n in (1, 3, 4, 5, 63, 64, 65, 4099):
+        sigma = pm.permutation(key, "s", n=n)
+        assert np.array_equal(np.sort(sigma), np.arange(n))
+        a, c = pm.stream(key, "a", rows=n), pm.stream(key, "c", rows=n)
+        np.testing.assert_array_equal(pm.dealer_delta(key, "c", sigma=sigma, a=a), a + c[sigma])
+        out = np.empty((n, 2), np.uint64)
+        assert pm.dealer_delta(key, "c", sigma=sigma, a=a, out=out) is out
+        for beta in (1, 2, 8):
+            m = n // beta * beta
+            a2 = pm.stream(key, "a2", rows=m // beta)
+            want = np.cumsum(-c[sigma[:m]], axis=0, dtype=np.uint64)[beta - 1::beta] - a2
+            got = pm.lh_block_shares(key, "c", k=sigma[:m].astype(np.uint32), size=n, a2=a2, beta=beta)
+            np.testing.assert_array_equal(got, want)
+            if m > 1:
+                dup = sigma[:m].copy()
+                dup[-1] = dup[0]
+                with pytest.raises(ParameterError):
+                    pm.lh_block_shares(key, "c", k=dup, size=n, a2=a2, beta=beta)
+    with pytest.raises(ParameterError):
+        pm.dealer_delta(key, "c", sigma=np.arange(4), a=np.zeros((3, 2), np.uint64))

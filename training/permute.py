@@ -8,9 +8,9 @@ The maths of the vertical histogram protocol, as pure functions on arrays.
     to the label holder LH:   a, c                    (as seeds)
     to the feature holder FH: sigma (as a seed), delta with delta[p] = a[p] + c[sigma[p]]
 
-`delta` is the only vector that must travel: c masks it completely.  The dealer reads
-c at sigma straight from AES (stream_rows), so building delta touches no memory at
-random.
+`delta` is the only vector that must travel: c masks it completely.  Every stream is
+the PRF of training/prf.py (row i = AES-128 of the counter i), so the dealer evaluates
+c at sigma, and LH c at k, directly inside one kernel, touching no memory at random.
 
 **Oblivious gather.** LH holds a vector x (rows 0..L-1, L <= N); FH holds a list of
 distinct positions idx.  LH sends z = x - a[:L] (uniform to FH).  FH computes
@@ -39,11 +39,12 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from numba import njit
 
 from ppxgb.errors import ParameterError
 from ppxgb.sharing import Randomness
+
+from . import prf
 
 WIDTH = 2  # g and h
 
@@ -56,96 +57,94 @@ def derive_key(master: bytes, *labels) -> bytes:
     return hashlib.sha256(b"ppxgb-vertical-v1|" + bytes(master) + b"|" + text).digest()
 
 
-_ZEROS = np.zeros(0, dtype=np.uint8)
+def prf_key(master: bytes, *labels) -> np.ndarray:
+    """The PRF round keys of one named stream (AES-128 keyed by the first half of
+    derive_key(master, *labels))."""
+    return prf.round_keys(derive_key(master, *labels)[:16])
 
 
-def keystream_words(key: bytes, n: int) -> np.ndarray:
-    """n words of AES-256-CTR keystream (zero nonce): exactly `Randomness(key).words(n)`,
-    written straight into a numpy buffer (about 4x faster than going through bytes)."""
-    global _ZEROS
-    nbytes = 8 * n
-    zeros = _ZEROS
-    if zeros.size < nbytes:
-        zeros = _ZEROS = np.zeros(max(nbytes, 2 * zeros.size), dtype=np.uint8)
-    out = np.empty(nbytes + 15, dtype=np.uint8)      # update_into wants a block of slack
-    enc = Cipher(algorithms.AES(key), modes.CTR(b"\x00" * 16)).encryptor()
-    enc.update_into(zeros[:nbytes], out)
-    return out[:nbytes].view(np.uint64)
-
-
-def stream(master: bytes, *labels, rows: int, width: int = WIDTH) -> np.ndarray:
-    """rows x width uniform ring words from the named AES-CTR stream."""
-    return keystream_words(derive_key(master, *labels), rows * width).reshape(rows, width)
+def stream(master: bytes, *labels, rows: int) -> np.ndarray:
+    """rows x 2 uniform ring words: row i of the named stream is PRF(i) (the AES-128-CTR
+    keystream with a zero initial counter block)."""
+    if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 0:
+        raise ParameterError.bad("rows", "an int >= 0", rows)
+    return prf.rows(prf_key(master, *labels), int(rows))
 
 
 def stream_rows(master: bytes, *labels, positions: np.ndarray) -> np.ndarray:
-    """Rows `positions` of `stream(master, *labels, rows=...)`, without the others.
-
-    A row is WIDTH = 2 words = one AES block, so row i is the CTR keystream block of
-    counter i: AES-ECB of i as a 16-byte big-endian integer.  Reading a few rows, or
-    rows in a scattered order, costs one block each and no gather from a big vector.
-    """
+    """Rows `positions` of `stream(master, *labels, rows=...)`, without the others: one
+    AES block each, no gather from a big vector."""
     pos = np.ascontiguousarray(positions)
     if pos.ndim != 1 or (pos.size and pos.dtype.kind not in "iu"):
         raise ParameterError.bad("positions", "a vector of row numbers", getattr(pos, "shape", pos))
     if pos.size and pos.dtype.kind == "i" and pos.min() < 0:
         raise ParameterError.bad("positions", "row numbers >= 0", int(pos.min()))
-    out = np.empty(pos.size * 16 + 16, dtype=np.uint8)     # update_into wants a block of slack
-    blocks = _counter_blocks(pos.astype(np.uint64, copy=False))
-    enc = Cipher(algorithms.AES(derive_key(master, *labels)), modes.ECB()).encryptor()
-    enc.update_into(blocks.view(np.uint8).reshape(-1), out)
-    return out[:pos.size * 16].view(np.uint64).reshape(pos.size, WIDTH)
+    return prf.rows_at(prf_key(master, *labels), pos)
+
+
+@njit(cache=True, inline="always")
+def _fisher_yates_step(perm, i, w):
+    """Step i of an ascending Fisher-Yates shuffle: swap perm[i] with perm[j], j uniform
+    in [i, n) from the high 64 bits of w * (n - i) (bias below n / 2^64)."""
+    b = np.uint64(perm.shape[0] - i)
+    low = (w & np.uint64(0xFFFFFFFF)) * b
+    hi = (w >> np.uint64(32)) * b + (low >> np.uint64(32))
+    j = i + np.int64(hi >> np.uint64(32))
+    v = perm[i]
+    perm[i] = perm[j]
+    perm[j] = v
 
 
 @njit(cache=True, nogil=True)
-def _counter_blocks(pos):
-    """16-byte big-endian counter blocks of pos, as (n, 2) native words (byte-swapped)."""
-    out = np.empty((pos.shape[0], 2), np.uint64)
-    for i in range(pos.shape[0]):
-        v = pos[i]
-        r = np.uint64(0)
-        for _ in range(8):
-            r = (r << np.uint64(8)) | (v & np.uint64(0xFF))
-            v >>= np.uint64(8)
-        out[i, 0] = 0
-        out[i, 1] = r
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _shuffle(words: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    n = words.shape[0]
-    for i in range(n - 1, 0, -1):
-        # j uniform in [0, i]: high 64 bits of w * (i + 1), computed in 32-bit halves
-        # (bias below (i + 1) / 2^64)
-        w = words[i]
-        b = np.uint64(i + 1)
-        lo = (w & np.uint64(0xFFFFFFFF)) * b
-        hi = (w >> np.uint64(32)) * b + (lo >> np.uint64(32))
-        j = np.int64(hi >> np.uint64(32))
-        t = perm[i]
-        perm[i] = perm[j]
-        perm[j] = t
+def _shuffle_words(perm, words):
+    for i in range(perm.shape[0]):
+        _fisher_yates_step(perm, i, words[i])
     return perm
 
 
-def _fisher_yates(words: np.ndarray) -> np.ndarray:
-    """Fisher-Yates on [0, len(words)); int32 below 2^31 entries (half the memory to
-    swap at random, about twice as fast at 10^5 to 10^6 entries), else int64."""
-    n = words.shape[0]
-    return _shuffle(words, np.arange(n, dtype=np.int32 if n < 2**31 else np.int64))
+@njit(cache=True, nogil=True)
+def _shuffle_prf(perm, rk):
+    """Fisher-Yates with word i = word i % 2 of PRF(i // 2), four blocks at a time."""
+    n = perm.shape[0]
+    full = n - n % 8
+    for i in range(0, full, 8):
+        w0, w1, w2, w3, w4, w5, w6, w7 = prf.prf4(rk, i // 2, i // 2 + 1, i // 2 + 2, i // 2 + 3)
+        _fisher_yates_step(perm, i, w0)
+        _fisher_yates_step(perm, i + 1, w1)
+        _fisher_yates_step(perm, i + 2, w2)
+        _fisher_yates_step(perm, i + 3, w3)
+        _fisher_yates_step(perm, i + 4, w4)
+        _fisher_yates_step(perm, i + 5, w5)
+        _fisher_yates_step(perm, i + 6, w6)
+        _fisher_yates_step(perm, i + 7, w7)
+    if full < n:
+        w = prf.prf4(rk, full // 2, full // 2 + 1, full // 2 + 2, full // 2 + 3)
+        for t in range(n - full):
+            _fisher_yates_step(perm, full + t, w[t])
+    return perm
+
+
+def _identity(n: int) -> np.ndarray:
+    """[0, n) in int32 below 2^31 entries (half the memory to swap at random), else int64."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ParameterError.bad("n", "a size >= 0", n)
+    return np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+
+
+def shuffle_with_words(words: np.ndarray) -> np.ndarray:
+    """The permutation of [len(words)] that Fisher-Yates makes from these random words."""
+    return _shuffle_words(_identity(len(words)), np.ascontiguousarray(words, dtype=np.uint64))
 
 
 def random_permutation(rng: Randomness, n: int) -> np.ndarray:
-    """A uniformly random permutation of [n] (int32 or int64), Fisher-Yates driven by AES-CTR."""
-    if n < 0:
-        raise ParameterError.bad("n", "a size >= 0", n)
-    return _fisher_yates(rng.words(n).copy())
+    """A uniformly random permutation of [n]: Fisher-Yates driven by rng's words."""
+    return shuffle_with_words(rng.words(_identity(n).size))
 
 
 def permutation(master: bytes, *labels, n: int) -> np.ndarray:
-    """The named stream's permutation of [n]: Fisher-Yates on its AES-CTR words."""
-    return _fisher_yates(keystream_words(derive_key(master, *labels), n))
+    """The named stream's permutation of [n]: Fisher-Yates on its words, i.e.
+    shuffle_with_words(stream(master, *labels, rows=ceil(n / 2)).reshape(-1)[:n])."""
+    return _shuffle_prf(_identity(n), prf_key(master, *labels))
 
 
 def correlation_delta(sigma: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -154,11 +153,36 @@ def correlation_delta(sigma: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.nda
     return a + c[np.asarray(sigma, dtype=np.int64)]
 
 
-def dealer_delta(master: bytes, *labels, sigma: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """correlation_delta with c the named stream, read at sigma by AES-ECB: no vector c
-    and no random memory access."""
-    out = stream_rows(master, *labels, positions=sigma)
-    out += a
+def dealer_delta(master: bytes, *labels, sigma: np.ndarray, a: np.ndarray,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """correlation_delta with c the named stream, evaluated at sigma: no vector c and no
+    random memory access.  Written into `out` (n x 2 uint64) if given."""
+    sigma = _as_positions(sigma)
+    n = sigma.shape[0]
+    if a.shape != (n, WIDTH) or a.dtype != np.uint64:
+        raise ParameterError.bad("a", f"an ({n}, {WIDTH}) uint64 array", getattr(a, "shape", a))
+    if out is None:
+        out = np.empty((n, WIDTH), dtype=np.uint64)
+    elif out.shape != (n, WIDTH) or out.dtype != np.uint64 or not out.flags.c_contiguous:
+        raise ParameterError.bad("out", f"a contiguous ({n}, {WIDTH}) uint64 array", getattr(out, "shape", out))
+    return _delta(prf_key(master, *labels), sigma, a, out)
+
+
+@njit(cache=True, nogil=True)
+def _delta(rk, sigma, a, out):
+    n = sigma.shape[0]
+    i = 0
+    while i + 4 <= n:
+        c = prf.prf4(rk, sigma[i], sigma[i + 1], sigma[i + 2], sigma[i + 3])
+        for t in range(4):
+            out[i + t, 0] = a[i + t, 0] + c[2 * t]
+            out[i + t, 1] = a[i + t, 1] + c[2 * t + 1]
+        i += 4
+    while i < n:
+        c0, c1 = prf.prf(rk, sigma[i])
+        out[i, 0] = a[i, 0] + c0
+        out[i, 1] = a[i, 1] + c1
+        i += 1
     return out
 
 
@@ -385,25 +409,42 @@ def checked_positions(k, n: int, size: int) -> np.ndarray:
     return k
 
 
+def lh_block_shares(master: bytes, *labels, k: np.ndarray, size: int, a2: np.ndarray,
+                    beta: int = 1) -> np.ndarray:
+    """LH after gather 1, c the named stream: its share of gather 1 is -c[k], and it
+    sends z2 = (prefix sums of that share at every block end of beta rows) - a2.
+
+    Checks on the way that k is len(a2) * beta distinct positions in [0, size); c is
+    evaluated at k directly (no vector of c), all in one pass."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, np.integer)) or beta < 1:
+        raise ParameterError.bad("block size", "an int >= 1", beta)
+    k = np.ascontiguousarray(k)
+    n = len(a2) * int(beta)
+    if k.ndim != 1 or len(k) != n or (n and k.dtype.kind not in "iu"):
+        raise ParameterError.bad("gather positions", f"{n} integer positions", getattr(k, "shape", k))
+    if n and (size < 1 or not _distinct_in_range(k, int(size))):
+        raise ParameterError.bad("gather positions", f"distinct positions in [0, {size})", "other values")
+    return _block_shares(prf_key(master, *labels), k, np.ascontiguousarray(a2), int(beta),
+                         np.empty((len(a2), WIDTH), dtype=np.uint64))
+
+
 @njit(cache=True, nogil=True)
-def _select_from_rows(c1k, a2, beta):
-    n, w = a2.shape
-    acc = np.zeros(w, np.uint64)
-    out = np.empty((n, w), np.uint64)
-    for t in range(n):
-        for i in range(t * beta, (t + 1) * beta):
-            for j in range(w):
-                acc[j] -= c1k[i, j]
-        for j in range(w):
-            out[t, j] = acc[j] - a2[t, j]
+def _block_shares(rk, k, a2, beta, out):
+    """out[b] = -(sum of PRF(k) over rows < (b + 1) * beta) - a2[b]."""
+    g, h = np.uint64(0), np.uint64(0)
+    i = 0
+    for b in range(a2.shape[0]):
+        end = (b + 1) * beta
+        while i + 4 <= end:
+            c = prf.prf4(rk, k[i], k[i + 1], k[i + 2], k[i + 3])
+            g -= c[0] + c[2] + c[4] + c[6]
+            h -= c[1] + c[3] + c[5] + c[7]
+            i += 4
+        while i < end:
+            c0, c1 = prf.prf(rk, k[i])
+            g -= c0
+            h -= c1
+            i += 1
+        out[b, 0] = g - a2[b, 0]
+        out[b, 1] = h - a2[b, 1]
     return out
-
-
-def lh_select_from_rows(c1_at_k1: np.ndarray, a2: np.ndarray, beta: int = 1) -> np.ndarray:
-    """LH after gather 1, with c1's rows taken at k1 (see stream_rows): its share of
-    gather 1 is -c1[k1]; z2 = (prefix sums of that share at every block end) - a2.
-
-    c1_at_k1 has len(a2) * beta rows."""
-    if beta < 1 or len(c1_at_k1) != len(a2) * beta:
-        raise ParameterError.bad("gather 1 share", f"{len(a2)} blocks of {beta} rows", len(c1_at_k1))
-    return _select_from_rows(c1_at_k1, a2, int(beta))

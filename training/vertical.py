@@ -468,10 +468,9 @@ class _LabelHolder:
             f = next_f[q]
             next_f[q] += 1
             length = pm.layout_length(m, nb * (int(self.fh_bins[q][f]) + 1), beta)
-            k1 = pm.checked_positions(_array(msg, "k", np.uint32), length, N)
             key = self.keys[q]
-            z2 = pm.lh_select_from_rows(pm.stream_rows(key, tree, level, f, "c1", positions=k1),
-                                        pm.stream(key, tree, level, f, "a2", rows=length // beta), beta)
+            z2 = pm.lh_block_shares(key, tree, level, f, "c1", k=_array(msg, "k", np.uint32, (length,)), size=N,
+                                    a2=pm.stream(key, tree, level, f, "a2", rows=length // beta), beta=beta)
             self.t.send(self.me, q, "vsel", {"tree": tree, "level": level, "f": f, "z2": z2})
         for q in self.fhs:
             msg = self.box.get("vsum", q)
