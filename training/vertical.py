@@ -160,6 +160,32 @@ def _missing(bins: np.ndarray) -> int:
 
 
 @njit(cache=True, nogil=True)
+def _goleft_rows(positions, node_feature, node_bin, node_default_left, bins, missing, goleft):
+    """goleft[r] for the rows of nodes split on a local feature: node_feature[node] is
+    the column of bins (>= 0) or -1 for nodes left alone; bins is (row, feature)."""
+    for r in range(positions.shape[0]):
+        node = positions[r]
+        if node < node_feature.shape[0]:
+            f = node_feature[node]
+            if f >= 0:
+                b = bins[r, f]
+                goleft[r] = node_default_left[node] if b == missing else np.int64(b) <= node_bin[node]
+    return goleft
+
+
+def _split_rows(positions: np.ndarray, bins: np.ndarray, splits, goleft: np.ndarray) -> np.ndarray:
+    """Set goleft for the rows of each (node, feature, bin, default_left) in splits, in one
+    pass over the rows; bins is (row, feature) (a transposed view is fine)."""
+    size = max((node for node, _, _, _ in splits), default=-1) + 1
+    feature = np.full(size, -1, np.int64)
+    split_bin = np.zeros(size, np.int64)
+    default_left = np.zeros(size, np.bool_)
+    for node, f, b, dl in splits:
+        feature[node], split_bin[node], default_left[node] = f, b, dl
+    return _goleft_rows(positions, feature, split_bin, default_left, bins, _missing(bins), goleft)
+
+
+@njit(cache=True, nogil=True)
 def _own_hist(bins, missing, offsets, g, h, rows, slot, n_slots, n_bins_total):
     out = np.zeros((n_slots, n_bins_total + 1, 2), dtype=np.int64)
     for i in range(rows.shape[0]):
@@ -230,15 +256,14 @@ def _feature_holder(box: _Mailbox, t: Transport, name: str, X, lh: str, dealer: 
             nodes = _field(msg, "node", list)
             feats, split_bins = _field(msg, "feature", list), _field(msg, "bin", list)
             dls = _field(msg, "default_left", list)
-            goleft = np.zeros(n, dtype=bool)
             thresholds = []
-            for node, f, b, dl in zip(nodes, feats, split_bins, dls):
-                if not (isinstance(f, int) and 0 <= f < n_feat and isinstance(b, int) and -1 <= b < n_bins[f]):
-                    raise ProtocolError(f"{name}: vsplit names feature {f!r} bin {b!r}")
-                rows = positions == node
-                col = bins_t[f, rows]
-                goleft[rows] = np.where(col == _missing(col), bool(dl), col.astype(np.int64) <= b)
+            for node, f, b in zip(nodes, feats, split_bins):
+                if not (isinstance(f, int) and 0 <= f < n_feat and isinstance(b, int) and -1 <= b < n_bins[f]
+                        and isinstance(node, int) and node >= 0):
+                    raise ProtocolError(f"{name}: vsplit names node {node!r} feature {f!r} bin {b!r}")
                 thresholds.append(float(cuts[f][b]) if b >= 0 else float(mins[f]))
+            goleft = _split_rows(positions, bins_t.T, list(zip(nodes, feats, split_bins, map(bool, dls))),
+                                 np.zeros(n, dtype=bool))
             t.send(name, lh, "vsplit_ok", {"goleft": np.packbits(goleft), "threshold": thresholds})
 
 
@@ -499,10 +524,9 @@ class _LabelHolder:
             by_owner.setdefault(q, []).append((node, f, s))
         for q, items in by_owner.items():
             if q == self.me:
+                _split_rows(self.positions, self.bins, [(node, f, s.bin, bool(s.default_left)) for node, f, s in items],
+                            goleft)
                 for node, f, s in items:
-                    rows = self.positions == node
-                    col = self.bins[rows, f]
-                    goleft[rows] = np.where(col == _missing(col), s.default_left, col.astype(np.int64) <= s.bin)
                     thresholds[node] = float(self.own_cuts[f][s.bin]) if s.bin >= 0 else float(self.own_mins[f])
             else:
                 self.t.send(self.me, q, "vsplit", {"node": [it[0] for it in items], "feature": [it[1] for it in items],
@@ -516,7 +540,10 @@ class _LabelHolder:
             thr = _field(msg, "threshold", list)
             if len(thr) != len(items):
                 raise ProtocolError(f"{self.me}: {len(thr)} thresholds from {q}, expected {len(items)}")
-            mine = np.isin(self.positions, [it[0] for it in items])
+            nodes_q = [it[0] for it in items]
+            mine = np.zeros(max(int(self.positions.max()), max(nodes_q)) + 1, dtype=bool)
+            mine[nodes_q] = True
+            mine = mine[self.positions]
             goleft[mine] = bits[mine]
             for (node, _, _), v in zip(items, thr):
                 thresholds[node] = float(np.float32(v))
