@@ -25,7 +25,7 @@ FH_FIELDS = {
     "vsplit": {"node", "feature", "bin", "default_left"},
     "stop": set(),
 }
-DEALER_FIELDS = {"dconfig": {"n_rows", "max_bin", "max_depth", "fhs", "n_features"}, "dlevel": {"tree", "level"},
+DEALER_FIELDS = {"dconfig": {"n_rows", "max_bin", "max_depth", "n_trees", "fhs", "n_features"}, "dlevel": {"tree", "level"},
                  "stop": set()}
 UNIFORM = {("vlevel", "z"), ("vsel", "z2"), ("corr", "d1"), ("corr", "d2")}
 
@@ -161,5 +161,5 @@ def test_dealer_view_is_the_public_schedule_only():
         seen = _run(X, y, max_depth=1, rounds=2)
         views.append([(m.stage, m.src, m.payload) for m in seen if m.dst == "server-0"])
     assert views[0] == views[1]
-    assert views[0][0][2] == {"n_rows": 400, "max_bin": 256, "max_depth": 1,
+    assert views[0][0][2] == {"n_rows": 400, "max_bin": 256, "max_depth": 1, "n_trees": 2,
                                "fhs": ["party-1"], "n_features": [3]}

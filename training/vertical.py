@@ -9,13 +9,15 @@ Stages (LH = label holder, FH = feature holder, D = dealer):
 
     LH->FH vconfig    parameters and the number of rows
     FH->LH vhello     number of rows, bins per feature (and feature names, if any)
-    LH->D  dconfig    number of rows, max_bin, the FHs and their feature counts
+    LH->D  dconfig    number of rows, max_bin, max_depth, number of trees, the FHs and
+                      their feature counts
     D->LH  dkeys      one 32-byte key per FH (seeds LH's side of every correlation)
     D->FH  dkey       a 32-byte key (seeds FH's permutations)
     LH->FH vtree      a new tree starts: every row goes back to the root
     LH->D  dlevel     correlations for (tree, level), please
-    D->FH  corr       per feature: delta vectors of the two gathers (the dealer may
-                      prepare the next level ahead; the schedule is public)
+    D->FH  corr       per feature: delta vectors of the two gathers (the dealer
+                      prepares the next level, of this tree or the next; the
+                      schedule is public)
     LH->FH vlevel     last level's partition (node, children, left bits), nodes to
                       build, and z = (g, h) - a of the built rows
     FH->LH vperm      one per feature: k1, the gather positions of FH's (node, bin) order
@@ -56,6 +58,7 @@ from .params import TrainParams
 from .split import Split, find_split, leaf_value
 
 DEALER = "server-0"
+_AHEAD = 1      # levels of the public schedule the dealer prepares beyond the one asked for
 _LH_STAGES = ("vhello", "dkeys", "vperm", "vsum", "vsplit_ok", "dbye")
 _FH_STAGES = ("vconfig", "dkey", "vtree", "corr", "vlevel", "vsel", "vsplit", "stop")
 _D_STAGES = ("dconfig", "dlevel", "stop")
@@ -342,6 +345,7 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
         n = _field(msg, "n_rows", int)
         max_bin = _field(msg, "max_bin", int)
         max_depth = _field(msg, "max_depth", int)
+        n_trees = _field(msg, "n_trees", int)
         fhs = [str(f) for f in _field(msg, "fhs", list)]
         n_features = [int(f) for f in _field(msg, "n_features", list)]
         keys_l = {fh: os.urandom(32) for fh in fhs}
@@ -378,10 +382,12 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
             tree, level = _field(msg, "tree", int), _field(msg, "level", int)
             sent = {tl for tl in sent if tl[0] >= tree}
             produce(tree, level)
-            # the schedule is public: prepare the next level while the parties work
-            # (FHs drop it if the tree stops earlier)
-            if level + 1 < max_depth:
-                produce(tree, level + 1)
+            # the schedule is public: prepare the next levels (of this tree or the next)
+            # while the parties work; FHs drop those of levels a tree does not reach
+            for _ in range(_AHEAD):
+                tree, level = (tree, level + 1) if level + 1 < max_depth else (tree + 1, 0)
+                if tree < n_trees:
+                    produce(tree, level)
     except PeerFailure:
         raise
     except BaseException as exc:
@@ -402,7 +408,7 @@ class _LabelHolder:
         self.n = X.shape[0]
 
     # ---- setup
-    def setup(self, own_names):
+    def setup(self, own_names, n_trees: int):
         p, n = self.p, self.n
         for q in self.fhs:
             self.t.send(self.me, q, "vconfig", {"params": p.to_dict(), "n_rows": n})
@@ -415,7 +421,7 @@ class _LabelHolder:
             self.fh_bins[q] = np.asarray(_field(msg, "n_bins", list), dtype=np.int64)
             names[q] = msg.payload.get("names")
         self.t.send(self.me, self.dealer, "dconfig", {
-            "n_rows": n, "max_bin": p.max_bin, "max_depth": p.max_depth, "fhs": self.fhs,
+            "n_rows": n, "max_bin": p.max_bin, "max_depth": p.max_depth, "n_trees": n_trees, "fhs": self.fhs,
             "n_features": [len(self.fh_bins[q]) for q in self.fhs]})
         self.keys = _field(self.box.get("dkeys", self.dealer), "keys", dict)
         cuts, mins = local_cuts(self.X, p.max_bin, p.nthread)
@@ -634,7 +640,8 @@ def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, An
     lh = _LabelHolder(transport, name, p, X, y, parties, dealer, timeout)
     everyone = lh.fhs + [dealer]
     try:
-        names = lh.setup(list(map(str, feature_names)) if feature_names is not None else None)
+        names = lh.setup(list(map(str, feature_names)) if feature_names is not None else None,
+                         num_boost_round * p.n_groups)
         if names is not None and len(set(names)) != len(names):
             raise ParameterError("parties: feature names must be unique across parties")
         base_score = (p.base_score,) if p.base_score is not None else \
