@@ -147,14 +147,20 @@ def _apply_partition(positions: np.ndarray, nodes, left, right, goleft: np.ndarr
     """Move the rows of split nodes to their children (in place)."""
     if len(nodes) == 0:
         return
-    size = int(max(max(nodes), int(positions.max()))) + 1
+    size = int(max(nodes)) + 1
     to_left = np.full(size, -1, np.int64)
     to_right = np.full(size, -1, np.int64)
     to_left[np.asarray(nodes)] = left
     to_right[np.asarray(nodes)] = right
-    l, r = to_left[positions], to_right[positions]
-    split = l >= 0
-    positions[:] = np.where(split, np.where(goleft, l, r), positions)
+    _move_rows(positions, to_left, to_right, goleft)
+
+
+@njit(cache=True, nogil=True)
+def _move_rows(positions, to_left, to_right, goleft):
+    for r in range(positions.shape[0]):
+        node = positions[r]
+        if node < to_left.shape[0] and to_left[node] >= 0:
+            positions[r] = to_left[node] if goleft[r] else to_right[node]
 
 
 def _missing(bins: np.ndarray) -> int:
