@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from .errors import FormatError, ParameterError, PeerFailure
 from .tls import TLSConfig, cert_names
-from .transport import Message, Transport, decode_message, encode_message
+from .transport import Message, Transport, decode_message
 
 HELLO, MSG, BEAT, BYE = 1, 2, 3, 4
 _HEADER = struct.Struct(">BI")
@@ -311,7 +311,7 @@ class NetworkTransport(Transport):
 
     # ---------------------------------------------------------------- Transport
 
-    def _write(self, dst: str, frame: bytes) -> None:
+    def _write(self, dst: str, frame: bytes, body=None) -> None:
         out = self._out.get(dst)
         if out is None:
             raise ParameterError.bad("dst", f"one of {sorted(self._out)}", dst)
@@ -330,6 +330,8 @@ class NetworkTransport(Transport):
         with out.lock:
             try:
                 out.sock.sendall(frame)
+                if body is not None:
+                    out.sock.sendall(body)
             except socket.timeout:
                 out.dead = True
                 raise PeerFailure(dst, f"not reading (send blocked for {self.send_timeout:g}s)") from None
@@ -337,10 +339,9 @@ class NetworkTransport(Transport):
                 out.dead = True
                 raise PeerFailure(dst, f"connection lost ({exc.__class__.__name__})") from None
 
-    def send(self, src: str, dst: str, stage: str, payload: dict[str, Any]) -> None:
+    def _deliver(self, src: str, dst: str, data) -> None:
         if src != self.me:
             raise ParameterError.bad("src", f"this transport's role {self.me!r}", src)
-        data = encode_message(src, dst, stage, payload)
         if len(data) > self.max_message_bytes:
             raise ParameterError.bad("payload", f"at most {self.max_message_bytes} encoded bytes", len(data))
         if dst == self.me:
@@ -348,7 +349,11 @@ class NetworkTransport(Transport):
             self._count(msg)
             self._inbox.put(msg)
         else:
-            self._write(dst, _HEADER.pack(MSG, len(data)) + data)
+            head = _HEADER.pack(MSG, len(data))
+            if isinstance(data, bytes):         # one write, as before drafts existed
+                self._write(dst, head + data)
+            else:                               # a drafted message: no copy of its arrays
+                self._write(dst, head, data)
         with self._lock:
             entry = self.sent[(src, dst)]
             entry[0] += 1

@@ -42,6 +42,50 @@ class Message:
 _LEN = struct.Struct("<I")
 
 
+@dataclass(frozen=True)
+class Blank:
+    """A payload array that draft_message leaves to be written in place (no copy)."""
+    shape: tuple[int, ...]
+    dtype: Any
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A message laid out before its Blank arrays are written: `arrays` maps each Blank
+    field to a writable view into `data`; send it with Transport.send_draft."""
+    src: str
+    dst: str
+    data: np.ndarray
+    arrays: dict[str, np.ndarray]
+
+
+def _layout(src: str, dst: str, stage: str, payload: dict[str, Any]) -> tuple[bytes, list]:
+    """The bytes before the array area ([u32 length][msgpack header][padding]) and each
+    array (or Blank) with its offset in the area."""
+    parts: list[tuple[int, Any]] = []
+    end = [0]
+
+    def pack_default(obj):
+        if isinstance(obj, (np.ndarray, Blank)):
+            dtype = np.dtype(obj.dtype)
+            shape = [int(d) for d in obj.shape]
+            offset = -(-end[0] // 8) * 8
+            parts.append((offset, obj))
+            end[0] = offset + math.prod(shape) * dtype.itemsize
+            return msgpack.ExtType(1, msgpack.packb([dtype.str, shape, offset]))
+        if isinstance(obj, np.generic):
+            return obj.item()
+        raise TypeError(f"cannot send a {type(obj).__name__}")
+
+    head = msgpack.packb([WIRE_VERSION, src, dst, stage, payload], default=pack_default, use_bin_type=True)
+    return _LEN.pack(len(head)) + head + bytes(-(_LEN.size + len(head)) % 8), parts
+
+
+def _array_bytes(arr: np.ndarray) -> np.ndarray:
+    arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)   # keeps 0-d arrays 0-d
+    return arr.reshape(-1).view(np.uint8)
+
+
 def encode_message(src: str, dst: str, stage: str, payload: dict[str, Any]) -> bytes:
     """One message as bytes: [u32 header length][msgpack header][0-7 zero bytes][arrays].
 
@@ -51,25 +95,41 @@ def encode_message(src: str, dst: str, stage: str, payload: dict[str, Any]) -> b
     the header.
     Array data is copied once, into the message; the receiver wraps it without copying.
     """
-    buffers: list[np.ndarray] = []
-    end = [0]
+    prefix, parts = _layout(src, dst, stage, payload)
+    chunks: list[Any] = [prefix]
+    end = 0
+    for offset, arr in parts:
+        if isinstance(arr, Blank):
+            raise TypeError("a Blank array needs draft_message")
+        if offset > end:
+            chunks.append(bytes(offset - end))
+        chunks.append(_array_bytes(arr))
+        end = offset + arr.nbytes
+    return b"".join(chunks)
 
-    def pack_default(obj):
-        if isinstance(obj, np.ndarray):
-            arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)   # keeps 0-d arrays 0-d
-            offset = -(-end[0] // 8) * 8
-            if offset > end[0]:
-                buffers.append(np.zeros(offset - end[0], np.uint8))
-            buffers.append(arr.reshape(-1).view(np.uint8))
-            end[0] = offset + arr.nbytes
-            return msgpack.ExtType(1, msgpack.packb([arr.dtype.str, list(arr.shape), offset]))
-        if isinstance(obj, np.generic):
-            return obj.item()
-        raise TypeError(f"cannot send a {type(obj).__name__}")
 
-    head = msgpack.packb([WIRE_VERSION, src, dst, stage, payload], default=pack_default, use_bin_type=True)
-    pad = -(_LEN.size + len(head)) % 8
-    return b"".join([_LEN.pack(len(head)), head, bytes(pad), *buffers])
+def draft_message(src: str, dst: str, stage: str, payload: dict[str, Any]) -> Draft:
+    """encode_message for a payload whose top-level Blank fields are written afterwards,
+    straight into the message (a producer of large vectors saves the copy)."""
+    prefix, parts = _layout(src, dst, stage, payload)
+    last = max((off + math.prod(a.shape) * np.dtype(a.dtype).itemsize for off, a in parts), default=0)
+    data = np.empty(len(prefix) + last, dtype=np.uint8)
+    data[:len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+    names = {id(v): k for k, v in payload.items() if isinstance(v, Blank)}
+    arrays: dict[str, np.ndarray] = {}
+    end = 0
+    for offset, arr in parts:
+        start = len(prefix) + offset
+        data[len(prefix) + end:start] = 0
+        size = math.prod(arr.shape) * np.dtype(arr.dtype).itemsize
+        if isinstance(arr, Blank):
+            if id(arr) not in names:
+                raise TypeError("Blank arrays must be top-level payload fields")
+            arrays[names[id(arr)]] = data[start:start + size].view(arr.dtype).reshape(tuple(arr.shape))
+        else:
+            data[start:start + size] = _array_bytes(arr)
+        end = offset + size
+    return Draft(src, dst, data, arrays)
 
 
 def decode_message(data: bytes) -> Message:
@@ -135,9 +195,18 @@ class Transport(ABC):
     def total_messages(self) -> int:
         return sum(v[0] for v in self.stats.values())
 
-    @abstractmethod
     def send(self, src: str, dst: str, stage: str, payload: dict[str, Any]) -> None:
         """Deliver one message from src to dst."""
+        self._deliver(src, dst, encode_message(src, dst, stage, payload))
+
+    def send_draft(self, draft: Draft) -> None:
+        """Deliver a drafted message once its arrays are written (the writer must not
+        touch them afterwards: the receiver may get views of the same memory)."""
+        self._deliver(draft.src, draft.dst, draft.data)
+
+    @abstractmethod
+    def _deliver(self, src: str, dst: str, data) -> None:
+        """Deliver one encoded message (bytes or a uint8 array) from src to dst."""
 
     @abstractmethod
     def _next(self, me: str, timeout: float | None) -> Message:
@@ -179,8 +248,7 @@ class InMemoryTransport(Transport):
         with self._qlock:
             return self._queues[name]
 
-    def send(self, src: str, dst: str, stage: str, payload: dict[str, Any]) -> None:
-        data = encode_message(src, dst, stage, payload)
+    def _deliver(self, src: str, dst: str, data) -> None:
         msg = decode_message(data)  # what the receiver gets is what crossed, byte for byte
         self._count(msg)
         self._queue(dst).put(msg)

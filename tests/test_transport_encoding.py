@@ -66,3 +66,23 @@ def test_array_data_is_copied_once_into_the_message():
     assert len(data) < 2 * arr.nbytes + 3 * 8 + 100          # raw bytes, no per-array re-encoding
     got = decode_message(data).payload
     assert not got["x"].flags.writeable and got["x"].base is not None   # a view of the message
+
+
+def test_a_drafted_message_is_the_encoded_message_byte_for_byte():
+    from ppxgb.transport import Blank, InMemoryTransport, draft_message
+    a = np.arange(7, dtype=np.uint32)
+    b = np.arange(12, dtype=np.uint64).reshape(6, 2) * 3
+    draft = draft_message("a", "b", "corr", {"f": 2, "a": a, "b": Blank((6, 2), np.uint64), "tail": "x"})
+    assert set(draft.arrays) == {"b"} and draft.arrays["b"].shape == (6, 2)
+    draft.arrays["b"][:] = b
+    assert draft.data.tobytes() == encode_message("a", "b", "corr", {"f": 2, "a": a, "b": b, "tail": "x"})
+    t = InMemoryTransport()
+    t.send_draft(draft)
+    got = t.recv("b", "corr")
+    np.testing.assert_array_equal(got.payload["b"], b)
+    np.testing.assert_array_equal(got.payload["a"], a)
+    assert got.size == draft.data.size == t.total_bytes
+    with pytest.raises(TypeError):
+        encode_message("a", "b", "s", {"b": Blank((2,), np.uint8)})
+    with pytest.raises(TypeError):
+        draft_message("a", "b", "s", {"nested": [Blank((2,), np.uint8)]})

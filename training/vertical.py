@@ -46,7 +46,7 @@ from ppxgb.errors import ParameterError, PeerFailure, ProtocolError
 from ppxgb.fixedpoint import FixedPointEncoder
 from ppxgb.memory import keep_freed_memory
 from ppxgb.model import Ensemble, Tree, as_float32_matrix
-from ppxgb.transport import Message, Transport
+from ppxgb.transport import Blank, Message, Transport, draft_message
 
 from numba import njit
 
@@ -371,11 +371,15 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
                 kl, kf = keys_l[fh], keys_f[fh]
                 a = pm.stream(kl, tree, level, "a", rows=N)
                 for f in range(n_feat):
-                    d1 = pm.dealer_delta(kl, tree, level, f, "c1", sigma=pm.permutation(kf, tree, level, f, "s1", n=N),
-                                         a=a)
-                    d2 = pm.dealer_delta(kl, tree, level, f, "c2", sigma=pm.permutation(kf, tree, level, f, "s2", n=N2),
-                                         a=pm.stream(kl, tree, level, f, "a2", rows=N2))
-                    transport.send(name, fh, "corr", {"tree": tree, "level": level, "f": f, "d1": d1, "d2": d2})
+                    # the deltas are written straight into the message
+                    msg = draft_message(name, fh, "corr", {"tree": tree, "level": level, "f": f,
+                                                           "d1": Blank((N, pm.WIDTH), np.uint64),
+                                                           "d2": Blank((N2, pm.WIDTH), np.uint64)})
+                    pm.dealer_delta(kl, tree, level, f, "c1", sigma=pm.permutation(kf, tree, level, f, "s1", n=N),
+                                    a=a, out=msg.arrays["d1"])
+                    pm.dealer_delta(kl, tree, level, f, "c2", sigma=pm.permutation(kf, tree, level, f, "s2", n=N2),
+                                    a=pm.stream(kl, tree, level, f, "a2", rows=N2), out=msg.arrays["d2"])
+                    transport.send_draft(msg)
 
         while True:
             msg = transport.recv(name, _D_STAGES, label_holder, timeout=timeout)
