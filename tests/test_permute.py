@@ -171,7 +171,13 @@ def test_fused_steps_equal_the_plain_ones():
 def test_permutation_is_fisher_yates_on_the_stream_words():
     for n in (0, 1, 2, 7, 8, 9, 500, 70_001):
         words = pm.stream(b"q" * 32, "x", rows=(n + 1) // 2).reshape(-1)[:n]
-        np.testing.assert_array_equal(pm.permutation(b"q" * 32, "x", n=n), pm.shuffle_with_words(words))
+        full = pm.permutation(b"q" * 32, "x", n=n)
+        np.testing.assert_array_equal(full, pm.shuffle_with_words(words))
+        for first in {0, n // 3, n - 1 if n else 0, n}:     # a prefix is exact after `first` steps
+            np.testing.assert_array_equal(pm.permutation(b"q" * 32, "x", n=n, first=first), full[:first])
+    for bad in (-1, 11, 2.5, True):
+        with pytest.raises(ParameterError):
+            pm.permutation(b"q" * 32, "x", n=10, first=bad)
     s, a, c = pm.permutation(b"q" * 32, n=50), pm.stream(b"a" * 32, rows=50), pm.stream(b"c" * 32, rows=50)
     d = pm.correlation_delta(s, a, c)
     np.testing.assert_array_equal(d, a + c[s])

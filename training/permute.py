@@ -103,9 +103,10 @@ def _shuffle_words(perm, words):
 
 
 @njit(cache=True, nogil=True)
-def _shuffle_prf(perm, rk):
-    """Fisher-Yates with word i = word i % 2 of PRF(i // 2), four blocks at a time."""
-    n = perm.shape[0]
+def _shuffle_prf(perm, rk, steps):
+    """The first `steps` steps of Fisher-Yates with word i = word i % 2 of PRF(i // 2),
+    four blocks at a time."""
+    n = steps
     full = n - n % 8
     for i in range(0, full, 8):
         w0, w1, w2, w3, w4, w5, w6, w7 = prf.prf4(rk, i // 2, i // 2 + 1, i // 2 + 2, i // 2 + 3)
@@ -141,10 +142,18 @@ def random_permutation(rng: Randomness, n: int) -> np.ndarray:
     return shuffle_with_words(rng.words(_identity(n).size))
 
 
-def permutation(master: bytes, *labels, n: int) -> np.ndarray:
+def permutation(master: bytes, *labels, n: int, first: int | None = None) -> np.ndarray:
     """The named stream's permutation of [n]: Fisher-Yates on its words, i.e.
-    shuffle_with_words(stream(master, *labels, rows=ceil(n / 2)).reshape(-1)[:n])."""
-    return _shuffle_prf(_identity(n), prf_key(master, *labels))
+    shuffle_with_words(stream(master, *labels, rows=ceil(n / 2)).reshape(-1)[:n]).
+
+    With `first`, only its first entries: Fisher-Yates fixes entry i at step i, so
+    `first` steps give them exactly (a feature holder needs sigma only where its
+    layout is, a prefix of the dealer's public length)."""
+    perm = _identity(n)
+    steps = n if first is None else first
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= n:
+        raise ParameterError.bad("first", f"an int in [0, {n}]", first)
+    return _shuffle_prf(perm, prf_key(master, *labels), int(steps))[:steps]
 
 
 def correlation_delta(sigma: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -306,7 +306,8 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
                                 f"{corr.payload.get('level')}/{corr.payload.get('f')}, expected {tree}/{level}/{f}")
         d1 = _array(corr, "d1", np.uint64, (N, pm.WIDTH))
         d2 = _array(corr, "d2", np.uint64, (N // beta, pm.WIDTH))
-        sigma = pm.permutation(key, tree, level, f, "s1", n=N)
+        sigma = pm.permutation(key, tree, level, f, "s1", n=N, first=pm.layout_length(
+            m, len(build) * (int(n_bins[f]) + 1), beta))
         k1, w_ends, last = pm.fh_gather_prefix(z, d1, sigma, slot, bins_t[f, rows], len(build), int(n_bins[f]), beta)
         # one message per feature, so LH works on this one while FH does the next
         t.send(name, lh, "vperm", {"tree": tree, "level": level, "f": f, "k": k1})
@@ -322,7 +323,7 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
         blocks = lengths[f] // beta
         if z2.shape != (blocks, pm.WIDTH):
             raise ProtocolError(f"{name}: vsel z2[{f}] of shape {z2.shape}, expected ({blocks}, {pm.WIDTH})")
-        sigma2 = pm.permutation(key, tree, level, f, "s2", n=N // beta)
+        sigma2 = pm.permutation(key, tree, level, f, "s2", n=N // beta, first=blocks)
         k2, part = pm.gather_fh(z2, ends, sigma2, d2)
         k2s.append(k2.astype(np.uint32))
         sums.append(w_ends + part)
