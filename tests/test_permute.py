@@ -225,3 +225,15 @@ def test_dealer_and_label_holder_kernels_equal_the_vector_maths():
                     pm.lh_block_shares(key, "c", k=dup, size=n, a2=a2, beta=beta)
     with pytest.raises(ParameterError):
         pm.dealer_delta(key, "c", sigma=np.arange(4), a=np.zeros((3, 2), np.uint64))
+
+
+def test_masking_equals_subtracting_the_stream():
+    key = b"m" * 32
+    rng = np.random.default_rng(4)
+    for m, rows in ((0, 0), (0, 5), (3, 3), (5, 9), (17, 40)):
+        x = rng.integers(0, 2**63, size=(m, 2)).view(np.uint64)
+        want = -pm.stream(key, "a", rows=rows)
+        want[:m] += x
+        np.testing.assert_array_equal(pm.masked(x, key, "a", rows=rows), want)
+    with pytest.raises(ParameterError):
+        pm.masked(np.zeros((4, 2), np.uint64), key, "a", rows=3)

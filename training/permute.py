@@ -71,6 +71,35 @@ def stream(master: bytes, *labels, rows: int) -> np.ndarray:
     return prf.rows(prf_key(master, *labels), int(rows))
 
 
+def masked(x: np.ndarray, master: bytes, *labels, rows: int) -> np.ndarray:
+    """x (m x 2 ring words, zero rows appended up to `rows`) minus the named stream:
+    z = x - stream(master, *labels, rows=rows), in one pass."""
+    x = np.ascontiguousarray(x, dtype=np.uint64)
+    if x.ndim != 2 or x.shape[1] != WIDTH or not len(x) <= rows:
+        raise ParameterError.bad("x", f"at most {rows} rows of {WIDTH} ring words", x.shape)
+    return _minus_rows(prf_key(master, *labels), x, np.empty((int(rows), WIDTH), dtype=np.uint64))
+
+
+@njit(cache=True, nogil=True)
+def _minus_rows(rk, x, out):
+    m, n = x.shape[0], out.shape[0]
+    i = 0
+    while i + 4 <= n:
+        c = prf.prf4(rk, np.uint64(i), np.uint64(i + 1), np.uint64(i + 2), np.uint64(i + 3))
+        for t in range(4):
+            g, h = (x[i + t, 0], x[i + t, 1]) if i + t < m else (np.uint64(0), np.uint64(0))
+            out[i + t, 0] = g - c[2 * t]
+            out[i + t, 1] = h - c[2 * t + 1]
+        i += 4
+    while i < n:
+        c0, c1 = prf.prf(rk, np.uint64(i))
+        g, h = (x[i, 0], x[i, 1]) if i < m else (np.uint64(0), np.uint64(0))
+        out[i, 0] = g - c0
+        out[i, 1] = h - c1
+        i += 1
+    return out
+
+
 def stream_rows(master: bytes, *labels, positions: np.ndarray) -> np.ndarray:
     """Rows `positions` of `stream(master, *labels, rows=...)`, without the others: one
     AES block each, no gather from a big vector."""
@@ -431,19 +460,26 @@ def lh_block_shares(master: bytes, *labels, k: np.ndarray, size: int, a2: np.nda
     n = len(a2) * int(beta)
     if k.ndim != 1 or len(k) != n or (n and k.dtype.kind not in "iu"):
         raise ParameterError.bad("gather positions", f"{n} integer positions", getattr(k, "shape", k))
-    if n and (size < 1 or not _distinct_in_range(k, int(size))):
+    out = np.empty((len(a2), WIDTH), dtype=np.uint64)
+    if n and (size < 1 or not _block_shares(prf_key(master, *labels), k, np.zeros(int(size), np.bool_),
+                                            np.ascontiguousarray(a2), int(beta), out)):
         raise ParameterError.bad("gather positions", f"distinct positions in [0, {size})", "other values")
-    return _block_shares(prf_key(master, *labels), k, np.ascontiguousarray(a2), int(beta),
-                         np.empty((len(a2), WIDTH), dtype=np.uint64))
+    return out
 
 
 @njit(cache=True, nogil=True)
-def _block_shares(rk, k, a2, beta, out):
-    """out[b] = -(sum of PRF(k) over rows < (b + 1) * beta) - a2[b]."""
+def _block_shares(rk, k, seen, a2, beta, out):
+    """out[b] = -(sum of PRF(k) over rows < (b + 1) * beta) - a2[b]; False as soon as a
+    position is out of [0, len(seen)) or repeated (seen marks those taken)."""
     g, h = np.uint64(0), np.uint64(0)
     i = 0
     for b in range(a2.shape[0]):
         end = (b + 1) * beta
+        for t in range(i, end):
+            p = np.int64(k[t])
+            if p < 0 or p >= seen.shape[0] or seen[p]:
+                return False
+            seen[p] = True
         while i + 4 <= end:
             c = prf.prf4(rk, k[i], k[i + 1], k[i + 2], k[i + 3])
             g -= c[0] + c[2] + c[4] + c[6]
@@ -456,4 +492,4 @@ def _block_shares(rk, k, a2, beta, out):
             i += 1
         out[b, 0] = g - a2[b, 0]
         out[b, 1] = h - a2[b, 1]
-    return out
+    return True

@@ -202,12 +202,12 @@ def _rows_at(rk, pos, out):
 def _rows_from(rk, start, n, out):
     i = 0
     while i + 4 <= n:
-        p = start + i
+        p = start + np.uint64(i)                 # uint64 + int64 would be a float in numba
         out[i, 0], out[i, 1], out[i + 1, 0], out[i + 1, 1], out[i + 2, 0], out[i + 2, 1], out[i + 3, 0], \
-            out[i + 3, 1] = prf4(rk, p, p + 1, p + 2, p + 3)
+            out[i + 3, 1] = prf4(rk, p, p + np.uint64(1), p + np.uint64(2), p + np.uint64(3))
         i += 4
     while i < n:
-        out[i, 0], out[i, 1] = prf(rk, start + i)
+        out[i, 0], out[i, 1] = prf(rk, start + np.uint64(i))
         i += 1
     return out
 

@@ -486,8 +486,7 @@ class _LabelHolder:
         for q in self.fhs:
             key = self.keys[q]
             span = pm.layout_length(m, nb * (int(self.fh_bins[q].max(initial=0)) + 1), beta)
-            z = -pm.stream(key, tree, level, "a", rows=span)
-            z[:m] += gh
+            z = pm.masked(gh, key, tree, level, "a", rows=span)          # (g, h) - a
             self.t.send(self.me, q, "vlevel", {"tree": tree, "level": level, "splits": pending["splits"],
                                                "goleft": pending["goleft"], "build": build, "z": z})
         own = _own_histograms(self.bins, self.own_offsets, self.g_int[:, group], self.h_int[:, group],
