@@ -16,7 +16,6 @@ them a plain byte-wise AES in numba gives the same words, slower.
 
 from __future__ import annotations
 
-import os
 import platform
 
 import numpy as np
@@ -157,7 +156,6 @@ def _prf_soft(rk, p):
     return lo, hi
 
 
-
 @njit(cache=True)
 def _prf4_soft(rk, p0, p1, p2, p3):
     a0, b0 = _prf_soft(rk, p0)
@@ -168,8 +166,6 @@ def _prf4_soft(rk, p0, p1, p2, p3):
 
 
 def _has_aes_instructions() -> bool:
-    if os.environ.get("PPXGB_PORTABLE_AES", "0") == "1":
-        return False
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     try:

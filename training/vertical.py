@@ -268,7 +268,7 @@ def _feature_holder(box: _Mailbox, t: Transport, name: str, X, lh: str, dealer: 
             thresholds = []
             for node, f, b in zip(nodes, feats, split_bins):
                 if not (isinstance(f, int) and 0 <= f < n_feat and isinstance(b, int) and -1 <= b < n_bins[f]
-                        and isinstance(node, int) and node >= 0):
+                        and isinstance(node, int) and 0 <= node < 2 ** (p.max_depth + 1)):
                     raise ProtocolError(f"{name}: vsplit names node {node!r} feature {f!r} bin {b!r}")
                 thresholds.append(float(cuts[f][b]) if b >= 0 else float(mins[f]))
             goleft = _split_rows(positions, bins_t.T, list(zip(nodes, feats, split_bins, map(bool, dls))),
@@ -393,8 +393,9 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
             tree, level = _field(msg, "tree", int), _field(msg, "level", int)
             sent = {tl for tl in sent if tl[0] >= tree}
             produce(tree, level)
-            # the schedule is public: prepare the next levels (of this tree or the next)
-            # while the parties work; FHs drop those of levels a tree does not reach
+            # the schedule is public: prepare what comes next (the next level of this tree,
+            # or the next tree's root) while the parties work; FHs drop the levels a tree
+            # does not reach
             for _ in range(_AHEAD):
                 tree, level = (tree, level + 1) if level + 1 < max_depth else (tree + 1, 0)
                 if tree < n_trees:
