@@ -59,9 +59,9 @@ class Draft:
     arrays: dict[str, np.ndarray]
 
 
-def _layout(src: str, dst: str, stage: str, payload: dict[str, Any]) -> tuple[bytes, list]:
-    """The bytes before the array area ([u32 length][msgpack header][padding]) and each
-    array (or Blank) with its offset in the area."""
+def _layout(src: str, dst: str, stage: str, payload: dict[str, Any]) -> tuple[bytes, list, int]:
+    """The bytes before the array area ([u32 length][msgpack header][padding]), each
+    array (or Blank) with its offset in the area, and the area's size."""
     parts: list[tuple[int, Any]] = []
     end = [0]
 
@@ -78,7 +78,7 @@ def _layout(src: str, dst: str, stage: str, payload: dict[str, Any]) -> tuple[by
         raise TypeError(f"cannot send a {type(obj).__name__}")
 
     head = msgpack.packb([WIRE_VERSION, src, dst, stage, payload], default=pack_default, use_bin_type=True)
-    return _LEN.pack(len(head)) + head + bytes(-(_LEN.size + len(head)) % 8), parts
+    return _LEN.pack(len(head)) + head + bytes(-(_LEN.size + len(head)) % 8), parts, end[0]
 
 
 def _array_bytes(arr: np.ndarray) -> np.ndarray:
@@ -95,7 +95,7 @@ def encode_message(src: str, dst: str, stage: str, payload: dict[str, Any]) -> b
     the header.
     Array data is copied once, into the message; the receiver wraps it without copying.
     """
-    prefix, parts = _layout(src, dst, stage, payload)
+    prefix, parts, _ = _layout(src, dst, stage, payload)
     chunks: list[Any] = [prefix]
     end = 0
     for offset, arr in parts:
@@ -111,9 +111,8 @@ def encode_message(src: str, dst: str, stage: str, payload: dict[str, Any]) -> b
 def draft_message(src: str, dst: str, stage: str, payload: dict[str, Any]) -> Draft:
     """encode_message for a payload whose top-level Blank fields are written afterwards,
     straight into the message (a producer of large vectors saves the copy)."""
-    prefix, parts = _layout(src, dst, stage, payload)
-    last = max((off + math.prod(a.shape) * np.dtype(a.dtype).itemsize for off, a in parts), default=0)
-    data = np.empty(len(prefix) + last, dtype=np.uint8)
+    prefix, parts, area = _layout(src, dst, stage, payload)
+    data = np.empty(len(prefix) + area, dtype=np.uint8)
     data[:len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
     names = {id(v): k for k, v in payload.items() if isinstance(v, Blank)}
     arrays: dict[str, np.ndarray] = {}

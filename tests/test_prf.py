@@ -64,15 +64,6 @@ def test_portable_aes_gives_the_same_words(key):
     assert _portable_rows(prf.round_keys(key), pos).tobytes() == _ecb(key, pos)
 
 
-def test_instruction_path_is_the_one_in_use_here():
-    """On this project's x86-64 machines the AES instructions are used (the speed
-    figures in the README assume them)."""
-    import platform
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        from llvmlite import binding
-        assert prf.AES_INSTRUCTIONS == bool(binding.get_host_cpu_features().get("aes"))
-
-
 def test_bad_keys_are_rejected():
     for bad in (b"short", bytes(32), "x" * 16, None):
         with pytest.raises(ParameterError):

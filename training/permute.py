@@ -168,7 +168,8 @@ def shuffle_with_words(words: np.ndarray) -> np.ndarray:
 
 def random_permutation(rng: Randomness, n: int) -> np.ndarray:
     """A uniformly random permutation of [n]: Fisher-Yates driven by rng's words."""
-    return shuffle_with_words(rng.words(_identity(n).size))
+    perm = _identity(n)
+    return _shuffle_words(perm, rng.words(perm.size))
 
 
 def permutation(master: bytes, *labels, n: int, first: int | None = None) -> np.ndarray:
@@ -270,10 +271,18 @@ def _neg_take(c, k):
 def _distinct_in_range(k, size):
     seen = np.zeros(size, np.bool_)
     for i in range(k.shape[0]):
-        v = k[i]
-        if v < 0 or v >= size or seen[v]:
+        if not _take(seen, k[i]):
             return False
-        seen[v] = True
+    return True
+
+
+@njit(cache=True, inline="always")
+def _take(seen, p):
+    """Mark position p as used: False if it is outside [0, len(seen)) or taken already."""
+    p = np.int64(p)
+    if p < 0 or p >= seen.shape[0] or seen[p]:
+        return False
+    seen[p] = True
     return True
 
 
@@ -365,11 +374,16 @@ def _segment_layout(slot, bins, n_slots, n_bins, beta, length):
     return idx, last
 
 
-def _layout_args(slot, bins, n_slots, n_bins, beta) -> tuple:
-    """Kernel arguments of a layout: (slot, bins, n_slots, n_bins, beta, length)."""
+def _block_length(beta) -> int:
+    """A block size as an int, or ParameterError."""
     if isinstance(beta, bool) or not isinstance(beta, (int, np.integer)) or beta < 1:
         raise ParameterError.bad("block size", "an int >= 1", beta)
-    n_slots, n_bins, beta = int(n_slots), int(n_bins), int(beta)
+    return int(beta)
+
+
+def _layout_args(slot, bins, n_slots, n_bins, beta) -> tuple:
+    """Kernel arguments of a layout: (slot, bins, n_slots, n_bins, beta, length)."""
+    n_slots, n_bins, beta = int(n_slots), int(n_bins), _block_length(beta)
     return (np.ascontiguousarray(slot, dtype=np.int64), np.ascontiguousarray(bins), n_slots, n_bins, beta,
             layout_length(len(slot), n_slots * (n_bins + 1), beta))
 
@@ -454,15 +468,14 @@ def lh_block_shares(master: bytes, *labels, k: np.ndarray, size: int, a2: np.nda
 
     Checks on the way that k is len(a2) * beta distinct positions in [0, size); c is
     evaluated at k directly (no vector of c), all in one pass."""
-    if isinstance(beta, bool) or not isinstance(beta, (int, np.integer)) or beta < 1:
-        raise ParameterError.bad("block size", "an int >= 1", beta)
+    beta = _block_length(beta)
     k = np.ascontiguousarray(k)
-    n = len(a2) * int(beta)
+    n = len(a2) * beta
     if k.ndim != 1 or len(k) != n or (n and k.dtype.kind not in "iu"):
         raise ParameterError.bad("gather positions", f"{n} integer positions", getattr(k, "shape", k))
     out = np.empty((len(a2), WIDTH), dtype=np.uint64)
     if n and (size < 1 or not _block_shares(prf_key(master, *labels), k, np.zeros(int(size), np.bool_),
-                                            np.ascontiguousarray(a2), int(beta), out)):
+                                            np.ascontiguousarray(a2), beta, out)):
         raise ParameterError.bad("gather positions", f"distinct positions in [0, {size})", "other values")
     return out
 
@@ -476,10 +489,8 @@ def _block_shares(rk, k, seen, a2, beta, out):
     for b in range(a2.shape[0]):
         end = (b + 1) * beta
         for t in range(i, end):
-            p = np.int64(k[t])
-            if p < 0 or p >= seen.shape[0] or seen[p]:
+            if not _take(seen, k[t]):
                 return False
-            seen[p] = True
         while i + 4 <= end:
             c = prf.prf4(rk, k[i], k[i + 1], k[i + 2], k[i + 3])
             g -= c[0] + c[2] + c[4] + c[6]
