@@ -157,15 +157,29 @@ def test_fused_steps_equal_the_plain_ones():
         np.testing.assert_array_equal(k1, k1f)
         np.testing.assert_array_equal(last, last_f)
         np.testing.assert_array_equal(pm.prefix(w)[last], w_ends)
-        a2 = rng.integers(0, 2**63, size=(len(idx) // beta, 2)).view(np.uint64)
+        # the same with sigma made inside the kernel, only as far as the layout needs
+        scratch = np.full(N + 5, -7, np.int32)
+        for got in (pm.fh_gather_shuffled(z, d, pm.prf_key(b"f" * 32, "s"), N, slot, bins, n_slots, n_bins, beta),
+                    pm.fh_gather_shuffled(z, d, pm.prf_key(b"f" * 32, "s"), N, slot, bins, n_slots, n_bins, beta,
+                                          scratch)):
+            for x, y in zip(got, (k1f, w_ends, last_f)):
+                np.testing.assert_array_equal(x, y)
+        keys = {"c_key": pm.prf_key(b"c" * 32, "c1"), "a2_key": pm.prf_key(b"c" * 32, "a2")}
+        a2 = pm.stream(b"c" * 32, "a2", rows=len(idx) // beta)
         c1 = pm.stream(b"c" * 32, "c1", rows=N)
         plain = pm.prefix(pm.gather_lh(c1, k1, len(idx)))[beta - 1::beta] - a2
-        np.testing.assert_array_equal(plain, pm.lh_block_shares(b"c" * 32, "c1", k=k1f, size=N, a2=a2, beta=beta))
-        for bad_k in (k1f[:-1], np.r_[k1f[:-1], k1f[0]], np.r_[k1f[:-1], N], k1f.astype(np.float64)):
+        np.testing.assert_array_equal(plain, pm.lh_block_shares(**keys, k=k1f, size=N, beta=beta))
+        partial = [k1f[:-1]] if beta > 1 else []           # not a whole number of blocks
+        for bad_k in [np.r_[k1f[:-1], k1f[0]], np.r_[k1f[:-1], N], k1f.astype(np.float64)] + partial:
             with pytest.raises(ParameterError):
-                pm.lh_block_shares(b"c" * 32, "c1", k=bad_k, size=N, a2=a2, beta=beta)
+                pm.lh_block_shares(**keys, k=bad_k, size=N, beta=beta)
         with pytest.raises(ParameterError):
             pm.fh_gather_prefix(z[:len(idx) - 1], d, sigma, slot, bins, n_slots, n_bins, beta)
+        with pytest.raises(ParameterError):
+            pm.fh_gather_shuffled(z, d, pm.prf_key(b"f" * 32, "s"), len(idx) - 1, slot, bins, n_slots, n_bins, beta)
+        with pytest.raises(ParameterError):
+            pm.fh_gather_shuffled(z, d, pm.prf_key(b"f" * 32, "s"), N, slot, bins, n_slots, n_bins, beta,
+                                  scratch[:N - 1])
 
 
 def test_permutation_is_fisher_yates_on_the_stream_words():
@@ -212,19 +226,34 @@ def test_dealer_and_label_holder_kernels_equal_the_vector_maths():
         np.testing.assert_array_equal(pm.dealer_delta(key, "c", sigma=sigma, a=a), a + c[sigma])
         out = np.empty((n, 2), np.uint64)
         assert pm.dealer_delta(key, "c", sigma=sigma, a=a, out=out) is out
+        # the dealer's one-kernel delta: sigma made inside, a from an array or a stream
+        a2_full = pm.stream(key, "a2", rows=n)
+        keys = {"c_key": pm.prf_key(key, "c"), "sigma_key": pm.prf_key(key, "s"), "n": n}
+        np.testing.assert_array_equal(pm.shuffled_delta(**keys, a=a), a + c[sigma])
+        np.testing.assert_array_equal(pm.shuffled_delta(**keys, a_key=pm.prf_key(key, "a2")), a2_full + c[sigma])
+        scratch = np.zeros(n + 3, np.int32)
+        assert pm.shuffled_delta(**keys, a=a, out=out, scratch=scratch) is out
+        np.testing.assert_array_equal(out, a + c[sigma])
         for beta in (1, 2, 8):
             m = n // beta * beta
-            a2 = pm.stream(key, "a2", rows=m // beta)
+            a2 = a2_full[:m // beta]
             want = np.cumsum(-c[sigma[:m]], axis=0, dtype=np.uint64)[beta - 1::beta] - a2
-            got = pm.lh_block_shares(key, "c", k=sigma[:m].astype(np.uint32), size=n, a2=a2, beta=beta)
+            bkeys = {"c_key": pm.prf_key(key, "c"), "a2_key": pm.prf_key(key, "a2")}
+            got = pm.lh_block_shares(**bkeys, k=sigma[:m].astype(np.uint32), size=n, beta=beta)
             np.testing.assert_array_equal(got, want)
             if m > 1:
                 dup = sigma[:m].copy()
                 dup[-1] = dup[0]
                 with pytest.raises(ParameterError):
-                    pm.lh_block_shares(key, "c", k=dup, size=n, a2=a2, beta=beta)
+                    pm.lh_block_shares(**bkeys, k=dup, size=n, beta=beta)
     with pytest.raises(ParameterError):
         pm.dealer_delta(key, "c", sigma=np.arange(4), a=np.zeros((3, 2), np.uint64))
+    keys = {"c_key": pm.prf_key(key, "c"), "sigma_key": pm.prf_key(key, "s"), "n": 4}
+    for bad in ({"a": np.zeros((3, 2), np.uint64)}, {}, {"a": np.zeros((4, 2), np.uint64), "a_key": keys["c_key"]},
+                {"a": np.zeros((4, 2), np.uint64), "scratch": np.zeros(3, np.int32)},
+                {"a": np.zeros((4, 2), np.uint64), "scratch": np.zeros(4, np.int64)}):
+        with pytest.raises(ParameterError):
+            pm.shuffled_delta(**keys, **bad)
 
 
 def test_masking_equals_subtracting_the_stream():

@@ -203,7 +203,7 @@ def test_vfederation_processes_match_in_process_training(tmp_path):
     np.testing.assert_array_equal(model.predict(d), local.predict(d))
 
 
-@pytest.mark.parametrize("target, peer", [("fh_gather_prefix", "party-1"), ("dealer_delta", "server-0")])
+@pytest.mark.parametrize("target, peer", [("fh_gather_shuffled", "party-1"), ("shuffled_delta", "server-0")])
 def test_a_role_failing_mid_training_is_named(monkeypatch, target, peer):
     from ppxgb.errors import PeerFailure
     from ppxgb.training import permute

@@ -53,8 +53,8 @@ def derive_key(master: bytes, *labels) -> bytes:
     """A 32-byte key for one named stream: SHA-256(master || labels); independent streams."""
     if not isinstance(master, (bytes, bytearray)) or len(master) != 32:
         raise ParameterError.bad("master key", "32 bytes", type(master).__name__)
-    text = "|".join(str(x) for x in labels).encode()
-    return hashlib.sha256(b"ppxgb-vertical-v1|" + bytes(master) + b"|" + text).digest()
+    return hashlib.sha256(b"ppxgb-vertical-v1|" + bytes(master) + b"|"
+                          + "|".join(map(str, labels)).encode()).digest()
 
 
 def prf_key(master: bytes, *labels) -> np.ndarray:
@@ -156,8 +156,7 @@ def _shuffle_prf(perm, rk, steps):
 
 def _identity(n: int) -> np.ndarray:
     """[0, n) in int32 below 2^31 entries (half the memory to swap at random), else int64."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ParameterError.bad("n", "a size >= 0", n)
+    n = _size(n)
     return np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
 
 
@@ -198,29 +197,98 @@ def dealer_delta(master: bytes, *labels, sigma: np.ndarray, a: np.ndarray,
     random memory access.  Written into `out` (n x 2 uint64) if given."""
     sigma = _as_positions(sigma)
     n = sigma.shape[0]
-    if a.shape != (n, WIDTH) or a.dtype != np.uint64:
-        raise ParameterError.bad("a", f"an ({n}, {WIDTH}) uint64 array", getattr(a, "shape", a))
+    a = _ring_rows(a, n, "a")
+    return _delta(prf_key(master, *labels), sigma, a, _NO_KEY, False, _out_rows(out, n))
+
+
+def shuffled_delta(*, c_key: np.ndarray, sigma_key: np.ndarray, n: int, a: np.ndarray | None = None,
+                   a_key: np.ndarray | None = None, out: np.ndarray | None = None,
+                   scratch: np.ndarray | None = None) -> np.ndarray:
+    """The dealer's delta in one kernel: out[p] = a[p] + c[sigma[p]] for p < n, where
+    sigma is the permutation of the stream with round keys sigma_key (what
+    `permutation` makes), c the stream of c_key, and a either an (n, 2) array or the
+    stream of a_key.  Keys come from prf_key.  `scratch` (int32, at least n entries)
+    holds sigma if given, so a caller making many can reuse the memory."""
+    n = _size(n)
+    if (a is None) == (a_key is None):
+        raise ParameterError("shuffled_delta takes exactly one of a and a_key")
+    a = _ring_rows(a, n, "a") if a is not None else np.zeros((0, WIDTH), np.uint64)
+    perm = _scratch(scratch, n)
+    return _shuffled_delta(sigma_key, c_key, a, a_key if a_key is not None else _NO_KEY, a_key is not None,
+                           perm, _out_rows(out, n))
+
+
+def _ring_rows(a, n: int, name: str) -> np.ndarray:
+    if not isinstance(a, np.ndarray) or a.shape != (n, WIDTH) or a.dtype != np.uint64:
+        raise ParameterError.bad(name, f"an ({n}, {WIDTH}) uint64 array", getattr(a, "shape", a))
+    return np.ascontiguousarray(a)
+
+
+def _out_rows(out, n: int) -> np.ndarray:
     if out is None:
-        out = np.empty((n, WIDTH), dtype=np.uint64)
-    elif out.shape != (n, WIDTH) or out.dtype != np.uint64 or not out.flags.c_contiguous:
+        return np.empty((n, WIDTH), dtype=np.uint64)
+    if not isinstance(out, np.ndarray) or out.shape != (n, WIDTH) or out.dtype != np.uint64 \
+            or not out.flags.c_contiguous:
         raise ParameterError.bad("out", f"a contiguous ({n}, {WIDTH}) uint64 array", getattr(out, "shape", out))
-    return _delta(prf_key(master, *labels), sigma, a, out)
+    return out
+
+
+def _size(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ParameterError.bad("n", "a size >= 0", n)
+    return int(n)
+
+
+def _scratch(scratch, n: int) -> np.ndarray:
+    """n int32 entries for a permutation: the front of `scratch`, or new memory."""
+    if n >= 2**31:
+        raise ParameterError.bad("n", "below 2^31 for an in-kernel permutation", n)
+    if scratch is None:
+        return np.empty(n, np.int32)
+    if not isinstance(scratch, np.ndarray) or scratch.dtype != np.int32 or scratch.ndim != 1 \
+            or len(scratch) < n or not scratch.flags.c_contiguous:
+        raise ParameterError.bad("scratch", f"a contiguous int32 vector of at least {n} entries",
+                                 getattr(scratch, "shape", scratch))
+    return scratch[:n]
+
+
+_NO_KEY = np.zeros((11, 2), np.uint64)       # placeholder round keys for an unused stream
 
 
 @njit(cache=True, nogil=True)
-def _delta(rk, sigma, a, out):
+def _shuffled_delta(rk_s, rk_c, a, rk_a, a_is_stream, perm, out):
+    for i in range(perm.shape[0]):
+        perm[i] = i
+    _shuffle_prf(perm, rk_s, perm.shape[0])
+    return _delta(rk_c, perm, a, rk_a, a_is_stream, out)
+
+
+@njit(cache=True, nogil=True)
+def _delta(rk, sigma, a, rk_a, a_is_stream, out):
+    """out[p] = a[p] + PRF_rk(sigma[p]), a read from the array or, if a_is_stream, PRF_rk_a(p)."""
     n = sigma.shape[0]
     i = 0
     while i + 4 <= n:
         c = prf.prf4(rk, sigma[i], sigma[i + 1], sigma[i + 2], sigma[i + 3])
-        for t in range(4):
-            out[i + t, 0] = a[i + t, 0] + c[2 * t]
-            out[i + t, 1] = a[i + t, 1] + c[2 * t + 1]
+        if a_is_stream:
+            p = np.uint64(i)
+            v = prf.prf4(rk_a, p, p + np.uint64(1), p + np.uint64(2), p + np.uint64(3))
+            for t in range(4):
+                out[i + t, 0] = v[2 * t] + c[2 * t]
+                out[i + t, 1] = v[2 * t + 1] + c[2 * t + 1]
+        else:
+            for t in range(4):
+                out[i + t, 0] = a[i + t, 0] + c[2 * t]
+                out[i + t, 1] = a[i + t, 1] + c[2 * t + 1]
         i += 4
     while i < n:
         c0, c1 = prf.prf(rk, sigma[i])
-        out[i, 0] = a[i, 0] + c0
-        out[i, 1] = a[i, 1] + c1
+        if a_is_stream:
+            a0, a1 = prf.prf(rk_a, np.uint64(i))
+        else:
+            a0, a1 = a[i, 0], a[i, 1]
+        out[i, 0] = a0 + c0
+        out[i, 1] = a1 + c1
         i += 1
     return out
 
@@ -328,6 +396,11 @@ def correlation_size(n_rows: int, level: int, max_bin: int) -> int:
     return layout_length(rows, nodes * (max_bin + 1), block_size(n_rows, level, max_bin))
 
 
+def largest_correlation(n_rows: int, max_depth: int, max_bin: int) -> int:
+    """The largest correlation_size over the levels a tree of max_depth builds."""
+    return max(correlation_size(n_rows, level, max_bin) for level in range(max(max_depth, 1)))
+
+
 @njit(cache=True, nogil=True)
 def _segments(slot, bins, n_slots, n_bins, beta, length):
     """The layout rule, in one place: each built row's segment (slot, bin) with missing
@@ -410,8 +483,14 @@ def segment_sums(prefix_at_ends: np.ndarray) -> np.ndarray:
 
 # ---- fused steps of the histogram protocol (same maths as the functions above, one pass)
 @njit(cache=True, nogil=True)
-def _fh_gather1(z, delta, sigma, slot, bins, n_slots, n_bins, beta, length):
+def _fh_gather1(z, delta, sigma, rk, shuffle, slot, bins, n_slots, n_bins, beta, length):
+    """With `shuffle`, sigma is scratch for the permutation of rk's stream: only its
+    first `length` Fisher-Yates steps are run (entry i is final after step i)."""
     m, w = slot.shape[0], z.shape[1]
+    if shuffle:
+        for i in range(sigma.shape[0]):
+            sigma[i] = i
+        _shuffle_prf(sigma, rk, length)
     seg, fill, last = _segments(slot, bins, n_slots, n_bins, beta, length)
     n_seg = last.shape[0]
     k = np.empty(length, np.uint32)
@@ -447,7 +526,20 @@ def fh_gather_prefix(z: np.ndarray, delta: np.ndarray, sigma: np.ndarray, slot: 
     length = args[-1]
     if length > len(z) or len(delta) < length or len(sigma) < length:
         raise ParameterError.bad("gather 1", f"vectors of at least {length} rows", min(len(z), len(delta), len(sigma)))
-    return _fh_gather1(z, delta, _as_positions(sigma), *args)
+    return _fh_gather1(z, delta, _as_positions(sigma), _NO_KEY, False, *args)
+
+
+def fh_gather_shuffled(z: np.ndarray, delta: np.ndarray, sigma_key: np.ndarray, n: int, slot: np.ndarray,
+                       bins: np.ndarray, n_slots: int, n_bins: int, beta: int = 1,
+                       scratch: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """fh_gather_prefix with sigma the permutation of [n] of the stream with round keys
+    sigma_key, made inside the same kernel and only as far as the layout needs
+    (`scratch`, int32 with at least n entries, holds it if given)."""
+    args = _layout_args(slot, bins, n_slots, n_bins, beta)
+    length, n = args[-1], _size(n)
+    if length > len(z) or len(delta) < length or n < length:
+        raise ParameterError.bad("gather 1", f"vectors of at least {length} rows", min(len(z), len(delta), n))
+    return _fh_gather1(z, delta, _scratch(scratch, n), sigma_key, True, *args)
 
 
 def checked_positions(k, n: int, size: int) -> np.ndarray:
@@ -461,32 +553,32 @@ def checked_positions(k, n: int, size: int) -> np.ndarray:
     return k
 
 
-def lh_block_shares(master: bytes, *labels, k: np.ndarray, size: int, a2: np.ndarray,
+def lh_block_shares(*, c_key: np.ndarray, a2_key: np.ndarray, k: np.ndarray, size: int,
                     beta: int = 1) -> np.ndarray:
-    """LH after gather 1, c the named stream: its share of gather 1 is -c[k], and it
-    sends z2 = (prefix sums of that share at every block end of beta rows) - a2.
+    """LH after gather 1, with c and a2 the streams of these round keys (prf_key): its
+    share of gather 1 is -c[k], and it sends z2 = (prefix sums of that share at every
+    block end of beta rows) - a2.
 
-    Checks on the way that k is len(a2) * beta distinct positions in [0, size); c is
-    evaluated at k directly (no vector of c), all in one pass."""
+    Checks on the way that k is a whole number of blocks of distinct positions in
+    [0, size); c and a2 are evaluated where needed (no vectors), all in one pass."""
     beta = _block_length(beta)
     k = np.ascontiguousarray(k)
-    n = len(a2) * beta
-    if k.ndim != 1 or len(k) != n or (n and k.dtype.kind not in "iu"):
-        raise ParameterError.bad("gather positions", f"{n} integer positions", getattr(k, "shape", k))
-    out = np.empty((len(a2), WIDTH), dtype=np.uint64)
-    if n and (size < 1 or not _block_shares(prf_key(master, *labels), k, np.zeros(int(size), np.bool_),
-                                            np.ascontiguousarray(a2), beta, out)):
+    if k.ndim != 1 or len(k) % beta or (len(k) and k.dtype.kind not in "iu"):
+        raise ParameterError.bad("gather positions", f"whole blocks of {beta} integer positions",
+                                 getattr(k, "shape", k))
+    out = np.empty((len(k) // beta, WIDTH), dtype=np.uint64)
+    if len(k) and (size < 1 or not _block_shares(c_key, k, np.zeros(int(size), np.bool_), a2_key, beta, out)):
         raise ParameterError.bad("gather positions", f"distinct positions in [0, {size})", "other values")
     return out
 
 
 @njit(cache=True, nogil=True)
-def _block_shares(rk, k, seen, a2, beta, out):
-    """out[b] = -(sum of PRF(k) over rows < (b + 1) * beta) - a2[b]; False as soon as a
-    position is out of [0, len(seen)) or repeated (seen marks those taken)."""
+def _block_shares(rk, k, seen, rk_a2, beta, out):
+    """out[b] = -(sum of PRF(k) over rows < (b + 1) * beta) - PRF_a2(b); False as soon
+    as a position is out of [0, len(seen)) or repeated (seen marks those taken)."""
     g, h = np.uint64(0), np.uint64(0)
     i = 0
-    for b in range(a2.shape[0]):
+    for b in range(out.shape[0]):
         end = (b + 1) * beta
         for t in range(i, end):
             if not _take(seen, k[t]):
@@ -501,6 +593,7 @@ def _block_shares(rk, k, seen, a2, beta, out):
             g -= c0
             h -= c1
             i += 1
-        out[b, 0] = g - a2[b, 0]
-        out[b, 1] = h - a2[b, 1]
+        a0, a1 = prf.prf(rk_a2, np.uint64(b))
+        out[b, 0] = g - a0
+        out[b, 1] = h - a1
     return True

@@ -30,8 +30,9 @@ SBOX = aes_tables()[0]         # int64
 
 
 @njit(cache=True, nogil=True)
-def _expand(key, sbox):
-    """AES-128 key schedule: 11 round keys of 16 bytes."""
+def _expand(key):
+    """AES-128 key schedule: 11 round keys of 16 bytes, as an (11, 2) uint64 array."""
+    sbox = SBOX
     w = np.empty(176, np.uint8)
     w[:16] = key
     rcon = 1
@@ -44,7 +45,7 @@ def _expand(key, sbox):
         w[4 * i + 1] = w[4 * i - 15] ^ t1
         w[4 * i + 2] = w[4 * i - 14] ^ t2
         w[4 * i + 3] = w[4 * i - 13] ^ t3
-    return w
+    return w.view(np.uint64).reshape(11, 2)
 
 
 def round_keys(key: bytes) -> np.ndarray:
@@ -52,7 +53,7 @@ def round_keys(key: bytes) -> np.ndarray:
     if not isinstance(key, (bytes, bytearray)) or len(key) != 16:
         raise ParameterError.bad("PRF key", "16 bytes", type(key).__name__ if not isinstance(key, (bytes, bytearray))
                                  else f"{len(key)} bytes")
-    return _expand(np.frombuffer(bytes(key), dtype=np.uint8), SBOX).view(np.uint64).reshape(11, 2)
+    return _expand(np.frombuffer(key, dtype=np.uint8))
 
 
 @njit(cache=True, inline="always")

@@ -251,6 +251,7 @@ def _feature_holder(box: _Mailbox, t: Transport, name: str, X, lh: str, dealer: 
                                 "names": list(map(str, feature_names)) if feature_names is not None else None})
     key = _field(box.get("dkey", dealer), "key", bytes)
     positions = np.zeros(n, dtype=np.int64)
+    scratch = np.empty(pm.largest_correlation(n, p.max_depth, p.max_bin), np.int32)      # holds sigma
     tree = -1
     while True:
         msg = box.get(("vtree", "vlevel", "vsplit", "stop"), lh)
@@ -260,7 +261,7 @@ def _feature_holder(box: _Mailbox, t: Transport, name: str, X, lh: str, dealer: 
             tree = _field(msg, "tree", int)
             positions[:] = 0
         elif msg.stage == "vlevel":
-            _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bins, p.max_bin)
+            _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bins, p.max_bin, scratch)
         elif msg.stage == "vsplit":
             nodes = _field(msg, "node", list)
             feats, split_bins = _field(msg, "feature", list), _field(msg, "bin", list)
@@ -276,7 +277,7 @@ def _feature_holder(box: _Mailbox, t: Transport, name: str, X, lh: str, dealer: 
             t.send(name, lh, "vsplit_ok", {"goleft": np.packbits(goleft), "threshold": thresholds})
 
 
-def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bins, max_bin) -> None:
+def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bins, max_bin, scratch) -> None:
     n = positions.shape[0]
     level = _field(msg, "level", int)
     if _field(msg, "tree", int) != tree:
@@ -306,9 +307,8 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
                                 f"{corr.payload.get('level')}/{corr.payload.get('f')}, expected {tree}/{level}/{f}")
         d1 = _array(corr, "d1", np.uint64, (N, pm.WIDTH))
         d2 = _array(corr, "d2", np.uint64, (N // beta, pm.WIDTH))
-        sigma = pm.permutation(key, tree, level, f, "s1", n=N, first=pm.layout_length(
-            m, len(build) * (int(n_bins[f]) + 1), beta))
-        k1, w_ends, last = pm.fh_gather_prefix(z, d1, sigma, slot, bins_t[f, rows], len(build), int(n_bins[f]), beta)
+        k1, w_ends, last = pm.fh_gather_shuffled(z, d1, pm.prf_key(key, tree, level, f, "s1"), N, slot,
+                                                 bins_t[f, rows], len(build), int(n_bins[f]), beta, scratch)
         # one message per feature, so LH works on this one while FH does the next
         t.send(name, lh, "vperm", {"tree": tree, "level": level, "f": f, "k": k1})
         lengths.append(len(k1))
@@ -361,6 +361,7 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
         for fh in fhs:
             transport.send(name, fh, "dkey", {"key": keys_f[fh]})
         sent: set[tuple[int, int]] = set()
+        scratch = np.empty(pm.largest_correlation(n, max_depth, max_bin), np.int32)      # holds sigma
 
         def produce(tree: int, level: int) -> None:
             if (tree, level) in sent:
@@ -372,14 +373,17 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
                 kl, kf = keys_l[fh], keys_f[fh]
                 a = pm.stream(kl, tree, level, "a", rows=N)
                 for f in range(n_feat):
-                    # the deltas are written straight into the message
+                    # sigma, c and the deltas are made in one kernel each, straight into the message
                     msg = draft_message(name, fh, "corr", {"tree": tree, "level": level, "f": f,
                                                            "d1": Blank((N, pm.WIDTH), np.uint64),
                                                            "d2": Blank((N2, pm.WIDTH), np.uint64)})
-                    pm.dealer_delta(kl, tree, level, f, "c1", sigma=pm.permutation(kf, tree, level, f, "s1", n=N),
-                                    a=a, out=msg.arrays["d1"])
-                    pm.dealer_delta(kl, tree, level, f, "c2", sigma=pm.permutation(kf, tree, level, f, "s2", n=N2),
-                                    a=pm.stream(kl, tree, level, f, "a2", rows=N2), out=msg.arrays["d2"])
+                    pm.shuffled_delta(c_key=pm.prf_key(kl, tree, level, f, "c1"),
+                                      sigma_key=pm.prf_key(kf, tree, level, f, "s1"), n=N, a=a,
+                                      out=msg.arrays["d1"], scratch=scratch)
+                    pm.shuffled_delta(c_key=pm.prf_key(kl, tree, level, f, "c2"),
+                                      sigma_key=pm.prf_key(kf, tree, level, f, "s2"), n=N2,
+                                      a_key=pm.prf_key(kl, tree, level, f, "a2"), out=msg.arrays["d2"],
+                                      scratch=scratch)
                     transport.send_draft(msg)
 
         while True:
@@ -511,8 +515,9 @@ class _LabelHolder:
             next_f[q] += 1
             length = pm.layout_length(m, nb * (int(self.fh_bins[q][f]) + 1), beta)
             key = self.keys[q]
-            z2 = pm.lh_block_shares(key, tree, level, f, "c1", k=_array(msg, "k", np.uint32, (length,)), size=N,
-                                    a2=pm.stream(key, tree, level, f, "a2", rows=length // beta), beta=beta)
+            z2 = pm.lh_block_shares(c_key=pm.prf_key(key, tree, level, f, "c1"),
+                                    a2_key=pm.prf_key(key, tree, level, f, "a2"),
+                                    k=_array(msg, "k", np.uint32, (length,)), size=N, beta=beta)
             self.t.send(self.me, q, "vsel", {"tree": tree, "level": level, "f": f, "z2": z2})
         for q in self.fhs:
             msg = self.box.get("vsum", q)
