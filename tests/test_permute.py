@@ -6,6 +6,7 @@ import pytest
 from ppxgb.errors import ParameterError
 from ppxgb.sharing import Randomness
 from ppxgb.training import permute as pm
+from ppxgb.training import prf
 
 
 def _hist_protocol(g, slot, bins, n_slots, n_bins, N, beta=1, seed=b"k" * 32):
@@ -266,3 +267,18 @@ def test_masking_equals_subtracting_the_stream():
         np.testing.assert_array_equal(pm.masked(x, key, "a", rows=rows), want)
     with pytest.raises(ParameterError):
         pm.masked(np.zeros((4, 2), np.uint64), key, "a", rows=3)
+
+
+def test_named_streams_under_one_key_are_distinct_counter_ranges():
+    """stream_key(base, name) is the CTR keystream of base's key from (nonce(name) || 0):
+    different names give different words; the same name the same words."""
+    base = pm.prf_key(b"m" * 32, 4, 2, 7)
+    keys = {name: pm.stream_key(base, name) for name in ("s1", "c1", "s2", "c2", "a2")}
+    rows = {name: prf.rows(k, 64) for name, k in keys.items()}
+    assert len({r.tobytes() for r in rows.values()}) == 5
+    np.testing.assert_array_equal(prf.rows(pm.stream_key(base, "c1"), 64), rows["c1"])
+    np.testing.assert_array_equal(pm.permutation_of(keys["s1"], n=300), pm.shuffle_with_words(
+        prf.rows(keys["s1"], 150).reshape(-1)))
+    for bad in ("", 3, None):
+        with pytest.raises(ParameterError):
+            pm.stream_key(base, bad)

@@ -68,3 +68,20 @@ def test_bad_keys_are_rejected():
     for bad in (b"short", bytes(32), "x" * 16, None):
         with pytest.raises(ParameterError):
             prf.round_keys(bad)
+
+
+def test_a_nonce_starts_the_keystream_at_its_counter_block():
+    """with_nonce(rk, v) gives AES-128-CTR from counter block (v || 0), on both paths."""
+    key = bytes(range(16, 32))
+    for nonce in (0, 1, 0x0123456789ABCDEF, 2**64 - 1):
+        rk = prf.with_nonce(prf.round_keys(key), nonce)
+        start = nonce.to_bytes(8, "big") + bytes(8)
+        stream = Cipher(algorithms.AES(key), modes.CTR(start)).encryptor().update(bytes(70 * 16))
+        want = np.frombuffer(stream, np.uint64).reshape(70, 2)
+        np.testing.assert_array_equal(prf.rows(rk, 70), want)
+        np.testing.assert_array_equal(prf.rows_at(rk, np.arange(69, -1, -1)), want[::-1])
+        assert prf._prf_soft(rk, 5) == tuple(want[5])
+    with pytest.raises(ParameterError):
+        prf.with_nonce(prf.round_keys(key), -1)
+    with pytest.raises(ParameterError):
+        prf.with_nonce(prf.round_keys(key), 2**64)

@@ -36,6 +36,7 @@ blocks instead of L rows.  beta (block_size) is a public function of the level.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -61,6 +62,22 @@ def prf_key(master: bytes, *labels) -> np.ndarray:
     """The PRF round keys of one named stream (AES-128 keyed by the first half of
     derive_key(master, *labels))."""
     return prf.round_keys(derive_key(master, *labels)[:16])
+
+
+def stream_key(base: np.ndarray, name: str) -> np.ndarray:
+    """The round keys of stream `name` under base round keys (prf_key of the labels the
+    streams share): the CTR keystream from counter block (nonce || 0), with nonce the
+    first 8 bytes of SHA-256 of the name.  Streams of different names never share a
+    counter block, so they are independent, and a role derives one key per (tree,
+    level, feature) instead of one per stream."""
+    if not isinstance(name, str) or not name:
+        raise ParameterError.bad("stream name", "a non-empty str", name)
+    return prf.with_nonce(base, _nonce(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _nonce(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(b"ppxgb-stream|" + name.encode()).digest()[:8], "big")
 
 
 def stream(master: bytes, *labels, rows: int) -> np.ndarray:
@@ -178,11 +195,16 @@ def permutation(master: bytes, *labels, n: int, first: int | None = None) -> np.
     With `first`, only its first entries: Fisher-Yates fixes entry i at step i, so
     `first` steps give them exactly (a feature holder needs sigma only where its
     layout is, a prefix of the dealer's public length)."""
+    return permutation_of(prf_key(master, *labels), n=n, first=first)
+
+
+def permutation_of(rk: np.ndarray, *, n: int, first: int | None = None) -> np.ndarray:
+    """`permutation` for the stream with these round keys (prf_key or stream_key)."""
     perm = _identity(n)
     steps = n if first is None else first
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= n:
         raise ParameterError.bad("first", f"an int in [0, {n}]", first)
-    return _shuffle_prf(perm, prf_key(master, *labels), int(steps))[:steps]
+    return _shuffle_prf(perm, rk, int(steps))[:steps]
 
 
 def correlation_delta(sigma: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:

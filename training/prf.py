@@ -56,6 +56,20 @@ def round_keys(key: bytes) -> np.ndarray:
     return _expand(np.frombuffer(key, dtype=np.uint8))
 
 
+def with_nonce(rk: np.ndarray, nonce: int) -> np.ndarray:
+    """Round keys whose PRF is AES-128_k(nonce as 8 big-endian bytes || p as 8
+    big-endian bytes): the CTR keystream from counter block (nonce || 0).  The nonce is
+    folded into the first (whitening) round key, so every kernel takes it unchanged and
+    one key schedule serves many independent streams."""
+    if isinstance(nonce, bool) or not isinstance(nonce, (int, np.integer)) or not 0 <= nonce < 2**64:
+        raise ParameterError.bad("nonce", "an int in [0, 2^64)", nonce)
+    out = np.array(rk, dtype=np.uint64, copy=True)
+    if out.shape != (11, 2):
+        raise ParameterError.bad("round keys", "an (11, 2) uint64 array", out.shape)
+    out[0, 0] ^= np.uint64(int.from_bytes(int(nonce).to_bytes(8, "big"), "little"))
+    return out
+
+
 @njit(cache=True, inline="always")
 def byte_swap(v):
     """A uint64 with its bytes reversed (the low half of a big-endian counter block)."""

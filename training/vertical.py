@@ -52,6 +52,7 @@ from numba import njit
 
 from . import binning
 from . import permute as pm
+from . import prf
 from .common import abort_all, assemble, make_tree, parent_and_sibling
 from .objectives import check_labels, gradients, intercept_from_stats, intercept_stats
 from .params import TrainParams
@@ -307,14 +308,15 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
                                 f"{corr.payload.get('level')}/{corr.payload.get('f')}, expected {tree}/{level}/{f}")
         d1 = _array(corr, "d1", np.uint64, (N, pm.WIDTH))
         d2 = _array(corr, "d2", np.uint64, (N // beta, pm.WIDTH))
-        k1, w_ends, last = pm.fh_gather_shuffled(z, d1, pm.prf_key(key, tree, level, f, "s1"), N, slot,
+        base = pm.prf_key(key, tree, level, f)        # the dealer's streams s1 and s2 for this feature
+        k1, w_ends, last = pm.fh_gather_shuffled(z, d1, pm.stream_key(base, "s1"), N, slot,
                                                  bins_t[f, rows], len(build), int(n_bins[f]), beta, scratch)
         # one message per feature, so LH works on this one while FH does the next
         t.send(name, lh, "vperm", {"tree": tree, "level": level, "f": f, "k": k1})
         lengths.append(len(k1))
-        kept.append(((last + 1) // beta - 1, w_ends, d2))
+        kept.append(((last + 1) // beta - 1, w_ends, d2, base))
     k2s, sums = [], []
-    for f, (ends, w_ends, d2) in enumerate(kept):
+    for f, (ends, w_ends, d2, base) in enumerate(kept):
         sel = box.get("vsel", lh)
         if (sel.payload.get("tree"), sel.payload.get("level"), sel.payload.get("f")) != (tree, level, f):
             raise ProtocolError(f"{name}: vsel for {sel.payload.get('tree')}/{sel.payload.get('level')}/"
@@ -323,7 +325,7 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
         blocks = lengths[f] // beta
         if z2.shape != (blocks, pm.WIDTH):
             raise ProtocolError(f"{name}: vsel z2[{f}] of shape {z2.shape}, expected ({blocks}, {pm.WIDTH})")
-        sigma2 = pm.permutation(key, tree, level, f, "s2", n=N // beta, first=blocks)
+        sigma2 = pm.permutation_of(pm.stream_key(base, "s2"), n=N // beta, first=blocks)
         k2, part = pm.gather_fh(z2, ends, sigma2, d2)
         k2s.append(k2.astype(np.uint32))
         sums.append(w_ends + part)
@@ -373,17 +375,15 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
                 kl, kf = keys_l[fh], keys_f[fh]
                 a = pm.stream(kl, tree, level, "a", rows=N)
                 for f in range(n_feat):
+                    bl, bf = pm.prf_key(kl, tree, level, f), pm.prf_key(kf, tree, level, f)
                     # sigma, c and the deltas are made in one kernel each, straight into the message
                     msg = draft_message(name, fh, "corr", {"tree": tree, "level": level, "f": f,
                                                            "d1": Blank((N, pm.WIDTH), np.uint64),
                                                            "d2": Blank((N2, pm.WIDTH), np.uint64)})
-                    pm.shuffled_delta(c_key=pm.prf_key(kl, tree, level, f, "c1"),
-                                      sigma_key=pm.prf_key(kf, tree, level, f, "s1"), n=N, a=a,
+                    pm.shuffled_delta(c_key=pm.stream_key(bl, "c1"), sigma_key=pm.stream_key(bf, "s1"), n=N, a=a,
                                       out=msg.arrays["d1"], scratch=scratch)
-                    pm.shuffled_delta(c_key=pm.prf_key(kl, tree, level, f, "c2"),
-                                      sigma_key=pm.prf_key(kf, tree, level, f, "s2"), n=N2,
-                                      a_key=pm.prf_key(kl, tree, level, f, "a2"), out=msg.arrays["d2"],
-                                      scratch=scratch)
+                    pm.shuffled_delta(c_key=pm.stream_key(bl, "c2"), sigma_key=pm.stream_key(bf, "s2"), n=N2,
+                                      a_key=pm.stream_key(bl, "a2"), out=msg.arrays["d2"], scratch=scratch)
                     transport.send_draft(msg)
 
         while True:
@@ -504,6 +504,7 @@ class _LabelHolder:
             hist[:, lo:lo + self.own_total] = own[:, :-1]
         # gather 1 answers arrive one feature at a time, from whichever FH is ahead
         next_f = {q: 0 for q in self.fhs}
+        base: dict[tuple[str, int], np.ndarray] = {}
         for _ in range(sum(len(self.fh_bins[q]) for q in self.fhs)):
             msg = self.box.get("vperm")
             q = msg.src
@@ -514,9 +515,8 @@ class _LabelHolder:
             f = next_f[q]
             next_f[q] += 1
             length = pm.layout_length(m, nb * (int(self.fh_bins[q][f]) + 1), beta)
-            key = self.keys[q]
-            z2 = pm.lh_block_shares(c_key=pm.prf_key(key, tree, level, f, "c1"),
-                                    a2_key=pm.prf_key(key, tree, level, f, "a2"),
+            base[q, f] = pm.prf_key(self.keys[q], tree, level, f)      # streams c1, a2 and c2 of (q, f)
+            z2 = pm.lh_block_shares(c_key=pm.stream_key(base[q, f], "c1"), a2_key=pm.stream_key(base[q, f], "a2"),
                                     k=_array(msg, "k", np.uint32, (length,)), size=N, beta=beta)
             self.t.send(self.me, q, "vsel", {"tree": tree, "level": level, "f": f, "z2": z2})
         for q in self.fhs:
@@ -528,7 +528,7 @@ class _LabelHolder:
                 if s.dtype != np.uint64 or s.shape != (n_seg, pm.WIDTH):
                     raise ProtocolError(f"{self.me}: vsum s[{f}] from {q} of shape {s.shape}")
                 k2 = pm.checked_positions(k2, n_seg, N // beta)
-                seg = pm.segment_sums(s - pm.stream_rows(self.keys[q], tree, level, f, "c2", positions=k2))
+                seg = pm.segment_sums(s - prf.rows_at(pm.stream_key(base[q, f], "c2"), k2))
                 seg = seg.view(np.int64)
                 seg = seg.reshape(nb, int(nbins[f]) + 1, 2)[:, :-1]
                 lo = int(self.cut_ptr[self.global_index[(q, f)]])
