@@ -160,9 +160,10 @@ def test_fused_steps_equal_the_plain_ones():
         np.testing.assert_array_equal(pm.prefix(w)[last], w_ends)
         # the same with sigma made inside the kernel, only as far as the layout needs
         scratch = np.full(N + 5, -7, np.int32)
+        k_out = np.zeros(len(idx), np.uint32)
         for got in (pm.fh_gather_shuffled(z, d, pm.prf_key(b"f" * 32, "s"), N, slot, bins, n_slots, n_bins, beta),
                     pm.fh_gather_shuffled(z, d, pm.prf_key(b"f" * 32, "s"), N, slot, bins, n_slots, n_bins, beta,
-                                          scratch)):
+                                          scratch, k_out)):
             for x, y in zip(got, (k1f, w_ends, last_f)):
                 np.testing.assert_array_equal(x, y)
         keys = {"c_key": pm.prf_key(b"c" * 32, "c1"), "a2_key": pm.prf_key(b"c" * 32, "a2")}
@@ -178,9 +179,10 @@ def test_fused_steps_equal_the_plain_ones():
             pm.fh_gather_prefix(z[:len(idx) - 1], d, sigma, slot, bins, n_slots, n_bins, beta)
         with pytest.raises(ParameterError):
             pm.fh_gather_shuffled(z, d, pm.prf_key(b"f" * 32, "s"), len(idx) - 1, slot, bins, n_slots, n_bins, beta)
-        with pytest.raises(ParameterError):
-            pm.fh_gather_shuffled(z, d, pm.prf_key(b"f" * 32, "s"), N, slot, bins, n_slots, n_bins, beta,
-                                  scratch[:N - 1])
+        np.testing.assert_array_equal(k_out, k1f)          # written in place
+        for bad in ({"scratch": scratch[:N - 1]}, {"k_out": k_out[:-1]}, {"k_out": k_out.astype(np.int64)}):
+            with pytest.raises(ParameterError):
+                pm.fh_gather_shuffled(z, d, pm.prf_key(b"f" * 32, "s"), N, slot, bins, n_slots, n_bins, beta, **bad)
 
 
 def test_permutation_is_fisher_yates_on_the_stream_words():
@@ -265,8 +267,13 @@ def test_masking_equals_subtracting_the_stream():
         want = -pm.stream(key, "a", rows=rows)
         want[:m] += x
         np.testing.assert_array_equal(pm.masked(x, key, "a", rows=rows), want)
+        out = np.full((rows, 2), 7, np.uint64)
+        assert pm.masked(x, key, "a", rows=rows, out=out) is out
+        np.testing.assert_array_equal(out, want)
     with pytest.raises(ParameterError):
         pm.masked(np.zeros((4, 2), np.uint64), key, "a", rows=3)
+    with pytest.raises(ParameterError):
+        pm.masked(np.zeros((2, 2), np.uint64), key, "a", rows=3, out=np.zeros((2, 2), np.uint64))
 
 
 def test_named_streams_under_one_key_are_distinct_counter_ranges():

@@ -21,7 +21,7 @@ FH_FIELDS = {
     "vtree": {"tree", "group"},
     "corr": {"tree", "level", "f", "d1", "d2"},
     "vlevel": {"tree", "level", "splits", "goleft", "build", "z"},
-    "vsel": {"tree", "level", "f", "z2"},
+    "vsel": {"tree", "level", "z2"},
     "vsplit": {"node", "feature", "bin", "default_left"},
     "stop": set(),
 }

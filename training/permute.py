@@ -88,13 +88,13 @@ def stream(master: bytes, *labels, rows: int) -> np.ndarray:
     return prf.rows(prf_key(master, *labels), int(rows))
 
 
-def masked(x: np.ndarray, master: bytes, *labels, rows: int) -> np.ndarray:
+def masked(x: np.ndarray, master: bytes, *labels, rows: int, out: np.ndarray | None = None) -> np.ndarray:
     """x (m x 2 ring words, zero rows appended up to `rows`) minus the named stream:
-    z = x - stream(master, *labels, rows=rows), in one pass."""
+    z = x - stream(master, *labels, rows=rows), in one pass (into `out` if given)."""
     x = np.ascontiguousarray(x, dtype=np.uint64)
     if x.ndim != 2 or x.shape[1] != WIDTH or not len(x) <= rows:
         raise ParameterError.bad("x", f"at most {rows} rows of {WIDTH} ring words", x.shape)
-    return _minus_rows(prf_key(master, *labels), x, np.empty((int(rows), WIDTH), dtype=np.uint64))
+    return _minus_rows(prf_key(master, *labels), x, _out_rows(out, int(rows)))
 
 
 @njit(cache=True, nogil=True)
@@ -505,9 +505,10 @@ def segment_sums(prefix_at_ends: np.ndarray) -> np.ndarray:
 
 # ---- fused steps of the histogram protocol (same maths as the functions above, one pass)
 @njit(cache=True, nogil=True)
-def _fh_gather1(z, delta, sigma, rk, shuffle, slot, bins, n_slots, n_bins, beta, length):
-    """With `shuffle`, sigma is scratch for the permutation of rk's stream: only its
-    first `length` Fisher-Yates steps are run (entry i is final after step i)."""
+def _fh_gather1(z, delta, sigma, rk, shuffle, k, slot, bins, n_slots, n_bins, beta, length):
+    """k (length entries) receives the positions.  With `shuffle`, sigma is scratch for
+    the permutation of rk's stream: only its first `length` Fisher-Yates steps are run
+    (entry i is final after step i)."""
     m, w = slot.shape[0], z.shape[1]
     if shuffle:
         for i in range(sigma.shape[0]):
@@ -515,7 +516,6 @@ def _fh_gather1(z, delta, sigma, rk, shuffle, slot, bins, n_slots, n_bins, beta,
         _shuffle_prf(sigma, rk, length)
     seg, fill, last = _segments(slot, bins, n_slots, n_bins, beta, length)
     n_seg = last.shape[0]
-    k = np.empty(length, np.uint32)
     sums = np.zeros((n_seg, w), np.uint64)
     for r in range(m):                      # rows in order: sequential reads, k written per segment
         s = seg[r]
@@ -548,20 +548,26 @@ def fh_gather_prefix(z: np.ndarray, delta: np.ndarray, sigma: np.ndarray, slot: 
     length = args[-1]
     if length > len(z) or len(delta) < length or len(sigma) < length:
         raise ParameterError.bad("gather 1", f"vectors of at least {length} rows", min(len(z), len(delta), len(sigma)))
-    return _fh_gather1(z, delta, _as_positions(sigma), _NO_KEY, False, *args)
+    return _fh_gather1(z, delta, _as_positions(sigma), _NO_KEY, False, np.empty(length, np.uint32), *args)
 
 
 def fh_gather_shuffled(z: np.ndarray, delta: np.ndarray, sigma_key: np.ndarray, n: int, slot: np.ndarray,
                        bins: np.ndarray, n_slots: int, n_bins: int, beta: int = 1,
-                       scratch: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       scratch: np.ndarray | None = None,
+                       k_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """fh_gather_prefix with sigma the permutation of [n] of the stream with round keys
     sigma_key, made inside the same kernel and only as far as the layout needs
-    (`scratch`, int32 with at least n entries, holds it if given)."""
+    (`scratch`, int32 with at least n entries, holds it if given).  The positions are
+    written into `k_out` if given (uint32, layout_length entries: a message draft)."""
     args = _layout_args(slot, bins, n_slots, n_bins, beta)
     length, n = args[-1], _size(n)
     if length > len(z) or len(delta) < length or n < length:
         raise ParameterError.bad("gather 1", f"vectors of at least {length} rows", min(len(z), len(delta), n))
-    return _fh_gather1(z, delta, _scratch(scratch, n), sigma_key, True, *args)
+    if k_out is None:
+        k_out = np.empty(length, np.uint32)
+    elif not isinstance(k_out, np.ndarray) or k_out.shape != (length,) or k_out.dtype != np.uint32:
+        raise ParameterError.bad("k_out", f"a uint32 vector of {length} entries", getattr(k_out, "shape", k_out))
+    return _fh_gather1(z, delta, _scratch(scratch, n), sigma_key, True, k_out, *args)
 
 
 def checked_positions(k, n: int, size: int) -> np.ndarray:

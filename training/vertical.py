@@ -21,8 +21,9 @@ Stages (LH = label holder, FH = feature holder, D = dealer):
     LH->FH vlevel     last level's partition (node, children, left bits), nodes to
                       build, and z = (g, h) - a of the built rows
     FH->LH vperm      one per feature: k1, the gather positions of FH's (node, bin) order
-    LH->FH vsel       per feature: z2 = LH's prefix share at block ends - a2
-    FH->LH vsum       per feature: k2 and FH's prefix sums at segment ends (masked)
+    LH->FH vsel       for every feature: z2 = LH's prefix share at block ends - a2
+                      (one message, sent when FH's last vperm is answered)
+    FH->LH vsum       for every feature: k2 and FH's prefix sums at segment ends (masked)
     LH->FH vsplit     split these nodes on your feature f at local bin b
     FH->LH vsplit_ok  left bits of those nodes' rows and the float32 thresholds
     LH->D  stop       then D->LH dbye (D sent everything), then LH->FH stop
@@ -309,22 +310,26 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
         d1 = _array(corr, "d1", np.uint64, (N, pm.WIDTH))
         d2 = _array(corr, "d2", np.uint64, (N // beta, pm.WIDTH))
         base = pm.prf_key(key, tree, level, f)        # the dealer's streams s1 and s2 for this feature
-        k1, w_ends, last = pm.fh_gather_shuffled(z, d1, pm.stream_key(base, "s1"), N, slot,
-                                                 bins_t[f, rows], len(build), int(n_bins[f]), beta, scratch)
-        # one message per feature, so LH works on this one while FH does the next
-        t.send(name, lh, "vperm", {"tree": tree, "level": level, "f": f, "k": k1})
-        lengths.append(len(k1))
+        length = pm.layout_length(m, len(build) * (int(n_bins[f]) + 1), beta)
+        # one message per feature, so LH works on this one while FH does the next; k is
+        # written straight into it
+        out = draft_message(name, lh, "vperm", {"tree": tree, "level": level, "f": f,
+                                                "k": Blank((length,), np.uint32)})
+        _, w_ends, last = pm.fh_gather_shuffled(z, d1, pm.stream_key(base, "s1"), N, slot, bins_t[f, rows],
+                                                len(build), int(n_bins[f]), beta, scratch, out.arrays["k"])
+        t.send_draft(out)
+        lengths.append(length)
         kept.append(((last + 1) // beta - 1, w_ends, d2, base))
     k2s, sums = [], []
-    for f, (ends, w_ends, d2, base) in enumerate(kept):
-        sel = box.get("vsel", lh)
-        if (sel.payload.get("tree"), sel.payload.get("level"), sel.payload.get("f")) != (tree, level, f):
-            raise ProtocolError(f"{name}: vsel for {sel.payload.get('tree')}/{sel.payload.get('level')}/"
-                                f"{sel.payload.get('f')}, expected {tree}/{level}/{f}")
-        z2 = _array(sel, "z2", np.uint64)
+    sel = box.get("vsel", lh)
+    if _tag(sel) != (tree, level):
+        raise ProtocolError(f"{name}: vsel for {sel.payload.get('tree')}/{sel.payload.get('level')}, "
+                            f"expected {tree}/{level}")
+    for f, ((ends, w_ends, d2, base), z2) in enumerate(zip(kept, _arrays(sel, "z2", n_feat))):
         blocks = lengths[f] // beta
-        if z2.shape != (blocks, pm.WIDTH):
-            raise ProtocolError(f"{name}: vsel z2[{f}] of shape {z2.shape}, expected ({blocks}, {pm.WIDTH})")
+        if z2.shape != (blocks, pm.WIDTH) or z2.dtype != np.uint64:
+            raise ProtocolError(f"{name}: vsel z2[{f}] of shape {z2.shape} ({z2.dtype}), "
+                                f"expected ({blocks}, {pm.WIDTH}) uint64")
         sigma2 = pm.permutation_of(pm.stream_key(base, "s2"), n=N // beta, first=blocks)
         k2, part = pm.gather_fh(z2, ends, sigma2, d2)
         k2s.append(k2.astype(np.uint32))
@@ -491,9 +496,11 @@ class _LabelHolder:
         for q in self.fhs:
             key = self.keys[q]
             span = pm.layout_length(m, nb * (int(self.fh_bins[q].max(initial=0)) + 1), beta)
-            z = pm.masked(gh, key, tree, level, "a", rows=span)          # (g, h) - a
-            self.t.send(self.me, q, "vlevel", {"tree": tree, "level": level, "splits": pending["splits"],
-                                               "goleft": pending["goleft"], "build": build, "z": z})
+            msg = draft_message(self.me, q, "vlevel", {"tree": tree, "level": level, "splits": pending["splits"],
+                                                       "goleft": pending["goleft"], "build": build,
+                                                       "z": Blank((span, pm.WIDTH), np.uint64)})
+            pm.masked(gh, key, tree, level, "a", rows=span, out=msg.arrays["z"])     # z = (g, h) - a
+            self.t.send_draft(msg)
         own = _own_histograms(self.bins, self.own_offsets, self.g_int[:, group], self.h_int[:, group],
                               rows, slot_of_row[rows], nb, self.own_total)
         hist = np.zeros((nb, int(self.cut_ptr[-1]) + 1, 2), dtype=np.int64)
@@ -505,6 +512,7 @@ class _LabelHolder:
         # gather 1 answers arrive one feature at a time, from whichever FH is ahead
         next_f = {q: 0 for q in self.fhs}
         base: dict[tuple[str, int], np.ndarray] = {}
+        z2s: dict[str, list[np.ndarray]] = {q: [] for q in self.fhs}
         for _ in range(sum(len(self.fh_bins[q]) for q in self.fhs)):
             msg = self.box.get("vperm")
             q = msg.src
@@ -518,7 +526,9 @@ class _LabelHolder:
             base[q, f] = pm.prf_key(self.keys[q], tree, level, f)      # streams c1, a2 and c2 of (q, f)
             z2 = pm.lh_block_shares(c_key=pm.stream_key(base[q, f], "c1"), a2_key=pm.stream_key(base[q, f], "a2"),
                                     k=_array(msg, "k", np.uint32, (length,)), size=N, beta=beta)
-            self.t.send(self.me, q, "vsel", {"tree": tree, "level": level, "f": f, "z2": z2})
+            z2s[q].append(z2)
+            if next_f[q] == len(self.fh_bins[q]):      # one message per FH: it needs them all before gather 2
+                self.t.send(self.me, q, "vsel", {"tree": tree, "level": level, "z2": z2s[q]})
         for q in self.fhs:
             msg = self.box.get("vsum", q)
             nbins = self.fh_bins[q]
