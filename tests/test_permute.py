@@ -289,3 +289,15 @@ def test_named_streams_under_one_key_are_distinct_counter_ranges():
     for bad in ("", 3, None):
         with pytest.raises(ParameterError):
             pm.stream_key(base, bad)
+
+
+def test_stream_keys_in_one_call_equal_one_at_a_time():
+    master = bytes(range(32))
+    names = ("c1", "a2", "c2")
+    keys = pm.stream_keys(master, 5, 3, 2, names=names)
+    assert keys.shape == (3, 11, 2)
+    base = pm.prf_key(master, 5, 3, 2)
+    for name, k in zip(names, keys):
+        np.testing.assert_array_equal(k, pm.stream_key(base, name))
+    with pytest.raises(ParameterError):
+        pm.stream_keys(master, 5, names=("c1", ""))

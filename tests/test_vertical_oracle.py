@@ -61,6 +61,21 @@ def test_matches_centralized_xgboost(base, n_parties, label_party):
     assert_margins_match(booster, centralized(params, X, y, 4), X)
 
 
+@pytest.mark.parametrize("limit", [1, 30_000])
+def test_correlations_split_over_several_messages(monkeypatch, limit):
+    """With a small message budget the dealer sends one feature (or a few) per message,
+    as at a million rows; the model is the same."""
+    from ppxgb.training import permute as pm, vertical
+    monkeypatch.setattr(vertical, "_CORR_BYTES", limit)
+    params = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "max_bin": 32}
+    X, y = discrete_data("binary:logistic", n=600, seed=3)
+    sizes = [pm.correlation_size(600, level, 32) for level in range(3)]
+    groups = [vertical.corr_group(N, N // pm.block_size(600, level, 32), 4) for level, N in enumerate(sizes)]
+    assert max(groups) < 4 and (limit == 1 or max(groups) > 1)     # 4 features per FH, split unevenly
+    booster = train_vertical(params, column_blocks(X, 2), y, num_boost_round=3)
+    assert_margins_match(booster, centralized(params, X, y, 3), X)
+
+
 @pytest.mark.parametrize("extra", [
     {"max_depth": 3, "eta": 0.1, "lambda": 2.5, "alpha": 0.5, "gamma": 0.2, "min_child_weight": 5},
     {"max_depth": 5, "learning_rate": 0.5, "reg_lambda": 0.1, "max_bin": 16},

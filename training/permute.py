@@ -75,9 +75,25 @@ def stream_key(base: np.ndarray, name: str) -> np.ndarray:
     return prf.with_nonce(base, _nonce(name))
 
 
+def stream_keys(master: bytes, *labels, names: tuple[str, ...]) -> np.ndarray:
+    """The round keys of several named streams under prf_key(master, *labels), in one
+    call: stream_keys(...)[i] equals stream_key(prf_key(master, *labels), names[i])."""
+    return prf.round_keys_with_nonces(derive_key(master, *labels)[:16], _nonce_words(tuple(names)))
+
+
 @functools.lru_cache(maxsize=None)
 def _nonce(name: str) -> int:
     return int.from_bytes(hashlib.sha256(b"ppxgb-stream|" + name.encode()).digest()[:8], "big")
+
+
+@functools.lru_cache(maxsize=64)
+def _nonce_words(names: tuple[str, ...]) -> np.ndarray:
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ParameterError.bad("stream name", "a non-empty str", name)
+    words = np.array([prf.nonce_word(_nonce(name)) for name in names], dtype=np.uint64)
+    words.flags.writeable = False
+    return words
 
 
 def stream(master: bytes, *labels, rows: int) -> np.ndarray:

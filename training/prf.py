@@ -56,17 +56,43 @@ def round_keys(key: bytes) -> np.ndarray:
     return _expand(np.frombuffer(key, dtype=np.uint8))
 
 
+def nonce_word(nonce: int) -> np.uint64:
+    """What a nonce XORs into round key 0's first word (its 8 big-endian bytes, read as
+    a little-endian uint64 like the state)."""
+    if isinstance(nonce, bool) or not isinstance(nonce, (int, np.integer)) or not 0 <= nonce < 2**64:
+        raise ParameterError.bad("nonce", "an int in [0, 2^64)", nonce)
+    return np.uint64(int.from_bytes(int(nonce).to_bytes(8, "big"), "little"))
+
+
+def round_keys_with_nonces(key: bytes, words: np.ndarray) -> np.ndarray:
+    """with_nonce(round_keys(key), nonce) for many nonces at once, given as nonce_word
+    values: an (len(words), 11, 2) array (one key schedule, one call)."""
+    if not isinstance(key, (bytes, bytearray)) or len(key) != 16:
+        raise ParameterError.bad("PRF key", "16 bytes", type(key).__name__ if not isinstance(key, (bytes, bytearray))
+                                 else f"{len(key)} bytes")
+    return _expand_with(np.frombuffer(key, dtype=np.uint8), words)
+
+
+@njit(cache=True, nogil=True)
+def _expand_with(key, words):
+    rk = _expand(key)
+    out = np.empty((words.shape[0], 11, 2), np.uint64)
+    for i in range(words.shape[0]):
+        out[i] = rk
+        out[i, 0, 0] ^= words[i]
+    return out
+
+
 def with_nonce(rk: np.ndarray, nonce: int) -> np.ndarray:
     """Round keys whose PRF is AES-128_k(nonce as 8 big-endian bytes || p as 8
     big-endian bytes): the CTR keystream from counter block (nonce || 0).  The nonce is
     folded into the first (whitening) round key, so every kernel takes it unchanged and
     one key schedule serves many independent streams."""
-    if isinstance(nonce, bool) or not isinstance(nonce, (int, np.integer)) or not 0 <= nonce < 2**64:
-        raise ParameterError.bad("nonce", "an int in [0, 2^64)", nonce)
+    word = nonce_word(nonce)
     out = np.array(rk, dtype=np.uint64, copy=True)
     if out.shape != (11, 2):
         raise ParameterError.bad("round keys", "an (11, 2) uint64 array", out.shape)
-    out[0, 0] ^= np.uint64(int.from_bytes(int(nonce).to_bytes(8, "big"), "little"))
+    out[0, 0] ^= word
     return out
 
 

@@ -15,9 +15,9 @@ Stages (LH = label holder, FH = feature holder, D = dealer):
     D->FH  dkey       a 32-byte key (seeds FH's permutations)
     LH->FH vtree      a new tree starts: every row goes back to the root
     LH->D  dlevel     correlations for (tree, level), please
-    D->FH  corr       per feature: delta vectors of the two gathers (the dealer
-                      prepares the next level, of this tree or the next; the
-                      schedule is public)
+    D->FH  corr       delta vectors of the two gathers, for as many features as
+                      fit in 24 MB (the dealer prepares the next level, of this
+                      tree or the next; the schedule is public)
     LH->FH vlevel     last level's partition (node, children, left bits), nodes to
                       build, and z = (g, h) - a of the built rows
     FH->LH vperm      one per feature: k1, the gather positions of FH's (node, bin) order
@@ -300,41 +300,56 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
     if z.shape != (span, pm.WIDTH) or span > N:
         raise ProtocolError(f"{name}: z of shape {z.shape}, expected ({span}, {pm.WIDTH}) <= {N} rows")
     lengths, kept = [], []
+    group = corr_group(N, N // beta, n_feat)
     for f in range(n_feat):
-        corr = box.get("corr", dealer)
-        while _tag(corr) < (tree, level):       # prepared for a level the tree did not reach
+        if f % group == 0:                       # the next correlation message
             corr = box.get("corr", dealer)
-        if (corr.payload.get("tree"), corr.payload.get("level"), corr.payload.get("f")) != (tree, level, f):
-            raise ProtocolError(f"{name}: correlation for {corr.payload.get('tree')}/"
-                                f"{corr.payload.get('level')}/{corr.payload.get('f')}, expected {tree}/{level}/{f}")
-        d1 = _array(corr, "d1", np.uint64, (N, pm.WIDTH))
-        d2 = _array(corr, "d2", np.uint64, (N // beta, pm.WIDTH))
-        base = pm.prf_key(key, tree, level, f)        # the dealer's streams s1 and s2 for this feature
+            while _tag(corr) < (tree, level):   # prepared for a level the tree did not reach
+                corr = box.get("corr", dealer)
+            if (corr.payload.get("tree"), corr.payload.get("level"), corr.payload.get("f")) != (tree, level, f):
+                raise ProtocolError(f"{name}: correlation for {corr.payload.get('tree')}/"
+                                    f"{corr.payload.get('level')}/{corr.payload.get('f')}, expected {tree}/{level}/{f}")
+            count = min(group, n_feat - f)
+            d1s = _array(corr, "d1", np.uint64, (count, N, pm.WIDTH))
+            d2s = _array(corr, "d2", np.uint64, (count, N // beta, pm.WIDTH))
+        d1, d2 = d1s[f % group], d2s[f % group]
+        s1, s2 = pm.stream_keys(key, tree, level, f, names=("s1", "s2"))   # the dealer's permutations
         length = pm.layout_length(m, len(build) * (int(n_bins[f]) + 1), beta)
         # one message per feature, so LH works on this one while FH does the next; k is
         # written straight into it
         out = draft_message(name, lh, "vperm", {"tree": tree, "level": level, "f": f,
                                                 "k": Blank((length,), np.uint32)})
-        _, w_ends, last = pm.fh_gather_shuffled(z, d1, pm.stream_key(base, "s1"), N, slot, bins_t[f, rows],
+        _, w_ends, last = pm.fh_gather_shuffled(z, d1, s1, N, slot, bins_t[f, rows],
                                                 len(build), int(n_bins[f]), beta, scratch, out.arrays["k"])
         t.send_draft(out)
         lengths.append(length)
-        kept.append(((last + 1) // beta - 1, w_ends, d2, base))
+        kept.append(((last + 1) // beta - 1, w_ends, d2, s2))
     k2s, sums = [], []
     sel = box.get("vsel", lh)
     if _tag(sel) != (tree, level):
         raise ProtocolError(f"{name}: vsel for {sel.payload.get('tree')}/{sel.payload.get('level')}, "
                             f"expected {tree}/{level}")
-    for f, ((ends, w_ends, d2, base), z2) in enumerate(zip(kept, _arrays(sel, "z2", n_feat))):
+    for f, ((ends, w_ends, d2, s2), z2) in enumerate(zip(kept, _arrays(sel, "z2", n_feat))):
         blocks = lengths[f] // beta
         if z2.shape != (blocks, pm.WIDTH) or z2.dtype != np.uint64:
             raise ProtocolError(f"{name}: vsel z2[{f}] of shape {z2.shape} ({z2.dtype}), "
                                 f"expected ({blocks}, {pm.WIDTH}) uint64")
-        sigma2 = pm.permutation_of(pm.stream_key(base, "s2"), n=N // beta, first=blocks)
+        sigma2 = pm.permutation_of(s2, n=N // beta, first=blocks)
         k2, part = pm.gather_fh(z2, ends, sigma2, d2)
         k2s.append(k2.astype(np.uint32))
         sums.append(w_ends + part)
     t.send(name, lh, "vsum", {"tree": tree, "level": level, "k2": k2s, "s": sums})
+
+
+_CORR_BYTES = 24 << 20
+
+
+def corr_group(N: int, N2: int, n_feat: int) -> int:
+    """Features per correlation message: as many as fit in 24 MB (at least one).  Fewer
+    messages cost less interpreter time; below glibc's largest mmap threshold (32 MB)
+    freed messages are reused instead of mapped and faulted in afresh.  Public sizes
+    only, so FH computes the same grouping."""
+    return max(1, min(n_feat, _CORR_BYTES // max(1, (N + N2) * pm.WIDTH * 8)))
 
 
 def _tag(msg: Message) -> tuple[int, int]:
@@ -379,16 +394,19 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
             for fh, n_feat in zip(fhs, n_features):
                 kl, kf = keys_l[fh], keys_f[fh]
                 a = pm.stream(kl, tree, level, "a", rows=N)
-                for f in range(n_feat):
-                    bl, bf = pm.prf_key(kl, tree, level, f), pm.prf_key(kf, tree, level, f)
+                group = corr_group(N, N2, n_feat)
+                for f0 in range(0, n_feat, group):
+                    count = min(group, n_feat - f0)
                     # sigma, c and the deltas are made in one kernel each, straight into the message
-                    msg = draft_message(name, fh, "corr", {"tree": tree, "level": level, "f": f,
-                                                           "d1": Blank((N, pm.WIDTH), np.uint64),
-                                                           "d2": Blank((N2, pm.WIDTH), np.uint64)})
-                    pm.shuffled_delta(c_key=pm.stream_key(bl, "c1"), sigma_key=pm.stream_key(bf, "s1"), n=N, a=a,
-                                      out=msg.arrays["d1"], scratch=scratch)
-                    pm.shuffled_delta(c_key=pm.stream_key(bl, "c2"), sigma_key=pm.stream_key(bf, "s2"), n=N2,
-                                      a_key=pm.stream_key(bl, "a2"), out=msg.arrays["d2"], scratch=scratch)
+                    msg = draft_message(name, fh, "corr", {"tree": tree, "level": level, "f": f0,
+                                                           "d1": Blank((count, N, pm.WIDTH), np.uint64),
+                                                           "d2": Blank((count, N2, pm.WIDTH), np.uint64)})
+                    for i in range(count):
+                        c1, c2, a2 = pm.stream_keys(kl, tree, level, f0 + i, names=("c1", "c2", "a2"))
+                        s1, s2 = pm.stream_keys(kf, tree, level, f0 + i, names=("s1", "s2"))
+                        pm.shuffled_delta(c_key=c1, sigma_key=s1, n=N, a=a, out=msg.arrays["d1"][i], scratch=scratch)
+                        pm.shuffled_delta(c_key=c2, sigma_key=s2, n=N2, a_key=a2, out=msg.arrays["d2"][i],
+                                          scratch=scratch)
                     transport.send_draft(msg)
 
         while True:
@@ -511,7 +529,7 @@ class _LabelHolder:
             hist[:, lo:lo + self.own_total] = own[:, :-1]
         # gather 1 answers arrive one feature at a time, from whichever FH is ahead
         next_f = {q: 0 for q in self.fhs}
-        base: dict[tuple[str, int], np.ndarray] = {}
+        c2: dict[tuple[str, int], np.ndarray] = {}        # round keys of stream c2, for gather 2
         z2s: dict[str, list[np.ndarray]] = {q: [] for q in self.fhs}
         for _ in range(sum(len(self.fh_bins[q]) for q in self.fhs)):
             msg = self.box.get("vperm")
@@ -523,9 +541,8 @@ class _LabelHolder:
             f = next_f[q]
             next_f[q] += 1
             length = pm.layout_length(m, nb * (int(self.fh_bins[q][f]) + 1), beta)
-            base[q, f] = pm.prf_key(self.keys[q], tree, level, f)      # streams c1, a2 and c2 of (q, f)
-            z2 = pm.lh_block_shares(c_key=pm.stream_key(base[q, f], "c1"), a2_key=pm.stream_key(base[q, f], "a2"),
-                                    k=_array(msg, "k", np.uint32, (length,)), size=N, beta=beta)
+            c1, a2, c2[q, f] = pm.stream_keys(self.keys[q], tree, level, f, names=("c1", "a2", "c2"))
+            z2 = pm.lh_block_shares(c_key=c1, a2_key=a2, k=_array(msg, "k", np.uint32, (length,)), size=N, beta=beta)
             z2s[q].append(z2)
             if next_f[q] == len(self.fh_bins[q]):      # one message per FH: it needs them all before gather 2
                 self.t.send(self.me, q, "vsel", {"tree": tree, "level": level, "z2": z2s[q]})
@@ -538,7 +555,7 @@ class _LabelHolder:
                 if s.dtype != np.uint64 or s.shape != (n_seg, pm.WIDTH):
                     raise ProtocolError(f"{self.me}: vsum s[{f}] from {q} of shape {s.shape}")
                 k2 = pm.checked_positions(k2, n_seg, N // beta)
-                seg = pm.segment_sums(s - prf.rows_at(pm.stream_key(base[q, f], "c2"), k2))
+                seg = pm.segment_sums(s - prf.rows_at(c2[q, f], k2))
                 seg = seg.view(np.int64)
                 seg = seg.reshape(nb, int(nbins[f]) + 1, 2)[:, :-1]
                 lo = int(self.cut_ptr[self.global_index[(q, f)]])
