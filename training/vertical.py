@@ -145,8 +145,9 @@ def _slots(positions: np.ndarray, build: Sequence[int]) -> np.ndarray:
     return slot[positions]
 
 
-def _apply_partition(positions: np.ndarray, nodes, left, right, goleft: np.ndarray) -> None:
-    """Move the rows of split nodes to their children (in place)."""
+def _apply_partition(positions: np.ndarray, nodes, left, right, bits: np.ndarray) -> None:
+    """Move the rows of split nodes to their children (in place); bits are the rows'
+    left bits, packed as sent (np.packbits)."""
     if len(nodes) == 0:
         return
     size = int(max(nodes)) + 1
@@ -154,15 +155,15 @@ def _apply_partition(positions: np.ndarray, nodes, left, right, goleft: np.ndarr
     to_right = np.full(size, -1, np.int64)
     to_left[np.asarray(nodes)] = left
     to_right[np.asarray(nodes)] = right
-    _move_rows(positions, to_left, to_right, goleft)
+    _move_rows(positions, to_left, to_right, _packed_bits(bits, positions.shape[0]))
 
 
 @njit(cache=True, nogil=True)
-def _move_rows(positions, to_left, to_right, goleft):
+def _move_rows(positions, to_left, to_right, bits):
     for r in range(positions.shape[0]):
         node = positions[r]
         if node < to_left.shape[0] and to_left[node] >= 0:
-            positions[r] = to_left[node] if goleft[r] else to_right[node]
+            positions[r] = to_left[node] if (bits[r >> 3] >> (7 - (r & 7))) & 1 else to_right[node]
 
 
 def _missing(bins: np.ndarray) -> int:
@@ -217,10 +218,21 @@ def _own_histograms(bins, offsets, g, h, rows, slot, n_slots, n_bins_total) -> n
                      rows.astype(np.int64), slot.astype(np.int64), n_slots, n_bins_total)
 
 
-def _unpack_bits(bits: np.ndarray, n: int) -> np.ndarray:
-    if bits.dtype != np.uint8 or bits.size != (n + 7) // 8:
-        raise ProtocolError(f"left bits: expected {(n + 7) // 8} bytes, got {bits.size}")
-    return np.unpackbits(bits, count=n).astype(bool)
+@njit(cache=True, nogil=True)
+def _take_bits(positions, owned, bits, goleft):
+    """goleft[r] = bit r of the packed (np.packbits order) bits, for rows of owned nodes."""
+    for r in range(positions.shape[0]):
+        node = positions[r]
+        if node < owned.shape[0] and owned[node]:
+            goleft[r] = (bits[r >> 3] >> (7 - (r & 7))) & 1
+
+
+def _packed_bits(bits: np.ndarray, n: int) -> np.ndarray:
+    """Left bits of n rows as sent (np.packbits), after checking their size and type."""
+    if bits.dtype != np.uint8 or bits.shape != ((n + 7) // 8,):
+        raise ProtocolError(f"left bits: expected {(n + 7) // 8} bytes, got {bits.size} of {bits.dtype}")
+    return bits
+
 
 
 # =================================================================== feature holder
@@ -286,8 +298,7 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
         raise ProtocolError(f"{name}: vlevel for tree {msg.payload['tree']} during tree {tree}")
     split = _field(msg, "splits", dict)
     if split.get("node"):
-        _apply_partition(positions, split["node"], split["left"], split["right"],
-                         _unpack_bits(_array(msg, "goleft", np.uint8), n))
+        _apply_partition(positions, split["node"], split["left"], split["right"], _array(msg, "goleft", np.uint8))
     build = [int(b) for b in _field(msg, "build", list)]
     slot_of_row = _slots(positions, build)
     rows = np.flatnonzero(slot_of_row >= 0)
@@ -585,21 +596,20 @@ class _LabelHolder:
             if q == self.me:
                 continue
             msg = self.box.get("vsplit_ok", q)
-            bits = _unpack_bits(_array(msg, "goleft", np.uint8), n)
+            bits = _packed_bits(_array(msg, "goleft", np.uint8), n)
             thr = _field(msg, "threshold", list)
             if len(thr) != len(items):
                 raise ProtocolError(f"{self.me}: {len(thr)} thresholds from {q}, expected {len(items)}")
-            nodes_q = [it[0] for it in items]
-            mine = np.zeros(max(int(self.positions.max()), max(nodes_q)) + 1, dtype=bool)
-            mine[nodes_q] = True
-            mine = mine[self.positions]
-            goleft[mine] = bits[mine]
+            owned = np.zeros(max(it[0] for it in items) + 1, dtype=np.bool_)
+            owned[[it[0] for it in items]] = True
+            _take_bits(self.positions, owned, bits, goleft)
             for (node, _, _), v in zip(items, thr):
                 thresholds[node] = float(np.float32(v))
         nodes = list(new)
         splits = {"node": nodes, "left": [new[k][1] for k in nodes], "right": [new[k][2] for k in nodes]}
-        _apply_partition(self.positions, nodes, splits["left"], splits["right"], goleft)
-        return {"splits": splits, "goleft": np.packbits(goleft)}, thresholds
+        bits = np.packbits(goleft)
+        _apply_partition(self.positions, nodes, splits["left"], splits["right"], bits)
+        return {"splits": splits, "goleft": bits}, thresholds
 
     # ---- one tree, depth-wise with the subtraction trick
     def build_tree(self, tree: int, group: int) -> tuple[Tree, np.ndarray]:
