@@ -234,7 +234,6 @@ def _packed_bits(bits: np.ndarray, n: int) -> np.ndarray:
     return bits
 
 
-
 # =================================================================== feature holder
 def run_feature_holder(transport: Transport, name: str, X, *, label_holder: str,
                        dealer: str = DEALER, feature_names: Sequence[str] | None = None,
