@@ -177,6 +177,11 @@ def test_fused_steps_equal_the_plain_ones():
                 pm.lh_block_shares(**keys, k=bad_k, size=N, beta=beta)
         with pytest.raises(ParameterError):
             pm.fh_gather_prefix(z[:len(idx) - 1], d, sigma, slot, bins, n_slots, n_bins, beta)
+        for bad_z, bad_d in ((z[:, :1], d), (z, d.astype(np.int64)), (z.ravel(), d)):      # rows are (g, h) words
+            with pytest.raises(ParameterError):
+                pm.fh_gather_prefix(bad_z, bad_d, sigma, slot, bins, n_slots, n_bins, beta)
+            with pytest.raises(ParameterError):
+                pm.fh_gather_shuffled(bad_z, bad_d, pm.prf_key(b"f" * 32, "s"), N, slot, bins, n_slots, n_bins, beta)
         with pytest.raises(ParameterError):
             pm.fh_gather_shuffled(z, d, pm.prf_key(b"f" * 32, "s"), len(idx) - 1, slot, bins, n_slots, n_bins, beta)
         np.testing.assert_array_equal(k_out, k1f)          # written in place
