@@ -519,7 +519,7 @@ def segment_sums(prefix_at_ends: np.ndarray) -> np.ndarray:
     return out
 
 
-# ---- fused steps of the histogram protocol (same maths as the functions above, one pass)
+# ---- fused steps of the histogram protocol (same maths as the functions above, one kernel each)
 @njit(cache=True, nogil=True)
 def _fh_gather1(z, delta, sigma, rk, shuffle, k, slot, bins, n_slots, n_bins, beta, length):
     """k (length entries) receives the positions.  With `shuffle`, sigma is scratch for
@@ -559,7 +559,7 @@ def _fh_gather1(z, delta, sigma, rk, shuffle, k, slot, bins, n_slots, n_bins, be
 def fh_gather_prefix(z: np.ndarray, delta: np.ndarray, sigma: np.ndarray, slot: np.ndarray,
                      bins: np.ndarray, n_slots: int, n_bins: int,
                      beta: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """FH's gather 1 with its own prefix sums, in one pass over the rows.
+    """FH's gather 1 with its own prefix sums, in one kernel reading the rows in row order.
 
     The same as segment_layout then gather_fh then prefix sums taken at `last`, but
     without materialising idx or gathering: (k1 as uint32, FH's prefix sums at the
