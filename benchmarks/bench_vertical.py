@@ -7,8 +7,8 @@ For each row count: 30 features split over 3 parties (the label holder first),
 binary:logistic, depth 6.  Plaintext xgboost (hist, same nthread) is timed on the
 joined data in the same process right before the secure run, so both see the same
 machine load; an untimed tiny run of both comes first (numba compiles ppxgb's kernels
-on the first run after installing, then caches them).  Bytes are everything every role sent over the in-memory transport
-(encoded exactly as on the network).  PSI throughput: two parties with --psi-ids IDs
+on the first run after installing, then caches them).  Bytes are everything every role
+sent over the in-memory transport (encoded exactly as on the network).  PSI throughput: two parties with --psi-ids IDs
 each (half of them common), X25519 ECDH PSI.  Writes benchmarks/RESULTS_vertical.md.
 """
 

@@ -203,17 +203,8 @@ def test_permutation_is_fisher_yates_on_the_stream_words():
     s, a, c = pm.permutation(b"q" * 32, n=50), pm.stream(b"a" * 32, rows=50), pm.stream(b"c" * 32, rows=50)
     d = pm.correlation_delta(s, a, c)
     np.testing.assert_array_equal(d, a + c[s])
-    np.testing.assert_array_equal(d, pm.dealer_delta(b"c" * 32, sigma=s, a=a))
-
-
-def test_stream_rows_are_the_rows_of_the_stream():
-    key = bytes(range(32))
-    full = pm.stream(key, 3, 1, "c1", rows=5000)
-    pos = np.random.default_rng(0).permutation(5000)[:777]
-    np.testing.assert_array_equal(pm.stream_rows(key, 3, 1, "c1", positions=pos), full[pos])
-    assert pm.stream_rows(key, 3, 1, "c1", positions=np.zeros(0, np.int64)).shape == (0, 2)
-    with pytest.raises(ParameterError):
-        pm.stream_rows(key, 3, 1, "c1", positions=np.array([-1]))
+    np.testing.assert_array_equal(d, pm.shuffled_delta(c_key=pm.prf_key(b"c" * 32), sigma_key=pm.prf_key(b"q" * 32),
+                                                       n=50, a=a))
 
 
 def test_gather_positions_are_checked():
@@ -231,9 +222,7 @@ def test_dealer_and_label_holder_kernels_equal_the_vector_maths():
         sigma = pm.permutation(key, "s", n=n)
         assert np.array_equal(np.sort(sigma), np.arange(n))
         a, c = pm.stream(key, "a", rows=n), pm.stream(key, "c", rows=n)
-        np.testing.assert_array_equal(pm.dealer_delta(key, "c", sigma=sigma, a=a), a + c[sigma])
         out = np.empty((n, 2), np.uint64)
-        assert pm.dealer_delta(key, "c", sigma=sigma, a=a, out=out) is out
         # the dealer's one-kernel delta: sigma made inside, a from an array or a stream
         a2_full = pm.stream(key, "a2", rows=n)
         keys = {"c_key": pm.prf_key(key, "c"), "sigma_key": pm.prf_key(key, "s"), "n": n}
@@ -254,8 +243,6 @@ def test_dealer_and_label_holder_kernels_equal_the_vector_maths():
                 dup[-1] = dup[0]
                 with pytest.raises(ParameterError):
                     pm.lh_block_shares(**bkeys, k=dup, size=n, beta=beta)
-    with pytest.raises(ParameterError):
-        pm.dealer_delta(key, "c", sigma=np.arange(4), a=np.zeros((3, 2), np.uint64))
     keys = {"c_key": pm.prf_key(key, "c"), "sigma_key": pm.prf_key(key, "s"), "n": 4}
     for bad in ({"a": np.zeros((3, 2), np.uint64)}, {}, {"a": np.zeros((4, 2), np.uint64), "a_key": keys["c_key"]},
                 {"a": np.zeros((4, 2), np.uint64), "scratch": np.zeros(3, np.int32)},

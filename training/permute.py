@@ -70,15 +70,19 @@ def stream_key(base: np.ndarray, name: str) -> np.ndarray:
     first 8 bytes of SHA-256 of the name.  Streams of different names never share a
     counter block, so they are independent, and a role derives one key per (tree,
     level, feature) instead of one per stream."""
-    if not isinstance(name, str) or not name:
-        raise ParameterError.bad("stream name", "a non-empty str", name)
-    return prf.with_nonce(base, _nonce(name))
+    return prf.with_nonce(base, _nonce(_stream_name(name)))
 
 
 def stream_keys(master: bytes, *labels, names: tuple[str, ...]) -> np.ndarray:
     """The round keys of several named streams under prf_key(master, *labels), in one
     call: stream_keys(...)[i] equals stream_key(prf_key(master, *labels), names[i])."""
     return prf.round_keys_with_nonces(derive_key(master, *labels)[:16], _nonce_words(tuple(names)))
+
+
+def _stream_name(name) -> str:
+    if not isinstance(name, str) or not name:
+        raise ParameterError.bad("stream name", "a non-empty str", name)
+    return name
 
 
 @functools.lru_cache(maxsize=None)
@@ -88,10 +92,7 @@ def _nonce(name: str) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _nonce_words(names: tuple[str, ...]) -> np.ndarray:
-    for name in names:
-        if not isinstance(name, str) or not name:
-            raise ParameterError.bad("stream name", "a non-empty str", name)
-    words = np.array([prf.nonce_word(_nonce(name)) for name in names], dtype=np.uint64)
+    words = np.array([prf.nonce_word(_nonce(_stream_name(name))) for name in names], dtype=np.uint64)
     words.flags.writeable = False
     return words
 
@@ -131,17 +132,6 @@ def _minus_rows(rk, x, out):
         out[i, 1] = h - c1
         i += 1
     return out
-
-
-def stream_rows(master: bytes, *labels, positions: np.ndarray) -> np.ndarray:
-    """Rows `positions` of `stream(master, *labels, rows=...)`, without the others: one
-    AES block each, no gather from a big vector."""
-    pos = np.ascontiguousarray(positions)
-    if pos.ndim != 1 or (pos.size and pos.dtype.kind not in "iu"):
-        raise ParameterError.bad("positions", "a vector of row numbers", getattr(pos, "shape", pos))
-    if pos.size and pos.dtype.kind == "i" and pos.min() < 0:
-        raise ParameterError.bad("positions", "row numbers >= 0", int(pos.min()))
-    return prf.rows_at(prf_key(master, *labels), pos)
 
 
 @njit(cache=True, inline="always")
@@ -225,18 +215,8 @@ def permutation_of(rk: np.ndarray, *, n: int, first: int | None = None) -> np.nd
 
 def correlation_delta(sigma: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
     """The dealer's message to FH: delta[p] = a[p] + c[sigma[p]] (mod 2^64), from the
-    whole vector c (reference; the dealer uses dealer_delta)."""
+    whole vector c (reference; the dealer uses shuffled_delta)."""
     return a + c[np.asarray(sigma, dtype=np.int64)]
-
-
-def dealer_delta(master: bytes, *labels, sigma: np.ndarray, a: np.ndarray,
-                 out: np.ndarray | None = None) -> np.ndarray:
-    """correlation_delta with c the named stream, evaluated at sigma: no vector c and no
-    random memory access.  Written into `out` (n x 2 uint64) if given."""
-    sigma = _as_positions(sigma)
-    n = sigma.shape[0]
-    a = _ring_rows(a, n, "a")
-    return _delta(prf_key(master, *labels), sigma, a, _NO_KEY, False, _out_rows(out, n))
 
 
 def shuffled_delta(*, c_key: np.ndarray, sigma_key: np.ndarray, n: int, a: np.ndarray | None = None,

@@ -50,10 +50,15 @@ def _expand(key):
 
 def round_keys(key: bytes) -> np.ndarray:
     """The expanded AES-128 key of `key` (16 bytes) as an (11, 2) uint64 array."""
+    return _expand(_key_bytes(key))
+
+
+def _key_bytes(key) -> np.ndarray:
+    """A 16-byte AES key as uint8, or ParameterError."""
     if not isinstance(key, (bytes, bytearray)) or len(key) != 16:
         raise ParameterError.bad("PRF key", "16 bytes", type(key).__name__ if not isinstance(key, (bytes, bytearray))
                                  else f"{len(key)} bytes")
-    return _expand(np.frombuffer(key, dtype=np.uint8))
+    return np.frombuffer(key, dtype=np.uint8)
 
 
 def nonce_word(nonce: int) -> np.uint64:
@@ -67,10 +72,7 @@ def nonce_word(nonce: int) -> np.uint64:
 def round_keys_with_nonces(key: bytes, words: np.ndarray) -> np.ndarray:
     """with_nonce(round_keys(key), nonce) for many nonces at once, given as nonce_word
     values: an (len(words), 11, 2) array (one key schedule, one call)."""
-    if not isinstance(key, (bytes, bytearray)) or len(key) != 16:
-        raise ParameterError.bad("PRF key", "16 bytes", type(key).__name__ if not isinstance(key, (bytes, bytearray))
-                                 else f"{len(key)} bytes")
-    return _expand_with(np.frombuffer(key, dtype=np.uint8), words)
+    return _expand_with(_key_bytes(key), words)
 
 
 @njit(cache=True, nogil=True)

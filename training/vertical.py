@@ -158,12 +158,18 @@ def _apply_partition(positions: np.ndarray, nodes, left, right, bits: np.ndarray
     _move_rows(positions, to_left, to_right, _packed_bits(bits, positions.shape[0]))
 
 
+@njit(cache=True, inline="always")
+def _left_bit(bits, r):
+    """Bit r of left bits packed as np.packbits does (most significant bit first)."""
+    return (bits[r >> 3] >> (7 - (r & 7))) & 1
+
+
 @njit(cache=True, nogil=True)
 def _move_rows(positions, to_left, to_right, bits):
     for r in range(positions.shape[0]):
         node = positions[r]
         if node < to_left.shape[0] and to_left[node] >= 0:
-            positions[r] = to_left[node] if (bits[r >> 3] >> (7 - (r & 7))) & 1 else to_right[node]
+            positions[r] = to_left[node] if _left_bit(bits, r) else to_right[node]
 
 
 def _missing(bins: np.ndarray) -> int:
@@ -224,7 +230,7 @@ def _take_bits(positions, owned, bits, goleft):
     for r in range(positions.shape[0]):
         node = positions[r]
         if node < owned.shape[0] and owned[node]:
-            goleft[r] = (bits[r >> 3] >> (7 - (r & 7))) & 1
+            goleft[r] = _left_bit(bits, r)
 
 
 def _packed_bits(bits: np.ndarray, n: int) -> np.ndarray:
