@@ -31,13 +31,13 @@ from phe import paillier
 from pyope.ope import OPE, ValueRange
 
 from ppxgb.model import Ensemble
-from ppxgb.ope import IN_RANGE, OUT_RANGE, float32_plaintext
+from ppxgb.crypto.ope import IN_RANGE, OUT_RANGE, float32_plaintext
 
 SLOT = 1   # every split of a dense model defaults right: ppxgb's "high" slot
 
 
 def _ope_key(master: bytes, feature: int) -> bytes:
-    return hmac.digest(master, f"ppxgb.ope|{feature}|{SLOT}".encode(), hashlib.sha256)
+    return hmac.digest(master, f"ppxgb.crypto.ope|{feature}|{SLOT}".encode(), hashlib.sha256)
 
 
 class BaselineProxy:

@@ -57,7 +57,7 @@ def bench_ppxgb(booster, Xq, key_bits, n_single, n_users):
         enrollment, dt = timed(Proxy(key_bits).enroll, ens, user_id=f"user{i}")
         enroll_times.append(dt)
     # breakdown of one enrollment (keys drawn separately)
-    from ppxgb.paillier import generate_keypair
+    from ppxgb.crypto.paillier import generate_keypair
     (_, private), t_keygen = timed(generate_keypair, key_bits)
     _, t_encrypt = timed(encrypt_for_user, ens, "x", "m-x", ope_key=b"o" * 32, prf_key=b"p" * 32,
                          private_key=private)
@@ -139,7 +139,7 @@ def calibrate(key_bits):
     import gmpy2
     from pyope.ope import OPE, ValueRange
 
-    from ppxgb.ope import IN_RANGE, OUT_RANGE
+    from ppxgb.crypto.ope import IN_RANGE, OUT_RANGE
 
     rnd = random.Random(1)
     cipher = OPE(b"k" * 32, ValueRange(*IN_RANGE), ValueRange(*OUT_RANGE))

@@ -15,8 +15,8 @@ import numpy as np
 from ppxgb.errors import ParameterError
 from ppxgb.formats import SLOT_LOW, EncryptedQueries, EncryptedScores, UserKeys, ope_feature_key
 from ppxgb.model import apply_transform, as_float32_matrix
-from ppxgb.ope import MISSING_HIGH, MISSING_LOW, OPE, float32_plaintext
-from ppxgb.paillier import SmallDecryptor, private_key_from_factors
+from ppxgb.crypto.ope import MISSING_HIGH, MISSING_LOW, OPE, float32_plaintext
+from ppxgb.crypto.paillier import SmallDecryptor, private_key_from_factors
 
 
 class Client:

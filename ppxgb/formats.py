@@ -27,7 +27,7 @@ import msgpack
 import numpy as np
 
 from .errors import FormatError
-from .ope import IN_RANGE, OUT_RANGE
+from .crypto.ope import IN_RANGE, OUT_RANGE
 
 VERSION = 1
 #: Slot 0 ("low") encodes a missing value below every float32, slot 1 ("high") above.
@@ -45,7 +45,7 @@ def column_pseudonym(prf_key: bytes, feature: int, slot: int) -> str:
 
 def ope_feature_key(ope_key: bytes, feature: int, slot: int) -> bytes:
     """The OPE key of one (feature, slot): independent keys, so no cross-feature order."""
-    return hmac.digest(ope_key, f"ppxgb.ope|{feature}|{slot}".encode(), hashlib.sha256)
+    return hmac.digest(ope_key, f"ppxgb.crypto.ope|{feature}|{slot}".encode(), hashlib.sha256)
 
 
 # ---------------------------------------------------------------- envelope helpers

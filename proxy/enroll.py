@@ -23,8 +23,8 @@ import numpy as np
 from ppxgb.errors import ParameterError
 from ppxgb.formats import SLOT_HIGH, SLOT_LOW, EncryptedModel, UserKeys, column_pseudonym, ope_feature_key
 from ppxgb.model import Ensemble
-from ppxgb.ope import OPE, float32_plaintext
-from ppxgb.paillier import FastEncryptor, generate_keypair
+from ppxgb.crypto.ope import OPE, float32_plaintext
+from ppxgb.crypto.paillier import FastEncryptor, generate_keypair
 
 _USER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppxgb.errors import ParameterError
-from ppxgb.fixedpoint import FixedPointEncoder
-from ppxgb.sharing import Randomness, reconstruct, share
+from ppxgb.crypto.fixedpoint import FixedPointEncoder
+from ppxgb.crypto.sharing import Randomness, reconstruct, share
 from ppxgb.training.params import TrainParams
 from ppxgb.training.split import find_split
 

@@ -11,8 +11,8 @@ import pytest
 from scipy import stats
 
 import ppxgb.training.horizontal as horizontal
-from ppxgb.fixedpoint import FixedPointEncoder
-from ppxgb.sharing import Randomness
+from ppxgb.crypto.fixedpoint import FixedPointEncoder
+from ppxgb.crypto.sharing import Randomness
 from ppxgb.training.api import run_federation
 from ppxgb.transport import InMemoryTransport
 

@@ -16,8 +16,8 @@ from phe import paillier as phe
 from ppxgb.formats import EncryptedModel
 from ppxgb.inference import Client, Server
 from ppxgb.model import Ensemble
-from ppxgb.ope import float32_ordinal
-from ppxgb.paillier import FIXED_EXPONENT
+from ppxgb.crypto.ope import float32_ordinal
+from ppxgb.crypto.paillier import FIXED_EXPONENT
 from ppxgb.proxy import Proxy
 
 NAMES = ["systolic_bp", "hba1c", "age_years", "ldl_mg_dl", "smoker_flag"]

@@ -1,4 +1,4 @@
-"""ppxgb.ope: the float32 order map is exact, and the fast OPE equals pyope bit for bit."""
+"""ppxgb.crypto.ope: the float32 order map is exact, and the fast OPE equals pyope bit for bit."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppxgb import ope
+from ppxgb.crypto import ope
 from ppxgb.errors import ParameterError
 
 VECTORS = json.load(open(os.path.join(os.path.dirname(__file__), "vectors", "ope_pyope.json")))

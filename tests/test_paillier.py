@@ -1,4 +1,4 @@
-"""ppxgb.paillier: exact fixed-exponent encoding, DJN encryption that phe decrypts."""
+"""ppxgb.crypto.paillier: exact fixed-exponent encoding, DJN encryption that phe decrypts."""
 
 import hashlib
 import json
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phe import paillier as phe
 
-from ppxgb import paillier as pp
+from ppxgb.crypto import paillier as pp
 from ppxgb.errors import ParameterError
 
 VEC = json.load(open(os.path.join(os.path.dirname(__file__), "vectors", "paillier_djn.json")))

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from ppxgb.errors import ParameterError
-from ppxgb.sharing import Randomness
+from ppxgb.crypto.sharing import Randomness
 from ppxgb.training import permute as pm
-from ppxgb.training import prf
+from ppxgb.crypto import prf
 
 
 def _hist_protocol(g, slot, bins, n_slots, n_bins, N, beta=1, seed=b"k" * 32):

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from numba import njit
 
 from ppxgb.errors import ParameterError
-from ppxgb.training import prf
+from ppxgb.crypto import prf
 
 KEYS = [bytes(16), bytes(range(16)), bytes([0xFF] * 16), bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")]
 

@@ -9,7 +9,7 @@ positions (k1, k2), masked sums and the per-(node, bin) aggregates they open to.
 
 import numpy as np
 
-from ppxgb.fixedpoint import FixedPointEncoder
+from ppxgb.crypto.fixedpoint import FixedPointEncoder
 from ppxgb.transport import InMemoryTransport
 from ppxgb.training.objectives import gradients, intercept_from_stats, intercept_stats
 from ppxgb.training import permute as pm

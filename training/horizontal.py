@@ -32,9 +32,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ppxgb.errors import ParameterError, PeerFailure, ProtocolError
-from ppxgb.fixedpoint import FixedPointEncoder
+from ppxgb.crypto.fixedpoint import FixedPointEncoder
 from ppxgb.model import Ensemble, Tree, as_float32_matrix
-from ppxgb.sharing import Randomness, default_randomness
+from ppxgb.crypto.sharing import Randomness, default_randomness
 from ppxgb.transport import Transport
 
 from . import binning, kernels

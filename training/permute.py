@@ -43,9 +43,9 @@ import numpy as np
 from numba import njit
 
 from ppxgb.errors import ParameterError
-from ppxgb.sharing import Randomness
+from ppxgb.crypto.sharing import Randomness
 
-from . import prf
+from ppxgb.crypto import prf
 
 WIDTH = 2  # g and h
 

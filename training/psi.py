@@ -179,7 +179,7 @@ def run_psi_follower(transport: Transport, me: str, leader: str, ids: Sequence[A
 
 
 def _secure_shuffle(n: int) -> np.ndarray:
-    from ppxgb.sharing import Randomness
+    from ppxgb.crypto.sharing import Randomness
 
     from .permute import random_permutation
     return random_permutation(Randomness(os.urandom(32)), n)

@@ -44,7 +44,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ppxgb.errors import ParameterError, PeerFailure, ProtocolError
-from ppxgb.fixedpoint import FixedPointEncoder
+from ppxgb.crypto.fixedpoint import FixedPointEncoder
 from ppxgb.memory import keep_freed_memory
 from ppxgb.model import Ensemble, Tree, as_float32_matrix
 from ppxgb.transport import Blank, Message, Transport, draft_message
@@ -53,7 +53,7 @@ from numba import njit
 
 from . import binning
 from . import permute as pm
-from . import prf
+from ppxgb.crypto import prf
 from .common import abort_all, assemble, make_tree, parent_and_sibling
 from .objectives import check_labels, gradients, intercept_from_stats, intercept_stats
 from .params import TrainParams

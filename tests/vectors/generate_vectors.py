@@ -45,7 +45,7 @@ def deterministic_randbits(seed: bytes):
 
 
 def paillier_vectors():
-    from ppxgb.paillier import FastEncryptor, encode_fixed, private_key_from_factors
+    from ppxgb.crypto.paillier import FastEncryptor, encode_fixed, private_key_from_factors
     import gmpy2
     p = int(gmpy2.next_prime(int(hashlib.sha256(b"ppxgb p").hexdigest() * 2, 16) >> 256))
     q = int(gmpy2.next_prime(int(hashlib.sha256(b"ppxgb q").hexdigest() * 2, 16) >> 256))

@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ppxgb.aes_tables import aes_tables
+from ppxgb.crypto.aes_tables import aes_tables
 from ppxgb.errors import ParameterError
 
 

@@ -26,8 +26,8 @@ import math
 import numba
 import numpy as np
 
-from .aes_tables import aes_tables
-from .errors import ParameterError
+from ppxgb.crypto.aes_tables import aes_tables
+from ppxgb.errors import ParameterError
 
 # ---------------------------------------------------------------- float32 order map
 #: Plaintext domain used by ppxgb: 0 and 2**32 + 1 are the two missing-value sentinels,

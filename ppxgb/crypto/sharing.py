@@ -14,7 +14,7 @@ import threading
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .errors import ParameterError
+from ppxgb.errors import ParameterError
 
 
 class Randomness:

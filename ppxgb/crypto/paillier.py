@@ -27,7 +27,7 @@ import gmpy2
 import numpy as np
 from phe import paillier
 
-from .errors import ParameterError
+from ppxgb.errors import ParameterError
 
 #: phe exponent (base 16) shared by every ppxgb ciphertext: value = encoding * 16**-38.
 FIXED_EXPONENT = -38

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ParameterError
+from ppxgb.errors import ParameterError
 
 RING_BITS = 64
 
