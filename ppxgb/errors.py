@@ -39,3 +39,14 @@ class PeerFailure(PPXGBError):
         super().__init__(f"{peer}: {reason}")
         self.peer = peer
         self.reason = reason
+
+
+class PeerTimeout(PeerFailure):
+    """No message arrived within the timeout.  `awaited` names the sender that was
+    waited for, or is None when any sender would have done (then `peer` reads
+    "peers of <me>", and the caller knows better whom to blame)."""
+
+    def __init__(self, me: str, reason: str, awaited: str | None = None):
+        super().__init__(awaited or f"peers of {me}", reason)
+        self.me = me
+        self.awaited = awaited

@@ -31,7 +31,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable
 
-from .errors import FormatError, ParameterError, PeerFailure
+from .errors import FormatError, ParameterError, PeerFailure, PeerTimeout
 from .tls import TLSConfig, cert_names
 from .transport import Message, Transport, decode_message
 
@@ -372,8 +372,7 @@ class NetworkTransport(Transport):
             return self._inbox.get(timeout=timeout)
         except queue.Empty:
             stage, src = getattr(self._waiting, "what", ("any", None))
-            raise PeerFailure(src or f"peers of {me}",
-                              f"no {stage!r} message within {timeout:g}s") from None
+            raise PeerTimeout(me, f"no {stage!r} message within {timeout:g}s", awaited=src) from None
 
     def first_failure(self, wait: float = 0.0) -> tuple[str, str] | None:
         """The first peer this transport itself saw fail (lost connection, silence, bad data).

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import msgpack
 import numpy as np
 
-from .errors import FormatError, PeerFailure, ProtocolError
+from .errors import FormatError, PeerFailure, PeerTimeout, ProtocolError
 
 WIRE_VERSION = 3
 _ALLOWED_DTYPES = {"<u8", "<i8", "<f8", "<f4", "<i4", "<u4", "<u2", "<u1", "|u1", "|b1", "<i2"}
@@ -258,5 +258,4 @@ class InMemoryTransport(Transport):
         try:
             return self._queue(me).get(timeout=timeout)
         except queue.Empty:
-            raise PeerFailure("peers of " + me,
-                              f"no message within {time.monotonic() - start:.1f}s") from None
+            raise PeerTimeout(me, f"no message within {time.monotonic() - start:.1f}s") from None
