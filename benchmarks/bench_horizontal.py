@@ -51,7 +51,7 @@ def measure(kind: str, rows: int, features: int, parties: int, servers: int, tre
         out["seconds"] = time.perf_counter() - start
         out["bytes"] = 0
     else:
-        from ppxgb.training.api import run_federation
+        from ppxgb.training.horizontal import run_federation
 
         bounds = np.linspace(0, rows, parties + 1).astype(int)
         split = [(X[a:b], y[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]

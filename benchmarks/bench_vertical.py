@@ -26,8 +26,8 @@ import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 
 from ppxgb.transport import InMemoryTransport
-from ppxgb.training import psi
-from ppxgb.training.vertical_api import run_vertical_federation
+from ppxgb.training.vertical import psi
+from ppxgb.training.vertical import run_vertical_federation
 
 
 def make_data(n: int, n_features: int, seed: int = 0):

@@ -28,6 +28,7 @@ import numpy as np
 
 from ppxgb.errors import ParameterError
 from ppxgb.formats import EncryptedModel, EncryptedQueries, EncryptedScores
+from ppxgb.splitrule import encoded_goes_left
 
 
 class UnknownModel(ParameterError):
@@ -204,6 +205,6 @@ def walk(model: EncryptedModel, node_qcol: np.ndarray, values: np.ndarray, depth
         inner = model.column[node] >= 0
         if not inner.any():
             break
-        go_left = values[rows, node_qcol[node]] < model.threshold[node]
+        go_left = encoded_goes_left(values[rows, node_qcol[node]], model.threshold[node])
         node = np.where(inner, np.where(go_left, model.left[node], model.right[node]), node)
     return model.leaf[node]

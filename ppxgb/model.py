@@ -21,18 +21,10 @@ from typing import Any
 import numpy as np
 
 from .errors import FormatError, ParameterError
+from .objectives import apply_transform, get_objective
+from .splitrule import goes_left
 
 #: Objectives whose prediction transform ppxgb knows (for loading and inference).
-TRANSFORMS = {
-    "binary:logistic": "sigmoid",
-    "reg:logistic": "sigmoid",
-    "binary:logitraw": "identity",
-    "reg:squarederror": "identity",
-    "reg:absoluteerror": "identity",
-    "reg:pseudohubererror": "identity",
-    "multi:softprob": "softmax",
-    "multi:softmax": "argmax",
-}
 
 _NO_PARENT = 2147483647
 
@@ -79,7 +71,7 @@ class Tree:
             if not active.any():
                 break
             x = X[rows, self.feature[node]]
-            go_left = np.where(np.isnan(x), self.default_left[node], x < self.threshold[node])
+            go_left = goes_left(x, self.threshold[node], self.default_left[node])
             nxt = np.where(go_left, self.left[node], self.right[node])
             node = np.where(active, nxt, node)
         return node
@@ -140,8 +132,7 @@ class Ensemble:
     objective_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.objective not in TRANSFORMS:
-            raise ParameterError.bad("objective", f"one of {sorted(TRANSFORMS)}", self.objective)
+        get_objective(self.objective)      # a known objective, or ParameterError naming them
         if len(self.tree_info) != len(self.trees):
             raise FormatError("tree_info must have one entry per tree")
         groups = self.n_groups
@@ -161,19 +152,14 @@ class Ensemble:
 
     @property
     def transform(self) -> str:
-        return TRANSFORMS[self.objective]
+        return get_objective(self.objective).transform
 
     def base_margin(self) -> np.ndarray:
         """The intercept in margin space, one float32 per output group."""
         score = np.asarray(self.base_score, dtype=np.float32)
         if score.size == 1:
             score = np.repeat(score, self.n_groups)
-        if self.transform == "sigmoid":
-            # XGBoost's ProbToMargin for logistic objectives, computed in float32
-            # (a base_score of exactly 0 or 1 gives an infinite margin, as in XGBoost).
-            with np.errstate(divide="ignore"):
-                return np.float32(-1.0) * np.log(np.float32(1.0) / score - np.float32(1.0))
-        return score
+        return get_objective(self.objective).base_margin(score)
 
     def predict_margin(self, X) -> np.ndarray:
         """Plaintext margins with XGBoost's float32 semantics; (n,) or (n, groups)."""
@@ -192,13 +178,9 @@ class Ensemble:
         """The model in XGBoost's JSON schema, loadable by `xgboost.Booster`."""
         trees = [_tree_to_json(t, i, self.num_feature) for i, t in enumerate(self.trees)]
         n_iter = len(self.trees) // self.n_groups
-        objective: dict[str, Any] = {"name": self.objective}
-        if self.objective.startswith("multi:"):
-            objective["softmax_multiclass_param"] = {"num_class": str(self.num_class)}
-        elif self.objective == "reg:pseudohubererror":
-            objective["pseudo_huber_param"] = dict(self.objective_params or {"huber_slope": "1"})
-        else:
-            objective["reg_loss_param"] = dict(self.objective_params or {"scale_pos_weight": "1"})
+        objective: dict[str, Any] = {"name": self.objective,
+                                     **get_objective(self.objective).json_params(self.num_class,
+                                                                                 self.objective_params)}
         return {
             "learner": {
                 "attributes": {},
@@ -304,19 +286,6 @@ class Ensemble:
 
 
 # ---------------------------------------------------------------------- helpers
-def apply_transform(kind: str, margin: np.ndarray) -> np.ndarray:
-    """The objective's prediction transform, in float32 as XGBoost computes it."""
-    margin = np.asarray(margin, dtype=np.float32)
-    if kind == "sigmoid":
-        return (np.float32(1.0) / (np.float32(1.0) + np.exp(-margin))).astype(np.float32)
-    if kind == "softmax":
-        z = np.exp(margin - margin.max(axis=1, keepdims=True))
-        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
-    if kind == "argmax":
-        return np.argmax(margin, axis=1).astype(np.float32)
-    return margin
-
-
 def as_float32_matrix(X, num_feature: int | None = None, name: str = "X", order: str = "C") -> np.ndarray:
     """Rows as a float32 matrix with NaN for missing (numpy or pandas input), in the
     given memory order ("F" for column-streaming kernels)."""

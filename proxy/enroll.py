@@ -23,6 +23,7 @@ import numpy as np
 from ppxgb.errors import ParameterError
 from ppxgb.formats import SLOT_HIGH, SLOT_LOW, EncryptedModel, UserKeys, column_pseudonym, ope_feature_key
 from ppxgb.model import Ensemble
+from ppxgb.splitrule import missing_goes_below
 from ppxgb.crypto.ope import OPE, float32_plaintext
 from ppxgb.crypto.paillier import FastEncryptor, generate_keypair
 
@@ -77,7 +78,8 @@ def encrypt_for_user(ensemble: Ensemble, user_id: str, model_id: str, *, ope_key
     inner = left >= 0
     feature = np.concatenate([t.feature for t in trees]).astype(np.int64)
     thr = np.concatenate([t.threshold for t in trees]).astype(np.float32)
-    slot = np.where(np.concatenate([t.default_left for t in trees]), SLOT_LOW, SLOT_HIGH)
+    below = [missing_goes_below(dl) for t in trees for dl in t.default_left]
+    slot = np.where(np.array(below, dtype=bool), SLOT_LOW, SLOT_HIGH)
 
     # Which (feature, slot) columns the model reads, and their OPE thresholds.
     slots = np.zeros(ensemble.num_feature, dtype=np.int64)

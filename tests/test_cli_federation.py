@@ -20,7 +20,7 @@ import xgboost as xgb
 from ppxgb.errors import ParameterError
 from ppxgb.tls import make_test_pki
 from ppxgb.training import train_horizontal
-from ppxgb.training.api import run_federation
+from ppxgb.training.horizontal import run_federation
 from ppxgb.training.cli import load_data, write_atomic, write_peers
 
 pytestmark = pytest.mark.timeout(180)

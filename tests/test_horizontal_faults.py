@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-import ppxgb.training.horizontal as horizontal
+import ppxgb.training.horizontal.party as horizontal
 from ppxgb.errors import ParameterError, PeerFailure
 from ppxgb.training import train_horizontal
 

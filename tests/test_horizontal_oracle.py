@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from ppxgb.errors import ParameterError, UnsupportedParameter
 from ppxgb.training import train_horizontal
-from ppxgb.training.api import run_federation
+from ppxgb.training.horizontal import run_federation
 
 
 def discrete_data(objective, n=2400, n_features=6, nan_rate=0.1, seed=0):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import ppxgb.training.horizontal as horizontal
+import ppxgb.training.horizontal.party as horizontal
 from ppxgb.crypto.fixedpoint import FixedPointEncoder
 from ppxgb.crypto.sharing import Randomness
-from ppxgb.training.api import run_federation
+from ppxgb.training.horizontal import run_federation
 from ppxgb.transport import InMemoryTransport
 
 PARAMS = {"objective": "binary:logistic", "max_depth": 3}

@@ -5,7 +5,7 @@ import pytest
 
 from ppxgb.errors import ParameterError
 from ppxgb.crypto.sharing import Randomness
-from ppxgb.training import permute as pm
+from ppxgb.training.vertical import permute as pm
 from ppxgb.crypto import prf
 
 

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ppxgb.errors import FormatError, ParameterError
 from ppxgb.transport import InMemoryTransport
-from ppxgb.training import psi
+from ppxgb.training.vertical import psi
 
 
 def test_x25519_commutes_on_arbitrary_inputs_curve_and_twist():

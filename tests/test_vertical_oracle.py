@@ -7,7 +7,7 @@ import xgboost as xgb
 
 from ppxgb.errors import ParameterError, UnsupportedParameter
 from ppxgb.training import train_vertical
-from ppxgb.training.vertical_api import run_vertical_federation
+from ppxgb.training.vertical import run_vertical_federation
 
 
 def discrete_data(objective, n=1500, n_features=8, nan_rate=0.1, seed=0):
@@ -65,7 +65,8 @@ def test_matches_centralized_xgboost(base, n_parties, label_party):
 def test_correlations_split_over_several_messages(monkeypatch, limit):
     """With a small message budget the dealer sends one feature (or a few) per message,
     as at a million rows; the model is the same."""
-    from ppxgb.training import permute as pm, vertical
+    from ppxgb.training.vertical import stages as vertical
+    from ppxgb.training.vertical import permute as pm
     monkeypatch.setattr(vertical, "_CORR_BYTES", limit)
     params = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "max_bin": 32}
     X, y = discrete_data("binary:logistic", n=600, seed=3)
@@ -221,7 +222,7 @@ def test_vfederation_processes_match_in_process_training(tmp_path):
 @pytest.mark.parametrize("target, peer", [("fh_gather_shuffled", "party-1"), ("shuffled_delta", "server-0")])
 def test_a_role_failing_mid_training_is_named(monkeypatch, target, peer):
     from ppxgb.errors import PeerFailure
-    from ppxgb.training import permute
+    from ppxgb.training.vertical import permute
 
     original, calls = getattr(permute, target), {"n": 0}
 

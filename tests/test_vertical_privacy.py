@@ -11,9 +11,9 @@ import numpy as np
 
 from ppxgb.crypto.fixedpoint import FixedPointEncoder
 from ppxgb.transport import InMemoryTransport
-from ppxgb.training.objectives import gradients, intercept_from_stats, intercept_stats
-from ppxgb.training import permute as pm
-from ppxgb.training.vertical_api import run_vertical_federation
+from ppxgb.objectives import get_objective
+from ppxgb.training.vertical import permute as pm
+from ppxgb.training.vertical import run_vertical_federation
 
 FH_FIELDS = {
     "vconfig": {"params", "n_rows"},
@@ -59,9 +59,10 @@ def _words(v):
 
 
 def _first_round_gradients(y):
-    base = intercept_from_stats("binary:logistic", intercept_stats("binary:logistic", y, 0))
+    logistic = get_objective("binary:logistic")
+    base = logistic.intercept_from_stats(logistic.intercept_stats(y, 0))
     margin = np.full(len(y), np.log(base[0] / (1 - base[0])), dtype=np.float32)
-    g, h = gradients("binary:logistic", margin, y)
+    g, h = logistic.gradients(margin, y)
     enc = FixedPointEncoder(32)
     return np.concatenate([enc.encode(g), enc.encode(h), enc.encode(-g)])
 

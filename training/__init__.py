@@ -7,7 +7,7 @@
     booster = train_vertical(params, [clinic, lab, insurer], label="ms", id_column="patient_id")
 """
 
-from .api import train_horizontal
-from .vertical_api import train_vertical
+from .horizontal import train_horizontal
+from .vertical import train_vertical
 
 __all__ = ["train_horizontal", "train_vertical"]

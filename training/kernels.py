@@ -25,6 +25,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ppxgb.splitrule import bin_goes_left
+
 # Every compiled kernel runs on this one thread. In-process simulations run each party
 # as a Python thread; funnelling their kernels through one thread serialises them (the
 # thread pools behind numba's prange must not be entered concurrently) and keeps a
@@ -46,6 +48,8 @@ def _run(fn, *args, threads: int | None = None):
 
     return _KERNEL_THREAD.submit(call).result()
 
+
+_NO_BITS = np.zeros(0, dtype=np.uint8)
 
 #: rows from which a histogram pass uses two accumulators (and a chunk per thread)
 _TWO_ACCUMULATORS = 4096
@@ -150,23 +154,32 @@ def _build_hist(bins, gh, seg_lo, seg_hi, per_slot, stride, compact, n_threads):
     return out
 
 
+@njit(cache=True, inline="always")
+def left_bit(bits, r):
+    """Bit r of left bits packed as np.packbits does (most significant bit first)."""
+    return (bits[r >> 3] >> (7 - (r & 7))) & 1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _row_goes_left(bins, order, i, f, sb, dl, missing, bits):
+    """The split rule for position i: on the party's own feature f, or (f < 0) by the
+    left bit of its original row, for splits on features another party owns."""
+    if f < 0:
+        return left_bit(bits, order[i]) == 1
+    return bin_goes_left(bins[i, f], missing, sb, dl)
+
+
 @njit(parallel=True, nogil=True, cache=True)
-def _partition(bins, gh, order, missing, seg_lo, seg_hi, feature, split_bin, default_left, mid):
+def _partition(bins, gh, order, missing, seg_lo, seg_hi, feature, split_bin, default_left, bits, mid):
     n_feat = bins.shape[1]
     for s in prange(seg_lo.shape[0]):
         f, sb, dl = feature[s], split_bin[s], default_left[s]
         i = seg_lo[s]
         j = seg_hi[s] - 1
         while True:
-            while i <= j:
-                b = bins[i, f]
-                if not (dl if b == missing else np.int64(b) <= sb):
-                    break
+            while i <= j and _row_goes_left(bins, order, i, f, sb, dl, missing, bits):
                 i += 1
-            while i <= j:
-                b = bins[j, f]
-                if dl if b == missing else np.int64(b) <= sb:
-                    break
+            while i <= j and not _row_goes_left(bins, order, j, f, sb, dl, missing, bits):
                 j -= 1
             if i >= j:
                 break
@@ -242,8 +255,9 @@ class NodeRows:
         return _run(_build_hist, self.bins, self.gh, self.lo[nodes].ravel(), self.hi[nodes].ravel(),
                     self.segments, self.stride, self.compact, self.threads, threads=self.threads)
 
-    def split(self, nodes, feature, split_bin, default_left, left, right) -> None:
-        """Move each node's rows into its children's ranges (in place)."""
+    def split(self, nodes, feature, split_bin, default_left, left, right, bits: np.ndarray | None = None) -> None:
+        """Move each node's rows into its children's ranges (in place).  A feature of -1
+        splits by `bits`, the left bits of the original rows (np.packbits order)."""
         nodes = np.asarray(nodes, dtype=np.int64)
         if nodes.size == 0:
             return
@@ -252,7 +266,8 @@ class NodeRows:
         _run(_partition, self.bins, self.gh, self.order, self.missing,
              self.lo[nodes].ravel(), self.hi[nodes].ravel(),
              np.repeat(np.asarray(feature, np.int64), t), np.repeat(np.asarray(split_bin, np.int64), t),
-             np.repeat(np.asarray(default_left, np.bool_), t), mid, threads=self.threads)
+             np.repeat(np.asarray(default_left, np.bool_), t),
+             _NO_BITS if bits is None else np.ascontiguousarray(bits, dtype=np.uint8), mid, threads=self.threads)
         mid = mid.reshape(len(nodes), t)
         left = np.asarray(left, np.int64)
         right = np.asarray(right, np.int64)

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppxgb.errors import ParameterError, UnsupportedParameter
+from ppxgb.objectives import get_objective, trainable_objectives
 
-OBJECTIVES = ("binary:logistic", "reg:squarederror", "multi:softprob")
+OBJECTIVES = trainable_objectives()
 
 ALIASES = {
     "learning_rate": "eta",
@@ -58,7 +59,7 @@ class TrainParams:
 
     @property
     def n_groups(self) -> int:
-        return self.num_class if self.objective == "multi:softprob" else 1
+        return self.num_class if get_objective(self.objective).multiclass else 1
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "TrainParams":
@@ -82,7 +83,7 @@ class TrainParams:
         if p["tree_method"] != "hist":
             raise UnsupportedParameter(f"tree_method: only 'hist' is supported, got {p['tree_method']!r}")
         num_class = p["num_class"]
-        if objective == "multi:softprob":
+        if get_objective(objective).multiclass:
             num_class = _int("num_class", num_class, 2, 10_000)
         elif num_class not in (None, 0, 1):
             raise ParameterError.bad("num_class", f"unset for {objective}", num_class)
@@ -91,7 +92,7 @@ class TrainParams:
             base_score = _float("base_score", base_score)
             if objective == "binary:logistic" and not 0.0 < base_score < 1.0:
                 raise ParameterError.bad("base_score", "a probability in (0, 1) for binary:logistic", base_score)
-            if objective == "multi:softprob":
+            if get_objective(objective).multiclass:
                 raise UnsupportedParameter("base_score: a fixed intercept is not supported for multi:softprob; "
                                            "leave it unset to use XGBoost's per-class estimate")
         nthread = p["nthread"]

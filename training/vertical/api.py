@@ -11,18 +11,21 @@ holder, one feature holder per other block, and the dealer (server-0).  With
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Sequence
 
 import numpy as np
 
-from ppxgb.errors import ParameterError, PeerFailure
+from ppxgb.errors import ParameterError
 from ppxgb.model import Ensemble
 from ppxgb.transport import InMemoryTransport, Transport
 
+from ..harness import run_roles
+from ..params import TrainParams
 from . import psi
-from .params import TrainParams
-from .vertical import role_names, run_dealer, run_feature_holder, run_label_holder
+from .dealer import run_dealer
+from .feature_holder import run_feature_holder
+from .label_holder import run_label_holder
+from .stages import role_names
 
 
 def split_block(block, i: int, id_column: str | None, label: Any, is_label_party: bool):
@@ -94,35 +97,13 @@ def run_vertical_federation(params: dict[str, Any], parties: Sequence[Any], labe
     if any(n is not None for n in names):
         names = [n if n is not None else [f"{party_names[i]}_f{j}" for j in range(_ncols(feats[i]))]
                  for i, n in enumerate(names)]
-    errors: list[BaseException] = []
-
-    def guard(fn, *args, **kw):
-        try:
-            fn(*args, **kw)
-        except PeerFailure:
-            pass
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guard, args=(run_feature_holder, transport, q, feats[i]),
-                                kwargs={"label_holder": lh, "dealer": dealer, "feature_names": names[i],
-                                        "timeout": timeout}, daemon=True, name=q)
+    helpers = [(q, run_feature_holder, (transport, q, feats[i]),
+                {"label_holder": lh, "dealer": dealer, "feature_names": names[i], "timeout": timeout})
                for i, q in enumerate(party_names) if q != lh]
-    threads.append(threading.Thread(target=guard, args=(run_dealer, transport, dealer),
-                                    kwargs={"label_holder": lh, "timeout": timeout}, daemon=True, name=dealer))
-    for th in threads:
-        th.start()
-    try:
-        model = run_label_holder(transport, lh, feats[label_party], y, params, num_boost_round,
-                                 parties=party_names, dealer=dealer, feature_names=names[label_party],
-                                 progress=progress, timeout=timeout)
-    except PeerFailure:
-        cause = next((e for e in errors if isinstance(e, ParameterError)), None)
-        if cause is not None:
-            raise cause from None
-        raise
-    for th in threads:
-        th.join(timeout=30)
+    helpers.append((dealer, run_dealer, (transport, dealer), {"label_holder": lh, "timeout": timeout}))
+    model = run_roles(helpers, lambda: run_label_holder(
+        transport, lh, feats[label_party], y, params, num_boost_round, parties=party_names, dealer=dealer,
+        feature_names=names[label_party], progress=progress, timeout=timeout))
     return model, transport
 
 
@@ -152,7 +133,7 @@ def train_vertical(params: dict[str, Any], parties: Sequence[Any], label, label_
     order (id and label columns removed), with feature names when DataFrames are given.
     """
     if progress is None:
-        from .progress import default_progress
+        from ..progress import default_progress
         progress = default_progress()
     model, _ = run_vertical_federation(params, parties, label, label_party, num_boost_round, n_servers,
                                        id_column, transport, progress, timeout)

@@ -1,18 +1,21 @@
-"""Entry points: run a whole federation in-process over the in-memory transport."""
+"""train_horizontal: a whole horizontal federation in-process over one transport."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Sequence
 
 import numpy as np
 
-from ppxgb.errors import ParameterError, PeerFailure
+from ppxgb.errors import ParameterError
 from ppxgb.model import Ensemble, as_float32_matrix
 from ppxgb.transport import InMemoryTransport, Transport
 
-from .horizontal import role_names, run_coordinator, run_party, run_server
-from .params import TrainParams
+from ..harness import run_roles
+from ..params import TrainParams
+from .coordinator import run_coordinator
+from .party import run_party
+from .server import run_server
+from .stages import role_names
 
 
 def _feature_names(parties: Sequence[tuple[Any, Any]]) -> list[str] | None:
@@ -47,37 +50,13 @@ def run_federation(params: dict[str, Any], parties, num_boost_round: int, n_serv
     names = _feature_names(parties)
     party_names, server_names, _ = role_names(len(parties), n_servers)
     transport = transport or InMemoryTransport()
-    errors: list[BaseException] = []
-
-    def guard(fn, *args, **kw):
-        try:
-            fn(*args, **kw)
-        except PeerFailure:
-            pass  # the coordinator reports the failure
-        except BaseException as exc:  # recorded; the coordinator sees the abort message
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guard, args=(run_party, transport, n, X, y),
-                                kwargs={"servers": server_names, "timeout": timeout},
-                                daemon=True, name=n)
+    helpers = [(n, run_party, (transport, n, X, y), {"servers": server_names, "timeout": timeout})
                for n, (X, y) in zip(party_names, parties)]
-    threads += [threading.Thread(target=guard, args=(run_server, transport, s),
-                                 kwargs={"parties": party_names, "timeout": timeout},
-                                 daemon=True, name=s)
+    helpers += [(s, run_server, (transport, s), {"parties": party_names, "timeout": timeout})
                 for s in server_names]
-    for t in threads:
-        t.start()
-    try:
-        model = run_coordinator(transport, params, num_boost_round, parties=party_names,
-                                servers=server_names, progress=progress, timeout=timeout,
-                                feature_names=names)
-    except PeerFailure as exc:
-        cause = next((e for e in errors if isinstance(e, ParameterError)), None)
-        if cause is not None:  # bad input found inside a party: the user's error, named
-            raise type(cause)(f"{exc.peer}: {cause}") from None
-        raise
-    for t in threads:
-        t.join(timeout=30)
+    model = run_roles(helpers, lambda: run_coordinator(
+        transport, params, num_boost_round, parties=party_names, servers=server_names,
+        progress=progress, timeout=timeout, feature_names=names))
     return model, transport
 
 
@@ -92,7 +71,7 @@ def train_horizontal(params: dict[str, Any], parties: Sequence[tuple[Any, Any]],
     xgboost.Booster.
     """
     if progress is None:
-        from .progress import default_progress
+        from ..progress import default_progress
         progress = default_progress()
     model, _ = run_federation(params, parties, num_boost_round, n_servers, transport, progress, timeout)
     return model.to_booster()

@@ -1,0 +1,240 @@
+"""The one tree learner: a depth-wise grower over a histogram source.
+
+A training mode is a *histogram source*: it answers "the G/H histograms of these
+nodes" and is told "these nodes split like this".  Everything else happens here, once:
+the boosting loop (intercept, rounds, output groups, progress), the subtraction trick
+(one child built, its sibling = parent - child, exact in the fixed-point ring), split
+finding (training/split.py), leaf values, and the tree and ensemble that come out.
+
+Histograms are int64 fixed point, shaped (nodes, n_bins_total + 1, 2): g and h per
+global bin (features in the layout's order), the last row the node totals.
+
+Which child is built: the smaller one by the source's `child_sizes` (the work of
+building a histogram grows with the rows it covers; a source that cannot count rows
+reports hessian sums).  Which child is built never changes the result: the other is
+subtracted exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ppxgb.crypto.fixedpoint import FixedPointEncoder
+from ppxgb.errors import ParameterError
+from ppxgb.model import Ensemble, Tree
+from ppxgb.objectives import get_objective
+from ppxgb.transport import Transport
+
+from .params import TrainParams
+from .split import Split, find_splits, leaf_value
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """The global bin layout the split finder scans.
+
+    cut_ptr[f]:cut_ptr[f+1] are feature f's bins in `cuts` (float32 upper edges: a value
+    below cuts[k] falls in bin k or lower); `min_vals` the smallest value per feature
+    (the threshold of a split that sends only missing values left).  A source may hide
+    the cuts of features it does not own (zeros), and then supplies the thresholds.
+    """
+    cut_ptr: np.ndarray
+    cuts: np.ndarray
+    min_vals: np.ndarray
+    names: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_cuts(cls, cuts: Sequence[np.ndarray], mins: Sequence[float],
+                  names: Sequence[str] | None = None) -> "FeatureLayout":
+        cut_ptr = np.concatenate([[0], np.cumsum([len(c) for c in cuts])]).astype(np.int64)
+        flat = np.concatenate(cuts).astype(np.float32) if len(cuts) else np.zeros(0, np.float32)
+        return cls(cut_ptr, flat, np.asarray(mins, dtype=np.float32),
+                   tuple(map(str, names)) if names is not None else None)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.cut_ptr) - 1
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.cut_ptr[-1])
+
+
+# What the grower hands a source when nodes split: {node: (Split, left child, right child)}
+NewSplits = Mapping[int, tuple[Split, int, int]]
+
+
+class HistogramSource(ABC):
+    """What a training mode implements for the learner (see the module docstring).
+
+    The call order for a whole training: setup, intercept_totals (unless base_score is
+    given), set_base_margin, then per tree start_tree, (histograms, split)* and
+    finish_tree, and at the end stop; abort on any failure.
+    """
+
+    transport: Transport
+
+    @abstractmethod
+    def setup(self, n_trees: int) -> FeatureLayout:
+        """Agree on bins with the other roles; the global layout."""
+
+    @abstractmethod
+    def intercept_totals(self) -> np.ndarray:
+        """The objective's intercept_stats summed over all rows."""
+
+    @abstractmethod
+    def set_base_margin(self, base_margin: np.ndarray) -> None:
+        """Every row's margin starts at this (one float32 per output group)."""
+
+    @abstractmethod
+    def start_tree(self, rnd: int, group: int, tree: int) -> None:
+        """A new tree of output group `group`: every row back at the root; at group 0
+        the gradients of this round are computed from the margins."""
+
+    @abstractmethod
+    def histograms(self, build: list[int]) -> np.ndarray:
+        """Opened int64 histograms of the nodes in `build`, in that order."""
+
+    @abstractmethod
+    def split(self, new: NewSplits) -> dict[int, float]:
+        """Route the rows of the split nodes to their children; the float32 threshold
+        of each split (the source knows the cuts of the features it owns)."""
+
+    @abstractmethod
+    def child_sizes(self, children: list[int], stats: Mapping[int, tuple[float, float]]) -> dict[int, float]:
+        """A size per child (rows, or the hessian sum from stats) to pick which is built."""
+
+    @abstractmethod
+    def finish_tree(self, leaves: list[int], values: list[float]) -> None:
+        """The tree is grown: add each leaf's value to the margins of its rows."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Training finished: release every other role."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Training failed: tell every other role (best effort)."""
+
+
+def grow_tree(source: HistogramSource, layout: FeatureLayout, p: TrainParams, scale: float,
+              rnd: int, group: int, tree: int) -> Tree:
+    """One tree, depth-wise, with the subtraction trick."""
+    source.start_tree(rnd, group, tree)
+    n_total = layout.n_bins
+    hists: dict[int, np.ndarray] = {}
+    depth = {0: 0}
+    stats: dict[int, tuple[float, float]] = {}
+    splits: dict[int, tuple[Split, int, int]] = {}
+    thresholds: dict[int, float] = {}
+    frontier, build, next_id = [0], [0], 1
+    while True:
+        for node, h in zip(build, source.histograms(build)):
+            hists[node] = h
+        for node in frontier:  # siblings by subtraction, exact in the ring
+            if node not in hists:
+                parent, sibling = parent_and_sibling(node, splits)
+                hists[node] = hists[parent] - hists[sibling]
+        hists = {k: v for k, v in hists.items() if k in frontier}     # parents are done
+        for node in frontier:
+            stats[node] = (hists[node][n_total, 0] / scale, hists[node][n_total, 1] / scale)
+        open_nodes = [node for node in frontier if depth[node] < p.max_depth]
+        found = find_splits(np.stack([hists[n] for n in open_nodes]), scale, layout.cut_ptr,
+                            layout.cuts, layout.min_vals, p) if open_nodes else []
+        new: dict[int, tuple[Split, int, int]] = {}
+        for node, s in zip(open_nodes, found):
+            if s is not None:
+                new[node] = (s, next_id, next_id + 1)
+                depth[next_id] = depth[next_id + 1] = depth[node] + 1
+                stats[next_id], stats[next_id + 1] = s.left, s.right
+                next_id += 2
+        if not new:
+            break
+        splits.update(new)
+        thresholds.update(source.split(new))
+        frontier = [c for _, l, r in new.values() for c in (l, r)]
+        if depth[frontier[0]] >= p.max_depth:
+            break
+        sizes = source.child_sizes(frontier, stats)
+        build = [l if sizes[l] <= sizes[r] else r for _, l, r in new.values()]
+    leaves = sorted(set(range(next_id)) - set(splits))
+    values = [leaf_value(*stats[k], p) for k in leaves]
+    source.finish_tree(leaves, values)
+    return make_tree(next_id, splits, thresholds, leaves, values, stats, p)
+
+
+def boost(source: HistogramSource, p: TrainParams, num_boost_round: int, progress=None) -> Ensemble:
+    """The whole training over one source; returns the Ensemble (see `Ensemble.to_booster`)."""
+    if isinstance(num_boost_round, bool) or not isinstance(num_boost_round, int) or num_boost_round < 0:
+        raise ParameterError.bad("num_boost_round", "an int >= 0", num_boost_round)
+    scale = FixedPointEncoder(p.fixed_point_bits).scale
+    try:
+        layout = source.setup(num_boost_round * p.n_groups)
+        base_score = (p.base_score,) if p.base_score is not None else \
+            get_objective(p.objective).intercept_from_stats(source.intercept_totals())
+        probe = Ensemble(p.objective, layout.n_features, (), (), base_score, p.num_class if p.n_groups > 1 else 0)
+        source.set_base_margin(probe.base_margin())
+        trees, info = [], []
+        if progress is not None:
+            progress.start(num_boost_round)
+        started = time.monotonic()
+        for rnd in range(num_boost_round):
+            for group in range(p.n_groups):
+                trees.append(grow_tree(source, layout, p, scale, rnd, group, len(trees)))
+                info.append(group)
+            if progress is not None:
+                progress.update(rnd, {"elapsed": time.monotonic() - started,
+                                      "bytes": source.transport.total_bytes})
+        source.stop()
+    except BaseException:
+        source.abort()
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
+    return assemble(p, layout.n_features, trees, info, base_score, layout.names)
+
+
+# ------------------------------------------------------------------- the model out
+def assemble(p: TrainParams, n_feat: int, trees: Sequence[Tree], info: Sequence[int],
+             base_score: tuple[float, ...], names: Sequence[str] | None) -> Ensemble:
+    """The trained Ensemble, with feature names when the parties gave DataFrames."""
+    return Ensemble(
+        objective=p.objective, num_feature=n_feat, trees=tuple(trees), tree_info=tuple(info),
+        base_score=base_score, num_class=p.num_class if p.n_groups > 1 else 0,
+        feature_names=tuple(names) if names is not None else None,
+        feature_types=tuple("float" for _ in names) if names is not None else None)
+
+
+def make_tree(n_nodes: int, splits: Mapping, thresholds: Mapping[int, float], leaves: Sequence[int],
+              values: Sequence[float], stats: Mapping[int, tuple[float, float]], p: TrainParams) -> Tree:
+    """A Tree in XGBoost's layout from the splits {node: (Split, left, right)}, float32
+    thresholds per split node, leaf values and (G, H) per node."""
+    left = np.full(n_nodes, -1, np.int32)
+    right = np.full(n_nodes, -1, np.int32)
+    feature = np.zeros(n_nodes, np.int32)
+    threshold = np.zeros(n_nodes, np.float32)
+    default_left = np.zeros(n_nodes, bool)
+    loss = np.zeros(n_nodes, np.float32)
+    for node, (s, l, r) in splits.items():
+        left[node], right[node], feature[node] = l, r, s.feature
+        threshold[node], default_left[node], loss[node] = thresholds[node], s.default_left, s.gain
+    base_weight = np.array([leaf_value(*stats[k], p) for k in range(n_nodes)], np.float32)
+    threshold[list(leaves)] = values
+    hess = np.array([stats[k][1] for k in range(n_nodes)], np.float32)
+    return Tree.from_arrays(left, right, feature, threshold, default_left, base_weight, loss, hess)
+
+
+def parent_and_sibling(node: int, splits: Mapping) -> tuple[int, int]:
+    """The parent of `node` and its other child, from {node: (Split, left, right)}."""
+    for parent, (_, l, r) in splits.items():
+        if node == l:
+            return parent, r
+        if node == r:
+            return parent, l
+    raise ParameterError.bad("node", "a child of a split node", node)

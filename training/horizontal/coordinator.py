@@ -1,0 +1,147 @@
+"""The horizontal coordinator: the histogram source of horizontal training.
+
+It drives the parties through the stages (training/horizontal/stages.py) and opens
+only sums over all parties: each request makes every party send shares to the servers,
+and the coordinator adds the k server sums.  What it learns: the agreed bin grid's
+counts, the intercept statistics, and per-(node, bin) G/H totals over all parties.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ppxgb.crypto.fixedpoint import FixedPointEncoder
+from ppxgb.errors import ParameterError, PeerFailure, PeerTimeout, ProtocolError
+from ppxgb.model import Ensemble
+from ppxgb.transport import Transport
+
+from .. import binning
+from ..grower import FeatureLayout, HistogramSource, NewSplits, boost
+from ..messages import abort_all, field
+from ..params import TrainParams
+from .stages import COORDINATOR, STATS_BITS
+
+
+class HorizontalSource(HistogramSource):
+    def __init__(self, transport: Transport, p: TrainParams, parties: Sequence[str],
+                 servers: Sequence[str], timeout: float | None, feature_names=None):
+        self.transport, self.p = transport, p
+        self.parties, self.servers = list(parties), list(servers)
+        self.timeout = timeout
+        self.feature_names = feature_names
+        self.step = 0
+        self.pending = _no_splits()
+        self.cut_ptr = np.zeros(1, np.int64)
+
+    # ---- messages
+    def broadcast(self, stage: str, payload: dict[str, Any], to=None) -> None:
+        for q in (self.parties if to is None else to):
+            self.transport.send(COORDINATOR, q, stage, payload)
+
+    def request(self, stage: str, payload: dict[str, Any]) -> np.ndarray:
+        """Ask every party for shares of a vector and open only the sum over parties."""
+        self.step += 1
+        self.broadcast(stage, {**payload, "step": self.step})
+        total, seen = None, set()
+        while len(seen) < len(self.servers):
+            try:
+                msg = self.transport.recv(COORDINATOR, "sum", timeout=self.timeout)
+            except PeerTimeout as exc:
+                if exc.awaited is None:
+                    missing = [s for s in self.servers if s not in seen]
+                    raise PeerFailure(", ".join(missing), f"no sum within the timeout ({exc.reason})") from None
+                raise
+            if msg.src not in self.servers or msg.src in seen or msg.payload.get("step") != self.step:
+                raise ProtocolError(f"coordinator: unexpected sum from {msg.src} "
+                                    f"for step {msg.payload.get('step')}, expected step {self.step}")
+            data = field(msg, "data", np.ndarray).astype(np.uint64, copy=False)
+            total = data.copy() if total is None else total + data
+            seen.add(msg.src)
+        return total
+
+    # ---- HistogramSource
+    def setup(self, n_trees: int) -> FeatureLayout:
+        self.broadcast("config", {"params": self.p.to_dict(), "n_parties": len(self.parties),
+                                  "servers": self.servers})
+        n_features, seen = set(), set()
+        while len(seen) < len(self.parties):
+            msg = self.transport.recv(COORDINATOR, "hello", timeout=self.timeout)
+            if msg.src not in self.parties or msg.src in seen:
+                raise ProtocolError(f"coordinator: unexpected hello from {msg.src}")
+            seen.add(msg.src)
+            n_features.add(field(msg, "n_features", int))
+        if len(n_features) != 1:
+            raise ParameterError(f"parties: every party needs the same number of feature columns, "
+                                 f"got {sorted(n_features)}")
+        grids = binning.start_grids(n_features.pop())
+        stats_enc = FixedPointEncoder(STATS_BITS)
+        while not all(g.done for g in grids):
+            level = min(g.level for g in grids if not g.done) + 1
+            active = [g.active if not g.done else np.zeros(0, np.uint32) for g in grids]
+            counts = stats_enc.decode(self.request("bins", {"level": level, "active": active}))
+            binning.refine(grids, np.rint(counts), self.p.max_bin)
+        cuts, mins = binning.cuts_from_grids(grids, self.p.max_bin)
+        self.broadcast("cuts", {"cuts": cuts})
+        layout = FeatureLayout.from_cuts(cuts, mins, self.feature_names)
+        self.cut_ptr = layout.cut_ptr
+        return layout
+
+    def intercept_totals(self) -> np.ndarray:
+        return FixedPointEncoder(STATS_BITS).decode(self.request("intercept", {}))
+
+    def set_base_margin(self, base_margin: np.ndarray) -> None:
+        self.broadcast("base", {"base_margin": [float(v) for v in base_margin]})
+
+    def start_tree(self, rnd: int, group: int, tree: int) -> None:
+        self.broadcast("tree", {"round": rnd, "group": group})
+
+    def histograms(self, build: list[int]) -> np.ndarray:
+        # the splits of the last level travel with this request (one round trip a level)
+        opened = self.request("level", {"splits": self.pending, "build": build})
+        self.pending = _no_splits()
+        return opened.view(np.int64).reshape(len(build), int(self.cut_ptr[-1]) + 1, 2)
+
+    def split(self, new: NewSplits) -> dict[int, float]:
+        self.pending = _splits_payload(new)
+        return {node: s.threshold for node, (s, _, _) in new.items()}
+
+    def child_sizes(self, children, stats: Mapping[int, tuple[float, float]]) -> dict[int, float]:
+        return {c: stats[c][1] for c in children}      # row counts are never opened: hessian sums
+
+    def finish_tree(self, leaves: list[int], values: list[float]) -> None:
+        self.broadcast("finish", {"splits": self.pending, "leaf_nodes": leaves, "leaf_values": values})
+        self.pending = _no_splits()
+
+    def stop(self) -> None:
+        self.broadcast("stop", {}, to=self.parties + self.servers)
+
+    def abort(self) -> None:
+        abort_all(self.transport, COORDINATOR, self.parties + self.servers)
+
+
+def _no_splits() -> dict[str, list]:
+    return {"node": [], "feature": [], "bin": [], "default_left": [], "left": [], "right": []}
+
+
+def _splits_payload(new: NewSplits) -> dict[str, list]:
+    out = _no_splits()
+    for node, (s, l, r) in new.items():
+        out["node"].append(node)
+        out["feature"].append(s.feature)
+        out["bin"].append(s.bin)
+        out["default_left"].append(s.default_left)
+        out["left"].append(l)
+        out["right"].append(r)
+    return out
+
+
+def run_coordinator(transport: Transport, params: dict[str, Any], num_boost_round: int, *,
+                    parties: Sequence[str], servers: Sequence[str], progress=None,
+                    timeout: float | None = None, feature_names=None) -> Ensemble:
+    """Drive the training; learns only aggregate histograms; returns the model."""
+    p = TrainParams.from_dict(params)
+    source = HorizontalSource(transport, p, parties, servers,
+                              None if timeout is None else timeout * 1.5 + 5, feature_names)
+    return boost(source, p, num_boost_round, progress)

@@ -1,0 +1,61 @@
+"""A horizontal compute server: adds the parties' shares of each step; sees nothing else.
+
+Each share it receives is uniformly random on its own (a key that expands into random
+words, or a vector masked by such expansions), and it sends only the sum of one share
+per party to the coordinator.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ppxgb.crypto.sharing import Randomness
+from ppxgb.errors import PeerFailure, PeerTimeout, ProtocolError
+from ppxgb.transport import Transport
+
+from ..messages import field, report_failure
+from .stages import COORDINATOR
+
+
+def run_server(transport: Transport, name: str, *, parties: Sequence[str],
+               coordinator: str = COORDINATOR, timeout: float | None = None) -> None:
+    """Sum one share per party for every step, until stop."""
+    parties = list(parties)
+    try:
+        while True:
+            acc, step, seen = None, None, set()
+            while len(seen) < len(parties):
+                try:
+                    msg = transport.recv(name, ("share", "stop"), timeout=timeout)
+                except PeerTimeout as exc:      # names no one: blame the parties still owed
+                    missing = [q for q in parties if q not in seen]
+                    raise PeerFailure(exc.awaited or ", ".join(missing), f"{name} got no share ({exc.reason})") from None
+                except PeerFailure as exc:      # a lost connection names its peer, whatever its role
+                    raise PeerFailure(exc.peer, f"{name} got no share ({exc.reason})") from None
+                if msg.stage == "stop":
+                    return
+                if msg.src not in parties or msg.src in seen:
+                    raise ProtocolError(f"{name}: unexpected share from {msg.src}")
+                if step is None:
+                    step = field(msg, "step", int)
+                elif msg.payload.get("step") != step:
+                    raise ProtocolError(f"{name}: share for step {msg.payload.get('step')} "
+                                        f"from {msg.src} while summing step {step}")
+                n = field(msg, "n", int)
+                if "seed" in msg.payload:
+                    part = Randomness(field(msg, "seed", bytes)).words(n)
+                else:
+                    part = field(msg, "data", np.ndarray).astype(np.uint64, copy=False)
+                    if part.size != n:
+                        raise ProtocolError(f"{name}: share of {part.size} words, announced {n}")
+                acc = part.copy() if acc is None else acc + part
+                seen.add(msg.src)
+            transport.send(name, coordinator, "sum", {"step": step, "data": acc})
+    except PeerFailure as exc:
+        transport.send(name, coordinator, "abort", {"peer": exc.peer, "reason": exc.reason})
+        raise
+    except Exception as exc:
+        report_failure(transport, name, coordinator, exc)
+        raise
