@@ -25,12 +25,9 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
     """Hands out permutation correlations; receives only the public schedule."""
     keep_freed_memory()
     try:
-        msg = transport.recv(name, D_STAGES, label_holder, timeout=timeout)
-        if msg.stage == "stop":
-            transport.send(name, label_holder, "dbye", {})
+        msg = _next_request(transport, name, label_holder, timeout, "dconfig")
+        if msg is None:
             return
-        if msg.stage != "dconfig":
-            raise ProtocolError(f"{name}: expected dconfig, got {msg.stage!r}")
         n = field(msg, "n_rows", int)
         max_bin = field(msg, "max_bin", int)
         max_depth = field(msg, "max_depth", int)
@@ -70,13 +67,9 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
                     transport.send_draft(msg)
 
         while True:
-            msg = transport.recv(name, D_STAGES, label_holder, timeout=timeout)
-            if msg.stage == "stop":
-                # every correlation (even one prepared ahead) is sent before this
-                transport.send(name, label_holder, "dbye", {})
+            msg = _next_request(transport, name, label_holder, timeout, "dlevel")
+            if msg is None:
                 return
-            if msg.stage != "dlevel":
-                raise ProtocolError(f"{name}: unexpected stage {msg.stage!r}")
             tree, level = field(msg, "tree", int), field(msg, "level", int)
             sent = {tl for tl in sent if tl[0] >= tree}
             produce(tree, level)
@@ -93,3 +86,15 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
         report_failure(transport, name, label_holder, exc)
         raise
 
+
+def _next_request(transport: Transport, name: str, label_holder: str, timeout, expected: str):
+    """The label holder's next request (of stage `expected`), or None after its stop,
+    which is answered with dbye: every correlation, even one prepared ahead, was sent
+    before it."""
+    msg = transport.recv(name, D_STAGES, label_holder, timeout=timeout)
+    if msg.stage == "stop":
+        transport.send(name, label_holder, "dbye", {})
+        return None
+    if msg.stage != expected:
+        raise ProtocolError(f"{name}: expected {expected}, got {msg.stage!r}")
+    return msg
