@@ -1,43 +1,59 @@
-"""Private set intersection of patient IDs: ECDH (Diffie-Hellman-style) PSI over X25519.
+"""Private set intersection of patient IDs: Diffie-Hellman PSI in the prime-order group of edwards25519.
 
-Each ID is hashed (SHA-256, domain-separated) to 32 bytes read as an X25519
-u-coordinate.  Each party has a fresh secret scalar; X25519 with clamped scalars
-commutes on any 32-byte input (curve or twist: the ladder computes x([k]P) in the
-group the point lies in, and clamped scalars are multiples of the cofactor 8), so
+Group: the subgroup of order l = 2^252 + 27742317777372353535851937790883648493 of
+edwards25519, through libsodium (PyNaCl's crypto_core_ed25519_* and
+crypto_scalarmult_ed25519_noclamp bindings; PyNaCl exposes no ristretto255, which is an
+encoding of this same group).  Hash to the group: SHA-512 of the domain-separated ID,
+each 32-byte half mapped by Elligator 2 with the cofactor cleared, the two points
+added (the random-oracle construction of RFC 9380 section 3, with libsodium's map).
+Blinding: [k]P with k uniform in [1, l).  libsodium rejects any input that is not a
+canonical encoding of a point of the subgroup, so a received value is either a group
+element or an error; and since [k]P is uniform over the non-identity elements for any
+fixed P != 0, a blinded value says nothing about its ID (the X25519 version before it
+hashed IDs onto curve or twist, a fixed bit of each ID that survived blinding).
 
-    X25519(b, X25519(a, H(id))) == X25519(a, X25519(b, H(id)))
+    [b]([a]H(x)) == [a]([b]H(x)) == [ab]H(x)
 
-and equal IDs give equal double-blinded values while anything else is a random-looking
-string (decisional Diffie-Hellman).
+so equal IDs give equal double-blinded values and anything else is a random-looking
+group element (decisional Diffie-Hellman).
 
 Protocol, label holder L and every other party P (a star, L in the middle):
 
-    L -> P  psi_a       A_i  = [a] H(x_i)            in L's order
+    L               a secret uniformly random permutation pi of its rows (CSPRNG)
+    L -> P  psi_a       A_i  = [a] H(x_pi(i))        in pi's order
     P -> L  psi_b       B_j  = [b] H(y_j)            in a secret random order of P
-                        AA_i = [b] A_i               in L's order
+                        AA_i = [b] A_i               in pi's order
     L               common with P: the i with AA_i in {[a] B_j}, and that j
     L -> P  psi_result  for the final common set (intersection over all P), the
-                        positions j in P's shuffled list, in L's row order
+                        positions j in P's shuffled list, in pi's order
 
-So rows end in L's order.  What is learned: every party learns the final intersection
-(which of its own IDs are common to all) and its size; L also learns, per P, which of
-its IDs P holds (the pairwise intersection) and |P|.  Nobody learns an ID it does not
-hold.  Values in the clear never leave a party.  (Semi-honest model.)
+Rows end in the aligned order: L's rows permuted by pi, restricted to the common IDs, so
+the position of a common patient tells a feature holder nothing about where that patient
+sits in L's file (an export sorted by label would otherwise give every label away).
+What is learned: every party learns the final intersection (which of its own IDs are
+common to all) and its size; L also learns, per P, which of its IDs P holds (the
+pairwise intersection) and |P|; P learns |L|.  Nobody learns an ID it does not hold.
+Values in the clear never leave a party.  (Semi-honest model.)
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Any, Sequence
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from nacl import bindings as sodium
+from nacl.exceptions import CryptoError
 
+from ppxgb.crypto.sharing import Randomness
 from ppxgb.errors import FormatError, ParameterError, ProtocolError
 from ppxgb.transport import Transport
 
-_DOMAIN = b"ppxgb-psi-x25519-v1|"
+from .permute import random_permutation
+
+_DOMAIN = b"ppxgb-psi-ed25519-ro-v2|"
+POINT_BYTES = 32            # a canonical edwards25519 encoding
+_PARALLEL_MIN = 4096        # below this, worker processes cost more than they save
 
 
 def canonical_id(x: Any) -> bytes:
@@ -60,47 +76,89 @@ def canonical_id(x: Any) -> bytes:
 
 
 def hash_ids(ids: Sequence[Any]) -> np.ndarray:
-    """(n, 32) uint8: SHA-256 of each canonical ID, used as an X25519 u-coordinate."""
-    out = np.empty((len(ids), 32), dtype=np.uint8)
+    """(n, 64) uint8: SHA-512 of each domain-separated canonical ID (the input of hash_to_group)."""
+    out = np.empty((len(ids), 64), dtype=np.uint8)
     for i, x in enumerate(ids):
-        out[i] = np.frombuffer(hashlib.sha256(_DOMAIN + canonical_id(x)).digest(), dtype=np.uint8)
+        out[i] = np.frombuffer(hashlib.sha512(_DOMAIN + canonical_id(x)).digest(), dtype=np.uint8)
     return out
 
 
-def new_scalar() -> X25519PrivateKey:
-    return X25519PrivateKey.generate()
+def hash_to_group(digests: np.ndarray) -> np.ndarray:
+    """(n, 32) uint8 group elements: Elligator 2 of each 32-byte half (cofactor cleared), added.
+
+    One map alone reaches only about half of the group, non-uniformly; the sum of two
+    independent maps is indistinguishable from a random oracle into the group."""
+    digests = np.ascontiguousarray(digests, dtype=np.uint8)
+    if digests.ndim != 2 or digests.shape[1] != 64:
+        raise ParameterError.bad("digests", "an (n, 64) uint8 array", digests.shape)
+    raw = digests.tobytes()
+    out = bytearray(len(digests) * POINT_BYTES)
+    add, elligator = sodium.crypto_core_ed25519_add, sodium.crypto_core_ed25519_from_uniform
+    for i, o in enumerate(range(0, len(raw), 64)):
+        out[32 * i:32 * i + 32] = add(elligator(raw[o:o + 32]), elligator(raw[o + 32:o + 64]))
+    return np.frombuffer(bytes(out), dtype=np.uint8).reshape(len(digests), POINT_BYTES)
 
 
-def blind(points: np.ndarray, key: X25519PrivateKey, workers: int = 1) -> np.ndarray:
-    """X25519(key, u) for every row of points ((n, 32) uint8); `workers` > 1 spreads the
-    scalar multiplications over that many processes (the key travels by pipe to them)."""
-    points = np.ascontiguousarray(points, dtype=np.uint8)
-    if points.ndim != 2 or points.shape[1] != 32:
-        raise FormatError("blinded values must be an (n, 32) byte array")
-    if workers > 1 and len(points) >= 4096:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+def new_scalar(rand: Randomness | None = None) -> bytes:
+    """A blinding scalar uniform in [1, l): 512 random bits reduced mod l (bias < 2^-259)."""
+    rand = rand or Randomness()
+    while True:
+        k = sodium.crypto_core_ed25519_scalar_reduce(rand.words(8).tobytes())
+        if any(k):
+            return k
 
-        secret = key.private_bytes_raw()
-        chunks = np.array_split(points, workers * 4)
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            parts = list(pool.map(_blind_chunk, [(secret, c) for c in chunks]))
-        return np.concatenate(parts)
+
+def blind(points: np.ndarray, key: bytes, workers: int = 1) -> np.ndarray:
+    """[key]P for every row P of points ((n, 32) uint8).  A row that is not a canonical
+    encoding of a non-identity element of the prime-order group raises FormatError.
+    `workers` > 1 spreads the work over that many processes (the key travels by pipe)."""
+    points = _rows(points, POINT_BYTES)
+    if workers > 1 and len(points) >= _PARALLEL_MIN:
+        return _in_workers(_blind_chunk, points, key, workers)
     raw = points.tobytes()
     out = bytearray(len(raw))
-    exchange, from_bytes = key.exchange, X25519PublicKey.from_public_bytes
+    mult = sodium.crypto_scalarmult_ed25519_noclamp
     try:
-        for o in range(0, len(raw), 32):
-            out[o:o + 32] = exchange(from_bytes(raw[o:o + 32]))
-    except ValueError:
-        # a low-order input (all-zero result): never happens for hashed IDs
-        raise FormatError("invalid curve point in PSI message") from None
+        for o in range(0, len(raw), POINT_BYTES):
+            out[o:o + POINT_BYTES] = mult(key, raw[o:o + POINT_BYTES])
+    except CryptoError:
+        raise FormatError("invalid group element in PSI message") from None
     return np.frombuffer(bytes(out), dtype=np.uint8).reshape(points.shape)
 
 
+def hash_blind(digests: np.ndarray, key: bytes, workers: int = 1) -> np.ndarray:
+    """blind(hash_to_group(digests), key), both steps in the worker processes."""
+    digests = _rows(digests, 64)
+    if workers > 1 and len(digests) >= _PARALLEL_MIN:
+        return _in_workers(_hash_blind_chunk, digests, key, workers)
+    return blind(hash_to_group(digests), key)
+
+
+def _rows(a: np.ndarray, width: int) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.uint8)
+    if a.ndim != 2 or a.shape[1] != width:
+        raise FormatError(f"PSI values must be an (n, {width}) byte array")
+    return a
+
+
+def _in_workers(fn, rows: np.ndarray, key: bytes, workers: int) -> np.ndarray:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = np.array_split(rows, workers * 4)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        parts = list(pool.map(fn, [(key, c) for c in chunks]))
+    return np.concatenate(parts)
+
+
 def _blind_chunk(job) -> np.ndarray:
-    secret, chunk = job
-    return blind(chunk, X25519PrivateKey.from_private_bytes(secret))
+    key, chunk = job
+    return blind(chunk, key)
+
+
+def _hash_blind_chunk(job) -> np.ndarray:
+    key, chunk = job
+    return blind(hash_to_group(chunk), key)
 
 
 def match(double_a: np.ndarray, double_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,20 +182,35 @@ def _check_unique(ids: Sequence[Any], who: str) -> np.ndarray:
 
 def _points(msg, key: str, n: int | None = None) -> np.ndarray:
     v = msg.payload.get(key)
-    if not isinstance(v, np.ndarray) or v.dtype != np.uint8 or v.ndim != 2 or v.shape[1] != 32 \
+    if not isinstance(v, np.ndarray) or v.dtype != np.uint8 or v.ndim != 2 or v.shape[1] != POINT_BYTES \
             or (n is not None and v.shape[0] != n):
         raise ProtocolError(f"stage {msg.stage!r} from {msg.src}: field {key!r} should be an "
-                            f"({n if n is not None else 'n'}, 32) uint8 array")
+                            f"({n if n is not None else 'n'}, {POINT_BYTES}) uint8 array")
     return v
 
 
+def leader_permutation(rand: Randomness, n: int) -> np.ndarray:
+    """The label holder's secret order of its rows: uniform, from the CSPRNG stream."""
+    return random_permutation(rand, n)
+
+
+def follower_shuffle(rand: Randomness, n: int) -> np.ndarray:
+    """A feature holder's secret order of its blinded IDs: uniform, from the CSPRNG stream."""
+    return random_permutation(rand, n)
+
+
 def run_psi_leader(transport: Transport, me: str, others: Sequence[str], ids: Sequence[Any],
-                   timeout: float | None = None, workers: int = 1) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Label holder's side. Returns (its own rows of the common IDs in its order,
-    and for each other party the positions it was sent)."""
+                   timeout: float | None = None, workers: int = 1,
+                   rand: Randomness | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Label holder's side. Returns (its own rows of the common IDs in the aligned order,
+    a secret uniformly random order; and for each other party the positions it was sent).
+    `rand`: the CSPRNG stream of the scalar and the permutation (a fresh os.urandom key
+    by default; pass one only to pin a test)."""
+    rand = rand or Randomness()
     h = _check_unique(ids, me)
-    a = new_scalar()
-    A = blind(h, a, workers)
+    a = new_scalar(rand)
+    pi = leader_permutation(rand, len(ids))
+    A = hash_blind(h[pi], a, workers)
     for q in others:
         transport.send(me, q, "psi_a", {"a": A})
     common = np.ones(len(ids), dtype=bool)
@@ -154,19 +227,21 @@ def run_psi_leader(transport: Transport, me: str, others: Sequence[str], ids: Se
         pos[i] = j
         partner[q] = pos
         common &= pos >= 0
-    rows = np.flatnonzero(common)
+    rows = np.flatnonzero(common)              # positions in pi's order
     for q in others:
         transport.send(me, q, "psi_result", {"rows": partner[q][rows]})
-    return rows, {q: partner[q][rows] for q in others}
+    return pi[rows].astype(np.int64), {q: partner[q][rows] for q in others}
 
 
 def run_psi_follower(transport: Transport, me: str, leader: str, ids: Sequence[Any],
-                     timeout: float | None = None, workers: int = 1) -> np.ndarray:
-    """Another party's side. Returns its rows of the common IDs, in the leader's order."""
+                     timeout: float | None = None, workers: int = 1,
+                     rand: Randomness | None = None) -> np.ndarray:
+    """Another party's side. Returns its rows of the common IDs, in the aligned order."""
+    rand = rand or Randomness()
     h = _check_unique(ids, me)
-    b = new_scalar()
-    shuffle = _secure_shuffle(len(ids))
-    B = blind(h[shuffle], b, workers)
+    b = new_scalar(rand)
+    shuffle = follower_shuffle(rand, len(ids))
+    B = hash_blind(h[shuffle], b, workers)
     msg = transport.recv(me, "psi_a", leader, timeout=timeout)
     AA = blind(_points(msg, "a"), b, workers)
     transport.send(me, leader, "psi_b", {"b": B, "aa": AA})
@@ -178,17 +253,11 @@ def run_psi_follower(transport: Transport, me: str, leader: str, ids: Sequence[A
     return shuffle[rows.astype(np.int64)]
 
 
-def _secure_shuffle(n: int) -> np.ndarray:
-    from ppxgb.crypto.sharing import Randomness
-
-    from .permute import random_permutation
-    return random_permutation(Randomness(os.urandom(32)), n)
-
-
 def run_psi_federation(transport: Transport, parties: Sequence[str], leader: str,
                        ids: Sequence[Sequence[Any]], timeout: float | None = None,
                        workers: int = 1) -> list[np.ndarray]:
-    """In-process PSI: every follower as a thread; returns each party's row order."""
+    """In-process PSI: every follower as a thread; returns each party's rows of the
+    common IDs in the aligned order (the label holder's secret random order)."""
     import threading
 
     parties = list(parties)
