@@ -1,4 +1,5 @@
-# make demo / make test: both create .venv when needed and install ppxgb with its test extras.
+# make demo / make test: both create .venv when needed and install ppxgb with every extra
+# (serve: the HTTP services; report: the demo's HTML report; test: the test tools).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[serve,report,test]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -17,13 +17,16 @@ from __future__ import annotations
 import hmac
 import re
 
-from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
-
 from ppxgb.errors import FormatError, ParameterError
 from ppxgb.formats import EncryptedModel
-from ppxgb.wire import MAX_MODEL_BYTES, MAX_QUERY_BYTES, MSGPACK, bearer_token
+from ppxgb.wire import MAX_MODEL_BYTES, MAX_QUERY_BYTES, MSGPACK, bearer_token, missing_extra
+
+try:  # the `serve` extra; ppxgb.inference's Server and Client do not need it
+    from fastapi import FastAPI, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import JSONResponse, Response
+except ImportError as exc:
+    raise missing_extra(exc, "serve", "the scoring service") from None
 
 from .server import Server
 from .store import ModelExists, ModelStore

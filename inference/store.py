@@ -11,10 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from sqlalchemy import Column, LargeBinary, MetaData, String, Table, create_engine, insert, select
-from sqlalchemy.exc import IntegrityError
-
 from ppxgb.errors import ParameterError
+from ppxgb.wire import missing_extra
+
+try:  # the `serve` extra
+    from sqlalchemy import Column, LargeBinary, MetaData, String, Table, create_engine, insert, select
+    from sqlalchemy.exc import IntegrityError
+except ImportError as exc:
+    raise missing_extra(exc, "serve", "the model store of the scoring service") from None
 
 _meta = MetaData()
 models = Table(

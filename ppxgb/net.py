@@ -13,6 +13,8 @@ Frames are `kind (1 byte) | length (4 bytes, big-endian) | body`:
 
 A receiver thread per incoming connection decodes messages into one queue and counts
 each with `_count` (so `stats` holds what this role received; `sent` what it sent).
+`first_failure` names only what this role saw itself (a lost connection, silence, bad
+data), never an abort relayed by a peer.
 A peer that drops its connection without BYE, or sends nothing (not even a heartbeat)
 for `peer_timeout` seconds, or never connects within `connect_timeout`, turns into an
 "abort" message naming it, which `recv` raises as PeerFailure(peer).
@@ -28,8 +30,7 @@ import ssl
 import struct
 import threading
 import time
-from collections import defaultdict
-from typing import Any, Callable
+from typing import Callable
 
 from .errors import FormatError, ParameterError, PeerFailure, PeerTimeout
 from .tls import TLSConfig, cert_names
@@ -105,7 +106,6 @@ class NetworkTransport(Transport):
         self.default_timeout = default_timeout
         self.send_timeout = float(send_timeout) if send_timeout else max(self.peer_timeout, 10.0)
         self.max_message_bytes = int(max_message_bytes)
-        self.sent: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
 
         self._server_ctx = tls.server_context() if tls else None
         self._client_ctx = tls.client_context() if tls else None
@@ -117,8 +117,6 @@ class NetworkTransport(Transport):
         self._incoming: dict[str, socket.socket] = {}
         self._last_seen: dict[str, float] = {}
         self._said_bye: set[str] = set()
-        self._failed: dict[str, str] = {}  # peers this transport itself saw fail, in order
-        self._failure_seen = threading.Event()
         self._started = time.monotonic()
 
         host, port = self.addresses[me]
@@ -138,12 +136,11 @@ class NetworkTransport(Transport):
     # ----------------------------------------------------------------- failures
 
     def _fail(self, peer: str, reason: str) -> None:
-        """Queue one abort naming `peer`, unless it said goodbye or we are closing."""
+        """Record a failure this transport saw first-hand and queue one abort naming
+        `peer`, unless `peer` said goodbye or we are closing."""
         with self._state:
-            if peer in self._failed or peer in self._said_bye or self._closing.is_set():
+            if peer in self._said_bye or self._closing.is_set() or not self._note_failure(peer, reason):
                 return
-            self._failed[peer] = reason
-        self._failure_seen.set()
         self._inbox.put(Message(peer, self.me, "abort", {"peer": peer, "reason": reason}, 0))
 
     # ------------------------------------------------------------------ dialing
@@ -354,10 +351,6 @@ class NetworkTransport(Transport):
                 self._write(dst, head + data)
             else:                               # a drafted message: no copy of its arrays
                 self._write(dst, head, data)
-        with self._lock:
-            entry = self.sent[(src, dst)]
-            entry[0] += 1
-            entry[1] += len(data)
 
     def recv(self, me: str, stage: str, src: str | None = None,
              timeout: float | None = None) -> Message:
@@ -374,29 +367,11 @@ class NetworkTransport(Transport):
             stage, src = getattr(self._waiting, "what", ("any", None))
             raise PeerTimeout(me, f"no {stage!r} message within {timeout:g}s", awaited=src) from None
 
-    def first_failure(self, wait: float = 0.0) -> tuple[str, str] | None:
-        """The first peer this transport itself saw fail (lost connection, silence, bad data).
-
-        Waits up to `wait` seconds for one. A role that failed on second-hand news (an
-        abort relayed by another peer) uses this to name the root cause, which it may
-        observe directly a moment later.
-        """
-        self._failure_seen.wait(wait)
-        with self._state:
-            return next(iter(self._failed.items()), None)
-
-    @property
-    def sent_bytes(self) -> int:
-        return sum(v[1] for v in self.sent.values())
-
-    @property
-    def sent_messages(self) -> int:
-        return sum(v[0] for v in self.sent.values())
-
     def abort(self, peer: str, reason: str, wait: float = 2.0) -> None:
         """Tell every reachable peer that this run failed because of `peer` (best effort).
 
         Waits up to `wait` seconds in all for connections that are still being set up.
+        Unlike a failure seen first-hand, this is not recorded for `first_failure`.
         """
         deadline = time.monotonic() + wait
         for dst, out in self._out.items():

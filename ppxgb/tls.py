@@ -7,8 +7,8 @@ peer claims must be the name in its certificate, so one role cannot impersonate 
 
 `make_test_pki` writes a throw-away CA and per-role certificates (ECDSA P-256, SAN
 127.0.0.1 and localhost) for tests and for `ppxgb federation` on loopback. Private keys
-are written with 0600 permissions. Missing material is an error, never a fallback to
-plaintext.
+are written with 0600 permissions, atomically (ppxgb.files). Missing material is an
+error, never a fallback to plaintext.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ParameterError
+from .files import write_atomic, write_private_file
 
 #: How long test certificates stay valid.
 TEST_CERT_DAYS = 30
@@ -79,15 +80,6 @@ def cert_names(peercert: dict) -> set[str]:
     return names
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.chmod(path, 0o600)  # in case the file already existed with wider permissions
-
-
 def make_test_pki(directory: str | os.PathLike, names: list[str] | tuple[str, ...],
                   days: int = TEST_CERT_DAYS) -> dict[str, TLSConfig]:
     """Create a CA and one certificate per role name in `directory`; for tests and loopback.
@@ -126,9 +118,9 @@ def make_test_pki(directory: str | os.PathLike, names: list[str] | tuple[str, ..
         .sign(ca_key, hashes.SHA256())
     )
     ca_path = out / "ca.pem"
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(out / "ca.key", ca_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, no_enc))
+    write_atomic(ca_path, ca_cert.public_bytes(serialization.Encoding.PEM))
+    write_private_file(out / "ca.key", ca_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, no_enc), overwrite=True)
 
     configs: dict[str, TLSConfig] = {}
     for name in names:
@@ -156,8 +148,8 @@ def make_test_pki(directory: str | os.PathLike, names: list[str] | tuple[str, ..
             .sign(ca_key, hashes.SHA256())
         )
         cert_path, key_path = out / f"{name}.pem", out / f"{name}.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_private(key_path, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, no_enc))
+        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        write_private_file(key_path, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, no_enc), overwrite=True)
         configs[name] = TLSConfig(str(cert_path), str(key_path), str(ca_path))
     return configs

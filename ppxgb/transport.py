@@ -6,7 +6,8 @@ str, bool, None, or lists/dicts of those.  Every message is encoded to bytes by
 `encode_message` on the way out, exactly as the network transport would send it, so
 byte counts are real and a `recorder` sees what actually crossed.
 
-Counting: `stats` holds messages and bytes per (src, dst) pair.
+Counting: `stats` holds messages and bytes per (src, dst) pair received, `sent` those
+sent; see `Transport` for the whole contract (counting, abort, first failure).
 """
 
 from __future__ import annotations
@@ -171,12 +172,29 @@ def decode_message(data: bytes) -> Message:
 
 
 class Transport(ABC):
-    """Point-to-point, in-order messaging between named roles."""
+    """Point-to-point, in-order messaging between named roles.
+
+    What every transport gives the code above it (protocols and launchers alike):
+
+    - `send` / `send_draft` / `recv`, with `recv` raising a peer's `abort` as PeerFailure
+      and a timeout as PeerTimeout;
+    - counting: `stats` (messages and bytes per (src, dst) pair received or carried),
+      `sent` (the same for what went out), and their totals `total_*` / `sent_*`;
+    - failure reporting: `abort(peer, reason)` tells the other roles that a run failed
+      because of `peer`, and `first_failure()` names the first failure the transport
+      itself saw, so a launcher can report the root cause rather than a relayed echo.
+
+    A subclass supplies `_deliver`, `_next` and `abort`, and reports the failures it
+    detects with `_note_failure`.
+    """
 
     def __init__(self, recorder: Callable[[Message], None] | None = None):
         self.recorder = recorder
         self._lock = threading.Lock()
         self.stats: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        self.sent: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        self._failures: dict[str, str] = {}   # peer -> reason, first seen first
+        self._failure_seen = threading.Event()
 
     def _count(self, msg: Message) -> None:
         with self._lock:
@@ -186,6 +204,12 @@ class Transport(ABC):
         if self.recorder is not None:
             self.recorder(msg)
 
+    def _count_sent(self, src: str, dst: str, size: int) -> None:
+        with self._lock:
+            entry = self.sent[(src, dst)]
+            entry[0] += 1
+            entry[1] += size
+
     @property
     def total_bytes(self) -> int:
         return sum(v[1] for v in self.stats.values())
@@ -194,14 +218,26 @@ class Transport(ABC):
     def total_messages(self) -> int:
         return sum(v[0] for v in self.stats.values())
 
+    @property
+    def sent_bytes(self) -> int:
+        """Bytes of every message this transport sent (encoded size, as counted in `stats`)."""
+        return sum(v[1] for v in self.sent.values())
+
+    @property
+    def sent_messages(self) -> int:
+        return sum(v[0] for v in self.sent.values())
+
     def send(self, src: str, dst: str, stage: str, payload: dict[str, Any]) -> None:
         """Deliver one message from src to dst."""
-        self._deliver(src, dst, encode_message(src, dst, stage, payload))
+        data = encode_message(src, dst, stage, payload)
+        self._deliver(src, dst, data)
+        self._count_sent(src, dst, len(data))
 
     def send_draft(self, draft: Draft) -> None:
         """Deliver a drafted message once its arrays are written (the writer must not
         touch them afterwards: the receiver may get views of the same memory)."""
         self._deliver(draft.src, draft.dst, draft.data)
+        self._count_sent(draft.src, draft.dst, len(draft.data))
 
     @abstractmethod
     def _deliver(self, src: str, dst: str, data) -> None:
@@ -209,7 +245,39 @@ class Transport(ABC):
 
     @abstractmethod
     def _next(self, me: str, timeout: float | None) -> Message:
-        """Next message addressed to `me`, or raise PeerFailure on timeout."""
+        """Next message addressed to `me`, or raise PeerTimeout on timeout."""
+
+    @abstractmethod
+    def abort(self, peer: str, reason: str, wait: float = 2.0) -> None:
+        """Tell the other roles, best effort, that the run failed because of `peer`.
+
+        Their pending and next `recv` raises PeerFailure(peer, reason).  Never raises
+        for an unreachable peer; waits at most `wait` seconds for slow connections.
+        """
+
+    def _timed_out(self, exc: PeerTimeout) -> None:
+        """Hook: `recv` is about to raise `exc`.  Whether a timeout counts as a failure
+        seen first-hand is the subclass's choice (a network role's step timeout is not)."""
+
+    def _note_failure(self, peer: str, reason: str) -> bool:
+        """Record a failure this transport saw; False if `peer` had already failed."""
+        with self._lock:
+            if peer in self._failures:
+                return False
+            self._failures[peer] = reason
+        self._failure_seen.set()
+        return True
+
+    def first_failure(self, wait: float = 0.0) -> tuple[str, str] | None:
+        """(peer, reason) of the first failure this transport itself saw, or None.
+
+        Waits up to `wait` seconds for one.  A role that failed on second-hand news
+        (an abort relayed by another role) uses this to name the root cause, which it
+        may observe directly a moment later.
+        """
+        self._failure_seen.wait(wait)
+        with self._lock:
+            return next(iter(self._failures.items()), None)
 
     def recv(self, me: str, stage: str | tuple[str, ...], src: str | None = None,
              timeout: float | None = None) -> Message:
@@ -217,9 +285,16 @@ class Transport(ABC):
         and from `src` if given.
 
         A message at another stage is a protocol violation, except `abort`, which a
-        peer sends when it fails: it is raised as PeerFailure naming the sender.
+        peer sends when it fails: it is raised as PeerFailure naming the sender.  No
+        message in time raises PeerTimeout, whose `awaited` is `src`.
         """
-        msg = self._next(me, timeout)
+        try:
+            msg = self._next(me, timeout)
+        except PeerTimeout as exc:
+            if exc.awaited is None and src is not None:
+                exc = PeerTimeout(me, exc.reason, awaited=src)
+            self._timed_out(exc)
+            raise exc from None
         if msg.stage == "abort":
             raise PeerFailure(msg.payload.get("peer", msg.src), msg.payload.get("reason", "aborted"))
         stages = (stage,) if isinstance(stage, str) else tuple(stage)
@@ -234,7 +309,11 @@ class Transport(ABC):
 
 
 class InMemoryTransport(Transport):
-    """Queues between roles running as threads in one process (the default)."""
+    """Queues between roles running as threads in one process (the default).
+
+    One object serves every role, so it sees every failure first-hand: a timeout in
+    `recv`, an `abort` call, and any abort message a role sends through it.
+    """
 
     def __init__(self, recorder: Callable[[Message], None] | None = None,
                  default_timeout: float | None = 600.0):
@@ -250,6 +329,8 @@ class InMemoryTransport(Transport):
     def _deliver(self, src: str, dst: str, data) -> None:
         msg = decode_message(data)  # what the receiver gets is what crossed, byte for byte
         self._count(msg)
+        if msg.stage == "abort":
+            self._note_failure(str(msg.payload.get("peer", src)), str(msg.payload.get("reason", "aborted")))
         self._queue(dst).put(msg)
 
     def _next(self, me: str, timeout: float | None) -> Message:
@@ -259,3 +340,15 @@ class InMemoryTransport(Transport):
             return self._queue(me).get(timeout=timeout)
         except queue.Empty:
             raise PeerTimeout(me, f"no message within {time.monotonic() - start:.1f}s") from None
+
+    def _timed_out(self, exc: PeerTimeout) -> None:
+        self._note_failure(exc.peer, exc.reason)
+
+    def abort(self, peer: str, reason: str, wait: float = 2.0) -> None:
+        """Put an abort naming `peer` in the queue of every role that has used this
+        transport (except `peer`'s own), and record it.  Never blocks: `wait` is unused."""
+        self._note_failure(peer, reason)
+        with self._qlock:
+            names = [name for name in self._queues if name != peer]
+        for name in names:
+            self._queue(name).put(Message(peer, name, "abort", {"peer": peer, "reason": reason}, 0))

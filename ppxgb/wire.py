@@ -1,10 +1,16 @@
 """Plumbing shared by the HTTP services of both roles: secret files, TLS policy, the
-HTTP client, and the uvicorn runner.  No protocol logic lives here.
+HTTP client, the uvicorn runner, and the error for a missing install extra.  No
+protocol logic lives here.
 
 Policy (safe by default, explicit to opt out): a service serves HTTPS unless it is
 given `insecure_http=True`, and then only on a loopback address; a client refuses an
 http:// URL unless it too is told `insecure_http=True`.  Secret files (key files,
-tokens, master keys) are created with mode 0600 and refused when others can read them.
+tokens, master keys) are created with mode 0600 (by ppxgb.files, atomically) and refused
+when others can read them.
+
+The web stack (fastapi, uvicorn, sqlalchemy) is the `serve` extra and matplotlib the
+`report` extra, so a training party installs neither; code that needs one imports it
+where it is used and turns its absence into `MissingExtra`, naming the pip command.
 """
 
 from __future__ import annotations
@@ -15,28 +21,12 @@ import secrets
 import ssl
 import stat
 
-from .errors import ParameterError
+from .errors import ParameterError, PPXGBError
 
 MSGPACK = "application/msgpack"
 #: Upper bounds on request bodies (bytes): a model upload and a batch of queries.
 MAX_MODEL_BYTES = 256 * 2**20
 MAX_QUERY_BYTES = 64 * 2**20
-
-
-def write_private_file(path: str, data: bytes | str, overwrite: bool = False) -> None:
-    """Write `data` to a new file readable by its owner only (mode 0600)."""
-    if isinstance(data, str):
-        data = data.encode()
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise ParameterError.bad("path", "a file that does not exist yet", path) from None
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def read_private_file(path: str) -> bytes:
@@ -112,9 +102,23 @@ def bearer_token(header: str | None) -> str | None:
     return token or None
 
 
+class MissingExtra(PPXGBError, ImportError):
+    """An optional dependency group of ppxgb is not installed."""
+
+
+def missing_extra(exc: ImportError, extra: str, purpose: str) -> MissingExtra:
+    """The error to raise (``from None``) when importing an extra's module failed."""
+    name = getattr(exc, "name", None) or str(exc)
+    return MissingExtra(f"{purpose} needs {name!r}, which is not installed: "
+                        f"pip install 'ppxgb[{extra}]'")
+
+
 def run_service(app, host: str, port: int, tls_cert: str | None, tls_key: str | None,
                 insecure_http: bool, workers: int = 1) -> None:
-    import uvicorn
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise missing_extra(exc, "serve", "serving HTTP") from None
 
     check_tls(host, tls_cert, tls_key, insecure_http)
     uvicorn.run(app, host=host, port=port, ssl_certfile=tls_cert, ssl_keyfile=tls_key,

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ppxgb.errors import FormatError, ParameterError
 from ppxgb.formats import UserKeys
-from ppxgb.wire import read_private_file, write_private_file
+from ppxgb.files import write_private_file
+from ppxgb.wire import read_private_file
 
 _MAGIC = b"PPXGBKS1"
 _ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")

@@ -7,23 +7,21 @@ keys sealed into the key store; the caller gets the key file bytes and the token
     POST /v1/enroll   admin token; JSON {"user_id", "model"} ->
                       {"user_id", "model_id", "access_token", "keys"} (keys: base64 key file)
     GET  /v1/health
-"""
 
-from __future__ import annotations
+Enrolling needs only the base install (the upload goes through httpx); the HTTP app
+needs the `serve` extra, so fastapi and pydantic are imported inside `create_app`.
+(No `from __future__ import annotations` here: FastAPI reads the endpoint's parameter
+types from the function, and they are classes local to `create_app`.)
+"""
 
 import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
 
-from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
-
 from ppxgb.errors import FormatError, ParameterError, PeerFailure
 from ppxgb.model import Ensemble
-from ppxgb.wire import MSGPACK, bearer_token, new_token
+from ppxgb.wire import MSGPACK, bearer_token, missing_extra, new_token
 
 from .enroll import Enrollment, Proxy
 from .keystore import KeyStore
@@ -58,22 +56,29 @@ def enroll_user(proxy: Proxy, model, user_id: str, link: ScoringServerLink,
     return enrollment, token
 
 
-class EnrollRequest(BaseModel):
-    user_id: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,128}$")
-    model: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,128}$", description="name of a model the proxy serves")
-
-
-class EnrollAnswer(BaseModel):
-    user_id: str
-    model_id: str
-    access_token: str
-    keys: str = Field(description="the user's key file (ppxgb.keys v1), base64")
-
-
 def create_app(proxy: Proxy, models: dict[str, Ensemble], link: ScoringServerLink,
-               keystore: KeyStore, admin_token: str) -> FastAPI:
+               keystore: KeyStore, admin_token: str):
+    """The proxy's FastAPI app: admin-authorised enrolment of users for `models`."""
     if not admin_token or len(admin_token) < 16:
         raise ParameterError.bad("admin_token", "a token of at least 16 characters", "a short token")
+    try:
+        from fastapi import FastAPI, Request
+        from fastapi.concurrency import run_in_threadpool
+        from fastapi.responses import JSONResponse
+        from pydantic import BaseModel, Field
+    except ImportError as exc:
+        raise missing_extra(exc, "serve", "the proxy service") from None
+
+    class EnrollRequest(BaseModel):
+        user_id: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,128}$")
+        model: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,128}$", description="name of a model the proxy serves")
+
+    class EnrollAnswer(BaseModel):
+        user_id: str
+        model_id: str
+        access_token: str
+        keys: str = Field(description="the user's key file (ppxgb.keys v1), base64")
+
     app = FastAPI(title="ppxgb proxy", version="1",
                   description="Issues per-user keys and encrypted models for encrypted XGBoost inference.")
 

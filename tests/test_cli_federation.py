@@ -21,12 +21,12 @@ from ppxgb.errors import ParameterError
 from ppxgb.tls import make_test_pki
 from ppxgb.training import train_horizontal
 from ppxgb.training.horizontal import run_federation
-from ppxgb.training.cli import load_data, write_atomic, write_peers
+from ppxgb.app.deploy import load_data, write_atomic, write_peers
 
 pytestmark = pytest.mark.timeout(180)
 
 PARAMS = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3}
-CLI = [sys.executable, "-m", "ppxgb.cli"]
+CLI = [sys.executable, "-m", "ppxgb.app.cli"]
 
 
 def make_csvs(directory: Path, sizes=(300, 200, 250), seed=1, classes=2) -> list[str]:

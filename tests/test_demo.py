@@ -3,7 +3,7 @@
 import base64
 import re
 
-from ppxgb.cli import main
+from ppxgb.app.cli import main
 
 
 def test_demo_prints_comparison_and_writes_self_contained_report(tmp_path, capsys):

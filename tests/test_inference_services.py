@@ -2,7 +2,7 @@
 client app, and bad requests get a 4xx while the server keeps serving.
 
 The scoring server and the proxy run as `ppxgb` subprocesses; CLI commands run
-in-process through ppxgb.cli.main.  Keys are the default 2048 bits.
+in-process through ppxgb.app.cli.main.  Keys are the default 2048 bits.
 """
 
 import hashlib
@@ -24,7 +24,7 @@ import xgboost as xgb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppxgb.cli import main
+from ppxgb.app.cli import main
 from ppxgb.errors import FormatError
 from ppxgb.formats import EncryptedQueries, UserKeys
 from ppxgb.inference import Client
@@ -79,13 +79,13 @@ def env(tmp_path_factory):
     db = tmp / "models.db"
     sport, pport = free_port(), free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "ppxgb.cli", "scoring-server", "--db", f"sqlite:///{db}",
+        [sys.executable, "-m", "ppxgb.app.cli", "scoring-server", "--db", f"sqlite:///{db}",
          "--admin-token-file", server_token, "--port", str(sport), "--pair-table-mb", "64",
          "--tls-cert", pki["scoring-server"].cert, "--tls-key", pki["scoring-server"].key],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     server_url = f"https://127.0.0.1:{sport}"
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "ppxgb.cli", "proxy", "serve", "--model", f"heart={model_path}",
+        [sys.executable, "-m", "ppxgb.app.cli", "proxy", "serve", "--model", f"heart={model_path}",
          "--server-url", server_url, "--server-admin-token-file", server_token, "--server-ca", ca_path,
          "--admin-token-file", proxy_token, "--keystore", str(tmp / "keystore"),
          "--master-key-file", master, "--port", str(pport),

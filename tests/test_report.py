@@ -1,4 +1,4 @@
-"""ppxgb.report: a self-contained HTML report whose figures are embedded images."""
+"""ppxgb.app.report: a self-contained HTML report whose figures are embedded images."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ppxgb.errors import ParameterError
-from ppxgb.report import write_report
+from ppxgb.app.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HOSPITALS = ("Cleveland", "Hungary", "Switzerland", "VA Long Beach")

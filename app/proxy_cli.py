@@ -1,4 +1,4 @@
-"""`ppxgb proxy ...`: the trusted proxy's commands.
+"""`ppxgb proxy ...`: the trusted proxy's commands (over ppxgb.proxy).
 
     ppxgb proxy new-secret --out FILE            a token or master key, mode 0600
     ppxgb proxy enroll --model model.json --user alice --server-url https://... \
@@ -16,9 +16,10 @@ import base64
 import sys
 
 from ppxgb.errors import ParameterError, PeerFailure
+from ppxgb.files import write_private_file
 from ppxgb.formats import UserKeys
 from ppxgb.model import Ensemble
-from ppxgb.wire import http_client, new_token, read_token, run_service, write_private_file
+from ppxgb.wire import http_client, new_token, read_token, run_service
 
 
 def register(subparsers) -> None:
@@ -71,7 +72,7 @@ def _serve_args(p, port: int) -> None:
 
 
 def _link(args):
-    from .service import ScoringServerLink
+    from ppxgb.proxy.service import ScoringServerLink
 
     if not args.server_url or not args.server_admin_token_file:
         raise ParameterError.bad("--server-url/--server-admin-token-file", "both", "missing")
@@ -81,7 +82,7 @@ def _link(args):
 
 
 def _keystore(args):
-    from .keystore import KeyStore, load_master_key
+    from ppxgb.proxy.keystore import KeyStore, load_master_key
 
     if bool(args.keystore) != bool(args.master_key_file):
         raise ParameterError.bad("--keystore/--master-key-file", "both or neither", "only one")
@@ -122,8 +123,8 @@ def _enroll(args) -> int:
         _hand_out(args, base64.b64decode(answer["keys"]), answer["access_token"])
         print(f"enrolled {args.user}: model {answer['model_id']}, keys in {args.key_out}", file=sys.stderr)
         return 0
-    from .enroll import Proxy
-    from .service import enroll_user
+    from ppxgb.proxy import Proxy
+    from ppxgb.proxy.service import enroll_user
 
     link, store = _link(args), _keystore(args)
     enrollment, token = enroll_user(Proxy(args.key_bits), Ensemble.load(args.model), args.user, link, store)
@@ -133,9 +134,9 @@ def _enroll(args) -> int:
 
 
 def _serve(args) -> int:
-    from .enroll import Proxy
-    from .keystore import KeyStore, load_master_key
-    from .service import create_app
+    from ppxgb.proxy import Proxy
+    from ppxgb.proxy.keystore import KeyStore, load_master_key
+    from ppxgb.proxy.service import create_app
 
     models = {}
     for spec in args.model:

@@ -13,26 +13,22 @@ files in the working directory, which is removed at the end.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .errors import PPXGBError
+from ppxgb.errors import PPXGBError
+from ppxgb.tls import make_test_pki
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .deploy import CLI_COMMAND, free_ports
+from .stories import HORIZONTAL_PARAMS, HORIZONTAL_ROUNDS, horizontal_story, say, split_hospitals
 
 
 def _ppxgb(*args: str, log: Path | None = None, check: bool = True, popen: bool = False):
-    cmd = [sys.executable, "-m", "ppxgb.cli", *args]
+    cmd = [*CLI_COMMAND, *args]
     if popen:
         out = open(log, "wb") if log else subprocess.DEVNULL
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -61,12 +57,10 @@ def _wait_healthy(url: str, ca: str, proc, log: Path, timeout: float = 60.0) -> 
     raise PPXGBError(f"service at {url} did not come up within {timeout:.0f}s")
 
 
-def run_services_story(args, clock, horizontal_story):
+def run_services_story(args, clock):
+    """(horizontal results, model, held-out rows, inference results), every role a process."""
     import pandas as pd
     import xgboost as xgb
-
-    from .demo import HORIZONTAL_PARAMS, HORIZONTAL_ROUNDS, _say, split_hospitals
-    from .tls import make_test_pki
 
     work = Path(tempfile.mkdtemp(prefix="ppxgb-demo-"))
     procs = []
@@ -87,15 +81,15 @@ def run_services_story(args, clock, horizontal_story):
 
         horizontal, booster, X_test = horizontal_story(clock, args.seed, train_fn=federate)
 
-        _say("[3/3] Encrypted inference: the scoring server and the proxy start as HTTPS services "
-             "on loopback; user 'alice' is enrolled through the proxy service")
+        say("[3/3] Encrypted inference: the scoring server and the proxy start as HTTPS services "
+            "on loopback; user 'alice' is enrolled through the proxy service")
         pki = make_test_pki(work / "pki", ["scoring-server", "proxy"])
         ca = pki["scoring-server"].ca
         secrets = {}
         for name, kind in (("server.token", "token"), ("proxy.token", "token"), ("master.key", "master-key")):
             secrets[name] = str(work / name)
             _ppxgb("proxy", "new-secret", "--out", secrets[name], "--kind", kind)
-        sport, pport = _free_port(), _free_port()
+        sport, pport = free_ports(2)
         server_url, proxy_url = f"https://127.0.0.1:{sport}", f"https://127.0.0.1:{pport}"
         server_log, proxy_log = work / "scoring-server.log", work / "proxy.log"
         procs.append(_ppxgb("scoring-server", "--db", f"sqlite:///{work / 'models.db'}",
@@ -118,7 +112,7 @@ def run_services_story(args, clock, horizontal_story):
         X = X_test.iloc[:args.queries]
         patients, predictions = work / "patients.csv", work / "predictions.csv"
         X.to_csv(patients, index=False)
-        _say(f"      The client app scores {len(X)} patients through the scoring service")
+        say(f"      The client app scores {len(X)} patients through the scoring service")
         clock.run("client app: encrypt, score remotely, decrypt", _ppxgb, "score", "--keys", str(key),
                   "--token-file", str(token), "--server-url", server_url, "--ca-cert", ca,
                   "--input", str(patients), "--output", str(predictions))

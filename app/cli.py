@@ -1,26 +1,24 @@
 """The `ppxgb` command line.
 
-Each role contributes its own subcommands through a `register(subparsers)` function in
-its `cli` module (ppxgb.training.cli, ppxgb.proxy.cli, ppxgb.inference.cli, ...), so the
-core never depends on a role's internals and a role never imports another role.
+Every group of subcommands lives in its own module of the app layer and adds itself
+through `register(subparsers)`: training as processes (train_cli, vertical_cli), the
+proxy (proxy_cli), the scoring server and client app (inference_cli), and the demo.
+The roles underneath never import this layer.
+
+    python -m ppxgb.app.cli COMMAND ...     is the same as     ppxgb COMMAND ...
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from .errors import PPXGBError
+from ppxgb.errors import PPXGBError
 
-#: Modules whose register(subparsers) adds subcommands; missing ones are skipped.
-COMMAND_MODULES = (
-    "ppxgb.training.cli",
-    "ppxgb.training.vertical_cli",
-    "ppxgb.proxy.cli",
-    "ppxgb.inference.cli",
-    "ppxgb.demo",
-)
+from . import demo, inference_cli, proxy_cli, train_cli, vertical_cli
+
+#: The modules whose register(subparsers) adds subcommands, in --help order.
+COMMAND_MODULES = (train_cli, vertical_cli, proxy_cli, inference_cli, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,13 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ppxgb", description="Privacy-preserving XGBoost: secure training and encrypted inference.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
+    for module in COMMAND_MODULES:
         module.register(sub)
     return parser
 

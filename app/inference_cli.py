@@ -1,4 +1,4 @@
-"""`ppxgb scoring-server` and `ppxgb score` (the client app).
+"""`ppxgb scoring-server` and `ppxgb score` (the client app) over ppxgb.inference.
 
     ppxgb scoring-server --db sqlite:///models.db --admin-token-file server.token \
         --tls-cert cert.pem --tls-key key.pem [--host 127.0.0.1 --port 8443]
@@ -52,8 +52,8 @@ def register(subparsers) -> None:
 
 
 def _serve(args) -> int:
-    from .app import create_app
-    from .store import ModelStore
+    from ppxgb.inference.app import create_app
+    from ppxgb.inference.store import ModelStore
 
     app = create_app(ModelStore(args.db), read_token(args.admin_token_file), args.pair_table_mb)
     if args.workers != 1:
@@ -119,7 +119,7 @@ def write_predictions(pred: np.ndarray, path: str | None) -> None:
 def _score(args) -> int:
     from ppxgb.formats import EncryptedScores, UserKeys
 
-    from .client import Client
+    from ppxgb.inference import Client
 
     if args.batch_size < 1:
         raise ParameterError.bad("--batch-size", "a positive integer", args.batch_size)

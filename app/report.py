@@ -45,18 +45,23 @@ import io
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from .errors import ParameterError
+from ppxgb.errors import ParameterError
+from ppxgb.files import write_atomic
+from ppxgb.wire import missing_extra
+
+try:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+except ImportError as exc:
+    raise missing_extra(exc, "report", "the HTML report") from None
 
 DEFAULT_TOLERANCE = 1e-6
 _FIXED_COLOURS = {"federated": "#d62728", "centralized": "#1f77b4"}
@@ -378,18 +383,4 @@ def write_report(path: str | os.PathLike[str], results: Mapping[str, Any]) -> Pa
         raise ParameterError.bad("path", "a file path, not a directory", str(path))
     page = _render(results)  # validate and draw before touching the disk
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return target
+    return write_atomic(target, page.encode("utf-8"), mode=0o644)

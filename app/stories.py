@@ -1,4 +1,5 @@
-"""`ppxgb demo`: the hospital story end to end, with a printed summary and an HTML report.
+"""The three stories of `ppxgb demo`, each a function of its inputs, shared by the
+in-process demo (app/demo.py) and its separate-process variant (app/demo_services.py).
 
 1. Four real hospitals (UCI Heart Disease) train one model with secure horizontal
    training; its held-out AUC is set beside each hospital training alone and beside
@@ -8,18 +9,12 @@
 3. The proxy enrolls a user; the client app encrypts patient queries, the scoring
    server scores them blind, and the decrypted scores are checked against
    `Booster.predict` on the plaintext rows.
-
-The demo is an orchestration command, so it is the one place in the core that uses
-every role; the roles themselves never import one another.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,20 +26,9 @@ VERTICAL_PARAMS = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.2}
 VERTICAL_ROUNDS = 30
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="run the hospital story end to end and write an HTML report",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="ppxgb-report.html", help="path of the HTML report (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split and synthetic data")
-    p.add_argument("--key-bits", type=int, default=2048, choices=(2048, 3072),
-                   help="Paillier modulus of the enrolled user (default: %(default)s)")
-    p.add_argument("--queries", type=int, default=100, help="encrypted patient queries to score")
-    p.add_argument("--services", action="store_true",
-                   help="run the proxy, the scoring server and every party as separate processes on loopback")
-    p.set_defaults(func=main)
+class Clock:
+    """Wall time of each named step, for the summary and the report."""
 
-
-class _Clock:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
 
@@ -55,7 +39,7 @@ class _Clock:
         return out
 
 
-def _say(text: str = "") -> None:
+def say(text: str = "") -> None:
     print(text, flush=True)
 
 
@@ -72,7 +56,7 @@ def split_hospitals(seed: int):
     return train, test
 
 
-def horizontal_story(clock: _Clock, seed: int, train_fn=None) -> tuple[dict[str, Any], Any, Any]:
+def horizontal_story(clock: Clock, seed: int, train_fn=None) -> tuple[dict[str, Any], Any, Any]:
     import pandas as pd
     import xgboost as xgb
     from sklearn.metrics import roc_auc_score
@@ -84,8 +68,8 @@ def horizontal_story(clock: _Clock, seed: int, train_fn=None) -> tuple[dict[str,
     y_test = np.concatenate([y for _, y in test.values()])
     groups = [name for name, (X, _) in test.items() for _ in range(len(X))]
     parties = list(train.values())
-    _say(f"[1/3] Secure horizontal training across {len(parties)} hospitals "
-         f"({', '.join(f'{n}: {len(X)} patients' for n, (X, _) in train.items())})")
+    say(f"[1/3] Secure horizontal training across {len(parties)} hospitals "
+        f"({', '.join(f'{n}: {len(X)} patients' for n, (X, _) in train.items())})")
     trainer = train_fn or (lambda: train_horizontal(HORIZONTAL_PARAMS, parties,
                                                     num_boost_round=HORIZONTAL_ROUNDS, n_servers=2))
     federated = clock.run("secure horizontal training", trainer)
@@ -107,12 +91,12 @@ def horizontal_story(clock: _Clock, seed: int, train_fn=None) -> tuple[dict[str,
     return result, federated, X_test
 
 
-def vertical_story(clock: _Clock, seed: int) -> dict[str, Any] | None:
+def vertical_story(clock: Clock, seed: int) -> dict[str, Any] | None:
     try:
         training = importlib.import_module("ppxgb.training")
         train_vertical = training.train_vertical
     except (ImportError, AttributeError):
-        _say("[2/3] Vertical training: not available in this build, skipped")
+        say("[2/3] Vertical training: not available in this build, skipped")
         return None
     import xgboost as xgb
     from sklearn.metrics import roc_auc_score
@@ -126,9 +110,9 @@ def vertical_story(clock: _Clock, seed: int) -> dict[str, Any] | None:
     train_df, test_df = df[~is_test], df[is_test]
     parts = split_vertical(train_df, MS_BLOCKS, id_column=MS_ID, shuffle=True, overlap=0.95, seed=seed)
     names = list(MS_BLOCKS)
-    _say(f"[2/3] Secure vertical training: {', '.join(names)} (95% of {len(train_df)} patients "
-         "are known to all three) align their records by private set intersection and train "
-         "on the joined columns")
+    say(f"[2/3] Secure vertical training: {', '.join(names)} (95% of {len(train_df)} patients "
+        "are known to all three) align their records by private set intersection and train "
+        "on the joined columns")
     label_party = next(i for i, cols in enumerate(MS_BLOCKS.values()) if MS_LABEL in cols)
     booster = clock.run("secure vertical training (with PSI)", train_vertical, VERTICAL_PARAMS,
                         list(parts.values()) if isinstance(parts, dict) else list(parts),
@@ -154,15 +138,15 @@ def vertical_story(clock: _Clock, seed: int) -> dict[str, Any] | None:
             "institutions": ", ".join(names)}
 
 
-def inference_story(clock: _Clock, booster, X_test, n_queries: int, key_bits: int) -> dict[str, Any]:
+def inference_story(clock: Clock, booster, X_test, n_queries: int, key_bits: int) -> dict[str, Any]:
     import xgboost as xgb
 
     from ppxgb.inference import Client, Server
     from ppxgb.proxy import Proxy
 
     X = X_test.iloc[:n_queries]
-    _say(f"[3/3] Encrypted inference: proxy enrolls user 'alice' ({key_bits}-bit Paillier), "
-         f"the client app scores {len(X)} encrypted patient queries")
+    say(f"[3/3] Encrypted inference: proxy enrolls user 'alice' ({key_bits}-bit Paillier), "
+        f"the client app scores {len(X)} encrypted patient queries")
     enrollment = clock.run("proxy: enroll user (keys + encrypted model)", Proxy(key_bits).enroll,
                            booster, user_id="alice")
     server = Server()
@@ -174,67 +158,3 @@ def inference_story(clock: _Clock, booster, X_test, n_queries: int, key_bits: in
     plain = booster.predict(xgb.DMatrix(X))
     return {"max_abs_diff": float(np.max(np.abs(decrypted - plain))), "n_queries": int(len(X)),
             "tolerance": 1e-6, "model_id": enrollment.model.model_id, "key_bits": key_bits}
-
-
-def print_summary(results: dict[str, Any], report: Path) -> None:
-    h = results["horizontal"]
-    _say("")
-    _say("Held-out AUC on the patients of all four hospitals")
-    _say(f"  {'model':<34}{'AUC':>8}")
-    for name, value in h["auc"].items():
-        label = {"federated": "federated (secure, 4 hospitals)",
-                 "centralized": "centralized xgboost (pooled)"}.get(name, name.replace("hospital:", "") + " alone")
-        _say(f"  {label:<34}{value:>8.4f}")
-    _say(f"  largest margin gap, federated vs centralized: {h['max_margin_gap_vs_centralized']:.2e}")
-    if results.get("vertical"):
-        _say("")
-        _say("Vertical model (synthetic MS records), held-out AUC")
-        for name, value in results["vertical"]["auc"].items():
-            _say(f"  {name:<34}{value:>8.4f}")
-    inf = results["inference"]
-    ok = "match" if inf["max_abs_diff"] <= inf["tolerance"] else "MISMATCH"
-    _say("")
-    _say(f"Encrypted inference: {inf['n_queries']} queries, max |encrypted - plaintext| = "
-         f"{inf['max_abs_diff']:.2e} ({ok})")
-    _say("")
-    _say("Timings")
-    for name, seconds in results["timings"].items():
-        _say(f"  {name:<46}{seconds:>8.2f} s")
-    _say("")
-    _say(f"Report written to {report.resolve()}")
-
-
-def main(args: argparse.Namespace) -> int:
-    from .report import write_report
-
-    clock = _Clock()
-    if args.services:
-        from .demo_services import run_services_story
-
-        horizontal, booster, X_test, inference = run_services_story(args, clock, horizontal_story)
-    else:
-        horizontal, booster, X_test = horizontal_story(clock, args.seed)
-        inference = None
-    vertical = vertical_story(clock, args.seed)
-    if inference is None:
-        inference = inference_story(clock, booster, X_test, args.queries, args.key_bits)
-    results = {
-        "horizontal": horizontal,
-        "vertical": vertical,
-        "inference": inference,
-        "timings": clock.timings,
-        "meta": {"title": "ppxgb demo: hospitals train together, patients are scored blind",
-                 "dataset": "UCI Heart Disease (4 hospitals, CC BY 4.0); synthetic MS-like EHR",
-                 "mode": "separate processes on loopback" if args.services else "in-process",
-                 "seed": args.seed},
-    }
-    report = write_report(Path(args.out), results)
-    print_summary(results, Path(report))
-    failed = inference["max_abs_diff"] > inference["tolerance"]
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    from .cli import main as cli_main
-
-    sys.exit(cli_main(["demo", *sys.argv[1:]]))

@@ -1,0 +1,546 @@
+"""Running training roles as OS processes: the deployment helpers of the app layer.
+
+The training roles (ppxgb.training) are functions over a `Transport`; this module is
+what turns them into processes a hospital can run, and is shared by the horizontal
+and vertical command lines:
+
+- the peers file (PEERS.json): who plays which role, where each listens, its TLS files;
+- loading a party's data file (CSV or .npz);
+- running one role over a `NetworkTransport`, reporting the root cause when it fails;
+- supervising a whole federation on loopback: one child process per role, their
+  output relayed, the first failure named, the model written only on success;
+- the atomic file writers of ppxgb.files, re-exported for launchers.
+
+The peers file, read the same way by every role:
+
+    {"version": 1, "coordinator": "coordinator",
+     "parties": ["party-0", ...], "servers": ["server-0", ...],
+     "addresses": {"party-0": "127.0.0.1:40001", ...},
+     "tls": {"ca": "ca.pem", "roles": {"party-0": {"cert": "party-0.pem", "key": "party-0.key"}}}}
+
+Relative paths are taken from the directory of PEERS.json; `--cert/--key/--ca` override
+the "tls" section.  Without TLS material a role refuses to start, unless `--insecure`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ppxgb.errors import ParameterError, PeerFailure, PeerTimeout, PPXGBError
+from ppxgb.files import write_atomic, write_private_file
+from ppxgb.net import NetworkTransport, parse_address
+from ppxgb.tls import TLSConfig, make_test_pki
+
+__all__ = ["PEERS_VERSION", "Peers", "write_peers", "load_data", "load_block", "feature_names_of",
+           "free_ports", "json_arg", "output_path", "federation_tls", "run_role", "blame",
+           "add_role_options", "add_net_options", "add_federation_options", "progress_for", "Plan", "run_federation",
+           "CLI_COMMAND", "write_atomic", "write_private_file", "Child", "stop_children",
+           "wait_children", "federation_error"]
+
+PEERS_VERSION = 1
+DEFAULT_TIMEOUT = 30.0          # seconds of silence after which a peer is declared failed
+DEFAULT_STEP_TIMEOUT = 3600.0   # longest wait for any one protocol message
+#: How a launcher starts a role: the `ppxgb` command line of this interpreter.
+CLI_COMMAND = [sys.executable, "-m", "ppxgb.app.cli"]
+
+
+# ===================================================================== data and args
+
+def load_data(path: str, label: str | None) -> tuple[Any, np.ndarray]:
+    """(X, y) from a CSV (header row; empty cells are NaN) or an .npz holding X and y.
+
+    X comes back as a DataFrame for CSV (its columns are the feature names) and as an
+    array for .npz.
+    """
+    if not os.path.isfile(path):
+        raise ParameterError.bad("--data", "an existing CSV or .npz file", path)
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as npz:
+            if "X" not in npz or "y" not in npz:
+                raise ParameterError.bad("--data", "an .npz with arrays 'X' and 'y'", sorted(npz.files))
+            return np.asarray(npz["X"], dtype=np.float64), np.asarray(npz["y"])
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    if not label:
+        raise ParameterError.bad("--label", "the label column of the CSV", label)
+    if label not in frame.columns:
+        raise ParameterError.bad("--label", f"one of the columns of {path}", label)
+    X = frame.drop(columns=[label])
+    bad = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c].dtype)]
+    if bad:
+        raise ParameterError.bad("--data", "numeric feature columns", f"non-numeric column {bad[0]!r}")
+    return X.astype(np.float64), frame[label].to_numpy()
+
+
+def load_block(path: str):
+    """A vertical party's columns as a DataFrame: a CSV with a header (empty cells are
+    NaN), or an .npz with X (and optionally y and ids)."""
+    if not os.path.isfile(path):
+        raise ParameterError.bad("--data", "an existing CSV or .npz file", path)
+    import pandas as pd
+
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as npz:
+            if "X" not in npz:
+                raise ParameterError.bad("--data", "an .npz with an array 'X'", sorted(npz.files))
+            X = np.asarray(npz["X"], dtype=np.float64)
+            frame = pd.DataFrame(X, columns=[f"{Path(path).stem}_{j}" for j in range(X.shape[1])])
+            if "ids" in npz:
+                frame.insert(0, "ids", npz["ids"])
+            if "y" in npz:
+                frame["y"] = npz["y"]
+            return frame
+    return pd.read_csv(path)
+
+
+def feature_names_of(path: str, label: str | None) -> list[str] | None:
+    """The feature columns of a CSV (its header without the label); None for .npz."""
+    if path.endswith(".npz"):
+        return None
+    import pandas as pd
+
+    columns = [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    if label not in columns:
+        raise ParameterError.bad("--label", f"one of the columns of {path}", label)
+    return [c for c in columns if c != label]
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct ports that were free a moment ago (held open together while choosing)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def json_arg(text: str, name: str) -> dict[str, Any]:
+    """A JSON object given inline or as @file (e.g. --params)."""
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParameterError.bad(name, "a JSON object (or @file)", f"invalid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise ParameterError.bad(name, "a JSON object", type(value).__name__)
+    return value
+
+
+def output_path(value: str, overwrite: bool | None = None) -> Path:
+    """--out checked before any work starts: its folder exists and, when `overwrite`
+    is False, the file does not (None: no such check, the caller replaces it)."""
+    out = Path(value)
+    if not out.parent.is_dir():
+        raise ParameterError.bad("--out", "a path in an existing directory", str(out))
+    if overwrite is False and out.exists():
+        raise ParameterError.bad("--out", "a path that does not exist yet (or --overwrite)", str(out))
+    return out
+
+
+# ========================================================================== PEERS.json
+
+class Peers:
+    """A parsed PEERS.json: who plays which role, where they listen, their TLS files."""
+
+    def __init__(self, doc: dict[str, Any], base: Path):
+        if not isinstance(doc, dict) or doc.get("version") != PEERS_VERSION:
+            raise ParameterError.bad("peers", f"a PEERS.json object with version {PEERS_VERSION}",
+                                     doc.get("version") if isinstance(doc, dict) else doc)
+        self.coordinator = doc.get("coordinator", "coordinator")
+        self.parties = list(doc.get("parties") or [])
+        self.servers = list(doc.get("servers") or [])
+        raw = doc.get("addresses")
+        if not isinstance(raw, dict):
+            raise ParameterError.bad("peers.addresses", "a map of role -> 'host:port'", raw)
+        self.addresses = {name: parse_address(addr) for name, addr in raw.items()}
+        for name in [self.coordinator, *self.parties, *self.servers]:
+            if name not in self.addresses:
+                raise ParameterError.bad("peers.addresses", f"an address for {name!r}", sorted(raw))
+        self.base = base
+        self.tls = doc.get("tls") or {}
+
+    @classmethod
+    def load(cls, path: str) -> "Peers":
+        try:
+            doc = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ParameterError.bad("--peers", "an existing PEERS.json", path) from None
+        except json.JSONDecodeError as exc:
+            raise ParameterError.bad("--peers", "valid JSON", f"{path}: {exc.msg}") from None
+        return cls(doc, Path(path).resolve().parent)
+
+    def _path(self, value: str | None) -> str | None:
+        return None if not value else str(self.base / value)
+
+    def tls_for(self, name: str, args: argparse.Namespace) -> TLSConfig | None:
+        """The role's TLS files: flags first, then PEERS.json; none is an error unless --insecure."""
+        if args.insecure:
+            print(f"ppxgb: WARNING: {name} runs WITHOUT TLS (--insecure): traffic is plaintext "
+                  "and peers are not authenticated", file=sys.stderr)
+            return None
+        mine = (self.tls.get("roles") or {}).get(name) or {}
+        cert = args.cert or self._path(mine.get("cert"))
+        key = args.key or self._path(mine.get("key"))
+        ca = args.ca or self._path(self.tls.get("ca"))
+        if not (cert and key and ca):
+            missing = [n for n, v in (("cert", cert), ("key", key), ("ca", ca)) if not v]
+            raise ParameterError(
+                f"tls: no {', '.join(missing)} for {name}: give --cert/--key/--ca or a 'tls' section "
+                "in PEERS.json (plaintext only with an explicit --insecure)")
+        config = TLSConfig(cert, key, ca)
+        config.check()
+        return config
+
+
+def write_peers(path: Path, parties: list[str], servers: list[str], coordinator: str,
+                host: str, tls: dict[str, TLSConfig] | None) -> dict[str, Any]:
+    """Write a PEERS.json with free ports on `host` (and absolute TLS paths); return it."""
+    names = [coordinator, *parties, *servers]
+    ports = free_ports(len(names), host)
+    doc: dict[str, Any] = {
+        "version": PEERS_VERSION, "coordinator": coordinator, "parties": parties, "servers": servers,
+        "addresses": {name: f"{host}:{port}" for name, port in zip(names, ports)},
+    }
+    if tls:
+        doc["tls"] = {"ca": str(Path(tls[names[0]].ca).resolve()),
+                      "roles": {n: {"cert": str(Path(tls[n].cert).resolve()),
+                                    "key": str(Path(tls[n].key).resolve())} for n in names}}
+    write_atomic(path, json.dumps(doc, indent=2))
+    return doc
+
+
+def federation_tls(args: argparse.Namespace, roles: list[str], workdir: Path) -> dict | None:
+    """TLS material of every role: from --certs DIR, else a fresh test PKI; None only
+    with the explicit --insecure."""
+    if args.insecure:
+        return None
+    if args.certs:
+        tls = {n: TLSConfig(str(Path(args.certs, f"{n}.pem")), str(Path(args.certs, f"{n}.key")),
+                            str(Path(args.certs, "ca.pem"))) for n in roles}
+        for config in tls.values():
+            config.check()
+        return tls
+    return make_test_pki(workdir / "pki", roles)
+
+
+# ====================================================================== one role
+
+def blame(exc: PeerFailure) -> str | None:
+    """The role a failure names; None for a timeout that waited on any sender (its
+    `peer` is then only a description, "peers of <me>", not a role to blame)."""
+    if isinstance(exc, PeerTimeout):
+        return exc.awaited
+    return exc.peer
+
+
+def _transport(args: argparse.Namespace, peers: Peers, name: str) -> NetworkTransport:
+    if name not in peers.addresses:
+        raise ParameterError.bad("--name", f"one of {sorted(peers.addresses)}", name)
+    return NetworkTransport(name, peers.addresses, peers.tls_for(name, args), insecure=args.insecure,
+                            connect_timeout=args.connect_timeout, peer_timeout=args.timeout,
+                            default_timeout=args.step_timeout)
+
+
+def _root_cause(transport: NetworkTransport, exc: PeerFailure, me: str) -> PeerFailure:
+    """Prefer what this role saw first-hand: a relayed abort may blame a bystander, and
+    a timeout that named no one blames nobody."""
+    seen = transport.first_failure(wait=0.0 if blame(exc) == me else 1.0)
+    if seen is not None and seen[0] != blame(exc):
+        return PeerFailure(seen[0], f"{seen[1]} (and then {exc})")
+    return exc
+
+
+def run_role(args: argparse.Namespace, name: str, body: Callable[[NetworkTransport, Peers], None]) -> int:
+    """Run one role; on failure tell every peer who failed, and write the --report file."""
+    peers = Peers.load(args.peers)
+    started = time.monotonic()
+    report: dict[str, Any] = {"role": name, "ok": False}
+    transport = _transport(args, peers, name)
+    try:
+        try:
+            body(transport, peers)
+        except PeerFailure as exc:
+            cause = _root_cause(transport, exc, name)
+            if cause is not exc:
+                raise cause from exc
+            raise
+        report["ok"] = True
+    except PeerFailure as exc:
+        culprit = blame(exc)
+        report.update(error=str(exc), peer=culprit)
+        transport.abort(culprit or name, exc.reason)
+        raise
+    except BaseException as exc:
+        report.update(error=f"{type(exc).__name__}: {exc}", peer=name)
+        # peers learn only that this role failed and the exception type, never its message
+        transport.abort(name, f"failed with {type(exc).__name__}")
+        raise
+    finally:
+        transport.close()
+        report.update(seconds=round(time.monotonic() - started, 3),
+                      sent_messages=transport.sent_messages, sent_bytes=transport.sent_bytes,
+                      received_messages=transport.total_messages, received_bytes=transport.total_bytes)
+        if args.report:
+            write_atomic(args.report, json.dumps(report, indent=2))
+    return 0
+
+
+def progress_for(mode: str):
+    """The per-round progress reporter for --progress auto|bar|lines|off."""
+    from ppxgb.training.progress import Progress
+
+    return {"auto": lambda: Progress(), "bar": lambda: Progress(enabled=True, tty=True),
+            "lines": lambda: Progress(enabled=True, tty=False),
+            "off": lambda: Progress(enabled=False)}[mode]()
+
+
+def add_role_options(p: argparse.ArgumentParser, name_required: bool = True) -> None:
+    """The options of a role process: its name, PEERS.json, TLS overrides, the report."""
+    p.add_argument("--name", required=name_required, help="this role's name in PEERS.json")
+    p.add_argument("--peers", required=True, metavar="PEERS.json", help="roles, addresses and TLS files")
+    p.add_argument("--cert", help="this role's certificate (PEM); overrides PEERS.json")
+    p.add_argument("--key", help="this role's private key (PEM); overrides PEERS.json")
+    p.add_argument("--ca", help="CA certificate that signs every role (PEM); overrides PEERS.json")
+    add_net_options(p)
+    p.add_argument("--report", metavar="FILE", help="write a JSON report (outcome, messages, bytes) here")
+
+
+def add_federation_options(p: argparse.ArgumentParser) -> None:
+    """The options every loopback federation command shares (after its --data)."""
+    p.add_argument("--params", required=True, help="XGBoost parameters as JSON (or @file)")
+    p.add_argument("--rounds", type=int, required=True, help="number of boosting rounds")
+    p.add_argument("--out", required=True, help="model file (XGBoost JSON), written only on success")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--certs", metavar="DIR",
+                   help="use ca.pem and <role>.pem/<role>.key from DIR instead of a fresh test PKI")
+    p.add_argument("--host", default="127.0.0.1", help="address every role listens on")
+    p.add_argument("--report", metavar="FILE", help="write a JSON summary (time, messages, bytes per role)")
+    p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
+                   help="per-round progress on stderr (auto: only on a terminal)")
+    add_net_options(p)
+
+
+def add_net_options(p: argparse.ArgumentParser) -> None:
+    """Timeouts and the explicit plaintext switch, for roles and federations alike."""
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="a peer that dies or stays silent this long fails the run, naming it "
+                        f"(default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--step-timeout", type=float, default=DEFAULT_STEP_TIMEOUT, metavar="SECONDS",
+                   help="longest wait for any single protocol message from live peers "
+                        f"(default {DEFAULT_STEP_TIMEOUT:g})")
+    p.add_argument("--connect-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for every peer to come up (default 30)")
+    p.add_argument("--insecure", action="store_true",
+                   help="DEBUGGING ONLY: no TLS, plaintext traffic, unauthenticated peers")
+
+
+# ========================================================== child processes
+
+class Child:
+    """One role process, its output relayed to our stderr and its tail kept for the report."""
+
+    def __init__(self, name: str, argv: list[str], raw: bool):
+        self.name = name
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        self.tail = b""
+        self.exit_time: float | None = None
+        self.killed = False
+        self._relay = threading.Thread(target=self._pump, args=(raw,), daemon=True)
+        self._relay.start()
+
+    def _pump(self, raw: bool) -> None:
+        out = getattr(sys.stderr, "buffer", None)
+        pending = b""
+        while True:
+            chunk = os.read(self.proc.stderr.fileno(), 65536)
+            if not chunk:
+                break
+            self.tail = (self.tail + chunk)[-8192:]
+            if raw:
+                text = chunk
+            else:  # prefix whole lines with the role name
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                text = b"".join(f"[{self.name}] ".encode() + line + b"\n" for line in lines)
+            if text:
+                try:
+                    if out is not None:
+                        out.write(text)
+                        out.flush()
+                    else:
+                        sys.stderr.write(text.decode(errors="replace"))
+                except (OSError, ValueError):
+                    pass
+
+    def error_line(self) -> str | None:
+        """The message of the child's last `ppxgb: error:` line, if it printed one."""
+        self._relay.join(timeout=2)
+        lines = [line for line in self.tail.decode(errors="replace").splitlines() if "error:" in line]
+        return lines[-1].split("error:", 1)[1].strip() if lines else None
+
+    def describe_exit(self) -> str:
+        code = self.proc.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else -code
+            return "stopped by the launcher" if self.killed else f"killed by {sig}"
+        return f"exit code {code}"
+
+
+def stop_children(children: list[Child], grace: float = 2.0) -> None:
+    """Terminate every child still running; kill those that outlive `grace` seconds."""
+    for c in children:
+        if c.proc.poll() is None:
+            c.killed = True
+            c.proc.terminate()
+    deadline = time.monotonic() + grace
+    for c in children:
+        try:
+            c.proc.wait(max(0.01, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            c.proc.kill()
+            c.proc.wait()
+
+
+def wait_children(children: list[Child], driver: str, grace: float) -> list[Child]:
+    """Wait for every role; on the first failure give the driver `grace` s to report.
+    Returns the children that failed."""
+    first_failure: float | None = None
+    while True:
+        now = time.monotonic()
+        for c in children:
+            if c.exit_time is None and c.proc.poll() is not None:
+                c.exit_time = now
+        failed = [c for c in children if c.exit_time is not None and c.proc.returncode != 0]
+        if failed and first_failure is None:
+            first_failure = now
+        running = [c for c in children if c.exit_time is None]
+        if not running:
+            return failed
+        lead = next(c for c in children if c.name == driver)
+        if first_failure is not None and (lead.exit_time is not None or now - first_failure > grace):
+            return failed
+        time.sleep(0.05)
+
+
+def federation_error(children: list[Child], driver: str, failed: list[Child], workdir: Path) -> PeerFailure:
+    """Name the role that failed: the driver's verdict (its report), else the first
+    process to die."""
+    culprit, reason = None, None
+    report = workdir / f"report-{driver}.json"
+    if report.is_file():
+        doc = json.loads(report.read_text())
+        culprit, reason = doc.get("peer"), doc.get("error")
+    if culprit is None and failed:
+        first = min(failed, key=lambda c: c.exit_time)
+        culprit, reason = first.name, first.error_line() or first.describe_exit()
+    culprit = culprit or driver
+    if reason and reason.startswith(f"{culprit}: "):
+        reason = reason[len(culprit) + 2:]
+    own = next((c for c in children if c.name == culprit and c.proc.returncode not in (0, None)), None)
+    own_line = own.error_line() if own is not None else None
+    if own_line and own_line not in (reason or "") and culprit != driver:
+        reason = f"{reason} ({culprit} says: {own_line})"  # it is our own process: show its message
+    status = "; ".join(f"{c.name} {c.describe_exit()}" for c in children if c.proc.returncode not in (0,))
+    return PeerFailure(culprit, f"{reason or 'failed'} [{status}]; no model written")
+
+
+# ============================================================ a federation on loopback
+
+@dataclass(frozen=True)
+class Plan:
+    """What every launched role of one federation shares."""
+
+    common: list[str]      # options every role gets: peers file, timeouts, --insecure
+    model_tmp: Path        # where the driving role writes the model
+    progress: str          # the driver's --progress mode
+    base: list[str]        # the command that starts a role
+
+
+def _plan(args: argparse.Namespace, parties: list[str], servers: list[str], driver: str,
+          roles: list[str], workdir: Path, tls: dict | None) -> Plan:
+    peers_path = workdir / "peers.json"
+    write_peers(peers_path, parties, servers, driver, args.host, tls)
+    common = ["--peers", str(peers_path), "--timeout", str(args.timeout),
+              "--step-timeout", str(args.step_timeout), "--connect-timeout", str(args.connect_timeout)]
+    if args.insecure:
+        common.append("--insecure")
+    show = args.progress if args.progress != "auto" else ("bar" if sys.stderr.isatty() else "off")
+    return Plan(common, workdir / "model.json", show, list(CLI_COMMAND))
+
+
+def run_federation(args: argparse.Namespace, command: str, parties: list[str], servers: list[str],
+                   driver: str, driver_role: str, argvs: Callable[[Plan], dict[str, list[str]]],
+                   head: dict[str, Any], what: str) -> int:
+    """Start every role as a child process, wait, and write the model and the summary.
+
+    roles are `driver` (which writes the model), `parties` and `servers`; `argvs(plan)`
+    gives each role's command line.  If a role fails the others are stopped and the
+    error names the culprit; the model is written to --out only if every role succeeded.
+    """
+    roles = list(dict.fromkeys([driver, *parties, *servers]))
+    out = Path(args.out)
+    workdir = Path(tempfile.mkdtemp(prefix=f"ppxgb-{command}-"))
+    started = time.monotonic()
+    children: list[Child] = []
+    try:
+        tls = federation_tls(args, roles, workdir)
+        plan = _plan(args, parties, servers, driver, roles, workdir, tls)
+        commands = argvs(plan)
+        for name in roles:
+            argv = commands[name] + ["--report", str(workdir / f"report-{name}.json")]
+            children.append(Child(name, argv, raw=(name == driver)))
+        if getattr(args, "verbose", False):
+            for c in children:
+                print(f"ppxgb {command}: started {c.name} (pid {c.proc.pid})", file=sys.stderr, flush=True)
+
+        failed = wait_children(children, driver, grace=args.timeout + 5)
+        if failed:
+            stop_children(children)
+            raise federation_error(children, driver, failed, workdir)
+        if not plan.model_tmp.is_file():
+            raise PPXGBError(f"{command}: the {driver_role} exited without writing a model")
+        write_atomic(out, plan.model_tmp.read_bytes())
+        reports = [json.loads((workdir / f"report-{n}.json").read_text()) for n in roles]
+        summary = {
+            **head, "rounds": args.rounds,
+            "seconds": round(time.monotonic() - started, 3),
+            "messages": sum(r["sent_messages"] for r in reports),
+            "bytes": sum(r["sent_bytes"] for r in reports),
+            "tls": not args.insecure, "model": str(out), "roles": reports,
+        }
+        if args.report:
+            write_atomic(args.report, json.dumps(summary, indent=2))
+        print(f"ppxgb {command}: {what}, {args.rounds} rounds in {summary['seconds']:.1f}s; "
+              f"{summary['messages']} messages, {summary['bytes']} bytes "
+              f"{'over TLS' if tls else 'IN PLAINTEXT'}; model written to {out}")
+        return 0
+    except BaseException:
+        stop_children(children)
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,131 @@
+"""`ppxgb party | server | coordinator | federation`: horizontal training as OS processes.
+
+Each role runs in its own process and talks over `NetworkTransport` (mutual TLS by
+default); every role reads the same PEERS.json (format in app/deploy.py).
+
+`ppxgb federation` simulates a whole federation on loopback: it writes a PEERS.json with
+free ports and a throw-away test PKI, starts every role with `python -m ppxgb.app.cli`,
+relays their output, and writes the model only if every role succeeded. If a role
+fails, the rest are stopped and the error names the role that failed.
+
+Model files are written atomically (ppxgb.files.write_atomic), and only on success, so
+a failed run never leaves a partial model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from ppxgb.errors import ParameterError
+
+from .deploy import (Peers, Plan, add_federation_options, add_role_options, feature_names_of, json_arg,
+                     load_data, output_path, progress_for, run_federation, run_role, write_atomic)
+
+
+def cmd_party(args: argparse.Namespace) -> int:
+    from ppxgb.training.horizontal import run_party
+
+    def body(transport, peers):
+        X, y = load_data(args.data, args.label)
+        run_party(transport, args.name, X, y, servers=peers.servers,
+                  coordinator=peers.coordinator, timeout=args.step_timeout)
+    return run_role(args, args.name, body)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from ppxgb.training.horizontal import run_server
+
+    def body(transport, peers):
+        run_server(transport, args.name, parties=peers.parties, coordinator=peers.coordinator,
+                   timeout=args.step_timeout)
+    return run_role(args, args.name, body)
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from ppxgb.training.horizontal import run_coordinator
+
+    params = json_arg(args.params, "--params")
+    if args.rounds < 0:
+        raise ParameterError.bad("--rounds", "an int >= 0", args.rounds)
+    names = [n for n in args.feature_names.split(",")] if args.feature_names else None
+    out = output_path(args.out)
+
+    def body(transport, peers):
+        if transport.me != peers.coordinator:
+            raise ParameterError.bad("--name", f"the coordinator {peers.coordinator!r}", transport.me)
+        model = run_coordinator(transport, params, args.rounds, parties=peers.parties,
+                                servers=peers.servers, progress=progress_for(args.progress),
+                                timeout=args.step_timeout, feature_names=names)
+        write_atomic(out, json.dumps(model.to_xgboost_json()))
+    args.name = args.name or Peers.load(args.peers).coordinator
+    return run_role(args, args.name, body)
+
+
+def cmd_federation(args: argparse.Namespace) -> int:
+    from ppxgb.training.horizontal import role_names
+
+    json_params = json.dumps(json_arg(args.params, "--params"))
+    output_path(args.out, overwrite=args.overwrite)
+    names = None
+    for i, path in enumerate(args.data):
+        if not os.path.isfile(path):
+            raise ParameterError.bad("--data", "existing CSV or .npz files", path)
+        columns = feature_names_of(path, args.label)
+        if i == 0:
+            names = columns
+        elif columns != names:
+            raise ParameterError(f"--data: {path} has feature columns {columns}, "
+                                 f"expected {names} as in {args.data[0]}")
+    parties, servers, coordinator = role_names(len(args.data), args.servers)
+
+    def argvs(plan: Plan) -> dict[str, list[str]]:
+        out = {coordinator: plan.base + ["coordinator", "--name", coordinator, "--params", json_params,
+                                         "--rounds", str(args.rounds), "--out", str(plan.model_tmp),
+                                         "--progress", plan.progress] + plan.common}
+        if names is not None:
+            out[coordinator] += ["--feature-names", ",".join(names)]
+        for name, path in zip(parties, args.data):
+            out[name] = plan.base + ["party", "--name", name, "--data", str(Path(path).resolve())] + plan.common
+            if args.label:
+                out[name] += ["--label", args.label]
+        for name in servers:
+            out[name] = plan.base + ["server", "--name", name] + plan.common
+        return out
+
+    return run_federation(args, "federation", parties, servers, coordinator, "coordinator", argvs,
+                          {"parties": len(parties), "servers": len(servers)},
+                          f"{len(parties)} parties, {len(servers)} servers")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("party", help="run a data party (hospital) of horizontal training")
+    add_role_options(p)
+    p.add_argument("--data", required=True, help="this party's rows: CSV with a header, or .npz with X, y")
+    p.add_argument("--label", help="label column of the CSV")
+    p.set_defaults(func=cmd_party)
+
+    p = subparsers.add_parser("server", help="run a compute server of horizontal training")
+    add_role_options(p)
+    p.set_defaults(func=cmd_server)
+
+    p = subparsers.add_parser("coordinator", help="drive horizontal training and write the model")
+    add_role_options(p, name_required=False)
+    p.add_argument("--params", required=True, help="XGBoost parameters as JSON (or @file)")
+    p.add_argument("--rounds", type=int, required=True, help="number of boosting rounds")
+    p.add_argument("--out", required=True, help="model file (XGBoost JSON), written only on success")
+    p.add_argument("--feature-names", help="comma-separated feature names to store in the model")
+    p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
+                   help="per-round progress on stderr (auto: only on a terminal)")
+    p.set_defaults(func=cmd_coordinator)
+
+    p = subparsers.add_parser(
+        "federation", help="simulate a whole federation on loopback, every role a separate process")
+    p.add_argument("--data", nargs="+", required=True, help="one CSV or .npz per party")
+    p.add_argument("--label", help="label column of the CSVs")
+    p.add_argument("--servers", type=int, default=2, help="number of compute servers, 2..4 (default 2)")
+    add_federation_options(p)
+    p.add_argument("--verbose", action="store_true", help="print each role's process id as it starts")
+    p.set_defaults(func=cmd_federation)
