@@ -205,7 +205,7 @@ def test_vfederation_processes_match_in_process_training(tmp_path):
     out = tmp_path / "model.json"
     params = {"objective": "binary:logistic", "max_depth": 3}
     import json
-    run = subprocess.run([sys.executable, "-m", "ppxgb.cli", "vfederation", "--data", *map(str, files),
+    run = subprocess.run([sys.executable, "-m", "ppxgb.app.cli", "vfederation", "--data", *map(str, files),
                           "--id-column", "pid", "--label", "ms", "--label-party", "1",
                           "--params", json.dumps(params), "--rounds", "2", "--out", str(out)],
                          capture_output=True, text=True, timeout=300)
