@@ -75,14 +75,13 @@ class HorizontalSource(HistogramSource):
         if len(n_features) != 1:
             raise ParameterError(f"parties: every party needs the same number of feature columns, "
                                  f"got {sorted(n_features)}")
-        grids = binning.start_grids(n_features.pop())
         stats_enc = FixedPointEncoder(STATS_BITS)
-        while not all(g.done for g in grids):
-            level = min(g.level for g in grids if not g.done) + 1
-            active = [g.active if not g.done else np.zeros(0, np.uint32) for g in grids]
-            counts = stats_enc.decode(self.request("bins", {"level": level, "active": active}))
-            binning.refine(grids, np.rint(counts), self.p.max_bin)
-        cuts, mins = binning.cuts_from_grids(grids, self.p.max_bin)
+
+        def opened_counts(level: int, requests: list[np.ndarray]) -> np.ndarray:
+            # the requests name only quantile-target cells; binning.py hides the rest
+            return np.rint(stats_enc.decode(self.request("bins", {"level": level, "active": requests})))
+
+        cuts, mins = binning.agree_cuts(n_features.pop(), self.p.max_bin, opened_counts)
         self.broadcast("cuts", {"cuts": cuts})
         layout = FeatureLayout.from_cuts(cuts, mins, self.feature_names)
         self.cut_ptr = layout.cut_ptr

@@ -23,14 +23,12 @@ from ..kernels import left_bit as _left_bit, missing_code
 
 def local_cuts(X: np.ndarray, max_bin: int, threads: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     """XGBoost-compatible cuts of columns held in full by one party (no secure step):
-    the same grid refinement horizontal training runs on opened sums."""
+    the same grid refinement horizontal training runs on opened sums, so the same cuts.
+    The requests stay inside the party, so they name every cell (hide=False)."""
     X = np.asfortranarray(X)      # the counting kernel streams columns
-    grids = binning.start_grids(X.shape[1])
-    while not all(g.done for g in grids):
-        level = min(g.level for g in grids if not g.done) + 1
-        active = [g.active if not g.done else np.zeros(0, np.uint32) for g in grids]
-        binning.refine(grids, binning.party_cell_counts(X, level, active, threads), max_bin)
-    return binning.cuts_from_grids(grids, max_bin)
+    return binning.agree_cuts(X.shape[1], max_bin,
+                              lambda level, requests: binning.party_cell_counts(X, level, requests, threads),
+                              hide=False)
 
 
 def slots_of(positions: np.ndarray, build: Sequence[int]) -> np.ndarray:
