@@ -17,6 +17,7 @@ import datetime as _dt
 import ipaddress
 import os
 import ssl
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +37,16 @@ class TLSConfig:
     ca: str
 
     def check(self) -> None:
-        """Raise ParameterError naming the first missing file."""
+        """Raise ParameterError naming the first missing file, or a private key that
+        group or others may read (like every other secret, see ppxgb.wire)."""
         for field_name in ("cert", "key", "ca"):
             path = getattr(self, field_name)
             if not path or not os.path.isfile(path):
                 raise ParameterError.bad(f"tls.{field_name}", "an existing PEM file", str(path))
+        mode = os.stat(self.key).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ParameterError.bad("tls.key", "a private key with permissions 0600 (owner only)",
+                                     f"{self.key} with {oct(mode & 0o777)}")
 
     def _context(self, purpose: int) -> ssl.SSLContext:
         self.check()
