@@ -16,8 +16,7 @@ import pytest
 
 from ppxgb.training import binning
 from ppxgb.training.horizontal import run_federation
-
-from helpers import recorded_federation
+from ppxgb.transport import InMemoryTransport
 
 ISOLATED = 231.5          # hospital 1's patient: nothing else between 150 and 350
 PARAMS = {"objective": "binary:logistic", "max_depth": 2}
@@ -44,7 +43,9 @@ def hospitals(seed=0, n=1500, min_mass=False):
 
 
 def record_bins(parties):
-    log, _ = recorded_federation(run_federation, PARAMS, parties, 0, 2)
+    """Every message of bin agreement (no trees), as its receiver got it."""
+    log = []
+    run_federation(PARAMS, parties, 0, 2, transport=InMemoryTransport(recorder=log.append))
     return log
 
 
