@@ -30,6 +30,7 @@ from ppxgb.model import Ensemble, Tree
 from ppxgb.objectives import get_objective
 from ppxgb.transport import Transport
 
+from .gradients import join_limbs
 from .params import TrainParams
 from .split import Split, find_splits, leaf_value
 
@@ -85,7 +86,8 @@ class HistogramSource(ABC):
 
     @abstractmethod
     def intercept_totals(self) -> np.ndarray:
-        """The objective's intercept_stats summed over all rows."""
+        """The objective's intercept_stats (training/gradients.py's intercept_limbs of
+        them) summed over all rows; join_limbs gives the sums."""
 
     @abstractmethod
     def set_base_margin(self, base_margin: np.ndarray) -> None:
@@ -176,7 +178,8 @@ def boost(source: HistogramSource, p: TrainParams, num_boost_round: int, progres
     try:
         layout = source.setup(num_boost_round * p.n_groups)
         base_score = (p.base_score,) if p.base_score is not None else \
-            get_objective(p.objective).intercept_from_stats(source.intercept_totals())
+            get_objective(p.objective).intercept_from_stats(join_limbs(source.intercept_totals()),
+                                                            p.objective_params, p.nthread)
         probe = Ensemble(p.objective, layout.n_features, (), (), base_score, p.num_class if p.n_groups > 1 else 0)
         source.set_base_margin(probe.base_margin())
         trees, info = [], []
@@ -207,6 +210,7 @@ def assemble(p: TrainParams, n_feat: int, trees: Sequence[Tree], info: Sequence[
     return Ensemble(
         objective=p.objective, num_feature=n_feat, trees=tuple(trees), tree_info=tuple(info),
         base_score=base_score, num_class=p.num_class if p.n_groups > 1 else 0,
+        objective_params=get_objective(p.objective).json_values(p.objective_params),
         feature_names=tuple(names) if names is not None else None,
         feature_types=tuple("float" for _ in names) if names is not None else None)
 

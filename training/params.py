@@ -25,20 +25,43 @@ ALIASES = {
 
 #: name -> (default, description); the README lists these.
 SUPPORTED: dict[str, tuple[Any, str]] = {
-    "objective": ("reg:squarederror", "binary:logistic, reg:squarederror or multi:softprob"),
-    "num_class": (None, "number of classes, required by multi:softprob"),
+    "objective": ("reg:squarederror", "one of the trainable objectives (README)"),
+    "num_class": (None, "number of classes, required by multi:softprob and multi:softmax"),
     "max_depth": (6, "maximum tree depth (depth-wise growth), 1..16"),
     "eta": (0.3, "learning rate (alias learning_rate)"),
     "lambda": (1.0, "L2 regularisation of leaf weights (alias reg_lambda)"),
     "alpha": (0.0, "L1 regularisation of leaf weights (alias reg_alpha)"),
     "gamma": (0.0, "minimum loss reduction to split (alias min_split_loss)"),
     "min_child_weight": (1.0, "minimum hessian sum in a child"),
+    "max_delta_step": (None, "clip of each leaf weight, 0 for none; count:poisson: 0.7, also in its hessian"),
+    "scale_pos_weight": (1.0, "factor on the weight of rows labelled 1 (xgboost's RegLossObj objectives)"),
+    "huber_slope": (1.0, "delta of reg:pseudohubererror, nonzero"),
+    "tweedie_variance_power": (1.5, "variance power of reg:tweedie, in [1, 2)"),
     "max_bin": (256, "maximum number of histogram bins per feature, 2..1024"),
     "base_score": (None, "intercept; estimated as the installed xgboost does when absent"),
     "tree_method": ("hist", "only 'hist' (histogram-based, as secure training needs)"),
+    "device": ("cpu", "only 'cpu'"),
     "nthread": (None, "threads for each party's histogram kernel"),
     "seed": (0, "accepted for compatibility; training has no random sampling, so it has no effect"),
+    "verbosity": (1, "0..3; 0 turns the default progress bar off, ppxgb logs nothing else"),
+    "validate_parameters": (True, "accepted; ppxgb always validates (unknown parameters raise)"),
+    "eval_metric": (None, "accepted and stored (a name or a list of names); not evaluated yet"),
+    "disable_default_eval_metric": (False, "accepted and stored; not evaluated yet"),
     "fixed_point_bits": (32, "fractional bits of the Z_2^64 fixed-point encoding, 16..40"),
+}
+
+#: parameters of some objectives only (xgboost ignores them elsewhere; ppxgb refuses
+#: a value other than the default there, rather than ignore it silently)
+OBJECTIVE_PARAMS = ("scale_pos_weight", "huber_slope", "tweedie_variance_power")
+
+#: objectives ppxgb knows but cannot train, and why
+NOT_TRAINABLE = {
+    "reg:absoluteerror": "xgboost refreshes every leaf to a weighted quantile of its rows' residuals; "
+                         "the exact quantile is one row's residual, which secure sums cannot give "
+                         "without revealing it",
+    "reg:quantileerror": "xgboost refreshes every leaf to a weighted quantile of its rows' residuals; "
+                         "the exact quantile is one row's residual, which secure sums cannot give "
+                         "without revealing it",
 }
 
 
@@ -56,10 +79,24 @@ class TrainParams:
     base_score: float | None
     nthread: int | None
     fixed_point_bits: int
+    max_delta_step: float = 0.0
+    scale_pos_weight: float = 1.0
+    huber_slope: float = 1.0
+    tweedie_variance_power: float = 1.5
+    seed: int = 0
+    verbosity: int = 1
+    validate_parameters: bool = True
+    eval_metric: tuple[str, ...] | None = None
+    disable_default_eval_metric: bool = False
 
     @property
     def n_groups(self) -> int:
         return self.num_class if get_objective(self.objective).multiclass else 1
+
+    @property
+    def objective_params(self) -> dict[str, float]:
+        """The objective's own parameters (its `defaults` keys), as given or defaulted."""
+        return {k: float(getattr(self, k)) for k in get_objective(self.objective).defaults}
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "TrainParams":
@@ -78,26 +115,43 @@ class TrainParams:
         p = {k: given.get(k, d) for k, (d, _) in SUPPORTED.items()}
 
         objective = p["objective"]
+        if objective in NOT_TRAINABLE:
+            raise UnsupportedParameter(f"objective: {objective} is not supported by secure training: "
+                                       f"{NOT_TRAINABLE[objective]}")
         if objective not in OBJECTIVES:
             raise UnsupportedParameter(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
+        obj = get_objective(objective)
         if p["tree_method"] != "hist":
             raise UnsupportedParameter(f"tree_method: only 'hist' is supported, got {p['tree_method']!r}")
+        if p["device"] != "cpu":
+            raise UnsupportedParameter(f"device: only 'cpu' is supported (secure training runs its own "
+                                       f"kernels), got {p['device']!r}")
         num_class = p["num_class"]
-        if get_objective(objective).multiclass:
+        if obj.multiclass:
             num_class = _int("num_class", num_class, 2, 10_000)
         elif num_class not in (None, 0, 1):
             raise ParameterError.bad("num_class", f"unset for {objective}", num_class)
         base_score = p["base_score"]
         if base_score is not None:
             base_score = _float("base_score", base_score)
-            if objective == "binary:logistic" and not 0.0 < base_score < 1.0:
-                raise ParameterError.bad("base_score", "a probability in (0, 1) for binary:logistic", base_score)
-            if get_objective(objective).multiclass:
-                raise UnsupportedParameter("base_score: a fixed intercept is not supported for multi:softprob; "
-                                           "leave it unset to use XGBoost's per-class estimate")
+            obj.check_base_score(base_score)
         nthread = p["nthread"]
         if nthread is not None:
-            nthread = _int("nthread", nthread, 1, 1024)
+            nthread = _int("nthread", nthread, -1, 1024)
+            nthread = nthread if nthread > 0 else None     # xgboost: <= 0 means every core
+        for name in OBJECTIVE_PARAMS:
+            if name in given and name not in obj.defaults and _float(name, given[name]) != SUPPORTED[name][0]:
+                raise ParameterError(f"{name}: {objective} does not use it (xgboost would ignore it); "
+                                     f"leave it out")
+        max_delta_step = p["max_delta_step"]
+        if max_delta_step is None:     # xgboost sets 0.7 for count:poisson, for its hessian and the trees
+            max_delta_step = obj.defaults.get("max_delta_step", 0.0)
+        huber_slope = _float("huber_slope", p["huber_slope"])
+        if huber_slope == 0.0:
+            raise ParameterError.bad("huber_slope", "a nonzero number", huber_slope)
+        tweedie = _float("tweedie_variance_power", p["tweedie_variance_power"], lo=1.0)
+        if not tweedie < 2.0:
+            raise ParameterError.bad("tweedie_variance_power", "a number in [1, 2)", tweedie)
         return cls(
             objective=objective,
             num_class=num_class or 0,
@@ -111,6 +165,15 @@ class TrainParams:
             base_score=base_score,
             nthread=nthread,
             fixed_point_bits=_int("fixed_point_bits", p["fixed_point_bits"], 16, 40),
+            max_delta_step=_float("max_delta_step", max_delta_step, lo=0.0),
+            scale_pos_weight=_float("scale_pos_weight", p["scale_pos_weight"], lo=0.0),
+            huber_slope=huber_slope,
+            tweedie_variance_power=tweedie,
+            seed=_int("seed", 0 if p["seed"] is None else p["seed"], -2**63, 2**64 - 1),
+            verbosity=_int("verbosity", p["verbosity"], 0, 3),
+            validate_parameters=_bool("validate_parameters", p["validate_parameters"]),
+            eval_metric=_metrics(p["eval_metric"]),
+            disable_default_eval_metric=_bool("disable_default_eval_metric", p["disable_default_eval_metric"]),
         )
 
     def to_dict(self) -> dict:
@@ -120,8 +183,13 @@ class TrainParams:
             "max_depth": self.max_depth, "eta": self.eta, "lambda": self.reg_lambda,
             "alpha": self.alpha, "gamma": self.gamma, "min_child_weight": self.min_child_weight,
             "max_bin": self.max_bin, "base_score": self.base_score, "nthread": self.nthread,
-            "fixed_point_bits": self.fixed_point_bits,
+            "fixed_point_bits": self.fixed_point_bits, "max_delta_step": self.max_delta_step,
+            **{k: getattr(self, k) for k in OBJECTIVE_PARAMS if k in get_objective(self.objective).defaults},
+            "seed": self.seed, "verbosity": self.verbosity, "validate_parameters": self.validate_parameters,
+            "eval_metric": list(self.eval_metric) if self.eval_metric is not None else None,
+            "disable_default_eval_metric": self.disable_default_eval_metric,
         }
+
 
 def _int(name: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
@@ -139,3 +207,19 @@ def _float(name: str, value: Any, lo: float | None = None, lo_open: bool = False
     if lo is not None and (value < lo or (lo_open and value == lo)):
         raise ParameterError.bad(name, f"a number {'>' if lo_open else '>='} {lo}", value)
     return value
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ParameterError.bad(name, "a bool (or 0/1)", value)
+
+
+def _metrics(value: Any) -> tuple[str, ...] | None:
+    """eval_metric: a name or a list of names (xgboost's forms), kept as a tuple."""
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(v, str) and v for v in names):
+        raise ParameterError.bad("eval_metric", "a metric name or a list of names", value)
+    return tuple(names)

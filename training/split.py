@@ -7,7 +7,11 @@ gain of a candidate is
     gain = G_L'^2 / (H_L + lambda) + G_R'^2 / (H_R + lambda) - G'^2 / (H + lambda)
 
 with G' = soft-threshold(G, alpha), a side scoring 0 when its hessian is below
-min_child_weight, computed in double and rounded to float32.  The first strict
+min_child_weight, computed in double and rounded to float32.  With max_delta_step != 0
+XGBoost clips each side's weight w = -G'/(H + lambda) to [-max_delta_step,
+max_delta_step] and scores the side from the clipped weight, in float32 (its
+CalcGainGivenWeight): -(2 G w + (H + lambda) w^2); leaf weights are clipped alike.
+The first strict
 maximum in the order (feature ascending; forward bins ascending; backward bins
 descending) wins, which reproduces XGBoost's tie-breaking.  A split is applied only
 when its gain exceeds 1e-6 and gamma, and both children have positive hessian.
@@ -15,6 +19,7 @@ when its gain exceeds 1e-6 and gamma, and both children have positive hessian.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,11 +48,15 @@ def _threshold_l1(g: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def calc_weight(g: float, h: float, p: TrainParams) -> float:
-    """Leaf weight before the learning rate, as float32."""
+    """Leaf weight before the learning rate (clipped to max_delta_step), as float32."""
     if h < float(np.float32(p.min_child_weight)) or h <= 0.0:
         return 0.0
     t = float(_threshold_l1(np.float64(g), float(np.float32(p.alpha))))
-    return float(np.float32(-t / (h + float(np.float32(p.reg_lambda)))))
+    w = -t / (h + float(np.float32(p.reg_lambda)))
+    mds = float(np.float32(p.max_delta_step))
+    if mds != 0.0 and abs(w) > mds:
+        w = math.copysign(mds, w)
+    return float(np.float32(w))
 
 
 def leaf_value(g: float, h: float, p: TrainParams) -> float:
@@ -81,7 +90,7 @@ def find_splits(hists: np.ndarray, scale: float, cut_ptr: np.ndarray, cuts: np.n
     # x / scale == x * (1 / scale) exactly for a power of two
     _best_splits(np.ascontiguousarray(hists, dtype=np.int64), 1.0 / scale, np.asarray(cut_ptr, np.int64),
                  float(np.float32(p.reg_lambda)), float(np.float32(p.min_child_weight)),
-                 float(np.float32(p.alpha)), feature, k, backward, gain, left)
+                 float(np.float32(p.alpha)), float(np.float32(p.max_delta_step)), feature, k, backward, gain, left)
     out: list[Split | None] = []
     n_bins = int(cut_ptr[-1])
     for n in range(n_nodes):
@@ -117,6 +126,19 @@ def _gain(g, h, lam, mcw, alpha):
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _gain_clipped(g, h, lam, mcw, alpha, mds):
+    """XGBoost's side gain from the weight clipped to max_delta_step (mds != 0): the
+    weight in double, rounded to float32, then -(2 G w + (H + lambda) w^2) in float32."""
+    t = g - alpha if g > alpha else (g + alpha if g < -alpha else 0.0)
+    w = -t / (h + lam)
+    w = min(max(w, -mds), mds)
+    w = 0.0 if (h < mcw) | (h <= 0.0) else w
+    wf = np.float32(w)
+    value = -(np.float32(2.0) * np.float32(g) * wf + (np.float32(h) + np.float32(lam)) * (wf * wf))
+    return np.float32(0.0) if h <= 0.0 else value
+
+
+@njit(nogil=True, cache=True, inline="always")
 def _loss(lg, lh, rg, rh, root, lam, mcw, alpha):
     """float32 loss change of one candidate, -inf when invalid."""
     gain = np.float32(_gain(lg, lh, lam, mcw, alpha) + _gain(rg, rh, lam, mcw, alpha) - root)
@@ -124,8 +146,17 @@ def _loss(lg, lh, rg, rh, root, lam, mcw, alpha):
     return gain if ok else np.float32(-np.inf)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _loss_clipped(lg, lh, rg, rh, root, lam, mcw, alpha, mds):
+    """_loss with max_delta_step != 0: float32 sides, float32 sum, minus the float32 root."""
+    gain = (_gain_clipped(lg, lh, lam, mcw, alpha, mds) + _gain_clipped(rg, rh, lam, mcw, alpha, mds)) \
+        - np.float32(root)
+    ok = (lh >= mcw) & (rh >= mcw) & np.isfinite(gain)
+    return gain if ok else np.float32(-np.inf)
+
+
 @njit(nogil=True, cache=True)
-def _scan(hists, n, s, e, step, inv_scale, gt, ht, root, lam, mcw, alpha, pg, ph, gains):
+def _scan(hists, n, s, e, step, inv_scale, gt, ht, root, lam, mcw, alpha, mds, pg, ph, gains):
     """Candidates of one feature in scan order (step +1: forward from s, -1: backward
     from e - 1): prefix sums on the integers, then every gain in one loop.  Returns the
     first strict maximum's position and value, and the integer sums of all the bins."""
@@ -138,7 +169,14 @@ def _scan(hists, n, s, e, step, inv_scale, gt, ht, root, lam, mcw, alpha, pg, ph
         acc_h += hists[n, i, 1]
         pg[j] = acc_g * inv_scale
         ph[j] = acc_h * inv_scale
-    if step > 0:        # the prefix is the left side
+    if mds != 0.0:      # weights clipped (each loop stays branch-free)
+        if step > 0:
+            for j in range(m):
+                gains[j] = _loss_clipped(pg[j], ph[j], gt - pg[j], ht - ph[j], root, lam, mcw, alpha, mds)
+        else:
+            for j in range(m):
+                gains[j] = _loss_clipped(gt - pg[j], ht - ph[j], pg[j], ph[j], root, lam, mcw, alpha, mds)
+    elif step > 0:      # the prefix is the left side
         for j in range(m):
             gains[j] = _loss(pg[j], ph[j], gt - pg[j], ht - ph[j], root, lam, mcw, alpha)
     else:               # the prefix is the right side; missing values go left
@@ -152,7 +190,7 @@ def _scan(hists, n, s, e, step, inv_scale, gt, ht, root, lam, mcw, alpha, pg, ph
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _best_splits(hists, inv_scale, cut_ptr, lam, mcw, alpha, out_feature, out_k, out_backward,
+def _best_splits(hists, inv_scale, cut_ptr, lam, mcw, alpha, mds, out_feature, out_k, out_backward,
                  out_gain, out_left):
     """Per node: XGBoost's scan order with strict maxima (see the module docstring)."""
     n_bins = cut_ptr[-1]
@@ -167,17 +205,17 @@ def _best_splits(hists, inv_scale, cut_ptr, lam, mcw, alpha, out_feature, out_k,
         h_tot_i = hists[n, n_bins, 1]
         gt = g_tot_i * inv_scale
         ht = h_tot_i * inv_scale
-        root = _gain(gt, ht, lam, mcw, alpha)
+        root = _gain(gt, ht, lam, mcw, alpha) if mds == 0.0 else float(_gain_clipped(gt, ht, lam, mcw, alpha, mds))
         best = np.float32(-np.inf)
         for f in range(cut_ptr.shape[0] - 1):
             s, e = cut_ptr[f], cut_ptr[f + 1]
             # forward: left = bins [s, i], missing values right
-            j, fmax, sum_g, sum_h = _scan(hists, n, s, e, 1, inv_scale, gt, ht, root, lam, mcw, alpha,
+            j, fmax, sum_g, sum_h = _scan(hists, n, s, e, 1, inv_scale, gt, ht, root, lam, mcw, alpha, mds,
                                           pg, ph, gains)
             fk, flg, flh = s + j, pg[j], ph[j]
             # backward, only when the node has missing values for f: right = bins [i, e)
             if sum_g != g_tot_i or sum_h != h_tot_i:
-                j, bmax, _, _ = _scan(hists, n, s, e, -1, inv_scale, gt, ht, root, lam, mcw, alpha,
+                j, bmax, _, _ = _scan(hists, n, s, e, -1, inv_scale, gt, ht, root, lam, mcw, alpha, mds,
                                       pg, ph, gains)
                 if bmax > fmax and bmax > best:
                     best = bmax

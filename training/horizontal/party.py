@@ -1,11 +1,12 @@
 """The horizontal data party: its own rows, answered with additive shares only.
 
-A party holds its rows and labels.  On the coordinator's requests it computes local
-histograms (or bin counts, or intercept statistics) and sends one additive share of the
-vector to each compute server: to servers 0..k-2 a fresh 32-byte AES key that expands
-into a uniformly random vector, and to server k-1 the vector minus those expansions
-(uniformly random on its own).  It routes its rows by the splits the coordinator
-broadcasts and adds the leaf values to its own margins.
+A party holds its rows, labels and (optionally) sample weights; the weights never leave
+it: they enter its gradients and its intercept sums.  On the coordinator's requests it
+computes local histograms (or bin counts, or intercept statistics) and sends one
+additive share of the vector to each compute server: to servers 0..k-2 a fresh 32-byte
+AES key that expands into a uniformly random vector, and to server k-1 the vector minus
+those expansions (uniformly random on its own).  It routes its rows by the splits the
+coordinator broadcasts and adds the leaf values to its own margins.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ppxgb.objectives import get_objective
 from ppxgb.transport import Transport
 
 from .. import binning, kernels
-from ..gradients import GradientEncoder
+from ..gradients import GradientEncoder, check_weights, intercept_limbs
 from ..messages import field, report_failure
 from ..params import TrainParams
 from .stages import COORDINATOR, PARTY_STAGES, STATS_BITS
@@ -42,9 +43,10 @@ def send_shares(transport: Transport, me: str, servers: Sequence[str], step: int
 
 
 class _PartyState:
-    def __init__(self, X: np.ndarray, y: np.ndarray, p: TrainParams, n_parties: int):
-        self.X, self.y, self.p = X, y, p
-        self.encoder = GradientEncoder(get_objective(p.objective), p.n_groups, p.fixed_point_bits, n_parties)
+    def __init__(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None, p: TrainParams, n_parties: int):
+        self.X, self.y, self.w, self.p = X, y, w, p
+        self.encoder = GradientEncoder(get_objective(p.objective), p.n_groups, p.fixed_point_bits, n_parties,
+                                       p.objective_params)
         self.rows: kernels.NodeRows | None = None      # set when the cuts arrive
         self.margin: np.ndarray | None = None
         self.gh: np.ndarray | None = None
@@ -57,7 +59,7 @@ class _PartyState:
 
     def start_tree(self, group: int) -> None:
         if group == 0:
-            self.gh = self.encoder.encode(self.margin, self.y)
+            self.gh = self.encoder.encode(self.margin, self.y, self.w)
         self.group = group
         self.rows.start_tree(self.gh[group])
 
@@ -72,11 +74,12 @@ class _PartyState:
         self.rows.add_leaves(self.margin[:, self.group], nodes, values)
 
 
-def run_party(transport: Transport, name: str, X, y, *, servers: Sequence[str],
+def run_party(transport: Transport, name: str, X, y, w=None, *, servers: Sequence[str],
               coordinator: str = COORDINATOR, timeout: float | None = None) -> None:
-    """A data holder: answers the coordinator's requests with shares to the servers."""
+    """A data holder: answers the coordinator's requests with shares to the servers.
+    w: its rows' sample weights (None: every row weighs 1)."""
     try:
-        _party_loop(transport, name, X, y, list(servers), coordinator, timeout)
+        _party_loop(transport, name, X, y, w, list(servers), coordinator, timeout)
     except PeerFailure:
         raise
     except Exception as exc:
@@ -84,7 +87,7 @@ def run_party(transport: Transport, name: str, X, y, *, servers: Sequence[str],
         raise
 
 
-def _party_loop(transport, name, X, y, servers, coordinator, timeout):
+def _party_loop(transport, name, X, y, w, servers, coordinator, timeout):
     X = as_float32_matrix(X, order="F")     # the binning kernels stream columns
     msg = transport.recv(name, "config", coordinator, timeout=timeout)
     p = TrainParams.from_dict(field(msg, "params", dict))
@@ -93,7 +96,8 @@ def _party_loop(transport, name, X, y, servers, coordinator, timeout):
     y = objective.check_labels(y, p.num_class)
     if len(y) != X.shape[0]:
         raise ParameterError.bad(f"{name} y", f"{X.shape[0]} labels (one per row)", len(y))
-    state = _PartyState(X, y, p, n_parties)
+    w = check_weights(w, X.shape[0], f"{name} w")
+    state = _PartyState(X, y, w, p, n_parties)
     stats_enc = FixedPointEncoder(STATS_BITS)
     transport.send(name, coordinator, "hello", {"n_features": X.shape[1]})
     while True:
@@ -108,8 +112,8 @@ def _party_loop(transport, name, X, y, servers, coordinator, timeout):
         elif stage == "cuts":
             state.set_cuts([np.asarray(c, dtype=np.float32) for c in field(msg, "cuts", list)])
         elif stage == "intercept":
-            stats = objective.intercept_stats(y, p.num_class)
-            send_shares(transport, name, servers, pl["step"], stats_enc.encode(stats))
+            stats = objective.intercept_stats(y, w, p.num_class, p.objective_params)
+            send_shares(transport, name, servers, pl["step"], stats_enc.encode(intercept_limbs(stats, STATS_BITS)))
         elif stage == "base":
             base = np.asarray(field(msg, "base_margin", list), dtype=np.float32)
             state.margin = np.tile(base, (X.shape[0], 1)).astype(np.float32)

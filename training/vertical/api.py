@@ -19,6 +19,7 @@ from ppxgb.errors import ParameterError
 from ppxgb.model import Ensemble
 from ppxgb.transport import InMemoryTransport, Transport
 
+from ..gradients import check_weights
 from ..harness import run_roles
 from ..params import TrainParams
 from . import psi
@@ -77,13 +78,29 @@ def prepare_blocks(parties, label, label_party: int, id_column: str | None):
     return feats, names, ids, y
 
 
+def take_weight(feats: list, names: list, weight, label_party: int):
+    """The label holder's sample weights out of its block: `weight` is an array (one per
+    row of the label party's block), or with a DataFrame the name of one of its columns,
+    which is then removed from the features (as `label` is).  Returns (feats, names, w)."""
+    if isinstance(weight, str):
+        block = feats[label_party]
+        if not hasattr(block, "columns") or weight not in block.columns:
+            raise ParameterError.bad("weight", f"a column of parties[{label_party}] (the label party)", weight)
+        feats, names = list(feats), list(names)
+        feats[label_party] = block.drop(columns=[weight])
+        names[label_party] = [str(c) for c in feats[label_party].columns]
+        weight = block[weight].to_numpy()
+    return feats, names, check_weights(weight, int(np.shape(feats[label_party])[0]), "weight")
+
+
 def run_vertical_federation(params: dict[str, Any], parties: Sequence[Any], label, label_party: int = 0,
                             num_boost_round: int = 10, n_servers: int = 2, id_column: str | None = None,
                             transport: Transport | None = None, progress=None,
-                            timeout: float | None = 600.0) -> tuple[Ensemble, Transport]:
+                            timeout: float | None = 600.0, weight=None) -> tuple[Ensemble, Transport]:
     """Run PSI (with id_column), then every vertical role as a thread; returns (model, transport)."""
     TrainParams.from_dict(params)
     feats, names, ids, y = prepare_blocks(parties, label, label_party, id_column)
+    feats, names, w = take_weight(feats, names, weight, label_party)
     party_names, lh, dealer = role_names(len(parties), label_party, n_servers)
     transport = transport or InMemoryTransport()
     if id_column is not None:
@@ -94,6 +111,8 @@ def run_vertical_federation(params: dict[str, Any], parties: Sequence[Any], labe
             raise ParameterError.bad("label", f"{len(ids[label_party])} labels (one per row of the label party)",
                                      len(y))
         y = y[orders[label_party]]
+    if id_column is not None and w is not None:
+        w = w[orders[label_party]]
     if any(n is not None for n in names):
         names = [n if n is not None else [f"{party_names[i]}_f{j}" for j in range(_ncols(feats[i]))]
                  for i, n in enumerate(names)]
@@ -103,7 +122,7 @@ def run_vertical_federation(params: dict[str, Any], parties: Sequence[Any], labe
     helpers.append((dealer, run_dealer, (transport, dealer), {"label_holder": lh, "timeout": timeout}))
     model = run_roles(helpers, lambda: run_label_holder(
         transport, lh, feats[label_party], y, params, num_boost_round, parties=party_names, dealer=dealer,
-        feature_names=names[label_party], progress=progress, timeout=timeout))
+        feature_names=names[label_party], progress=progress, timeout=timeout, weight=w))
     return model, transport
 
 
@@ -119,22 +138,25 @@ def _take(X, order: np.ndarray):
 
 def train_vertical(params: dict[str, Any], parties: Sequence[Any], label, label_party: int = 0,
                    num_boost_round: int = 10, n_servers: int = 2, id_column: str | None = None, *,
-                   progress=None, transport: Transport | None = None, timeout: float | None = 600.0):
+                   weight=None, progress=None, transport: Transport | None = None,
+                   timeout: float | None = 600.0):
     """Train one XGBoost model over institutions that hold different columns of the same patients.
 
     parties: column blocks (numpy arrays or DataFrames), one per institution; rows must be
     aligned unless `id_column` names an ID column present in every DataFrame, in which case
     rows are aligned by private set intersection and only common IDs are used.  label: the
     label holder's y (an array), or with DataFrames the name of a column of
-    parties[label_party].  n_servers: compute servers available; server-0 is the dealer of
-    correlated randomness (the others are not needed by this protocol).
+    parties[label_party].  weight: the label holder's sample weights, given the same way
+    (they never leave the label holder).  n_servers: compute servers available; server-0
+    is the dealer of correlated randomness (the others are not needed by this protocol).
 
     Returns an xgboost.Booster over the parties' feature columns concatenated in party
-    order (id and label columns removed), with feature names when DataFrames are given.
+    order (id, label and weight columns removed), with feature names when DataFrames are
+    given.
     """
-    if progress is None:
+    if progress is None and TrainParams.from_dict(params).verbosity > 0:
         from ..progress import default_progress
         progress = default_progress()
     model, _ = run_vertical_federation(params, parties, label, label_party, num_boost_round, n_servers,
-                                       id_column, transport, progress, timeout)
+                                       id_column, transport, progress, timeout, weight)
     return model.to_booster()

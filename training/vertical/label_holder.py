@@ -1,7 +1,8 @@
 """The vertical label holder: the histogram source of vertical training.
 
-The label holder LH holds y (and maybe feature columns of its own) and drives the
-protocol, like SecureBoost's active party.  Its histograms come from two places: its
+The label holder LH holds y, the sample weights if any (they never leave it: they
+enter its gradients and intercept), and maybe feature columns of its own, and drives
+the protocol, like SecureBoost's active party.  Its histograms come from two places: its
 own columns, binned and summed in the clear (the same kernel as a horizontal party's),
 and every feature holder's columns through the dealer-assisted permutation protocol
 (training/vertical/permute.py), which opens to LH only per-(node, bin) sums of g and h.
@@ -21,7 +22,7 @@ from ppxgb.crypto import prf
 from ppxgb.transport import Blank, Transport, draft_message
 
 from .. import binning, kernels
-from ..gradients import GradientEncoder
+from ..gradients import GradientEncoder, check_weights, intercept_limbs
 from ..grower import FeatureLayout, HistogramSource, NewSplits, boost
 from ..messages import abort_all, array, arrays, field
 from ..params import TrainParams
@@ -33,14 +34,14 @@ from .stages import DEALER, LH_STAGES, Mailbox
 
 class VerticalSource(HistogramSource):
     def __init__(self, t: Transport, me: str, p: TrainParams, X: np.ndarray, y: np.ndarray,
-                 parties: list[str], dealer: str, timeout, own_names=None):
+                 parties: list[str], dealer: str, timeout, own_names=None, w: np.ndarray | None = None):
         self.transport, self.t, self.me, self.p = t, t, me, p
-        self.X, self.y = X, y
+        self.X, self.y, self.w = X, y, w
         self.parties, self.dealer = parties, dealer
         self.fhs = [q for q in parties if q != me]
         self.box = Mailbox(t, me, LH_STAGES, timeout)
         self.objective = get_objective(p.objective)
-        self.encoder = GradientEncoder(self.objective, p.n_groups, p.fixed_point_bits)
+        self.encoder = GradientEncoder(self.objective, p.n_groups, p.fixed_point_bits, 1, p.objective_params)
         self.own_names = own_names
         self.n = X.shape[0]
         self.tree = self.level = self.group = 0
@@ -90,14 +91,15 @@ class VerticalSource(HistogramSource):
         return layout
 
     def intercept_totals(self) -> np.ndarray:
-        return self.objective.intercept_stats(self.y, self.p.num_class)
+        return intercept_limbs(self.objective.intercept_stats(self.y, self.w, self.p.num_class,
+                                                              self.p.objective_params))
 
     def set_base_margin(self, base_margin: np.ndarray) -> None:
         self.margin = np.tile(base_margin.astype(np.float32), (self.n, 1)).astype(np.float32)
 
     def start_tree(self, rnd: int, group: int, tree: int) -> None:
         if group == 0:
-            self.gh = self.encoder.encode(self.margin, self.y)
+            self.gh = self.encoder.encode(self.margin, self.y, self.w)
         self.tree, self.group, self.level = tree, group, 0
         for q in self.fhs:
             self.t.send(self.me, q, "vtree", {"tree": tree, "group": group})
@@ -233,8 +235,9 @@ def _merge_names(parties: list[str], names: dict[str, list[str] | None]) -> list
 
 def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, Any], num_boost_round: int, *,
                      parties: Sequence[str], dealer: str = DEALER, feature_names: Sequence[str] | None = None,
-                     progress=None, timeout: float | None = None) -> Ensemble:
-    """Drive vertical training; learns per-(node, bin) G/H of FH features; returns the model."""
+                     progress=None, timeout: float | None = None, weight=None) -> Ensemble:
+    """Drive vertical training; learns per-(node, bin) G/H of FH features; returns the model.
+    weight: the label holder's sample weights, one per aligned row (None: all 1)."""
     keep_freed_memory()
     p = TrainParams.from_dict(params)
     if isinstance(num_boost_round, bool) or not isinstance(num_boost_round, int) or num_boost_round < 0:
@@ -248,6 +251,7 @@ def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, An
         raise ParameterError.bad("label", f"{X.shape[0]} labels (one per aligned row)", len(y))
     if X.shape[0] == 0:
         raise ParameterError.bad("parties", "at least one common row", 0)
+    w = check_weights(weight, X.shape[0], f"{name} weight")
     source = VerticalSource(transport, name, p, X, y, parties, dealer, timeout,
-                            list(map(str, feature_names)) if feature_names is not None else None)
+                            list(map(str, feature_names)) if feature_names is not None else None, w)
     return boost(source, p, num_boost_round, progress)
