@@ -1,4 +1,4 @@
-"""The protocol's PRF (training/prf.py) against the `cryptography` package's AES-128."""
+"""The protocol's PRF (ppxgb/crypto/prf.py) against the `cryptography` package's AES-128."""
 
 import struct
 

@@ -12,21 +12,21 @@ Two pieces of pure maths, no I/O:
   bisection of the ciphertext range, the same hypergeometric sampler (TOMS 668 HRUA /
   HYP, with the same floating-point operations in the same order) and the same coins
   (HMAC-SHA256 of the decimal node label keys AES-256-CTR with a zero counter block).
-  It is fast because (1) HMAC-SHA256, AES-256 and the sampler run compiled in numba,
-  (2) a batch is sorted and de-duplicated, and one walk of the bisection tree serves
-  every value below a node, so shared upper levels are sampled once.  Known-answer
-  vectors and a test against pyope pin the equivalence.
+  It is fast because (1) HMAC-SHA256 (sha256.py), AES-256 (aes.py, the crypto layer's
+  one compiled AES) and the sampler run compiled in numba, (2) a batch is sorted and
+  de-duplicated, and one walk of the bisection tree serves every value below a node,
+  so shared upper levels are sampled once.  Known-answer vectors and a test against
+  pyope pin the equivalence.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numba
 import numpy as np
 
-from ppxgb.crypto.aes_tables import aes_tables
+from ppxgb.crypto import aes, sha256
 from ppxgb.errors import ParameterError
 
 # ---------------------------------------------------------------- float32 order map
@@ -54,198 +54,78 @@ def float32_plaintext(x) -> np.ndarray:
     return float32_ordinal(x) + 1
 
 
-# ---------------------------------------------------------------- SHA-256 / HMAC
-_K256 = np.array([
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-], dtype=np.int64)
-_H256 = np.array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                  0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19], dtype=np.int64)
-
-
-_M32 = 0xFFFFFFFF
+# ---------------------------------------------------------------- the coin tape
+_ZERO = np.uint64(0)
 
 
 @numba.njit(cache=True)
-def _rotr(x, n):
-    return ((x >> n) | (x << (32 - n))) & 0xFFFFFFFF
-
-
-@numba.njit(cache=True)
-def _sha256_compress(state, w, K):
-    """One SHA-256 compression; w[0:16] holds the block's big-endian words (w is scratch)."""
-    for i in range(16, 64):
-        x, y = w[i - 15], w[i - 2]
-        s0 = _rotr(x, 7) ^ _rotr(x, 18) ^ (x >> 3)
-        s1 = _rotr(y, 17) ^ _rotr(y, 19) ^ (y >> 10)
-        w[i] = (w[i - 16] + s0 + w[i - 7] + s1) & 0xFFFFFFFF
-    a, b, c, d = state[0], state[1], state[2], state[3]
-    e, f, g, h = state[4], state[5], state[6], state[7]
-    for i in range(64):
-        t1 = (h + (_rotr(e, 6) ^ _rotr(e, 11) ^ _rotr(e, 25)) + ((e & f) ^ (~e & g & 0xFFFFFFFF))
-              + K[i] + w[i]) & 0xFFFFFFFF
-        t2 = ((_rotr(a, 2) ^ _rotr(a, 13) ^ _rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) & 0xFFFFFFFF
-        h, g, f, e, d, c, b, a = g, f, e, (d + t1) & 0xFFFFFFFF, c, b, a, (t1 + t2) & 0xFFFFFFFF
-    state[0] = (state[0] + a) & 0xFFFFFFFF
-    state[1] = (state[1] + b) & 0xFFFFFFFF
-    state[2] = (state[2] + c) & 0xFFFFFFFF
-    state[3] = (state[3] + d) & 0xFFFFFFFF
-    state[4] = (state[4] + e) & 0xFFFFFFFF
-    state[5] = (state[5] + f) & 0xFFFFFFFF
-    state[6] = (state[6] + g) & 0xFFFFFFFF
-    state[7] = (state[7] + h) & 0xFFFFFFFF
-
-
-@numba.njit(cache=True)
-def _hmac_label(inner0, outer0, label, K, w, st, out):
-    """HMAC-SHA256 of the decimal digits of int `label` into out[0:8] (big-endian words).
-
-    inner0/outer0 are the SHA-256 states after the key^ipad / key^opad block; w and st
-    are scratch (64 and 8 words).
-    """
+def _decimal(label, buf):
+    """The decimal digits of int label >= 0 into buf (uint8), as pyope's str(label);
+    returns how many."""
     nd = 1
     v = label // 10
     while v > 0:
         nd += 1
         v //= 10
-    for i in range(16):
-        w[i] = 0
     v = label
-    for i in range(nd - 1, -1, -1):          # digits, most significant first
-        w[i // 4] |= (48 + v % 10) << (24 - 8 * (i % 4))
+    for i in range(nd - 1, -1, -1):              # least significant digit last
+        buf[i] = 48 + v % 10
         v //= 10
-    w[nd // 4] |= 0x80 << (24 - 8 * (nd % 4))
-    w[15] = (64 + nd) * 8
-    for i in range(8):
-        st[i] = inner0[i]
-    _sha256_compress(st, w, K)
-    for i in range(8):
-        w[i] = st[i]
-    w[8] = 0x80000000
-    for i in range(9, 15):
-        w[i] = 0
-    w[15] = 768
-    for i in range(8):
-        out[i] = outer0[i]
-    _sha256_compress(out, w, K)
-
-
-def _hmac_pad_states(key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """SHA-256 states after absorbing key^ipad and key^opad (HMAC's fixed first block)."""
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    k = np.frombuffer(key.ljust(64, b"\0"), dtype=np.uint8)
-    states = []
-    for pad in (0x36, 0x5C):
-        block = (k ^ np.uint8(pad)).astype(np.int64)
-        w = np.zeros(64, dtype=np.int64)
-        w[:16] = (block[0::4] << 24) | (block[1::4] << 16) | (block[2::4] << 8) | block[3::4]
-        st = _H256.copy()
-        _sha256_compress(st, w, _K256)
-        states.append(st)
-    return states[0], states[1]
-
-
-# ---------------------------------------------------------------- AES-256 (T-tables)
-_SBOX, _TE = aes_tables()
-_RCON = np.array([0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40], dtype=np.int64)
+    return nd
 
 
 @numba.njit(cache=True)
-def _aes256_expand(key_words, sbox, rcon, rk):
-    """AES-256 key schedule: 8 big-endian key words -> 60 round-key words (rk, in place)."""
-    for i in range(8):
-        rk[i] = key_words[i]
-    for i in range(8, 60):
-        t = rk[i - 1]
-        if i % 8 == 0:
-            t = ((t << 8) | (t >> 24)) & 0xFFFFFFFF
-            t = ((sbox[t >> 24] << 24) | (sbox[(t >> 16) & 0xFF] << 16) | (sbox[(t >> 8) & 0xFF] << 8)
-                 | sbox[t & 0xFF]) ^ (rcon[i // 8 - 1] << 24)
-        elif i % 8 == 4:
-            t = ((sbox[t >> 24] << 24) | (sbox[(t >> 16) & 0xFF] << 16) | (sbox[(t >> 8) & 0xFF] << 8)
-                 | sbox[t & 0xFF])
-        rk[i] = rk[i - 8] ^ t
+def _refill(tape, state, rk, block):
+    """Make `tape` keystream block number `block` (AES-256 of the big-endian counter)."""
+    if block != state[1]:
+        tape[0], tape[1] = aes.encrypt(rk, _ZERO, aes.byte_swap(np.uint64(block)))
+        state[1] = block
 
 
 @numba.njit(cache=True)
-def _aes256_block(rk, sbox, te, counter, out):
-    """Encrypt the 128-bit big-endian counter block `counter` into out[0:16] (bytes)."""
-    s0, s1 = rk[0], rk[1]
-    s2 = ((counter >> 32) & 0xFFFFFFFF) ^ rk[2]
-    s3 = (counter & 0xFFFFFFFF) ^ rk[3]
-    t0 = t1 = t2 = t3 = 0
-    for r in range(1, 14):
-        t0 = te[0, s0 >> 24] ^ te[1, (s1 >> 16) & 0xFF] ^ te[2, (s2 >> 8) & 0xFF] ^ te[3, s3 & 0xFF] ^ rk[4 * r]
-        t1 = te[0, s1 >> 24] ^ te[1, (s2 >> 16) & 0xFF] ^ te[2, (s3 >> 8) & 0xFF] ^ te[3, s0 & 0xFF] ^ rk[4 * r + 1]
-        t2 = te[0, s2 >> 24] ^ te[1, (s3 >> 16) & 0xFF] ^ te[2, (s0 >> 8) & 0xFF] ^ te[3, s1 & 0xFF] ^ rk[4 * r + 2]
-        t3 = te[0, s3 >> 24] ^ te[1, (s0 >> 16) & 0xFF] ^ te[2, (s1 >> 8) & 0xFF] ^ te[3, s2 & 0xFF] ^ rk[4 * r + 3]
-        s0, s1, s2, s3 = t0, t1, t2, t3
-    o0 = ((sbox[s0 >> 24] << 24) | (sbox[(s1 >> 16) & 0xFF] << 16) | (sbox[(s2 >> 8) & 0xFF] << 8)
-          | sbox[s3 & 0xFF]) ^ rk[56]
-    o1 = ((sbox[s1 >> 24] << 24) | (sbox[(s2 >> 16) & 0xFF] << 16) | (sbox[(s3 >> 8) & 0xFF] << 8)
-          | sbox[s0 & 0xFF]) ^ rk[57]
-    o2 = ((sbox[s2 >> 24] << 24) | (sbox[(s3 >> 16) & 0xFF] << 16) | (sbox[(s0 >> 8) & 0xFF] << 8)
-          | sbox[s1 & 0xFF]) ^ rk[58]
-    o3 = ((sbox[s3 >> 24] << 24) | (sbox[(s0 >> 16) & 0xFF] << 16) | (sbox[(s1 >> 8) & 0xFF] << 8)
-          | sbox[s2 & 0xFF]) ^ rk[59]
-    out[0], out[1], out[2], out[3] = o0 >> 24, (o0 >> 16) & 0xFF, (o0 >> 8) & 0xFF, o0 & 0xFF
-    out[4], out[5], out[6], out[7] = o1 >> 24, (o1 >> 16) & 0xFF, (o1 >> 8) & 0xFF, o1 & 0xFF
-    out[8], out[9], out[10], out[11] = o2 >> 24, (o2 >> 16) & 0xFF, (o2 >> 8) & 0xFF, o2 & 0xFF
-    out[12], out[13], out[14], out[15] = o3 >> 24, (o3 >> 16) & 0xFF, (o3 >> 8) & 0xFF, o3 & 0xFF
-
-
-# ---------------------------------------------------------------- the coin tape
-@numba.njit(cache=True)
-def _tape(inner0, outer0, label, K, sbox, rcon, te, tape, rk, w, st, dig, state):
+def _tape(inner0, outer0, label, scratch, tape, rk, state):
     """Start the coin tape of node `label`: AES-256-CTR (zero IV) under HMAC(key, label).
 
-    `tape` holds the current 16-byte keystream block; state = [bit position, block index];
-    rk, w, st, dig are scratch words (round keys, SHA-256 schedule, state, digest).
+    `tape` holds the current keystream block as two little-endian words; state = [bit
+    position, block index]; `scratch` holds the buffers (digits, SHA-256 schedule and
+    state, digest words and bytes, the round keys' column words), so a node allocates
+    nothing.
     """
-    _hmac_label(inner0, outer0, label, K, w, st, dig)
-    _aes256_expand(dig, sbox, rcon, rk)
-    _aes256_block(rk, sbox, te, 0, tape)
+    digits, w, st, dig, key, words = scratch
+    nd = _decimal(label, digits)
+    sha256.hmac_into(inner0, outer0, digits[:nd], w, st, dig)
+    sha256.words_to_bytes(dig, key)
+    aes.expand_words(key, words)
     state[0] = 0
-    state[1] = 0
+    state[1] = -1
+    _refill(tape, state, rk, 0)
 
 
 @numba.njit(cache=True)
-def _coin(tape, state, rk, sbox, te):
+def _coin(tape, state, rk):
     """The next coin (bit), most significant bit of each keystream byte first."""
     pos = state[0]
-    block = pos // 128
-    if block != state[1]:
-        _aes256_block(rk, sbox, te, block, tape)
-        state[1] = block
+    _refill(tape, state, rk, pos // 128)
     state[0] = pos + 1
     within = pos % 128
-    return (tape[within // 8] >> (7 - within % 8)) & 1
+    shift = 8 * ((within >> 3) & 7) + 7 - (within & 7)
+    return np.int64((tape[within >> 6] >> np.uint64(shift)) & np.uint64(1))
 
 
 @numba.njit(cache=True)
-def _draw(tape, state, rk, sbox, te):
+def _draw(tape, state, rk):
     """32 coins as a float in [0, 1], as pyope's PRNG.draw."""
     out = 0
     pos = state[0]
     if pos % 32 == 0:                           # aligned: four whole keystream bytes
-        block = pos // 128
-        if block != state[1]:
-            _aes256_block(rk, sbox, te, block, tape)
-            state[1] = block
-        byte = (pos % 128) // 8
-        for i in range(4):
-            out = (out << 8) | tape[byte + i]
+        _refill(tape, state, rk, pos // 128)
+        within = pos % 128
+        v = np.int64((tape[within >> 6] >> np.uint64(within & 63)) & np.uint64(0xFFFFFFFF))
+        out = ((v & 0xFF) << 24) | (((v >> 8) & 0xFF) << 16) | (((v >> 16) & 0xFF) << 8) | (v >> 24)
         state[0] = pos + 32
     else:
         for _ in range(32):
-            out = (out << 1) | _coin(tape, state, rk, sbox, te)
+            out = (out << 1) | _coin(tape, state, rk)
     return 1.0 * out / 4294967295.0
 
 
@@ -308,13 +188,13 @@ def _product_as_float(a, b):
 
 
 @numba.njit(cache=True)
-def _hyp(tape, state, rk, sbox, te, good, bad, sample):
+def _hyp(tape, state, rk, good, bad, sample):
     d1 = bad + good - sample
     d2 = float(min(bad, good))
     y = d2
     k = sample
     while y > 0.0:
-        u = _draw(tape, state, rk, sbox, te)
+        u = _draw(tape, state, rk)
         y -= int(math.floor(u + y / (d1 + k)))
         k -= 1
         if k == 0:
@@ -326,7 +206,7 @@ def _hyp(tape, state, rk, sbox, te, good, bad, sample):
 
 
 @numba.njit(cache=True)
-def _hrua(tape, state, rk, sbox, te, good, bad, sample):
+def _hrua(tape, state, rk, good, bad, sample):
     D1 = 1.7155277699214135
     D2 = 0.8989161620588988
     mingoodbad = min(good, bad)
@@ -344,8 +224,8 @@ def _hrua(tape, state, rk, sbox, te, good, bad, sample):
     d11 = min(min(m, mingoodbad) + 1.0, math.floor(d6 + 16 * d7))
     z = 0
     while True:
-        x = _draw(tape, state, rk, sbox, te)
-        y = _draw(tape, state, rk, sbox, te)
+        x = _draw(tape, state, rk)
+        y = _draw(tape, state, rk)
         w = d6 + d8 * (y - 0.5) / x
         if w < 0.0 or w >= d11:
             continue
@@ -383,8 +263,7 @@ def _cache_slot(keys, key):
 
 
 @numba.njit(cache=True)
-def _encrypt_sorted(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbox, rcon, te,
-                    ckeys, cvals):
+def _encrypt_sorted(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, ckeys, cvals):
     """Ciphertexts of sorted, unique plaintexts, walking pyope's bisection tree once.
 
     Every sampled split point (keyed by its node label `mid`, which is unique in the
@@ -393,11 +272,10 @@ def _encrypt_sorted(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbo
     """
     n = values.shape[0]
     result = np.empty(n, dtype=np.int64)
-    tape = np.empty(16, dtype=np.int64)
-    rk = np.empty(60, dtype=np.int64)
-    w = np.empty(64, dtype=np.int64)
-    st = np.empty(8, dtype=np.int64)
-    dig = np.empty(8, dtype=np.int64)
+    tape = np.zeros(2, dtype=np.uint64)
+    rk = np.empty((15, 2), dtype=np.uint64)      # AES-256 round keys
+    scratch = (np.empty(20, np.uint8), np.empty(64, np.int64), np.empty(8, np.int64),
+               np.empty(8, np.int64), np.empty(32, np.uint8), aes.column_words(rk))
     state = np.zeros(2, dtype=np.int64)
     stack = np.empty((200, 6), dtype=np.int64)
     stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3], stack[0, 4], stack[0, 5] = \
@@ -415,11 +293,11 @@ def _encrypt_sorted(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbo
                 for i in range(i0, i1):
                     result[i] = cvals[slot]
                 continue
-            _tape(inner0, outer0, ilo, K, sbox, rcon, te, tape, rk, w, st, dig, state)
+            _tape(inner0, outer0, ilo, scratch, tape, rk, state)
             lo, hi = olo, ohi
             while hi - lo + 1 > 1:
                 mid = (lo + hi) // 2
-                if _coin(tape, state, rk, sbox, te) == 0:
+                if _coin(tape, state, rk) == 0:
                     hi = mid
                 else:
                     lo = mid + 1
@@ -436,11 +314,11 @@ def _encrypt_sorted(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbo
         elif slot >= 0 and ckeys[slot] == mid:
             x = cvals[slot]
         else:
-            _tape(inner0, outer0, mid, K, sbox, rcon, te, tape, rk, w, st, dig, state)
+            _tape(inner0, outer0, mid, scratch, tape, rk, state)
             if nsample > 10:
-                num = _hrua(tape, state, rk, sbox, te, in_size, out_size - in_size, nsample)
+                num = _hrua(tape, state, rk, in_size, out_size - in_size, nsample)
             else:
-                num = _hyp(tape, state, rk, sbox, te, in_size, out_size - in_size, nsample)
+                num = _hyp(tape, state, rk, in_size, out_size - in_size, nsample)
             x = ilo if num == 0 else ilo + num - 1
             if slot >= 0:
                 ckeys[slot], cvals[slot] = mid, x
@@ -459,7 +337,7 @@ def _encrypt_sorted(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbo
 
 
 @numba.njit(cache=True)
-def _encrypt_any(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbox, rcon, te, ckeys, cvals):
+def _encrypt_any(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, ckeys, cvals):
     """Sort and de-duplicate `values`, encrypt the distinct ones, scatter back."""
     n = values.shape[0]
     order = np.argsort(values, kind="mergesort")
@@ -472,8 +350,7 @@ def _encrypt_any(values, in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbox, 
             uniq[m] = v
             m += 1
         slot[order[i]] = m - 1
-    cipher = _encrypt_sorted(uniq[:m], in_lo, in_hi, out_lo, out_hi, inner0, outer0, K, sbox, rcon,
-                             te, ckeys, cvals)
+    cipher = _encrypt_sorted(uniq[:m], in_lo, in_hi, out_lo, out_hi, inner0, outer0, ckeys, cvals)
     out = np.empty(n, dtype=np.int64)
     for i in range(n):
         out[i] = cipher[slot[i]]
@@ -497,7 +374,7 @@ class OPE:
                                      "0 <= ranges < 2**62 with |in| <= |out|", (in_range, out_range))
         self.in_range = (int(ilo), int(ihi))
         self.out_range = (int(olo), int(ohi))
-        self._inner, self._outer = _hmac_pad_states(bytes(key))
+        self._inner, self._outer = sha256.hmac_key_states(bytes(key))
         # Memo of sampled nodes; it only ever holds values derived from this key.
         self._ckeys = np.full(1 << cache_bits, _EMPTY, dtype=np.int64)
         self._cvals = np.zeros(1 << cache_bits, dtype=np.int64)
@@ -514,5 +391,5 @@ class OPE:
         if p.size == 0:
             return np.zeros(np.shape(plaintexts), dtype=np.int64)
         out = _encrypt_any(p, self.in_range[0], self.in_range[1], self.out_range[0], self.out_range[1],
-                           self._inner, self._outer, _K256, _SBOX, _RCON, _TE, self._ckeys, self._cvals)
+                           self._inner, self._outer, self._ckeys, self._cvals)
         return int(out[0]) if scalar else out.reshape(np.shape(plaintexts))

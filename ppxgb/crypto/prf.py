@@ -8,44 +8,29 @@ keystream with a zero initial counter block, and any row of it costs one block
 Why not call `cryptography` from Python: the protocol's kernels need AES on every row
 (Fisher-Yates words, the dealer's c at sigma, the label holder's c at k), and each
 call out of a numba kernel into Python must take the interpreter lock back.  With the
-roles as threads of one process that hand-over, not the arithmetic, dominated.  Here
-the rounds are the processor's AES instructions (AES-NI, through LLVM intrinsics),
-four blocks interleaved, inside the kernels that use them; on a processor without
-them a plain byte-wise AES in numba gives the same words, slower.
+roles as threads of one process that hand-over, not the arithmetic, dominated.  The
+block cipher is the crypto layer's one compiled AES (aes.py: AES-NI, four blocks
+interleaved, where the processor has it, a T-table AES otherwise); this module adds
+the counter-block layout, nonces and the array loops.
 """
 
 from __future__ import annotations
 
-import platform
-
 import numpy as np
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
-from ppxgb.crypto.aes_tables import aes_tables
+from ppxgb.crypto import aes
+from ppxgb.crypto.aes import byte_swap
 from ppxgb.errors import ParameterError
 
-
-SBOX = aes_tables()[0]         # int64
+SBOX = aes.SBOX                 # int64; re-exported for existing callers
+AES_INSTRUCTIONS = aes.AES_INSTRUCTIONS
 
 
 @njit(cache=True, nogil=True)
 def _expand(key):
     """AES-128 key schedule: 11 round keys of 16 bytes, as an (11, 2) uint64 array."""
-    sbox = SBOX
-    w = np.empty(176, np.uint8)
-    w[:16] = key
-    rcon = 1
-    for i in range(4, 44):
-        t0, t1, t2, t3 = w[4 * i - 4], w[4 * i - 3], w[4 * i - 2], w[4 * i - 1]
-        if i % 4 == 0:
-            t0, t1, t2, t3 = sbox[t1] ^ rcon, sbox[t2], sbox[t3], sbox[t0]
-            rcon = ((rcon << 1) ^ 0x1B) & 0xFF if rcon & 0x80 else rcon << 1
-        w[4 * i] = w[4 * i - 16] ^ t0
-        w[4 * i + 1] = w[4 * i - 15] ^ t1
-        w[4 * i + 2] = w[4 * i - 14] ^ t2
-        w[4 * i + 3] = w[4 * i - 13] ^ t3
-    return w.view(np.uint64).reshape(11, 2)
+    return aes.expand(key)
 
 
 def round_keys(key: bytes) -> np.ndarray:
@@ -98,128 +83,27 @@ def with_nonce(rk: np.ndarray, nonce: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True, inline="always")
-def byte_swap(v):
-    """A uint64 with its bytes reversed (the low half of a big-endian counter block)."""
-    return (((v & np.uint64(0xFF)) << np.uint64(56)) | ((v & np.uint64(0xFF00)) << np.uint64(40))
-            | ((v & np.uint64(0xFF0000)) << np.uint64(24)) | ((v & np.uint64(0xFF000000)) << np.uint64(8))
-            | ((v >> np.uint64(8)) & np.uint64(0xFF000000)) | ((v >> np.uint64(24)) & np.uint64(0xFF0000))
-            | ((v >> np.uint64(40)) & np.uint64(0xFF00)) | (v >> np.uint64(56)))
-
-
-# ------------------------------------------------------------------ AES instructions
-def _round_intrinsic(name: str):
-    @intrinsic
-    def aes_round(typingctx, lo, hi, klo, khi):
-        sig = types.UniTuple(types.uint64, 2)(types.uint64, types.uint64, types.uint64, types.uint64)
-
-        def codegen(context, builder, signature, args):
-            from llvmlite import ir
-            vt = ir.VectorType(ir.IntType(64), 2)
-            zero, one = ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 1)
-
-            def vec(a, b):
-                return builder.insert_element(builder.insert_element(ir.Constant(vt, ir.Undefined), a, zero), b, one)
-            fn = builder.module.declare_intrinsic(name, fnty=ir.FunctionType(vt, [vt, vt]))
-            r = builder.call(fn, [vec(args[0], args[1]), vec(args[2], args[3])])
-            return context.make_tuple(builder, signature.return_type,
-                                      [builder.extract_element(r, zero), builder.extract_element(r, one)])
-        return sig, codegen
-    return aes_round
-
-
-_aesenc = _round_intrinsic("llvm.x86.aesni.aesenc")
-_aesenclast = _round_intrinsic("llvm.x86.aesni.aesenclast")
+# ------------------------------------------------------------------ PRF of one position
+_ZERO = np.uint64(0)
 
 
 @njit(cache=True, inline="always")
-def _prf_ni(rk, p):
-    a, b = rk[0, 0], byte_swap(np.uint64(p)) ^ rk[0, 1]
-    for r in range(1, 10):
-        a, b = _aesenc(a, b, rk[r, 0], rk[r, 1])
-    return _aesenclast(a, b, rk[10, 0], rk[10, 1])
+def prf(rk, p):
+    """PRF_k(p): AES of the counter block (0 || p as 8 big-endian bytes), as two words."""
+    return aes.encrypt(rk, _ZERO, byte_swap(np.uint64(p)))
 
 
 @njit(cache=True, inline="always")
-def _prf4_ni(rk, p0, p1, p2, p3):
-    """Four blocks at once: the AES unit pipelines independent rounds."""
-    k0, k1 = rk[0, 0], rk[0, 1]
-    a0, b0 = k0, byte_swap(np.uint64(p0)) ^ k1
-    a1, b1 = k0, byte_swap(np.uint64(p1)) ^ k1
-    a2, b2 = k0, byte_swap(np.uint64(p2)) ^ k1
-    a3, b3 = k0, byte_swap(np.uint64(p3)) ^ k1
-    for r in range(1, 10):
-        k0, k1 = rk[r, 0], rk[r, 1]
-        a0, b0 = _aesenc(a0, b0, k0, k1)
-        a1, b1 = _aesenc(a1, b1, k0, k1)
-        a2, b2 = _aesenc(a2, b2, k0, k1)
-        a3, b3 = _aesenc(a3, b3, k0, k1)
-    k0, k1 = rk[10, 0], rk[10, 1]
-    a0, b0 = _aesenclast(a0, b0, k0, k1)
-    a1, b1 = _aesenclast(a1, b1, k0, k1)
-    a2, b2 = _aesenclast(a2, b2, k0, k1)
-    a3, b3 = _aesenclast(a3, b3, k0, k1)
-    return a0, b0, a1, b1, a2, b2, a3, b3
-
-
-# ------------------------------------------------------------ portable byte-wise AES
-@njit(cache=True, inline="always")
-def _xtime(x):
-    return ((x << 1) ^ 0x1B) & 0xFF if x & 0x80 else x << 1
+def prf4(rk, p0, p1, p2, p3):
+    """PRF at four positions at once (the AES unit pipelines independent blocks)."""
+    return aes.encrypt4(rk, _ZERO, byte_swap(np.uint64(p0)), _ZERO, byte_swap(np.uint64(p1)),
+                        _ZERO, byte_swap(np.uint64(p2)), _ZERO, byte_swap(np.uint64(p3)))
 
 
 @njit(cache=True)
 def _prf_soft(rk, p):
-    """AES-128 of the counter block of p, one byte at a time (state in column order)."""
-    key = rk.view(np.uint8).reshape(-1)
-    s = np.empty(16, np.int64)
-    t = np.empty(16, np.int64)
-    v = np.uint64(p)
-    for j in range(8):
-        s[j] = key[j]
-        s[15 - j] = np.int64((v >> np.uint64(8 * j)) & np.uint64(0xFF)) ^ key[15 - j]
-    for r in range(1, 11):
-        for c in range(4):                        # SubBytes and ShiftRows
-            for i in range(4):
-                t[4 * c + i] = SBOX[s[4 * ((c + i) % 4) + i]]
-        if r < 10:                                # MixColumns
-            for c in range(4):
-                a0, a1, a2, a3 = t[4 * c], t[4 * c + 1], t[4 * c + 2], t[4 * c + 3]
-                x = a0 ^ a1 ^ a2 ^ a3
-                t[4 * c] = a0 ^ x ^ _xtime(a0 ^ a1)
-                t[4 * c + 1] = a1 ^ x ^ _xtime(a1 ^ a2)
-                t[4 * c + 2] = a2 ^ x ^ _xtime(a2 ^ a3)
-                t[4 * c + 3] = a3 ^ x ^ _xtime(a3 ^ a0)
-        for j in range(16):
-            s[j] = t[j] ^ key[16 * r + j]
-    lo, hi = np.uint64(0), np.uint64(0)
-    for j in range(8):
-        lo |= np.uint64(s[j]) << np.uint64(8 * j)
-        hi |= np.uint64(s[8 + j]) << np.uint64(8 * j)
-    return lo, hi
-
-
-@njit(cache=True)
-def _prf4_soft(rk, p0, p1, p2, p3):
-    a0, b0 = _prf_soft(rk, p0)
-    a1, b1 = _prf_soft(rk, p1)
-    a2, b2 = _prf_soft(rk, p2)
-    a3, b3 = _prf_soft(rk, p3)
-    return a0, b0, a1, b1, a2, b2, a3, b3
-
-
-def _has_aes_instructions() -> bool:
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        from llvmlite import binding
-        return bool(binding.get_host_cpu_features().get("aes"))
-    except Exception:       # no feature list: take the portable path
-        return False
-
-
-AES_INSTRUCTIONS = _has_aes_instructions()
-prf, prf4 = (_prf_ni, _prf4_ni) if AES_INSTRUCTIONS else (_prf_soft, _prf4_soft)
+    """PRF_k(p) on the portable table path, whatever the processor (for tests)."""
+    return aes.encrypt_portable(rk, _ZERO, byte_swap(np.uint64(p)))
 
 
 # ---------------------------------------------------------------- the PRF on arrays
