@@ -10,39 +10,14 @@ from ppxgb.errors import ParameterError, UnsupportedParameter
 from ppxgb.training import train_horizontal
 from ppxgb.training.horizontal import run_federation
 
+from helpers import (assert_booster_reproduces_model, assert_margins_match, centralized, make_discrete_data,
+                     split_rows)
+
 
 def discrete_data(objective, n=2400, n_features=6, nan_rate=0.1, seed=0):
     """Features with at most 12 distinct values (well under max_bin), NaNs at random."""
-    rng = np.random.default_rng(seed)
-    X = rng.integers(0, 12, size=(n, n_features)).astype(np.float64) * 0.5 - 2.0
-    signal = X[:, 0] - 0.7 * X[:, 1] + 0.3 * X[:, 2] * X[:, 3]
-    if nan_rate:
-        X[rng.random(X.shape) < nan_rate] = np.nan
-    if objective == "binary:logistic":
-        y = (signal + rng.normal(size=n) > 0).astype(float)
-    elif objective == "reg:squarederror":
-        y = signal * 3.0 + 10.0 + rng.normal(size=n)
-    else:
-        y = np.digitize(signal + rng.normal(size=n) * 0.5, [-1.0, 1.0]).astype(float)
-    return X, y
-
-
-def split_rows(X, y, sizes):
-    edges = np.cumsum([0] + list(sizes))
-    assert edges[-1] == len(y)
-    return [(X[a:b], y[a:b]) for a, b in zip(edges[:-1], edges[1:])]
-
-
-def centralized(params, X, y, rounds):
-    return xgb.train({**params, "tree_method": "hist"}, xgb.DMatrix(X, label=y), rounds)
-
-
-def assert_margins_match(secure, reference, X, tol=1e-3, frac=0.99):
-    d = xgb.DMatrix(X)
-    m1 = secure.predict(d, output_margin=True).reshape(len(X), -1)
-    m2 = reference.predict(d, output_margin=True).reshape(len(X), -1)
-    close = np.all(np.abs(m1 - m2) <= tol, axis=1)
-    assert close.mean() >= frac, f"only {close.mean():.4f} of rows within {tol}"
+    return make_discrete_data(objective, n, n_features, nan_rate, seed,
+                              signal=lambda X: X[:, 0] - 0.7 * X[:, 1] + 0.3 * X[:, 2] * X[:, 3])
 
 
 OBJECTIVES = [
@@ -110,9 +85,7 @@ def test_round_trip_through_booster_json_is_exact():
     X, y = discrete_data("multi:softprob", n=900)
     params = {"objective": "multi:softprob", "num_class": 3, "max_depth": 3}
     model, _ = run_federation(params, split_rows(X, y, [450, 450]), 3, 2)
-    booster = model.to_booster()
-    np.testing.assert_allclose(booster.predict(xgb.DMatrix(X), output_margin=True),
-                               model.predict_margin(X), rtol=0, atol=1e-6)
+    assert_booster_reproduces_model(model, X)
 
 
 @pytest.mark.parametrize("params, word", [

@@ -14,7 +14,8 @@ import ppxgb.training.horizontal.party as horizontal
 from ppxgb.crypto.fixedpoint import FixedPointEncoder
 from ppxgb.crypto.sharing import Randomness
 from ppxgb.training.horizontal import run_federation
-from ppxgb.transport import InMemoryTransport
+
+from helpers import bits_of, recorded_federation, split_rows
 
 PARAMS = {"objective": "binary:logistic", "max_depth": 3}
 
@@ -28,10 +29,7 @@ def make_data(seed, n=900):
 
 
 def record(parties, n_servers=2, rounds=2):
-    log = []
-    transport = InMemoryTransport(recorder=log.append)
-    model, _ = run_federation(PARAMS, parties, rounds, n_servers, transport=transport)
-    return log, model
+    return recorded_federation(run_federation, PARAMS, parties, rounds, n_servers)
 
 
 def by_receiver(log, name):
@@ -51,10 +49,10 @@ def _canon(value):
 def test_parties_receive_only_functions_of_the_pooled_data():
     """Reassigning rows between hospitals changes nothing any hospital receives."""
     X, y = make_data(0)
-    a = [(X[:300], y[:300]), (X[300:600], y[300:600]), (X[600:], y[600:])]
+    a = split_rows(X, y, [300, 300, 300])
     perm = np.random.default_rng(1).permutation(len(y))
     Xp, yp = X[perm], y[perm]
-    b = [(Xp[:100], yp[:100]), (Xp[100:700], yp[100:700]), (Xp[700:], yp[700:])]
+    b = split_rows(Xp, yp, [100, 600, 200])
     log_a, model_a = record(a)
     log_b, model_b = record(b)
     for party in ("party-0", "party-1", "party-2"):
@@ -67,7 +65,7 @@ def test_parties_receive_only_functions_of_the_pooled_data():
 
 def test_no_party_sends_to_another_party_and_coordinator_gets_no_rows():
     X, y = make_data(2)
-    log, _ = record([(X[:450], y[:450]), (X[450:], y[450:])], n_servers=3)
+    log, _ = record(split_rows(X, y, [450, 450]), n_servers=3)
     for m in log:
         if m.src.startswith("party-"):
             assert m.dst.startswith("server-") or (m.dst == "coordinator" and m.stage == "hello")
@@ -88,7 +86,7 @@ def test_server_views_are_uniform_and_independent_of_the_data(monkeypatch, n_ser
         for i in range(2):  # each party thread gets the same pinned stream in both runs
             streams[f"party-{i}"] = Randomness(bytes([i]) * 32)
         X, y = make_data(seed)
-        log, _ = record([(X[:500], y[:500]), (X[500:], y[500:])], n_servers=n_servers)
+        log, _ = record(split_rows(X, y, [500, 400]), n_servers=n_servers)
         return {s: by_receiver(log, f"server-{s}") for s in range(n_servers)}
 
     v1, v2 = views(10), views(11)
@@ -103,8 +101,7 @@ def test_server_views_are_uniform_and_independent_of_the_data(monkeypatch, n_ser
     w2 = np.concatenate([m.payload["data"] for m in v2[last] if m.stage == "share"])
     assert not np.array_equal(w1[:1000], w2[:1000])
     for w in (w1, w2):
-        bits = np.unpackbits(w.view(np.uint8))
-        assert abs(bits.mean() - 0.5) < 0.002
+        assert abs(bits_of(w).mean() - 0.5) < 0.002
     u1 = (w1 >> np.uint64(11)).astype(np.float64) / 2.0 ** 53
     u2 = (w2 >> np.uint64(11)).astype(np.float64) / 2.0 ** 53
     assert stats.kstest(u1, "uniform").pvalue > 1e-4
@@ -113,7 +110,7 @@ def test_server_views_are_uniform_and_independent_of_the_data(monkeypatch, n_ser
 
 def test_coordinator_opens_exactly_the_aggregate_and_each_server_sum_is_random():
     X, y = make_data(4)
-    parties = [(X[:200], y[:200]), (X[200:], y[200:])]
+    parties = split_rows(X, y, [200, 700])
     log, model = record(parties, rounds=1)
     sums = [m for m in log if m.dst == "coordinator" and m.stage == "sum"]
     assert {m.src for m in sums} == {"server-0", "server-1"}
@@ -129,7 +126,7 @@ def test_coordinator_opens_exactly_the_aggregate_and_each_server_sum_is_random()
     g_int = np.rint(g.astype(np.float64) * enc.scale).astype(np.int64)
     assert opened[-2] == g_int.sum()                  # node total of g over both parties
     for m in root:                                    # each server's sum alone is noise
-        bits = np.unpackbits(m.payload["data"].view(np.uint8))
+        bits = bits_of(m.payload["data"])
         # uniform bits: the mean is within 5 standard deviations of 1/2 (was a fixed 0.02,
         # only 2.3 sigma for 3,200 bits, which failed about once in 20 runs)
         assert abs(bits.mean() - 0.5) < 5 * 0.5 / np.sqrt(bits.size)

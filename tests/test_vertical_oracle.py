@@ -9,39 +9,15 @@ from ppxgb.errors import ParameterError, UnsupportedParameter
 from ppxgb.training import train_vertical
 from ppxgb.training.vertical import run_vertical_federation
 
+from helpers import (assert_booster_reproduces_model, assert_margins_match, centralized, column_blocks,
+                     column_bounds, make_discrete_data)
+
 
 def discrete_data(objective, n=1500, n_features=8, nan_rate=0.1, seed=0):
     """Features with at most 12 distinct values (well under max_bin), NaNs at random;
     the signal uses columns from every block of the splits below."""
-    rng = np.random.default_rng(seed)
-    X = rng.integers(0, 12, size=(n, n_features)).astype(np.float64) * 0.5 - 2.0
-    signal = X[:, 0] - 0.7 * X[:, 3] + 0.3 * X[:, 5] * X[:, 7] + 0.5 * X[:, 2]
-    if nan_rate:
-        X[rng.random(X.shape) < nan_rate] = np.nan
-    if objective == "binary:logistic":
-        y = (signal + rng.normal(size=n) > 0).astype(float)
-    elif objective == "reg:squarederror":
-        y = signal * 3.0 + 10.0 + rng.normal(size=n)
-    else:
-        y = np.digitize(signal + rng.normal(size=n) * 0.5, [-1.0, 1.0]).astype(float)
-    return X, y
-
-
-def centralized(params, X, y, rounds):
-    return xgb.train({**params, "tree_method": "hist"}, xgb.DMatrix(X, label=y), rounds)
-
-
-def assert_margins_match(secure, reference, X, tol=1e-3, frac=0.99):
-    d = xgb.DMatrix(X)
-    m1 = secure.predict(d, output_margin=True).reshape(len(X), -1)
-    m2 = reference.predict(xgb.DMatrix(X), output_margin=True).reshape(len(X), -1)
-    close = np.all(np.abs(m1 - m2) <= tol, axis=1)
-    assert close.mean() >= frac, f"only {close.mean():.4f} of rows within {tol}"
-
-
-def column_blocks(X, n_parties):
-    edges = np.linspace(0, X.shape[1], n_parties + 1).astype(int)
-    return [X[:, a:b] for a, b in zip(edges[:-1], edges[1:])]
+    return make_discrete_data(objective, n, n_features, nan_rate, seed,
+                              signal=lambda X: X[:, 0] - 0.7 * X[:, 3] + 0.3 * X[:, 5] * X[:, 7] + 0.5 * X[:, 2])
 
 
 OBJECTIVES = [
@@ -102,8 +78,7 @@ def _frames_with_ids(X, y, n_parties, rng):
     n = len(y)
     ids = rng.permutation(10 * n)[:n] + 1000          # common patients, in joined order
     blocks = []
-    edges = np.linspace(0, X.shape[1], n_parties + 1).astype(int)
-    for p, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+    for p, (a, b) in enumerate(column_bounds(X.shape[1], n_parties)):
         keep = rng.random(n) < 0.9                       # each party misses ~10% of patients
         extra = 20 * n + p * n + np.arange(rng.integers(50, 150))  # IDs nobody else has
         cols = {f"p{p}_x{j}": np.concatenate([X[keep, j], rng.normal(size=len(extra))]) for j in range(a, b)}
@@ -151,8 +126,7 @@ def test_round_trip_through_booster_json_is_exact():
     X, y = discrete_data("multi:softprob", n=600)
     params = {"objective": "multi:softprob", "num_class": 3, "max_depth": 3}
     model, transport = run_vertical_federation(params, column_blocks(X, 2), y, num_boost_round=2)
-    np.testing.assert_allclose(model.to_booster().predict(xgb.DMatrix(X), output_margin=True),
-                               model.predict_margin(X), rtol=0, atol=1e-6)
+    assert_booster_reproduces_model(model, X)
     assert transport.total_bytes > 0
 
 

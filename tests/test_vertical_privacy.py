@@ -10,10 +10,11 @@ positions (k1, k2), masked sums and the per-(node, bin) aggregates they open to.
 import numpy as np
 
 from ppxgb.crypto.fixedpoint import FixedPointEncoder
-from ppxgb.transport import InMemoryTransport
 from ppxgb.objectives import get_objective
 from ppxgb.training.vertical import permute as pm
 from ppxgb.training.vertical import run_vertical_federation
+
+from helpers import assert_uniform_words, recorded_federation
 
 FH_FIELDS = {
     "vconfig": {"params", "n_rows"},
@@ -39,12 +40,10 @@ def _data(seed, n=400):
     return X, y
 
 
-def _run(X, y, **kw):
-    seen = []
-    t = InMemoryTransport(recorder=seen.append)
-    params = {"objective": "binary:logistic", "max_depth": kw.pop("max_depth", 1)}
-    run_vertical_federation(params, [X[:, :2], X[:, 2:]], y, label_party=0,
-                            num_boost_round=kw.pop("rounds", 1), transport=t)
+def _run(X, y, max_depth=1, rounds=1):
+    params = {"objective": "binary:logistic", "max_depth": max_depth}
+    seen, _ = recorded_federation(run_vertical_federation, params, [X[:, :2], X[:, 2:]], y, label_party=0,
+                                  num_boost_round=rounds)
     return seen
 
 
@@ -92,16 +91,6 @@ def test_no_gradient_or_label_in_clear_reaches_a_feature_holder_or_the_dealer():
                 assert not (isinstance(v, np.ndarray) and v.dtype.kind == "f"), (msg.stage, key)
 
 
-def _uniform(words: np.ndarray):
-    """Bit frequencies and top-byte histogram of uniform 64-bit words (loose 6-sigma bounds)."""
-    bits = np.unpackbits(words.view(np.uint8)).reshape(-1, 64).mean(axis=0)
-    sd = 0.5 / np.sqrt(len(words))
-    assert np.all(np.abs(bits - 0.5) < 6 * sd + 1e-9), bits
-    top = np.bincount((words >> np.uint64(56)).astype(np.int64), minlength=256)
-    chi2 = ((top - len(words) / 256) ** 2 / (len(words) / 256)).sum()
-    assert chi2 < 255 + 6 * np.sqrt(2 * 255), chi2
-
-
 def test_feature_holder_view_does_not_depend_on_the_labels():
     """Two runs, same features, different labels (both split first on LH's own column):
     FH receives the same fields with the same shapes and public values, and every
@@ -123,7 +112,7 @@ def test_feature_holder_view_does_not_depend_on_the_labels():
                 elif key != "key":
                     shape[key] = v if not isinstance(v, np.ndarray) else v.tolist()
             view.append((msg.stage, msg.src, shape))
-        _uniform(np.concatenate(words))
+        assert_uniform_words(np.concatenate(words))
         views.append(view)
 
     def by_source(view):  # the label holder's and the dealer's messages may interleave
