@@ -5,14 +5,18 @@
 - synthetic data: discrete features with NaNs, labels for each objective;
 - partitions: rows among hospitals (horizontal), column blocks among institutions
   (vertical);
-- recorded in-process federations: every message as its receiver got it;
-- uniformity checks on the ring words and bytes that parties and servers receive.
+- recorded in-process federations (training and PSI): every message as its receiver
+  got it;
+- uniformity checks on the ring words and bytes that parties and servers receive;
+- free loopback ports for network tests.
 
-Nothing here imports training code: a federation is run by the function the test
-passes in, so this module keeps working while ppxgb.training is rewritten.
+No training code is imported at module level: a federation is run by the function the
+test passes in, and the PSI module is imported when a PSI runs.
 """
 
 from __future__ import annotations
+
+import socket
 
 import numpy as np
 import xgboost as xgb
@@ -95,6 +99,16 @@ def recorded_federation(run, *args, **kwargs):
     return messages, model
 
 
+def psi_federation(id_lists, recorder=None, timeout=None):
+    """In-process PSI among party-0 (the leader) .. party-k over an InMemoryTransport
+    with the given recorder: (each party's aligned rows, the transport)."""
+    from ppxgb.training.vertical import psi
+
+    transport = InMemoryTransport(recorder=recorder)
+    names = [f"party-{i}" for i in range(len(id_lists))]
+    return psi.run_psi_federation(transport, names, names[0], id_lists, timeout=timeout), transport
+
+
 # ------------------------------------------------------------------ uniformity
 
 
@@ -111,3 +125,18 @@ def assert_uniform_words(words: np.ndarray):
     top = np.bincount((words >> np.uint64(56)).astype(np.int64), minlength=256)
     chi2 = ((top - len(words) / 256) ** 2 / (len(words) / 256)).sum()
     assert chi2 < 255 + 6 * np.sqrt(2 * 255), chi2
+
+
+# ------------------------------------------------------------------ network
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct loopback ports free right now (bound together, then released)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

@@ -16,7 +16,8 @@ import pytest
 
 from ppxgb.training import binning
 from ppxgb.training.horizontal import run_federation
-from ppxgb.transport import InMemoryTransport
+
+from helpers import recorded_federation
 
 ISOLATED = 231.5          # hospital 1's patient: nothing else between 150 and 350
 PARAMS = {"objective": "binary:logistic", "max_depth": 2}
@@ -44,8 +45,7 @@ def hospitals(seed=0, n=1500, min_mass=False):
 
 def record_bins(parties):
     """Every message of bin agreement (no trees), as its receiver got it."""
-    log = []
-    run_federation(PARAMS, parties, 0, 2, transport=InMemoryTransport(recorder=log.append))
+    log, _ = recorded_federation(run_federation, PARAMS, parties, 0, 2)
     return log
 
 

@@ -16,6 +16,9 @@ from ppxgb.errors import ParameterError, UnsupportedParameter
 from ppxgb.model import Ensemble
 from ppxgb.training import train_horizontal, train_vertical
 from ppxgb.training.horizontal import run_federation
+
+from helpers import centralized
+
 TOL = 1e-5
 
 #: (params, label kind); every objective ppxgb trains besides the three of the
@@ -56,10 +59,6 @@ def make_data(kind, n=900, n_features=6, seed=0, weighted=True):
     if weighted:
         w = rng.integers(1, 13, n) / 4.0 if kind == "class" else rng.uniform(0.1, 3.0, n)
     return X, y, w
-
-
-def oracle(params, X, y, w, rounds):
-    return xgb.train({**params, "tree_method": "hist"}, xgb.DMatrix(X, label=y, weight=w), rounds)
 
 
 def margin_gap(secure, reference, X):
@@ -109,7 +108,7 @@ def test_objective_with_weights_matches_xgboost(base, kind, mode, n_servers):
     the secure sums give the same intercept.)"""
     params = {**base, "max_depth": 3, "eta": 0.3}
     X, y, w = make_data(kind, seed=len(kind) + n_servers)
-    assert_matches(train(mode, params, X, y, w, 4, n_servers), oracle(params, X, y, w, 4), X)
+    assert_matches(train(mode, params, X, y, w, 4, n_servers), centralized(params, X, y, 4, weight=w), X)
 
 
 @pytest.mark.parametrize("base, kind", OBJECTIVES[:8], ids=lambda v: v["objective"] if isinstance(v, dict) else "")
@@ -117,7 +116,7 @@ def test_objective_with_weights_matches_xgboost(base, kind, mode, n_servers):
 def test_objective_without_weights_matches_xgboost(base, kind, mode):
     params = {**base, "max_depth": 3, "eta": 0.5}
     X, y, _ = make_data(kind, seed=11, weighted=False)
-    assert_matches(train(mode, params, X, y, None, 4, 2), oracle(params, X, y, None, 4), X)
+    assert_matches(train(mode, params, X, y, None, 4, 2), centralized(params, X, y, 4), X)
 
 
 @pytest.mark.parametrize("extra, kind", [
@@ -133,7 +132,7 @@ def test_objective_without_weights_matches_xgboost(base, kind, mode):
 def test_scale_pos_weight_and_max_delta_step_match_xgboost(extra, kind, mode, n_servers):
     params = {"max_depth": 4, "eta": 0.5, **extra}
     X, y, w = make_data(kind, seed=5)
-    assert_matches(train(mode, params, X, y, w, 5, n_servers), oracle(params, X, y, w, 5), X)
+    assert_matches(train(mode, params, X, y, w, 5, n_servers), centralized(params, X, y, 5, weight=w), X)
 
 
 @pytest.mark.slow
@@ -142,7 +141,7 @@ def test_longer_training_with_weights_matches_xgboost(base, kind):
     params = {**base, "max_depth": 5, "eta": 0.3, "max_bin": 64}
     X, y, w = make_data(kind, n=4000, seed=3)
     for mode, n_servers in (("horizontal", 4), ("vertical", 2)):
-        assert_matches(train(mode, params, X, y, w, 15, n_servers), oracle(params, X, y, w, 15), X)
+        assert_matches(train(mode, params, X, y, w, 15, n_servers), centralized(params, X, y, 15, weight=w), X)
 
 
 def test_weight_two_is_a_duplicated_row():
@@ -167,7 +166,7 @@ def test_vertical_weight_column_of_a_dataframe():
     booster = train_vertical(params, [fh, lh], "visits", label_party=1, num_boost_round=3, weight="wt")
     assert booster.feature_names == ["a", "b", "c", "d", "e", "f"]
     booster.feature_names = None
-    assert_matches(booster, oracle(params, X, y, w, 3), X)
+    assert_matches(booster, centralized(params, X, y, 3, weight=w), X)
 
 
 def test_exported_booster_predicts_the_model_exactly():
@@ -242,7 +241,7 @@ def test_labels_are_checked_as_xgboost_checks_them(objective, labels, word):
     with pytest.raises(ParameterError, match=word):
         train_horizontal(params, [(X, y)], num_boost_round=1)
     with pytest.raises(xgb.core.XGBoostError):
-        oracle(params, X, y, None, 1)
+        centralized(params, X, y, 1)
 
 
 def test_accepted_parameters_train_as_without_them():

@@ -8,8 +8,9 @@ from nacl import bindings as sodium
 
 from ppxgb.crypto.sharing import Randomness
 from ppxgb.errors import FormatError, ParameterError
-from ppxgb.transport import InMemoryTransport
 from ppxgb.training.vertical import psi
+
+from helpers import psi_federation
 
 ORDER = 2**252 + 27742317777372353535851937790883648493      # l, the order of the group
 P25519 = 2**255 - 19
@@ -83,9 +84,7 @@ def test_canonical_ids_equal_across_types():
 
 
 def _run(id_lists, record=None):
-    t = InMemoryTransport(recorder=record)
-    names = [f"party-{i}" for i in range(len(id_lists))]
-    return psi.run_psi_federation(t, names, names[0], id_lists, timeout=30), t
+    return psi_federation(id_lists, record, timeout=30)
 
 
 @pytest.mark.parametrize("n_parties", [2, 3, 4])

@@ -23,16 +23,15 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from ppxgb.crypto.sharing import Randomness
 from ppxgb.training import train_vertical
 from ppxgb.training.vertical import psi
-from ppxgb.transport import InMemoryTransport
+
+from helpers import psi_federation
 
 BASE_RATE = 0.3          # the label holder's share of positive labels, known to the attacker
 P25519 = 2**255 - 19
 
 
 def _psi(id_lists, recorder=None):
-    t = InMemoryTransport(recorder=recorder)
-    names = [f"party-{i}" for i in range(len(id_lists))]
-    return psi.run_psi_federation(t, names, names[0], id_lists, timeout=120)
+    return psi_federation(id_lists, recorder, timeout=120)[0]
 
 
 def _id_sets(rng, n_leader, n_follower, n_common):

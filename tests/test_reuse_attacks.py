@@ -32,7 +32,8 @@ import ppxgb.training.horizontal.party as party
 from ppxgb.crypto.sharing import Randomness
 from ppxgb.training.horizontal import run_federation
 from ppxgb.training.vertical import dealer, permute, run_vertical_federation
-from ppxgb.transport import InMemoryTransport
+
+from helpers import recorded_federation
 
 MIN_WORDS = 64          # pairs with a shorter common length are not compared
 MAX_WORDS = 4096        # words compared per pair
@@ -44,8 +45,7 @@ def _seed(label: str) -> bytes:
 
 
 def record(run, *args, **kwargs):
-    log = []
-    run(*args, transport=InMemoryTransport(recorder=log.append), **kwargs)
+    log, _ = recorded_federation(run, *args, **kwargs)
     return log
 
 

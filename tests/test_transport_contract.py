@@ -10,8 +10,6 @@ in-memory transport (one object for every role) and once over the network transp
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 
@@ -20,18 +18,9 @@ from ppxgb.net import NetworkTransport
 from ppxgb.tls import make_test_pki
 from ppxgb.transport import Blank, InMemoryTransport, Transport, draft_message, encode_message
 
+from helpers import free_ports
+
 pytestmark = pytest.mark.timeout(60)
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class MemoryWorld:
@@ -57,7 +46,7 @@ class NetworkWorld:
 
     def __init__(self, tmp_path, names, absent=(), connect=20.0):
         pki = make_test_pki(tmp_path / "pki", list(names))
-        addresses = {n: ("127.0.0.1", p) for n, p in zip(names, _free_ports(len(names)))}
+        addresses = {n: ("127.0.0.1", p) for n, p in zip(names, free_ports(len(names)))}
         self.ends = {n: NetworkTransport(n, addresses, pki[n], connect_timeout=connect, peer_timeout=10.0)
                      for n in names if n not in absent}
 

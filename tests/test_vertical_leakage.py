@@ -21,7 +21,8 @@ from ppxgb.training import binning
 from ppxgb.training.vertical import run_vertical_federation
 from ppxgb.training.vertical.label_holder import VerticalSource
 from ppxgb.training.vertical.rows import apply_partition, local_cuts
-from ppxgb.transport import InMemoryTransport
+
+from helpers import recorded_federation
 
 N = 2000
 
@@ -70,9 +71,8 @@ def test_feature_holder_ranks_labels_from_the_partitions():
     X_lh = rng.normal(size=(N, 4))
     y = (X_lh @ rng.normal(size=4) + 0.5 * rng.normal(size=N) > 0).astype(float)
     X_fh = rng.normal(size=(N, 4))                         # pure noise: FH's own splits say nothing
-    log = []
-    run_vertical_federation({"objective": "binary:logistic", "max_depth": 4}, [X_lh, X_fh], y, label_party=0,
-                            num_boost_round=10, transport=InMemoryTransport(recorder=log.append))
+    log, _ = recorded_federation(run_vertical_federation, {"objective": "binary:logistic", "max_depth": 4},
+                                 [X_lh, X_fh], y, label_party=0, num_boost_round=10)
     paths = fh_node_paths(log)
     assert paths.shape == (N, 10)
     a = auc(y, top_component(paths))
