@@ -128,7 +128,7 @@ class Objective:
 
     def json_values(self, params: Params) -> dict[str, str]:
         """The parameter block's values as XGBoost writes them."""
-        return {k: param_str(params.get(k, d)) for k, d in self.defaults.items()}
+        return {k: param_str((params or {}).get(k, d)) for k, d in self.defaults.items()}
 
     def base_margin(self, score: np.ndarray) -> np.ndarray:
         """The stored base_score (float32) in margin space."""
@@ -148,17 +148,17 @@ class Objective:
             raise ParameterError.bad(name, "finite labels", "NaN or inf")
         return y
 
-    def gradients(self, margin: np.ndarray, y: np.ndarray, w: np.ndarray | None,
-                  params: Params) -> tuple[np.ndarray, np.ndarray]:
+    def gradients(self, margin: np.ndarray, y: np.ndarray, w: np.ndarray | None = None,
+                  params: Params | None = None) -> tuple[np.ndarray, np.ndarray]:
         """float32 (g, h) of every row (times its weight w, float32 or None)."""
         raise ParameterError.bad("objective", "an objective ppxgb can train", self.name)
 
-    def newton_intercept(self, params: Params) -> bool:
+    def newton_intercept(self, params: Params | None) -> bool:
         """True when xgboost fits the intercept by one Newton step (else: label mean)."""
         return False
 
-    def intercept_stats(self, y: np.ndarray, w: np.ndarray | None, num_class: int,
-                        params: Params) -> np.ndarray:
+    def intercept_stats(self, y: np.ndarray, num_class: int = 0, w: np.ndarray | None = None,
+                        params: Params | None = None) -> np.ndarray:
         """Per-party sums the intercept needs (see the module docstring)."""
         if self.newton_intercept(params):
             g, h = self.gradients(np.zeros(len(y), _F), y, w, params)
@@ -169,7 +169,7 @@ class Objective:
         w64 = w.astype(np.float64)
         return np.array([float(np.dot(w64, y64)), w64.sum()])
 
-    def intercept_from_stats(self, totals: np.ndarray, params: Params,
+    def intercept_from_stats(self, totals: np.ndarray, params: Params | None = None,
                              threads: int | None = None) -> tuple[float, ...]:
         """XGBoost's default base_score from the securely summed intercept_stats
         (threads: xgboost's nthread, which orders one float32 sum of multi-class)."""
@@ -191,16 +191,16 @@ class _RegLoss(Objective):
     def loss(self, margin: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def gradients(self, margin, y, w, params):
+    def gradients(self, margin, y, w=None, params=None):
         g, h = self.loss(margin.astype(_F, copy=False), y)
-        spw = _F(params.get("scale_pos_weight", 1.0))
+        spw = _F((params or {}).get("scale_pos_weight", 1.0))
         if spw != _F(1.0):
             w = np.ones(len(y), _F) if w is None else w.copy()
             w[y == _F(1.0)] *= spw
         return _weighted(g, h, w)
 
     def newton_intercept(self, params):
-        return abs(_F(params.get("scale_pos_weight", 1.0)) - _F(1.0)) > _RT_EPS
+        return abs(_F((params or {}).get("scale_pos_weight", 1.0)) - _F(1.0)) > _RT_EPS
 
 
 class SquaredError(_RegLoss):
@@ -300,9 +300,9 @@ class Poisson(_LogLink):
     block = "poisson_regression_param"
     defaults = {"max_delta_step": 0.7}
 
-    def gradients(self, margin, y, w, params):
+    def gradients(self, margin, y, w=None, params=None):
         margin = margin.astype(_F, copy=False)
-        mds = _F(params.get("max_delta_step", 0.7))
+        mds = _F((params or {}).get("max_delta_step", 0.7))
         return _weighted((exp32(margin) - y).astype(_F), exp32(margin + mds), w)
 
 
@@ -311,9 +311,9 @@ class Tweedie(_LogLink):
     block = "tweedie_regression_param"
     defaults = {"tweedie_variance_power": 1.5}
 
-    def gradients(self, margin, y, w, params):
+    def gradients(self, margin, y, w=None, params=None):
         margin = margin.astype(_F, copy=False)
-        rho = _F(params.get("tweedie_variance_power", 1.5))
+        rho = _F((params or {}).get("tweedie_variance_power", 1.5))
         a = exp32((_F(1.0) - rho) * margin)
         b = exp32((_F(2.0) - rho) * margin)
         g = -y * a + b
@@ -328,8 +328,8 @@ class PseudoHuber(Objective):
     block = "pseudo_huber_param"
     defaults = {"huber_slope": 1.0}
 
-    def gradients(self, margin, y, w, params):
-        slope = _F(params.get("huber_slope", 1.0))
+    def gradients(self, margin, y, w=None, params=None):
+        slope = _F((params or {}).get("huber_slope", 1.0))
         slope2 = slope * slope
         z = (margin.astype(_F, copy=False) - y).astype(_F)
         z2 = z * z
@@ -348,7 +348,7 @@ class Hinge(Objective):
     block = None
     defaults: Mapping[str, float] = {}
 
-    def gradients(self, margin, y, w, params):
+    def gradients(self, margin, y, w=None, params=None):
         s = y.astype(np.float64) * 2.0 - 1.0
         active = margin.astype(np.float64) * s < 1.0
         ww = np.ones(len(y), np.float64) if w is None else w.astype(np.float64)
@@ -380,7 +380,7 @@ class _Multi(Objective):
             raise ParameterError.bad(name, f"integer class labels in [0, {num_class})", "other values")
         return y
 
-    def gradients(self, margin, y, w, params):
+    def gradients(self, margin, y, w=None, params=None):
         margin = margin.astype(_F, copy=False)
         z = np.exp(margin - margin.max(axis=1, keepdims=True))
         p = (z / z.sum(axis=1, keepdims=True)).astype(_F)
@@ -391,7 +391,7 @@ class _Multi(Objective):
         p[np.arange(len(y)), y.astype(np.int64)] -= _F(1.0)
         return (p if w is None else (p * w[:, None]).astype(_F)), h
 
-    def intercept_stats(self, y, w, num_class, params):
+    def intercept_stats(self, y, num_class=0, w=None, params=None):
         """[weight of class k..., sum of weights]."""
         idx = y.astype(np.int64)
         if w is None:
@@ -399,7 +399,7 @@ class _Multi(Objective):
         counts = np.bincount(idx, weights=w.astype(np.float64), minlength=num_class)
         return np.append(counts, w.astype(np.float64).sum())
 
-    def intercept_from_stats(self, totals, params, threads=None):
+    def intercept_from_stats(self, totals, params=None, threads=None):
         total = totals[-1]
         if not total > 0:
             raise ParameterError.bad("parties", "training rows with a positive total weight", total)

@@ -112,7 +112,7 @@ def _party_loop(transport, name, X, y, w, servers, coordinator, timeout):
         elif stage == "cuts":
             state.set_cuts([np.asarray(c, dtype=np.float32) for c in field(msg, "cuts", list)])
         elif stage == "intercept":
-            stats = objective.intercept_stats(y, w, p.num_class, p.objective_params)
+            stats = objective.intercept_stats(y, p.num_class, w, p.objective_params)
             send_shares(transport, name, servers, pl["step"], stats_enc.encode(intercept_limbs(stats, STATS_BITS)))
         elif stage == "base":
             base = np.asarray(field(msg, "base_margin", list), dtype=np.float32)

@@ -91,7 +91,7 @@ class VerticalSource(HistogramSource):
         return layout
 
     def intercept_totals(self) -> np.ndarray:
-        return intercept_limbs(self.objective.intercept_stats(self.y, self.w, self.p.num_class,
+        return intercept_limbs(self.objective.intercept_stats(self.y, self.p.num_class, self.w,
                                                               self.p.objective_params))
 
     def set_base_margin(self, base_margin: np.ndarray) -> None:
