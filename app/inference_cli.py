@@ -1,14 +1,16 @@
 """`ppxgb scoring-server` and `ppxgb score` (the client app) over ppxgb.inference.
 
     ppxgb scoring-server --db sqlite:///models.db --admin-token-file server.token \
-        --tls-cert cert.pem --tls-key key.pem [--host 127.0.0.1 --port 8443]
+        --tls-cert cert.pem --tls-key key.pem [--host 127.0.0.1 --port 8443] [--workers N]
+        (--db postgresql+psycopg://user:password@host:5432/dbname for PostgreSQL)
     ppxgb score --keys alice.key --token-file alice.token --server-url https://host:8443 \
         --input patients.csv [--output scores.csv] [--output-margin] [--ca-cert ca.pem]
 
 The client app reads rows from CSV (header row of feature names, empty cell or NaN for
 missing) or JSON (a list of objects keyed by feature name, or a list of lists; null
 for missing), encrypts them, scores them on the server, decrypts, and prints the
-predictions or writes them as CSV or JSON (by the output file's extension).
+predictions or writes them as CSV or JSON (by the output file's extension), owner-only
+(0600): scores are the user's private results.
 """
 
 from __future__ import annotations
@@ -20,19 +22,24 @@ import sys
 import numpy as np
 
 from ppxgb.errors import ParameterError, PeerFailure
-from ppxgb.wire import MSGPACK, http_client, read_private_file, read_token, run_service
+from ppxgb.files import write_atomic
+from ppxgb.wire import MSGPACK, check_tls, http_client, read_private_file, read_token, run_service
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("scoring-server", help="run the encrypted-inference scoring server")
-    p.add_argument("--db", default="sqlite:///ppxgb-models.db", help="SQLAlchemy URL of the model store")
+    p.add_argument("--db", default="sqlite:///ppxgb-models.db",
+                   help="SQLAlchemy URL of the model store: sqlite:///path.db, or "
+                        "postgresql+psycopg://user:password@host:5432/dbname")
     p.add_argument("--admin-token-file", required=True, help="token that authorises model uploads (0600)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8443)
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--insecure-http", action="store_true", help="serve plain HTTP (loopback only)")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes sharing --db")
+    p.add_argument("--cache-mb", type=float, default=1024.0,
+                   help="memory per worker for compiled models (least recently used dropped first)")
     p.add_argument("--pair-table-mb", type=float, default=512.0,
                    help="memory for leaf-pair product tables, shared by all models; they halve the "
                         "scoring work (about 90 MB per 100-tree model at 2048-bit keys; default 512, 0 = off)")
@@ -52,14 +59,20 @@ def register(subparsers) -> None:
 
 
 def _serve(args) -> int:
-    from ppxgb.inference.app import create_app
+    from ppxgb.inference import app as service
     from ppxgb.inference.store import ModelStore
 
-    app = create_app(ModelStore(args.db), read_token(args.admin_token_file), args.pair_table_mb)
-    if args.workers != 1:
-        raise ParameterError.bad("--workers", "1 per process (run more processes behind a balancer)",
-                                 args.workers)
-    run_service(app, args.host, args.port, args.tls_cert, args.tls_key, args.insecure_http)
+    if args.workers < 1:
+        raise ParameterError.bad("--workers", "an integer >= 1", args.workers)
+    check_tls(args.host, args.tls_cert, args.tls_key, args.insecure_http)
+    read_token(args.admin_token_file)          # fail here, not in every worker
+    ModelStore(args.db).engine.dispose()       # the URL works and the table exists
+    # each worker process builds its own app from these (uvicorn calls the factory)
+    os.environ.update({service.ENV_DB: args.db, service.ENV_ADMIN_TOKEN_FILE: args.admin_token_file,
+                       service.ENV_PAIR_TABLE_MB: str(args.pair_table_mb),
+                       service.ENV_CACHE_MB: str(args.cache_mb)})
+    run_service("ppxgb.inference.app:app_from_env", args.host, args.port, args.tls_cert, args.tls_key,
+                args.insecure_http, workers=args.workers)
     return 0
 
 
@@ -110,8 +123,7 @@ def write_predictions(pred: np.ndarray, path: str | None) -> None:
         lines = [",".join(header)] + [",".join(repr(float(v)) for v in r) for r in rows]
         text = "\n".join(lines) + "\n"
     if path:
-        with open(path, "w") as fh:
-            fh.write(text)
+        write_atomic(path, text, mode=0o600)
     else:
         sys.stdout.write(text)
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import sys
 
 from ppxgb.errors import ParameterError, PeerFailure
@@ -89,11 +90,29 @@ def _keystore(args):
     return KeyStore(args.keystore, load_master_key(args.master_key_file)) if args.keystore else None
 
 
+def _check_outputs(args) -> None:
+    """Refuse unusable --key-out/--token-out before anything is enrolled: an enrollment
+    stored on the server whose keys could not be handed out would be lost."""
+    outs = [("--key-out", args.key_out)] + ([("--token-out", args.token_out)] if args.token_out else [])
+    if args.token_out and os.path.abspath(args.token_out) == os.path.abspath(args.key_out):
+        raise ParameterError.bad("--token-out", "a different file than --key-out", args.token_out)
+    for flag, path in outs:
+        if os.path.lexists(path):
+            raise ParameterError.bad(flag, "a file that does not exist yet", path)
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise ParameterError.bad(flag, "a path in an existing writable directory", path)
+
+
 def _hand_out(args, keys_bytes: bytes, token: str) -> None:
     UserKeys.from_bytes(keys_bytes)
     write_private_file(args.key_out, keys_bytes)
     if args.token_out:
-        write_private_file(args.token_out, token + "\n")
+        try:
+            write_private_file(args.token_out, token + "\n")
+        except BaseException:
+            os.unlink(args.key_out)          # both files or neither
+            raise
     else:
         print(token)
 
@@ -106,6 +125,7 @@ def _new_secret(args) -> int:
 
 
 def _enroll(args) -> int:
+    _check_outputs(args)
     if args.proxy_url:
         if not args.admin_token_file:
             raise ParameterError.bad("--admin-token-file", "the proxy's admin token file", None)

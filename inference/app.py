@@ -7,7 +7,10 @@
     GET  /v1/health
 
 Every scoring request is authenticated with the user's bearer token, and a token only
-opens the models enrolled for its user.  Bad input gets a 4xx JSON answer
+opens the models enrolled for its user; a model that is not the token's gets the same
+404 as one that does not exist, so a token holder cannot probe for model ids.  Tokens
+are checked before any body byte is read, and bodies are counted as they stream in
+(chunked uploads too): over the limit is a 413.  Bad input gets a 4xx JSON answer
 {"detail": ...}; nothing stored changes.  Workers keep only a cache of compiled models
 (rows are write-once), so any number of them can serve one database.
 """
@@ -15,11 +18,13 @@ opens the models enrolled for its user.  Bad input gets a 4xx JSON answer
 from __future__ import annotations
 
 import hmac
+import os
 import re
 
 from ppxgb.errors import FormatError, ParameterError
-from ppxgb.formats import EncryptedModel
-from ppxgb.wire import MAX_MODEL_BYTES, MAX_QUERY_BYTES, MSGPACK, bearer_token, missing_extra
+from ppxgb.formats import EncryptedModel, EncryptedQueries
+from ppxgb.wire import (MAX_MODEL_BYTES, MAX_QUERY_BYTES, MSGPACK, BodyTooLarge, bearer_token,
+                        declare_bearer, error_responses, missing_extra, read_limited, read_token)
 
 try:  # the `serve` extra; ppxgb.inference's Server and Client do not need it
     from fastapi import FastAPI, Request
@@ -28,10 +33,13 @@ try:  # the `serve` extra; ppxgb.inference's Server and Client do not need it
 except ImportError as exc:
     raise missing_extra(exc, "serve", "the scoring service") from None
 
-from .server import Server
+from .server import Server, UnknownModel
 from .store import ModelExists, ModelStore
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+#: Environment of an app built by `app_from_env` (one per uvicorn worker process).
+ENV_DB, ENV_ADMIN_TOKEN_FILE = "PPXGB_SCORING_DB", "PPXGB_SCORING_ADMIN_TOKEN_FILE"
+ENV_PAIR_TABLE_MB, ENV_CACHE_MB = "PPXGB_SCORING_PAIR_TABLE_MB", "PPXGB_SCORING_CACHE_MB"
 
 
 class HTTPProblem(Exception):
@@ -50,28 +58,39 @@ def _msgpack_answer(description: str) -> dict:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPProblem(413, f"body: expected at most {limit} bytes, got {declared}")
-    body = await request.body()
-    if len(body) > limit:
-        raise HTTPProblem(413, f"body: expected at most {limit} bytes, got {len(body)}")
+    body = await read_limited(request, limit)
     if not body:
         raise HTTPProblem(400, "body: expected a msgpack document, got an empty body")
     return body
 
 
-def create_app(store: ModelStore, admin_token: str, pair_table_mb: float = 0.0) -> FastAPI:
+def app_from_env() -> FastAPI:
+    """The app factory uvicorn calls in each worker process (`--workers N`): the store
+    URL, admin token file and memory budgets come from the PPXGB_SCORING_* variables."""
+    return create_app(ModelStore(os.environ.get(ENV_DB, "sqlite:///ppxgb-models.db")),
+                      read_token(os.environ[ENV_ADMIN_TOKEN_FILE]),
+                      float(os.environ.get(ENV_PAIR_TABLE_MB, "0")),
+                      float(os.environ.get(ENV_CACHE_MB, "1024")))
+
+
+def create_app(store: ModelStore, admin_token: str, pair_table_mb: float = 0.0,
+               cache_mb: float = 1024.0) -> FastAPI:
     """The scoring service over `store`; `admin_token` authorises model uploads.
 
     pair_table_mb: memory of this worker for leaf-pair product tables, shared by all
-    models (see Server).
+    models (see Server); cache_mb: memory for compiled models (least recently used
+    ones are dropped and recompiled from the store when needed again).
     """
     if not admin_token or len(admin_token) < 16:
         raise ParameterError.bad("admin_token", "a token of at least 16 characters", "a short token")
     app = FastAPI(title="ppxgb scoring server", version="1",
                   description="Scores OPE/Paillier-encrypted queries against encrypted XGBoost models.")
-    cache = Server(pair_table_mb=pair_table_mb)
+    cache = Server(pair_table_mb=pair_table_mb, cache_mb=cache_mb)
+    declare_bearer(app)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request, exc: BodyTooLarge):
+        return JSONResponse({"detail": str(exc)}, status_code=413, headers={"connection": "close"})
 
     @app.exception_handler(HTTPProblem)
     async def _problem(request, exc: HTTPProblem):
@@ -93,23 +112,22 @@ def create_app(store: ModelStore, admin_token: str, pair_table_mb: float = 0.0) 
         if user is None:
             raise HTTPProblem(401, "authorization: the access token is not valid")
         owner = store.owner(model_id)
-        if owner is None:
-            raise HTTPProblem(404, f"model_id: no model {model_id!r} on this server")
-        if owner[0] != user:
-            raise HTTPProblem(403, f"model_id: this token may not score model {model_id!r}")
+        if owner is None or not hmac.compare_digest(owner[0].encode(), user.encode()):
+            # one answer for "not yours" and "does not exist": ids cannot be probed
+            raise HTTPProblem(404, f"model_id: no model {model_id!r} that this token may score")
 
     @app.get("/v1/health")
     def health() -> dict:
         return {"status": "ok"}
 
-    @app.put("/v1/models/{model_id}", status_code=201,
+    @app.put("/v1/models/{model_id}", status_code=201, responses=error_responses(400, 401, 409, 413, 422),
              openapi_extra=_binary_body("EncryptedModel, ppxgb.encrypted_model v1 (msgpack)"))
     async def upload(model_id: str, request: Request) -> dict:
         token = bearer_token(request.headers.get("authorization"))
         if token is None or not hmac.compare_digest(token.encode(), admin_token.encode()):
             raise HTTPProblem(401, "authorization: model uploads need the server's admin token")
         digest = request.headers.get("x-ppxgb-token-sha256", "").lower()
-        if not _HEX64.match(digest):
+        if not _HEX64.fullmatch(digest):
             raise HTTPProblem(400, "x-ppxgb-token-sha256: expected 64 hex digits")
         body = await _read_body(request, MAX_MODEL_BYTES)
         model = await run_in_threadpool(EncryptedModel.from_bytes, body)
@@ -121,7 +139,8 @@ def create_app(store: ModelStore, admin_token: str, pair_table_mb: float = 0.0) 
             raise HTTPProblem(409, str(exc)) from None
         return {"model_id": model_id, "user_id": model.user_id}
 
-    @app.post("/v1/models/{model_id}/predict", responses=_msgpack_answer("EncryptedScores (msgpack)"),
+    @app.post("/v1/models/{model_id}/predict",
+              responses={**_msgpack_answer("EncryptedScores (msgpack)"), **error_responses(400, 401, 404, 413, 422)},
               response_class=Response,
               openapi_extra=_binary_body("EncryptedQueries, ppxgb.encrypted_queries v1 (msgpack)"))
     async def predict(model_id: str, request: Request) -> Response:
@@ -129,12 +148,18 @@ def create_app(store: ModelStore, admin_token: str, pair_table_mb: float = 0.0) 
         body = await _read_body(request, MAX_QUERY_BYTES)
 
         def score() -> bytes:
-            if model_id not in cache:
-                blob = store.blob(model_id)
-                if blob is None:
-                    raise HTTPProblem(404, f"model_id: no model {model_id!r} on this server")
-                cache.add(blob)
-            return cache.predict(model_id, body).to_bytes()
+            queries = EncryptedQueries.from_bytes(body)
+            for _ in range(3):                  # the cache may drop the model in between
+                if model_id not in cache:
+                    blob = store.blob(model_id)
+                    if blob is None:
+                        raise HTTPProblem(404, f"model_id: no model {model_id!r} that this token may score")
+                    cache.add(blob)
+                try:
+                    return cache.predict(model_id, queries).to_bytes()
+                except UnknownModel:
+                    continue
+            raise HTTPProblem(503, "model cache: too busy to hold this model, retry")
 
         return Response(await run_in_threadpool(score), media_type=MSGPACK)
 

@@ -15,12 +15,19 @@ A pair of depth-6 trees costs 64 * 64 ciphertexts (2 MB at 2048-bit keys; a 100-
 model about 90 MB).  The budget is for the whole server: models get tables in the
 order they are added until it is spent, and a model without tables scores the same,
 only slower.
+
+Compiled models are a cache bounded by memory (`cache_mb`, approximate bytes per
+compiled model: its ciphertexts as gmpy2 integers, node arrays and pair tables); the
+least recently used ones are dropped when a new one does not fit, and their pair-table
+budget is handed back.  The newest model is always kept, even if alone it exceeds the
+bound.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import gmpy2
@@ -29,6 +36,7 @@ import numpy as np
 from ppxgb.errors import ParameterError
 from ppxgb.formats import EncryptedModel, EncryptedQueries, EncryptedScores
 from ppxgb.splitrule import encoded_goes_left
+from ppxgb.crypto import ore
 
 
 class UnknownModel(ParameterError):
@@ -48,16 +56,29 @@ class _Compiled:
     n_local: np.ndarray       # per tree: number of leaves
     digest: bytes             # SHA-256 of the model's bytes
     table_bytes: int          # share of the pair-table budget its tables hold
+    size: int                 # approximate bytes held in all (for the cache bound)
+
+
+def compiled_size(model: EncryptedModel, table_bytes: int) -> int:
+    """Approximate memory of a compiled model: every ciphertext held twice (the model's
+    Python ints and the gmpy2 copies), node arrays, pair tables."""
+    width = 2 * ((int(model.paillier_n).bit_length() * 2 + 7) // 8) + 64
+    arrays = sum(a.nbytes for a in (model.roots, model.tree_group, model.left, model.right,
+                                    model.column, model.threshold, model.leaf))
+    return width * (len(model.leaf_ciphers) + len(model.base_ciphers)) + 3 * arrays + table_bytes + 4096
 
 
 class Server:
     """Holds encrypted models (in memory) and scores encrypted queries against them."""
 
-    def __init__(self, pair_table_mb: float = 0.0):
+    def __init__(self, pair_table_mb: float = 0.0, cache_mb: float | None = None):
         if not pair_table_mb >= 0:
             raise ParameterError.bad("pair_table_mb", "a size in MB >= 0", pair_table_mb)
+        if cache_mb is not None and not cache_mb > 0:
+            raise ParameterError.bad("cache_mb", "a size in MB > 0 (or None: unbounded)", cache_mb)
         self.pair_table_bytes = int(pair_table_mb * 2**20)     # left for new tables
-        self._models: dict[str, _Compiled] = {}
+        self.cache_bytes = None if cache_mb is None else int(cache_mb * 2**20)
+        self._models: OrderedDict[str, _Compiled] = OrderedDict()   # least recently used first
         self._lock = threading.Lock()          # the model dict and the budget
         self._add_lock = threading.Lock()      # one model is compiled at a time
 
@@ -91,10 +112,28 @@ class Server:
                 model=model, depth=model.depth(), nsquare=n2, leaf_ciphers=leaf_ciphers,
                 base_ciphers=tuple(gmpy2.mpz(c) for c in model.base_ciphers), group_trees=group_trees,
                 factors=factors, local=local, n_local=n_local, digest=digest, table_bytes=table_bytes,
+                size=compiled_size(model, table_bytes),
             )
             with self._lock:
                 self._models[model.model_id] = compiled
+                self._models.move_to_end(model.model_id)
+                self._evict()
         return model.model_id
+
+    @property
+    def held_bytes(self) -> int:
+        """Approximate memory of the compiled models held now."""
+        return sum(c.size for c in list(self._models.values()))
+
+    def _evict(self) -> None:
+        """Drop least recently used models until the cache fits (caller holds _lock)."""
+        if self.cache_bytes is None:
+            return
+        total = sum(c.size for c in self._models.values())
+        while total > self.cache_bytes and len(self._models) > 1:
+            _, old = self._models.popitem(last=False)
+            total -= old.size
+            self.pair_table_bytes += old.table_bytes
 
     def _plan(self, model, leaf_ciphers, group_trees, local, n_local, n2) -> tuple[tuple, int]:
         """Per group, the factors of a row's product: single trees or precomputed tree
@@ -135,12 +174,19 @@ class Server:
     def __contains__(self, model_id: str) -> bool:
         return model_id in self._models
 
+    def held(self) -> list[str]:
+        """Ids of the compiled models held, least recently used first."""
+        with self._lock:
+            return list(self._models)
+
     def model(self, model_id: str) -> EncryptedModel:
         return self._get(model_id).model
 
     def _get(self, model_id: str) -> _Compiled:
         try:
-            return self._models[model_id]
+            with self._lock:
+                self._models.move_to_end(model_id)
+                return self._models[model_id]
         except KeyError:
             raise UnknownModel(f"model_id: no model {model_id!r} on this server") from None
 
@@ -157,8 +203,16 @@ class Server:
         if len(position) != len(queries.columns) or set(position) != set(m.columns):
             raise ParameterError.bad("queries.columns", f"the model's {len(m.columns)} feature columns",
                                      f"{len(queries.columns)} columns that do not match")
-        qcol = np.array([position[name] for name in m.columns], dtype=np.int64)
-        leaves = walk(m, qcol[np.maximum(m.column, 0)], queries.values, c.depth)
+        if queries.scheme != m.scheme:
+            raise ParameterError.bad("queries.scheme", repr(m.scheme), queries.scheme)
+        qcol = np.array([position[name] for name in m.columns] or [0], dtype=np.int64)
+        node_qcol = qcol[np.maximum(m.column, 0)]
+        if m.scheme == "ore":
+            leaves = ore.walk_ore(m.roots.astype(np.int64), m.left.astype(np.int64), m.right.astype(np.int64),
+                                  node_qcol, m.leaf.astype(np.int64), m.ore_right, queries.ore_left,
+                                  ore.BLOCK_BITS, ore.n_blocks(), c.depth).astype(np.int64)
+        else:
+            leaves = walk(m, node_qcol, queries.values, c.depth)
         return EncryptedScores(model_id=model_id, paillier_n=m.paillier_n, n_rows=queries.n_rows,
                                n_groups=m.n_groups, ciphers=tuple(self._sum(c, leaves)))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -27,14 +28,27 @@ import msgpack
 import numpy as np
 
 from .errors import FormatError
+from .crypto import ore as _ore
 from .crypto.ope import IN_RANGE, OUT_RANGE
 
 VERSION = 1
 #: Slot 0 ("low") encodes a missing value below every float32, slot 1 ("high") above.
 SLOT_LOW, SLOT_HIGH = 0, 1
 TRANSFORMS = ("sigmoid", "softmax", "identity", "argmax")
-_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+#: Comparison schemes: "ope" (order-preserving, int64 ciphertexts; the default, and what
+#: files without a "scheme" field hold) and "ore" (Lewi-Wu left/right ciphertexts,
+#: ppxgb.crypto.ore, with ORE_BLOCK_BITS-bit blocks).
+SCHEMES = ("ope", "ore")
+ORE_BLOCK_BITS = _ore.BLOCK_BITS
+_ID = re.compile(r"[A-Za-z0-9_.@-]{1,128}")      # used with fullmatch: no trailing newline
 MAX_ROWS = 100_000
+#: Decoding bounds: the longest list in any format (query columns: 2 per feature, at
+#: most 100_000 features), the most keys in a map, and the most list/map items in one
+#: document.  msgpack objects cost 8-60 bytes of memory per byte of input, so without
+#: them 64 MiB of nested empty lists would take gigabytes.
+MAX_LIST = 200_000
+MAX_MAP = 64
+MAX_ITEMS = 1_000_000
 
 
 # ---------------------------------------------------------------- derivations
@@ -48,18 +62,63 @@ def ope_feature_key(ope_key: bytes, feature: int, slot: int) -> bytes:
     return hmac.digest(ope_key, f"ppxgb.crypto.ope|{feature}|{slot}".encode(), hashlib.sha256)
 
 
+def ore_feature_key(order_key: bytes, feature: int, slot: int) -> bytes:
+    """The ORE key (AES-128) of one (feature, slot), from the same master key field."""
+    return hmac.digest(order_key, f"ppxgb.crypto.ore|{feature}|{slot}".encode(), hashlib.sha256)[:16]
+
+
+def _scheme_in(doc, kind) -> str:
+    """The "scheme" field; absent in files written before ORE, which are OPE."""
+    scheme = doc.get("scheme", "ope")
+    if scheme not in SCHEMES:
+        raise FormatError(f"{kind}: field 'scheme' must be one of {SCHEMES}, got {scheme!r}")
+    if scheme == "ore" and doc.get("ore_block_bits") != ORE_BLOCK_BITS:
+        raise FormatError(f"{kind}: unsupported ORE block size {doc.get('ore_block_bits')!r}, "
+                          f"expected {ORE_BLOCK_BITS}")
+    return scheme
+
+
+def _scheme_out(scheme: str) -> dict:
+    return {"scheme": scheme, **({"ore_block_bits": ORE_BLOCK_BITS} if scheme == "ore" else {})}
+
+
 # ---------------------------------------------------------------- envelope helpers
 def _pack(kind: str, fields: dict[str, Any]) -> bytes:
     return msgpack.packb({"format": kind, "v": VERSION, **fields}, use_bin_type=True)
+
+
+class _TooManyItems(Exception):
+    pass
+
+
+def _bounded_unpackb(data: bytes):
+    """msgpack.unpackb with every allocation bounded: string and binary lengths by the
+    input size, lists by MAX_LIST, maps by MAX_MAP, no ext types, and the items of all
+    lists and maps together by MAX_ITEMS (counted by hooks as each container is built)."""
+    count = [0]
+
+    def counted(container):
+        count[0] += len(container) + 1
+        if count[0] > MAX_ITEMS:
+            raise _TooManyItems
+        return container
+
+    n = len(data)
+    return msgpack.unpackb(data, raw=False, strict_map_key=True, list_hook=counted, object_hook=counted,
+                           max_bin_len=n, max_str_len=n,
+                           max_array_len=min(n, MAX_LIST), max_map_len=min(n, MAX_MAP), max_ext_len=0)
 
 
 def _unpack(data, kind: str) -> dict[str, Any]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError(f"{kind}: expected bytes, got {type(data).__name__}")
     try:
-        doc = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True)
+        doc = _bounded_unpackb(bytes(data))
+    except _TooManyItems:
+        raise FormatError(f"{kind}: more than {MAX_ITEMS} list or map items") from None
     except Exception:  # msgpack raises many types for bad input
-        raise FormatError(f"{kind}: not a valid msgpack document") from None
+        raise FormatError(f"{kind}: not a valid msgpack document "
+                          f"(or a list over {MAX_LIST} items, a map over {MAX_MAP} keys)") from None
     if not isinstance(doc, dict) or doc.get("format") != kind:
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise FormatError(f"{kind}: wrong format tag {got!r}")
@@ -77,7 +136,7 @@ def _get(doc: dict, kind: str, name: str, typ, check=None):
 
 
 def _ident(doc, kind, name) -> str:
-    return _get(doc, kind, name, str, _ID.match)
+    return _get(doc, kind, name, str, _ID.fullmatch)
 
 
 def _array_out(a: np.ndarray, dtype) -> dict:
@@ -93,7 +152,8 @@ def _array_in(doc, kind, name, dtype, ndim) -> np.ndarray:
             or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in shape)):
         raise FormatError(f"{kind}: field {name!r} is not a valid array")
     dt = np.dtype(dtype).newbyteorder("<")
-    if len(data) != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+    # Python ints: a numpy product of [2**62, 4] wraps around in int64
+    if len(data) != math.prod(int(s) for s in shape) * dt.itemsize or any(s > len(data) for s in shape[1:]):
         raise FormatError(f"{kind}: field {name!r} has the wrong length for its shape")
     return np.frombuffer(data, dtype=dt).astype(dtype).reshape(shape)
 
@@ -153,6 +213,7 @@ class UserKeys:
     n_groups: int
     transform: str
     feature_names: tuple[str, ...] | None = None
+    scheme: str = "ope"                # "ope" or "ore": ope_key is the order master key of either
 
     KIND = "ppxgb.keys"
 
@@ -172,6 +233,7 @@ class UserKeys:
             "n_groups": self.n_groups, "transform": self.transform,
             "feature_names": list(self.feature_names) if self.feature_names else None,
             "ope_in_range": list(IN_RANGE), "ope_out_range": list(OUT_RANGE),
+            **_scheme_out(self.scheme),
         })
 
     @classmethod
@@ -198,7 +260,7 @@ class UserKeys:
             paillier_n=n, paillier_p=p, paillier_q=q, slots=tuple(slots),
             n_groups=_get(doc, k, "n_groups", int, lambda v: 1 <= v <= 10_000),
             transform=_get(doc, k, "transform", str, lambda v: v in TRANSFORMS),
-            feature_names=tuple(names) if names else None,
+            feature_names=tuple(names) if names else None, scheme=_scheme_in(doc, k),
         )
 
 
@@ -226,11 +288,14 @@ class EncryptedModel:
     leaf: np.ndarray           # int32 (n_nodes,)
     leaf_ciphers: tuple[int, ...]
     base_ciphers: tuple[int, ...]   # one encrypted intercept per output group
+    scheme: str = "ope"
+    ore_right: np.ndarray | None = None   # "ore": uint8 (n_nodes, ore.right_width()), zeros for leaves
 
     KIND = "ppxgb.encrypted_model"
 
     def __post_init__(self) -> None:
-        _freeze(self.roots, self.tree_group, self.left, self.right, self.column, self.threshold, self.leaf)
+        _freeze(self.roots, self.tree_group, self.left, self.right, self.column, self.threshold, self.leaf,
+                self.ore_right)
 
     @property
     def n_trees(self) -> int:
@@ -248,6 +313,8 @@ class EncryptedModel:
             "n_leaves": len(self.leaf_ciphers),
             "leaf_ciphers": ciphers_out(self.leaf_ciphers, self.paillier_n),
             "base_ciphers": ciphers_out(self.base_ciphers, self.paillier_n),
+            **_scheme_out(self.scheme),
+            **({"ore_right": _array_out(self.ore_right, np.uint8)} if self.scheme == "ore" else {}),
         })
 
     @classmethod
@@ -269,40 +336,64 @@ class EncryptedModel:
         arrays = {f: _array_in(doc, k, f, np.int32, 1) for f in ("left", "right", "column", "leaf")}
         thr = _array_in(doc, k, "threshold", np.int64, 1)
         n_leaves = _get(doc, k, "n_leaves", int, lambda v: 0 < v <= 10_000_000)
+        scheme = _scheme_in(doc, k)
         model = cls(
             model_id=_ident(doc, k, "model_id"), user_id=_ident(doc, k, "user_id"), paillier_n=n,
             n_groups=groups, columns=tuple(columns), roots=roots, tree_group=group,
             left=arrays["left"], right=arrays["right"], column=arrays["column"], threshold=thr,
             leaf=arrays["leaf"], leaf_ciphers=tuple(ciphers_in(doc, k, "leaf_ciphers", n, n_leaves)),
-            base_ciphers=tuple(ciphers_in(doc, k, "base_ciphers", n, groups)),
+            base_ciphers=tuple(ciphers_in(doc, k, "base_ciphers", n, groups)), scheme=scheme,
+            ore_right=_array_in(doc, k, "ore_right", np.uint8, 2) if scheme == "ore" else None,
         )
         model.check()
         return model
 
     def check(self) -> None:
-        """Structural validation: every index in range, every tree a tree, no cycles."""
+        """Structural validation: every index in range, every tree a tree (each node
+        reached exactly once from its root, children inside their own tree), and every
+        leaf ciphertext used by exactly one leaf, so no tree reaches into another's."""
         k = self.KIND
         n_nodes = self.left.shape[0]
         t = self.tree_group.shape[0]
+        n_leaves = len(self.leaf_ciphers)
         if t == 0 or self.roots.shape != (t + 1,) or self.roots[0] != 0 or self.roots[-1] != n_nodes \
-                or np.any(np.diff(self.roots) < 1):
+                or np.any(np.diff(self.roots.astype(np.int64)) < 1):
             raise FormatError(f"{k}: tree offsets are invalid")
+        if len(self.base_ciphers) != self.n_groups:
+            raise FormatError(f"{k}: expected {self.n_groups} base ciphertexts, got {len(self.base_ciphers)}")
         if np.any((self.tree_group < 0) | (self.tree_group >= self.n_groups)):
             raise FormatError(f"{k}: a tree names an output group that does not exist")
         if any(a.shape != (n_nodes,) for a in (self.right, self.column, self.threshold, self.leaf)):
             raise FormatError(f"{k}: node arrays differ in length")
         inner = self.column >= 0
-        if np.any(self.column >= len(self.columns)) or np.any(inner == (self.leaf >= 0)):
-            raise FormatError(f"{k}: a node is neither a valid split nor a valid leaf")
-        if np.any(self.leaf >= len(self.leaf_ciphers)):
+        if np.any(self.column < -1) or np.any(self.column >= len(self.columns)) \
+                or np.any(self.leaf < -1) or np.any(inner == (self.leaf >= 0)):
+            raise FormatError(f"{k}: a node is neither a split on a listed column nor a leaf")
+        if np.any(self.leaf >= n_leaves):
             raise FormatError(f"{k}: a leaf index is out of range")
-        owner = np.repeat(np.arange(t), np.diff(self.roots))
+        leaves = self.leaf[~inner]
+        if leaves.shape[0] != n_leaves or np.bincount(leaves, minlength=n_leaves).max() != 1:
+            raise FormatError(f"{k}: leaf ciphertexts must be used by exactly one leaf each "
+                              f"({n_leaves} ciphertexts, {leaves.shape[0]} leaves)")
+        owner = np.repeat(np.arange(t), np.diff(self.roots.astype(np.int64)))
+        idx = np.flatnonzero(inner)
         for kids in (self.left[inner], self.right[inner]):
-            idx = np.flatnonzero(inner)
             if np.any((kids <= idx) | (kids >= n_nodes)) or np.any(owner[np.clip(kids, 0, n_nodes - 1)] != owner[idx]):
-                raise FormatError(f"{k}: child indices are out of range")
+                raise FormatError(f"{k}: a child index points before its parent or out of its tree")
+        # children come after parents, so every node reached once from its root = a tree
+        parents = np.bincount(np.concatenate([self.left[inner], self.right[inner]]), minlength=n_nodes)
+        is_root = np.zeros(n_nodes, dtype=bool)
+        is_root[self.roots[:-1]] = True
+        if np.any(parents[is_root] != 0) or np.any(parents[~is_root] != 1):
+            raise FormatError(f"{k}: a tree's nodes must each be reached exactly once from its root")
         if np.any((self.threshold[inner] < OUT_RANGE[0]) | (self.threshold[inner] > OUT_RANGE[1])):
             raise FormatError(f"{k}: a threshold is not an OPE ciphertext")
+        if self.scheme not in SCHEMES:
+            raise FormatError(f"{k}: field 'scheme' must be one of {SCHEMES}, got {self.scheme!r}")
+        if (self.scheme == "ore") != (self.ore_right is not None) or (
+                self.ore_right is not None and self.ore_right.shape != (n_nodes, _ore.right_width())):
+            raise FormatError(f"{k}: an 'ore' model needs ORE right ciphertexts of shape "
+                              f"({n_nodes}, {_ore.right_width()}), an 'ope' model none")
 
     def depth(self) -> int:
         """Longest root-to-leaf path (children have larger indices than parents)."""
@@ -319,12 +410,14 @@ class EncryptedQueries:
 
     model_id: str
     columns: tuple[str, ...]
-    values: np.ndarray        # int64 (n_rows, n_columns)
+    values: np.ndarray        # int64 (n_rows, n_columns); zeros for "ore"
+    scheme: str = "ope"
+    ore_left: np.ndarray | None = None   # "ore": uint8 (n_rows, n_columns * ore.left_width())
 
     KIND = "ppxgb.encrypted_queries"
 
     def __post_init__(self) -> None:
-        _freeze(self.values)
+        _freeze(self.values, self.ore_left)
 
     @property
     def n_rows(self) -> int:
@@ -332,7 +425,9 @@ class EncryptedQueries:
 
     def to_bytes(self) -> bytes:
         return _pack(self.KIND, {"model_id": self.model_id, "columns": list(self.columns),
-                                 "values": _array_out(self.values, np.int64)})
+                                 "values": _array_out(self.values, np.int64), **_scheme_out(self.scheme),
+                                 **({"ore_left": _array_out(self.ore_left, np.uint8)}
+                                    if self.scheme == "ore" else {})})
 
     @classmethod
     def from_bytes(cls, data) -> "EncryptedQueries":
@@ -344,7 +439,15 @@ class EncryptedQueries:
             raise FormatError(f"{k}: values must be (1..{MAX_ROWS}) rows x {len(columns)} columns")
         if values.size and (values.min() < OUT_RANGE[0] or values.max() > OUT_RANGE[1]):
             raise FormatError(f"{k}: a value is not an OPE ciphertext")
-        return cls(model_id=_ident(doc, k, "model_id"), columns=tuple(columns), values=values)
+        scheme = _scheme_in(doc, k)
+        ore_left = None
+        if scheme == "ore":
+            ore_left = _array_in(doc, k, "ore_left", np.uint8, 2)
+            if ore_left.shape != (values.shape[0], len(columns) * _ore.left_width()):
+                raise FormatError(f"{k}: field 'ore_left' must be {values.shape[0]} rows x "
+                                  f"{len(columns) * _ore.left_width()} bytes")
+        return cls(model_id=_ident(doc, k, "model_id"), columns=tuple(columns), values=values,
+                   scheme=scheme, ore_left=ore_left)
 
 
 @dataclass(frozen=True)

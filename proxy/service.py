@@ -6,7 +6,11 @@ keys sealed into the key store; the caller gets the key file bytes and the token
 
     POST /v1/enroll   admin token; JSON {"user_id", "model"} ->
                       {"user_id", "model_id", "access_token", "keys"} (keys: base64 key file)
-    GET  /v1/health
+    GET  /v1/health   {"status": "ok"} only (no model names without a token)
+
+The admin token is checked before a byte of the body is read, and the body (at most
+MAX_ENROLL_BYTES, counted as it streams in, chunked or not; over it is a 413) is then
+parsed and validated: a bad body is a 422 only for a caller with the token.
 
 Enrolling needs only the base install (the upload goes through httpx); the HTTP app
 needs the `serve` extra, so fastapi and pydantic are imported inside `create_app`.
@@ -17,14 +21,22 @@ types from the function, and they are classes local to `create_app`.)
 import base64
 import hashlib
 import hmac
+import json
 from dataclasses import dataclass
 
 from ppxgb.errors import FormatError, ParameterError, PeerFailure
 from ppxgb.model import Ensemble
-from ppxgb.wire import MSGPACK, bearer_token, missing_extra, new_token
+from ppxgb.wire import (MSGPACK, BodyTooLarge, bearer_token, declare_bearer, error_responses, missing_extra,
+                        new_token, read_limited)
 
 from .enroll import Enrollment, Proxy
 from .keystore import KeyStore
+
+
+#: The largest enrolment request body (a JSON object of two short ids).
+MAX_ENROLL_BYTES = 16 * 2**10
+#: Ids: letters, digits and _.@- (pydantic's patterns match the whole string; no newline).
+ID_PATTERN = r"^[A-Za-z0-9_.@-]{1,128}$"
 
 
 @dataclass
@@ -65,13 +77,13 @@ def create_app(proxy: Proxy, models: dict[str, Ensemble], link: ScoringServerLin
         from fastapi import FastAPI, Request
         from fastapi.concurrency import run_in_threadpool
         from fastapi.responses import JSONResponse
-        from pydantic import BaseModel, Field
+        from pydantic import BaseModel, Field, ValidationError
     except ImportError as exc:
         raise missing_extra(exc, "serve", "the proxy service") from None
 
     class EnrollRequest(BaseModel):
-        user_id: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,128}$")
-        model: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,128}$", description="name of a model the proxy serves")
+        user_id: str = Field(pattern=ID_PATTERN)
+        model: str = Field(pattern=ID_PATTERN, description="name of a model the proxy serves")
 
     class EnrollAnswer(BaseModel):
         user_id: str
@@ -81,6 +93,11 @@ def create_app(proxy: Proxy, models: dict[str, Ensemble], link: ScoringServerLin
 
     app = FastAPI(title="ppxgb proxy", version="1",
                   description="Issues per-user keys and encrypted models for encrypted XGBoost inference.")
+    declare_bearer(app)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request, exc):
+        return JSONResponse({"detail": str(exc)}, status_code=413, headers={"connection": "close"})
 
     @app.exception_handler(ParameterError)
     async def _param(request, exc):
@@ -96,17 +113,27 @@ def create_app(proxy: Proxy, models: dict[str, Ensemble], link: ScoringServerLin
 
     @app.get("/v1/health")
     def health() -> dict:
-        return {"status": "ok", "models": sorted(models)}
+        return {"status": "ok"}
 
-    @app.post("/v1/enroll", response_model=EnrollAnswer)
-    async def enroll(body: EnrollRequest, request: Request):
+    body_schema = {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": EnrollRequest.model_json_schema()}}}}
+
+    @app.post("/v1/enroll", response_model=EnrollAnswer, responses=error_responses(401, 404, 413, 422, 502),
+              openapi_extra=body_schema)
+    async def enroll(request: Request):
         token = bearer_token(request.headers.get("authorization"))
         if token is None or not hmac.compare_digest(token.encode(), admin_token.encode()):
             return JSONResponse({"detail": "authorization: enrolment needs the proxy's admin token"},
                                 status_code=401)
+        raw = await read_limited(request, MAX_ENROLL_BYTES)
+        try:
+            body = EnrollRequest.model_validate(json.loads(raw))
+        except (ValueError, RecursionError, ValidationError) as exc:   # bad JSON, UTF-8, nesting
+            errors = exc.errors(include_url=False, include_input=False) if isinstance(exc, ValidationError) \
+                else f"body: expected a JSON object {{user_id, model}}, got invalid JSON ({exc})"
+            return JSONResponse({"detail": errors}, status_code=422)
         if body.model not in models:
-            return JSONResponse({"detail": f"model: expected one of {sorted(models)}, got {body.model!r}"},
-                                status_code=404)
+            return JSONResponse({"detail": f"model: no model {body.model!r} on this proxy"}, status_code=404)
         enrollment, access = await run_in_threadpool(enroll_user, proxy, models[body.model],
                                                      body.user_id, link, keystore)
         return EnrollAnswer(user_id=body.user_id, model_id=enrollment.model.model_id, access_token=access,

@@ -13,7 +13,6 @@ import ssl
 import stat
 import subprocess
 import sys
-import time
 
 import httpx
 import msgpack
@@ -30,6 +29,7 @@ from ppxgb.formats import EncryptedQueries, UserKeys
 from ppxgb.inference import Client
 from ppxgb.tls import make_test_pki
 from ppxgb.wire import MSGPACK
+from test_services_hostile import wait_healthy
 
 NAMES = ["age", "sbp", "chol", "bmi", "glucose", "smoker"]
 
@@ -38,20 +38,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_healthy(url, ca, proc, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"service exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(url + "/v1/health", verify=ca, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("service did not come up")
 
 
 def secret(tmp, name, kind="token"):
@@ -92,8 +78,8 @@ def env(tmp_path_factory):
          "--tls-cert", pki["proxy"].cert, "--tls-key", pki["proxy"].key],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_healthy(server_url, ca, server)
-        wait_healthy(f"https://127.0.0.1:{pport}", ca, proxy)
+        wait_healthy(server_url, server, verify=ca)
+        wait_healthy(f"https://127.0.0.1:{pport}", proxy, verify=ca)
         yield dict(tmp=tmp, ca=ca, ca_path=ca_path, X=X, booster=booster, model_path=model_path, server_url=server_url,
                    proxy_url=f"https://127.0.0.1:{pport}", server_token=server_token,
                    proxy_token=proxy_token, master=master, db=db, server=server)
@@ -204,7 +190,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(env, alice, bob):
     cases = [
         ("wrong token", keys.model_id, "not-the-token-0123456789", good, 401, "not valid"),
         ("no token", keys.model_id, "", good, 401, "Bearer"),
-        ("another user's model", bob_keys.model_id, token, good, 403, "may not score"),
+        ("another user's model", bob_keys.model_id, token, good, 404, "no model"),   # same as unknown
         ("unknown model", "m-doesnotexist", token, good, 404, "no model"),
         ("truncated ciphertexts", keys.model_id, token, good[:-9], 400, "malformed"),
         ("garbage", keys.model_id, token, b"\x93\x01\x02", 400, "malformed"),
