@@ -123,3 +123,97 @@ def test_random_corruption_is_format_error_or_a_valid_object(objects, data):
         cls.from_bytes(bytes(blob))
     except FormatError:
         pass                                    # the only exception allowed
+
+
+def test_crafted_shapes_overflow_nothing(objects):
+    doc = msgpack.unpackb(objects[EncryptedQueries].to_bytes(), raw=False)
+    for shape in ([2**62, 4], [4, 2**62], [2**63 - 1, 2**63 - 1], [0, 2**62], [2**61, 2**3]):
+        bad = dict(doc, values={"shape": shape, "data": b""})
+        with pytest.raises(FormatError, match="values"):
+            EncryptedQueries.from_bytes(msgpack.packb(bad))
+
+
+def test_decoding_allocates_a_bounded_amount():
+    """8 MiB of nested empty lists would be ~8M Python lists (~500 MB) unbounded."""
+    import tracemalloc
+
+    inner = b"\xdc\xff\xff" + b"\x90" * 0xFFFF
+    n = 8 * 2**20 // len(inner)
+    body = b"\x83" + msgpack.packb("format")[0:] + msgpack.packb("ppxgb.encrypted_queries") + msgpack.packb("v") \
+        + b"\x01" + msgpack.packb("columns") + b"\xdd" + n.to_bytes(4, "big") + inner * n
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match="items"):
+            EncryptedQueries.from_bytes(body)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 150 * 2**20, peak / 2**20
+    for too_long in (b"\xdd" + (10**6).to_bytes(4, "big"), b"\xdf" + (10**3).to_bytes(4, "big")):
+        with pytest.raises(FormatError, match="msgpack"):
+            EncryptedQueries.from_bytes(too_long + b"\xc0" * 10)
+
+
+def _model_doc(objects):
+    return msgpack.unpackb(objects[EncryptedModel].to_bytes(), raw=False)
+
+
+def _nodes(doc, name):
+    return np.frombuffer(doc[name]["data"], "<i8" if name == "threshold" else "<i4").copy()
+
+
+def _with(doc, **arrays):
+    out = dict(doc)
+    for name, a in arrays.items():
+        out[name] = {"shape": [len(a)], "data": a.astype("<i8" if name == "threshold" else "<i4").tobytes()}
+    return msgpack.packb(out, use_bin_type=True)
+
+
+def test_structural_validation_of_models(objects):
+    doc = _model_doc(objects)
+    roots, leaf, left, right, column = (_nodes(doc, f) for f in ("roots", "leaf", "left", "right", "column"))
+    in_tree = [np.arange(roots[t], roots[t + 1]) for t in range(len(roots) - 1)]
+    leaves = [t[leaf[t] >= 0] for t in in_tree]
+    inner = [t[column[t] >= 0] for t in in_tree]
+    cases = {}
+    a = leaf.copy(); a[leaves[0][0]] = leaf[leaves[1][0]]                        # noqa: E702
+    cases["leaf of tree 0 -> tree 1's ciphertext"] = (dict(leaf=a), "exactly one leaf")
+    a = leaf.copy(); a[leaves[0][0]] = leaf[leaves[0][1]]                        # noqa: E702
+    cases["two leaves share a ciphertext"] = (dict(leaf=a), "exactly one leaf")
+    a = left.copy(); a[inner[0][-1]] = in_tree[1][1]                             # noqa: E702
+    cases["child in the next tree"] = (dict(left=a), "out of its tree")
+    a = left.copy(); a[inner[0][0]] = right[inner[0][0]]                         # noqa: E702
+    cases["a node reached twice"] = (dict(left=a), "exactly once")
+    a = column.copy(); a[leaves[0][0]] = -2                                      # noqa: E702
+    cases["column below -1"] = (dict(column=a), "neither")
+    a = column.copy(); a[inner[0][0]] = len(doc["columns"])                      # noqa: E702
+    cases["column out of range"] = (dict(column=a), "neither")
+    for name, (arrays, words) in cases.items():
+        with pytest.raises(FormatError, match=words):
+            EncryptedModel.from_bytes(_with(doc, **arrays))
+            pytest.fail(f"{name} was accepted")
+
+
+_MODEL_ARRAYS = ("roots", "tree_group", "left", "right", "column", "leaf", "threshold")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_model_that_decodes_always_scores(objects, data):
+    """Field-level mutations of a model: either FormatError, or a model that scores
+    without error (validation leaves nothing that breaks a prediction)."""
+    doc = _model_doc(objects)
+    changes = {}
+    for _ in range(data.draw(st.integers(1, 3))):
+        name = data.draw(st.sampled_from(_MODEL_ARRAYS))
+        a = changes.get(name, _nodes(doc, name))
+        a[data.draw(st.integers(0, len(a) - 1))] = data.draw(
+            st.one_of(st.integers(-3, len(a) + 2), st.sampled_from([2**31 - 1, -2**31])))
+        changes[name] = a
+    try:
+        model = EncryptedModel.from_bytes(_with(doc, **changes))
+    except FormatError:
+        return
+    server = Server()
+    server.add(model)
+    server.predict(model.model_id, objects[EncryptedQueries])
