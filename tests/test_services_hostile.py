@@ -438,11 +438,14 @@ def test_enroll_checks_its_outputs_before_enrolling(svc, tmp_path, capsys):
     (tmp_path / "taken.token").write_bytes(b"x")
     local = ["--model", svc["model_path"], "--server-url", svc["url"], "--server-admin-token-file",
              svc["server_token"], "--insecure-http", "--key-bits", "2048"]
-    for outs in (["--key-out", str(tmp_path / "taken.key")],
-                 ["--key-out", str(tmp_path / "new.key"), "--token-out", str(tmp_path / "taken.token")],
-                 ["--key-out", str(tmp_path / "nodir" / "a.key")]):
+    for outs, words in ((["--key-out", str(tmp_path / "taken.key")], "does not exist yet"),
+                        (["--key-out", str(tmp_path / "new.key"), "--token-out", str(tmp_path / "taken.token")],
+                         "does not exist yet"),
+                        (["--key-out", str(tmp_path / "nodir" / "a.key")], "existing writable directory"),
+                        (["--key-out", str(tmp_path / "same"), "--token-out", str(tmp_path / "same")],
+                         "different file")):
         assert main(["proxy", "enroll", "--user", "carol", *local, *outs]) == 2
-        assert "does not exist yet" in capsys.readouterr().err or True
+        assert words in capsys.readouterr().err
         assert stored() == before
         assert not (tmp_path / "new.key").exists()
 
