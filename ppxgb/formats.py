@@ -79,7 +79,8 @@ def _scheme_in(doc, kind) -> str:
 
 
 def _scheme_out(scheme: str) -> dict:
-    return {"scheme": scheme, **({"ore_block_bits": ORE_BLOCK_BITS} if scheme == "ore" else {})}
+    """OPE documents stay as before ORE (no field), so older readers still read them."""
+    return {"scheme": scheme, "ore_block_bits": ORE_BLOCK_BITS} if scheme == "ore" else {}
 
 
 # ---------------------------------------------------------------- envelope helpers

@@ -6,8 +6,9 @@ and encrypts the plaintext model under them:
 * each split on feature f with default direction d becomes a comparison against
   column (f, slot d) of the query: slot LOW encodes a missing value below every float32
   (so it goes left), slot HIGH above every float32 (so it goes right);
-* its float32 threshold t becomes OPE(key[f, slot], ordinal(t) + 1); thresholds are
-  de-duplicated per (feature, slot) and encrypted in one sorted walk;
+* its float32 threshold t becomes OPE(key[f, slot], ordinal(t) + 1) (scheme "ope";
+  thresholds de-duplicated per (feature, slot) and encrypted in one sorted walk), or
+  an ORE right ciphertext of ordinal(t) + 1 with a fresh nonce per node (scheme "ore");
 * each leaf value and each per-group intercept becomes a Paillier ciphertext of
   value * 2**152 (one fixed exponent, so no magnitude leaks through exponents).
 """
@@ -21,9 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ppxgb.errors import ParameterError
-from ppxgb.formats import SLOT_HIGH, SLOT_LOW, EncryptedModel, UserKeys, column_pseudonym, ope_feature_key
+from ppxgb.formats import (SCHEMES, SLOT_HIGH, SLOT_LOW, EncryptedModel, UserKeys, column_pseudonym,
+                           ope_feature_key, ore_feature_key)
 from ppxgb.model import Ensemble
+from ppxgb.objectives import get_objective
 from ppxgb.splitrule import missing_goes_below
+from ppxgb.crypto import ore
 from ppxgb.crypto.ope import OPE, float32_plaintext
 from ppxgb.crypto.paillier import FastEncryptor, generate_keypair
 
@@ -42,14 +46,19 @@ class Proxy:
     """The trusted proxy: issues per-user keys and per-user encrypted models.
 
     key_bits is the Paillier modulus size (2048 by default, 3072 selectable; 1024 only
-    for tests, and only when allow_weak_keys=True is passed explicitly).
+    for tests, and only when allow_weak_keys=True is passed explicitly).  scheme is
+    the threshold comparison: "ope" (the default; the server can estimate values, see
+    docs/inference.md) or "ore" (Lewi-Wu: stored thresholds are semantically secure).
     """
 
-    def __init__(self, key_bits: int = 2048, allow_weak_keys: bool = False):
+    def __init__(self, key_bits: int = 2048, allow_weak_keys: bool = False, scheme: str = "ope"):
         allowed = (2048, 3072) + ((512, 1024) if allow_weak_keys else ())
         if key_bits not in allowed:
             raise ParameterError.bad("key_bits", f"one of {allowed}", key_bits)
+        if scheme not in SCHEMES:
+            raise ParameterError.bad("scheme", f"one of {SCHEMES}", scheme)
         self.key_bits = key_bits
+        self.scheme = scheme
 
     def enroll(self, model, user_id: str, model_id: str | None = None) -> Enrollment:
         """Fresh keys for `user_id` and `model` encrypted under them."""
@@ -57,17 +66,45 @@ class Proxy:
             raise ParameterError.bad("user_id", "1-128 characters of [A-Za-z0-9_.@-]", user_id)
         if model_id is not None and not _USER_ID.match(str(model_id)):
             raise ParameterError.bad("model_id", "1-128 characters of [A-Za-z0-9_.@-]", model_id)
+        model = _best_iterations(model)
+        _check_objective(model)
         ensemble = Ensemble.load(model)
         if not ensemble.trees:
             raise ParameterError.bad("model", "a model with at least one tree", "no trees")
         public, private = generate_keypair(self.key_bits)
         return encrypt_for_user(ensemble, user_id, model_id or "m-" + secrets.token_hex(8),
                                 ope_key=secrets.token_bytes(32), prf_key=secrets.token_bytes(32),
-                                private_key=private)
+                                private_key=private, scheme=self.scheme)
+
+
+def _best_iterations(model):
+    """An XGBClassifier/XGBRegressor trained with early stopping predicts with its first
+    best_iteration + 1 rounds (iteration_range); enrol exactly those."""
+    if not hasattr(model, "get_booster"):
+        return model
+    booster = model.get_booster()
+    try:
+        best = model.best_iteration
+    except AttributeError:
+        return booster
+    if best is None or best + 1 >= booster.num_boosted_rounds():
+        return booster
+    return booster[: best + 1]
+
+
+def _check_objective(model) -> None:
+    """A valid model whose objective ppxgb cannot score: name it and the supported ones
+    (ParameterError), rather than calling the model file invalid."""
+    import json
+
+    import xgboost
+
+    if isinstance(model, xgboost.Booster):
+        get_objective(json.loads(model.save_config())["learner"]["objective"]["name"])
 
 
 def encrypt_for_user(ensemble: Ensemble, user_id: str, model_id: str, *, ope_key: bytes,
-                     prf_key: bytes, private_key) -> Enrollment:
+                     prf_key: bytes, private_key, scheme: str = "ope") -> Enrollment:
     """Deterministic given the keys (Paillier randomness aside): the proxy's core step."""
     trees = ensemble.trees
     sizes = np.array([t.n_nodes for t in trees], dtype=np.int64)
@@ -89,12 +126,16 @@ def encrypt_for_user(ensemble: Ensemble, user_id: str, model_id: str, *, ope_key
     col_index = {fs: j for j, fs in enumerate(used)}
     column = np.full(left.shape, -1, dtype=np.int32)
     threshold = np.zeros(left.shape, dtype=np.int64)
+    ore_right = np.zeros((left.shape[0], ore.right_width()), dtype=np.uint8) if scheme == "ore" else None
     plain = np.zeros(left.shape, dtype=np.int64)
     plain[inner] = float32_plaintext(thr[inner])
     for (f, s), j in col_index.items():
         nodes = np.flatnonzero(inner & (feature == f) & (slot == s))
         column[nodes] = j
-        threshold[nodes] = OPE(ope_feature_key(ope_key, f, s)).encrypt(plain[nodes])
+        if scheme == "ore":
+            ore_right[nodes] = ore.ORE(ore_feature_key(ope_key, f, s)).encrypt_right(plain[nodes])
+        else:
+            threshold[nodes] = OPE(ope_feature_key(ope_key, f, s)).encrypt(plain[nodes])
 
     leaf = np.full(left.shape, -1, dtype=np.int32)
     leaf_nodes = np.flatnonzero(~inner)
@@ -112,12 +153,13 @@ def encrypt_for_user(ensemble: Ensemble, user_id: str, model_id: str, *, ope_key
         right=np.where(inner, right + offset, -1).astype(np.int32),
         column=column, threshold=threshold, leaf=leaf,
         leaf_ciphers=tuple(leaf_ciphers), base_ciphers=tuple(base_ciphers),
+        scheme=scheme, ore_right=ore_right,
     )
     model.check()
     keys = UserKeys(
         user_id=user_id, model_id=model_id, n_features=ensemble.num_feature, ope_key=ope_key,
         prf_key=prf_key, paillier_n=n, paillier_p=private_key.p, paillier_q=private_key.q,
         slots=tuple(int(s) for s in slots), n_groups=ensemble.n_groups, transform=ensemble.transform,
-        feature_names=ensemble.feature_names,
+        feature_names=ensemble.feature_names, scheme=scheme,
     )
     return Enrollment(keys=keys, model=model)

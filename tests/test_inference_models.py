@@ -1,0 +1,113 @@
+"""Exact on every model a user brings, for both comparison schemes: early stopping,
+single-leaf trees, out-of-range values, a custom missing value, scipy sparse rows,
+unsupported objectives, and the float32 bound on large regression margins."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import xgboost as xgb
+
+from ppxgb.errors import ParameterError
+from ppxgb.inference import Client, Server
+from ppxgb.proxy import Proxy
+
+SCHEMES = ["ope", "ore"]
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _enroll(model, scheme):
+    e = Proxy(1024, allow_weak_keys=True, scheme=scheme).enroll(model, user_id="alice")
+    server = Server()
+    server.add(e.model.to_bytes())
+    return e, server
+
+
+def _score(model, X, scheme, output_margin=False, missing=np.nan):
+    e, server = _enroll(model, scheme)
+    client = Client(e.keys.to_bytes(), missing=missing)
+    scores = server.predict(e.model.model_id, client.encrypt(X).to_bytes())
+    return client.decrypt(scores.to_bytes(), output_margin=output_margin)
+
+
+def _data(n=300, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.lognormal(size=(n, d)).astype(np.float32)
+    y = X[:, 0] - X[:, 1] + rng.normal(scale=0.3, size=n)
+    return X, y
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_early_stopping_honours_best_iteration(scheme):
+    X, y = _data()
+    clf = xgb.XGBClassifier(n_estimators=60, max_depth=3, learning_rate=0.5, early_stopping_rounds=3)
+    clf.fit(X[:200], (y[:200] > 0).astype(int), eval_set=[(X[200:], (y[200:] > 0).astype(int))], verbose=False)
+    assert clf.best_iteration + 1 < clf.get_booster().num_boosted_rounds()
+    np.testing.assert_allclose(_score(clf, X, scheme), clf.predict_proba(X)[:, 1], rtol=RTOL, atol=ATOL)
+    reg = xgb.XGBRegressor(n_estimators=60, max_depth=3, learning_rate=0.8, early_stopping_rounds=2)
+    reg.fit(X[:200], y[:200], eval_set=[(X[200:], y[200:])], verbose=False)
+    np.testing.assert_allclose(_score(reg, X, scheme), reg.predict(X), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_single_leaf_trees(scheme):
+    X, _ = _data(n=50)
+    booster = xgb.train({"objective": "reg:squarederror", "max_depth": 3}, xgb.DMatrix(X, label=np.ones(50)), 3)
+    assert all(t.count("leaf") == 1 for t in booster.get_dump())
+    np.testing.assert_allclose(_score(booster, X, scheme), booster.predict(xgb.DMatrix(X)), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_values_beyond_float32_refused(scheme):
+    X, y = _data(n=60)
+    booster = xgb.train({"max_depth": 2}, xgb.DMatrix(X, label=y), 2)
+    bad = X.astype(np.float64)
+    bad[0, 0] = 1e39
+    with pytest.raises(ValueError):                   # xgboost refuses it too
+        booster.predict(xgb.DMatrix(bad))
+    e, _ = _enroll(booster, scheme)
+    with pytest.raises(ParameterError, match="float32 range"):
+        Client(e.keys).encrypt(bad)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_custom_missing_value(scheme):
+    X, y = _data()
+    X[::7, 1] = -999.0
+    X[::11, 2] = np.nan
+    dtrain = xgb.DMatrix(X, label=y, missing=-999.0)
+    booster = xgb.train({"max_depth": 4}, dtrain, 8)
+    expected = booster.predict(xgb.DMatrix(X, missing=-999.0))
+    np.testing.assert_allclose(_score(booster, X, scheme, missing=-999.0), expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_scipy_sparse_rows(scheme, fmt):
+    rng = np.random.default_rng(3)
+    dense = rng.normal(size=(120, 6)) * (rng.random((120, 6)) < 0.4)
+    S = sp.csr_matrix(dense) if fmt == "csr" else sp.csc_matrix(dense)
+    booster = xgb.train({"max_depth": 3}, xgb.DMatrix(S, label=rng.normal(size=120)), 6)
+    np.testing.assert_allclose(_score(booster, S, scheme), booster.predict(xgb.DMatrix(S)), rtol=RTOL, atol=ATOL)
+
+
+def test_unsupported_objective_named():
+    X, _ = _data(n=80)
+    booster = xgb.train({"objective": "survival:cox", "max_depth": 2}, xgb.DMatrix(X, label=np.arange(1, 81)), 2)
+    with pytest.raises(ParameterError) as info:
+        Proxy(1024, allow_weak_keys=True, scheme="ore").enroll(booster, user_id="alice")
+    message = str(info.value)
+    assert "survival:cox" in message and "reg:squarederror" in message and "binary:logistic" in message
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_large_regression_margins_float32_bound(scheme):
+    """Margins are summed exactly and rounded once; xgboost accumulates in float32, so
+    large margins differ by a few float32 ulps (the bound the README states)."""
+    X, _ = _data(n=400, seed=5)
+    y = 1e4 * X[:, 0] + 5e3 * X[:, 2]
+    booster = xgb.train({"max_depth": 6, "eta": 0.3, "base_score": 1e3}, xgb.DMatrix(X, label=y), 40)
+    ours = _score(booster, X, scheme, output_margin=True).astype(np.float64)
+    ref = booster.predict(xgb.DMatrix(X), output_margin=True).astype(np.float64)
+    ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(ours - ref) / ulp) <= 8
+    assert np.max(np.abs(ours - ref) / np.abs(ref)) < 1e-5
