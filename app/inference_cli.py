@@ -53,6 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--output", help="write .csv or .json here instead of printing")
     p.add_argument("--output-margin", action="store_true", help="margins instead of predictions")
     p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--missing", type=float, default=float("nan"),
+                   help="a value that means missing besides empty/NaN (as xgboost.DMatrix(missing=))")
     p.add_argument("--ca-cert", help="CA bundle to verify the server's certificate")
     p.add_argument("--insecure-http", action="store_true", help="allow http:// (loopback testing only)")
     p.set_defaults(func=_score)
@@ -137,7 +139,7 @@ def _score(args) -> int:
         raise ParameterError.bad("--batch-size", "a positive integer", args.batch_size)
     keys = UserKeys.from_bytes(read_private_file(args.keys))
     token = read_token(args.token_file)
-    client = Client(keys)
+    client = Client(keys, missing=args.missing)
     X = read_rows(args.input, keys.feature_names, keys.n_features)
     out = []
     with http_client(args.server_url, args.ca_cert, args.insecure_http, token) as http:

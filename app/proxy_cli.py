@@ -43,6 +43,8 @@ def register(subparsers) -> None:
     p.add_argument("--ca-cert", help="CA bundle to verify the proxy service's certificate")
     _server_link_args(p)
     p.add_argument("--key-bits", type=int, default=2048, choices=[2048, 3072])
+    p.add_argument("--scheme", choices=["ope", "ore"], default="ope",
+                   help="threshold comparison: ope (default) or ore (hides values; docs/inference.md)")
     p.add_argument("--keystore", help="also seal the keys into this key store directory")
     p.add_argument("--master-key-file", help="the key store's master key (0600)")
     p.set_defaults(func=_enroll)
@@ -54,6 +56,8 @@ def register(subparsers) -> None:
     p.add_argument("--keystore", required=True)
     p.add_argument("--master-key-file", required=True)
     p.add_argument("--key-bits", type=int, default=2048, choices=[2048, 3072])
+    p.add_argument("--scheme", choices=["ope", "ore"], default="ope",
+                   help="threshold comparison: ope (default) or ore (hides values; docs/inference.md)")
     _serve_args(p, 8441)
     p.set_defaults(func=_serve)
 
@@ -147,7 +151,7 @@ def _enroll(args) -> int:
     from ppxgb.proxy.service import enroll_user
 
     link, store = _link(args), _keystore(args)
-    enrollment, token = enroll_user(Proxy(args.key_bits), Ensemble.load(args.model), args.user, link, store)
+    enrollment, token = enroll_user(Proxy(args.key_bits, scheme=args.scheme), Ensemble.load(args.model), args.user, link, store)
     _hand_out(args, enrollment.keys.to_bytes(), token)
     print(f"enrolled {args.user}: model {enrollment.model.model_id}, keys in {args.key_out}", file=sys.stderr)
     return 0
@@ -164,7 +168,7 @@ def _serve(args) -> int:
         if not sep or not name or not path:
             raise ParameterError.bad("--model", "NAME=PATH", spec)
         models[name] = Ensemble.load(path)
-    app = create_app(Proxy(args.key_bits), models, _link(args),
+    app = create_app(Proxy(args.key_bits, scheme=args.scheme), models, _link(args),
                      KeyStore(args.keystore, load_master_key(args.master_key_file)),
                      read_token(args.admin_token_file))
     run_service(app, args.host, args.port, args.tls_cert, args.tls_key, args.insecure_http)
