@@ -142,7 +142,11 @@ def _enroll(args) -> int:
         except Exception as exc:
             raise PeerFailure("proxy", str(exc)) from None
         if r.status_code != 200:
-            raise PeerFailure("proxy", f"enrolment refused ({r.status_code}): {r.json().get('detail', r.text)}")
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text[:200]
+            raise PeerFailure("proxy", f"enrolment refused ({r.status_code}): {detail}")
         answer = r.json()
         _hand_out(args, base64.b64decode(answer["keys"]), answer["access_token"])
         print(f"enrolled {args.user}: model {answer['model_id']}, keys in {args.key_out}", file=sys.stderr)

@@ -22,6 +22,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 from dataclasses import dataclass
 
 from ppxgb.errors import FormatError, ParameterError, PeerFailure
@@ -59,12 +60,23 @@ class ScoringServerLink:
 
 def enroll_user(proxy: Proxy, model, user_id: str, link: ScoringServerLink,
                 keystore: KeyStore | None) -> tuple[Enrollment, str]:
-    """Enrol one user completely; returns the enrollment and the user's access token."""
+    """Enrol one user completely, or not at all; returns the enrollment and the user's
+    access token.  The keys are sealed first and removed again if the upload fails, so
+    the scoring server never holds a model whose keys the proxy lost (its rows are
+    write-once, an upload cannot be taken back)."""
     enrollment = proxy.enroll(model, user_id=user_id)
     token = new_token()
-    link.upload(enrollment, token)
     if keystore is not None:
         keystore.put(enrollment.keys)
+    try:
+        link.upload(enrollment, token)
+    except BaseException:
+        if keystore is not None:
+            try:
+                os.unlink(keystore._path(enrollment.model.model_id))
+            except FileNotFoundError:
+                pass
+        raise
     return enrollment, token
 
 

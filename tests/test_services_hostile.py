@@ -450,6 +450,20 @@ def test_enroll_checks_its_outputs_before_enrolling(svc, tmp_path, capsys):
         assert not (tmp_path / "new.key").exists()
 
 
+def test_enroll_refused_by_the_server_leaves_nothing_behind(svc, tmp_path):
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("not-the-server-admin-token-0123\n")
+    os.chmod(wrong, 0o600)
+    master = secret(tmp_path, "master.key", "master-key")
+    (tmp_path / "keystore").mkdir()
+    assert main(["proxy", "enroll", "--user", "dave", "--model", svc["model_path"], "--server-url", svc["url"],
+                 "--server-admin-token-file", str(wrong), "--insecure-http", "--keystore",
+                 str(tmp_path / "keystore"), "--master-key-file", master,
+                 "--key-out", str(tmp_path / "dave.key"), "--token-out", str(tmp_path / "dave.token")]) == 2
+    assert os.listdir(tmp_path / "keystore") == []
+    assert not (tmp_path / "dave.key").exists() and not (tmp_path / "dave.token").exists()
+
+
 # ---------------------------------------------------------------- 8. the published schemas
 def test_openapi_declares_errors_and_bearer_auth(svc):
     for url, path, method, codes in [(svc["url"], "/v1/models/{model_id}/predict", "post", {400, 401, 404, 413, 422}),
