@@ -3,6 +3,7 @@
     python benchmarks/bench_inference.py            # full run (several minutes)
     python benchmarks/bench_inference.py --quick    # small smoke run
     python benchmarks/bench_inference.py --write benchmarks/RESULTS_inference.md
+    python benchmarks/bench_inference.py --schemes  # OPE and ORE side by side (no baseline)
 
 Model: binary:logistic, 100 trees of depth 6, 30 features; 2048-bit Paillier keys.
 Per-query times are wall-clock seconds divided by the number of queries.  The
@@ -211,6 +212,79 @@ def table(ours, theirs, args) -> str:
     return "\n".join(out + notes)
 
 
+def bench_scheme(booster, Xq, key_bits, n_users, scheme):
+    """One scheme: enrollment per user, end-to-end per query in batches of 100, one
+    worker's throughput (batch of 1,000, bytes in and out), stored model size."""
+    ens = Ensemble.load(booster)
+    proxy = Proxy(key_bits, allow_weak_keys=key_bits < 2048, scheme=scheme)
+    proxy.enroll(ens, user_id="warm")                      # compile the kernels once
+    times = []
+    for i in range(n_users):
+        enrollment, dt = timed(proxy.enroll, ens, user_id=f"user{i}")
+        times.append(dt)
+    server, client = Server(), Client(enrollment.keys)
+    mid = enrollment.model.model_id
+    server.add(enrollment.model.to_bytes())
+    e2e, err = [], 0.0
+    for b in range(5):
+        rows = Xq[1000 + 100 * b:1100 + 100 * b]
+        t = time.perf_counter()
+        p = client.decrypt(server.predict(mid, client.encrypt(rows).to_bytes()).to_bytes())
+        e2e.append((time.perf_counter() - t) / 100)
+        err = max(err, float(np.max(np.abs(p - booster.predict(xgb.DMatrix(rows))))))
+    (q, t_enc) = timed(client.encrypt, Xq[:1000])
+    big = q.to_bytes()
+
+    def qps(srv):
+        runs = [timed(lambda: srv.predict(mid, EncryptedQueries.from_bytes(big)).to_bytes())[1] for _ in range(3)]
+        return 1000 / statistics.median(runs)
+
+    paired = Server(pair_table_mb=512)
+    paired.add(enrollment.model)
+    return {"enroll": statistics.median(times), "e2e100": statistics.median(e2e), "enc": t_enc / 1000,
+            "qps": qps(server), "qps_pairs": qps(paired), "model_bytes": len(enrollment.model.to_bytes()),
+            "query_bytes": len(big) / 1000, "err": err}
+
+
+def bench_ore_blocks(n=2000):
+    """Per value: left and right encryption and one comparison, for several block sizes."""
+    from ppxgb.crypto import ore
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 2**32 + 2, n), rng.integers(0, 2**32 + 2, n)
+    out = {}
+    for d in (2, 4, 8):
+        o = ore.ORE(bytes(16), d)
+        ore.compare(o.encrypt_left(x[:2]), o.encrypt_right(y[:2]), d)        # compile
+        left, tl = timed(o.encrypt_left, x)
+        right, tr = timed(o.encrypt_right, y)
+        _, tc = timed(ore.compare, left, right, d)
+        out[d] = (tl / n, tr / n, tc / n, ore.left_width(d), ore.right_width(d))
+    return out
+
+
+def schemes_table(results, blocks, args) -> str:
+    ope, ore_ = results["ope"], results["ore"]
+    rows = [("Enrollment per user, median (keys + encrypted model)", "enroll", fmt_t),
+            ("End-to-end per query, batches of 100", "e2e100", fmt_t),
+            ("Client encryption per query (batch of 1,000)", "enc", fmt_t),
+            ("Scoring throughput, one worker (queries/s)", "qps", lambda v: f"{v:,.0f}"),
+            ("... with leaf-pair tables (queries/s)", "qps_pairs", lambda v: f"{v:,.0f}"),
+            ("Stored model per user", "model_bytes", lambda v: f"{v / 2**20:.2f} MB"),
+            ("Query size per row", "query_bytes", lambda v: f"{v / 1024:.1f} KB"),
+            ("Max |prediction - booster.predict|", "err", lambda v: f"{v:.2e}")]
+    lines = ["| measure | OPE | ORE (Lewi-Wu, 4-bit blocks) |", "|---|---:|---:|"]
+    lines += [f"| {name} | {f(ope[k])} | {f(ore_[k])} |" for name, k, f in rows]
+    lines += ["", f"Model: binary:logistic, {args.trees} trees, depth {args.depth}, {args.features} features; "
+              f"Paillier {args.key_bits} bits; {args.users} users enrolled per scheme.", "",
+              "ORE block size (per value, one thread): d bits per block, ceil(33/d) blocks.", "",
+              "| block bits | left encryption | right encryption | comparison | left bytes | right bytes |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    us = lambda v: f"{v * 1e6:.1f} us"  # noqa: E731
+    lines += [f"| {d} | {us(a)} | {us(b)} | {us(c)} | {lw} | {rw} |"
+              for d, (a, b, c, lw, rw) in blocks.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny model and 1024-bit keys (smoke test)")
@@ -223,12 +297,24 @@ def main(argv=None):
     ap.add_argument("--baseline-batch", type=int, default=100)
     ap.add_argument("--users", type=int, default=3)
     ap.add_argument("--write", help="write the table (markdown) to this file")
+    ap.add_argument("--schemes", action="store_true", help="OPE and ORE side by side, no baseline")
     args = ap.parse_args(argv)
     if args.quick:
         args.trees, args.depth, args.features, args.key_bits = 10, 3, 8, 1024
         args.single, args.baseline_single, args.baseline_batch, args.users = 5, 2, 5, 1
     booster, Xq = train(args.trees, args.depth, args.features)
     print(f"model trained: {args.trees} trees, depth {args.depth}, {args.features} features", flush=True)
+    if args.schemes:
+        results = {s: bench_scheme(booster, Xq, args.key_bits, args.users, s) for s in ("ope", "ore")}
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        text = (f"Machine: {os.cpu_count()} cores, load average at the end of the run {load}.\n"
+                f"Command: `python benchmarks/bench_inference.py --schemes{' --quick' if args.quick else ''}`\n\n"
+                + schemes_table(results, bench_ore_blocks(), args))
+        print(text)
+        if args.write:
+            with open(args.write, "a") as fh:
+                fh.write("\n## OPE and ORE side by side\n\n" + text)
+        return 0
     if args.key_bits < 2048:
         import ppxgb.proxy.enroll as enroll_mod
         original = enroll_mod.Proxy.__init__
