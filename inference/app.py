@@ -23,7 +23,7 @@ import re
 
 from ppxgb.errors import FormatError, ParameterError
 from ppxgb.formats import EncryptedModel, EncryptedQueries
-from ppxgb.wire import (MAX_MODEL_BYTES, MAX_QUERY_BYTES, MSGPACK, BodyTooLarge, bearer_token,
+from ppxgb.wire import (MAX_MODEL_BYTES, MAX_QUERY_BYTES, MSGPACK, BodyTimeout, BodyTooLarge, bearer_token,
                         declare_bearer, error_responses, missing_extra, read_limited, read_token)
 
 try:  # the `serve` extra; ppxgb.inference's Server and Client do not need it
@@ -91,6 +91,10 @@ def create_app(store: ModelStore, admin_token: str, pair_table_mb: float = 0.0,
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request, exc: BodyTooLarge):
         return JSONResponse({"detail": str(exc)}, status_code=413, headers={"connection": "close"})
+
+    @app.exception_handler(BodyTimeout)
+    async def _stalled(request, exc: BodyTimeout):
+        return JSONResponse({"detail": str(exc)}, status_code=408, headers={"connection": "close"})
 
     @app.exception_handler(HTTPProblem)
     async def _problem(request, exc: HTTPProblem):

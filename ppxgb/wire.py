@@ -15,6 +15,7 @@ where it is used and turns its absence into `MissingExtra`, naming the pip comma
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import secrets
@@ -44,6 +45,10 @@ class BodyTooLarge(PPXGBError):
         self.limit, self.got = limit, got
 
 
+class BodyTimeout(PPXGBError):
+    """A client stopped sending its request body."""
+
+
 async def read_limited(request, limit: int) -> bytes:
     """A Starlette request's body, refused once more than `limit` bytes arrived.
 
@@ -55,7 +60,14 @@ async def read_limited(request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit, int(declared))
     parts, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        try:     # a client that stalls mid-body holds a connection: HEADER_TIMEOUT per chunk
+            chunk = await asyncio.wait_for(stream.__anext__(), HEADER_TIMEOUT)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise BodyTimeout(f"body: no data for {HEADER_TIMEOUT:g} s after {size} bytes") from None
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(limit, size)
@@ -131,7 +143,7 @@ def http_client(base_url: str, ca_cert: str | None = None, insecure_http: bool =
 
 _ERRORS = {400: "malformed input", 401: "missing or invalid bearer token",
            403: "the token is not allowed this action", 404: "no such resource for this token",
-           409: "already stored (write-once)", 413: "request body too large",
+           408: "the request body stalled", 409: "already stored (write-once)", 413: "request body too large",
            422: "well-formed input with invalid values", 502: "the scoring server failed"}
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ppxgb.errors import FormatError, ParameterError, PeerFailure
 from ppxgb.model import Ensemble
-from ppxgb.wire import (MSGPACK, BodyTooLarge, bearer_token, declare_bearer, error_responses, missing_extra,
+from ppxgb.wire import (MSGPACK, BodyTimeout, BodyTooLarge, bearer_token, declare_bearer, error_responses, missing_extra,
                         new_token, read_limited)
 
 from .enroll import Enrollment, Proxy
@@ -110,6 +110,10 @@ def create_app(proxy: Proxy, models: dict[str, Ensemble], link: ScoringServerLin
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request, exc):
         return JSONResponse({"detail": str(exc)}, status_code=413, headers={"connection": "close"})
+
+    @app.exception_handler(BodyTimeout)
+    async def _stalled(request, exc):
+        return JSONResponse({"detail": str(exc)}, status_code=408, headers={"connection": "close"})
 
     @app.exception_handler(ParameterError)
     async def _param(request, exc):

@@ -415,6 +415,14 @@ def test_half_sent_headers_time_out(svc):
             except ConnectionResetError:
                 closed = True
         assert closed and time.time() - t0 < 8, time.time() - t0      # PPXGB_HEADER_TIMEOUT=2 here
+    # a body that stalls after its headers: 408 after PPXGB_HEADER_TIMEOUT
+    mid = svc["enrollment"].model.model_id
+    for port, path, token in ((svc["sport"], f"/v1/models/{mid}/predict", svc["token"]),
+                              (svc["pport"], "/v1/enroll", svc["proxy_admin"])):
+        head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Length: 1000\r\n\r\n").encode()
+        status, answer, seconds = raw_request(port, head, [b"{"])
+        assert status == 408 and seconds < 8, (port, status, answer[:200], seconds)
     assert_still_serving(svc)
 
 
