@@ -124,7 +124,7 @@ def create_app(store: ModelStore, admin_token: str, pair_table_mb: float = 0.0,
     def health() -> dict:
         return {"status": "ok"}
 
-    @app.put("/v1/models/{model_id}", status_code=201, responses=error_responses(400, 401, 409, 413, 422),
+    @app.put("/v1/models/{model_id}", status_code=201, responses=error_responses(400, 401, 408, 409, 413, 422),
              openapi_extra=_binary_body("EncryptedModel, ppxgb.encrypted_model v1 (msgpack)"))
     async def upload(model_id: str, request: Request) -> dict:
         token = bearer_token(request.headers.get("authorization"))
@@ -144,7 +144,8 @@ def create_app(store: ModelStore, admin_token: str, pair_table_mb: float = 0.0,
         return {"model_id": model_id, "user_id": model.user_id}
 
     @app.post("/v1/models/{model_id}/predict",
-              responses={**_msgpack_answer("EncryptedScores (msgpack)"), **error_responses(400, 401, 404, 413, 422)},
+              responses={**_msgpack_answer("EncryptedScores (msgpack)"),
+                         **error_responses(400, 401, 404, 408, 413, 422)},
               response_class=Response,
               openapi_extra=_binary_body("EncryptedQueries, ppxgb.encrypted_queries v1 (msgpack)"))
     async def predict(model_id: str, request: Request) -> Response:

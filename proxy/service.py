@@ -134,7 +134,7 @@ def create_app(proxy: Proxy, models: dict[str, Ensemble], link: ScoringServerLin
     body_schema = {"requestBody": {"required": True, "content": {"application/json": {
         "schema": EnrollRequest.model_json_schema()}}}}
 
-    @app.post("/v1/enroll", response_model=EnrollAnswer, responses=error_responses(401, 404, 413, 422, 502),
+    @app.post("/v1/enroll", response_model=EnrollAnswer, responses=error_responses(401, 404, 408, 413, 422, 502),
               openapi_extra=body_schema)
     async def enroll(request: Request):
         token = bearer_token(request.headers.get("authorization"))

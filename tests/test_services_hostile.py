@@ -474,9 +474,9 @@ def test_enroll_refused_by_the_server_leaves_nothing_behind(svc, tmp_path):
 
 # ---------------------------------------------------------------- 8. the published schemas
 def test_openapi_declares_errors_and_bearer_auth(svc):
-    for url, path, method, codes in [(svc["url"], "/v1/models/{model_id}/predict", "post", {400, 401, 404, 413, 422}),
-                                     (svc["url"], "/v1/models/{model_id}", "put", {400, 401, 409, 413, 422}),
-                                     (svc["proxy_url"], "/v1/enroll", "post", {401, 404, 413, 422})]:
+    for url, path, method, codes in [(svc["url"], "/v1/models/{model_id}/predict", "post", {400, 401, 404, 408, 413, 422}),
+                                     (svc["url"], "/v1/models/{model_id}", "put", {400, 401, 408, 409, 413, 422}),
+                                     (svc["proxy_url"], "/v1/enroll", "post", {401, 404, 408, 413, 422})]:
         doc = httpx.get(url + "/openapi.json").json()
         assert doc["components"]["securitySchemes"]["bearerAuth"] == {
             "type": "http", "scheme": "bearer", "description": doc["components"]["securitySchemes"]
