@@ -205,11 +205,15 @@ class Server:
                                      f"{len(queries.columns)} columns that do not match")
         if queries.scheme != m.scheme:
             raise ParameterError.bad("queries.scheme", repr(m.scheme), queries.scheme)
+        if m.scheme == "ore":
+            _check_left(queries)
         qcol = np.array([position[name] for name in m.columns] or [0], dtype=np.int64)
         node_qcol = qcol[np.maximum(m.column, 0)]
         if m.scheme == "ore":
             leaves = ore.walk_ore(m.roots.astype(np.int64), m.left.astype(np.int64), m.right.astype(np.int64),
-                                  node_qcol, m.leaf.astype(np.int64), m.ore_right, queries.ore_left,
+                                  node_qcol, m.leaf.astype(np.int64),
+                                  np.ascontiguousarray(m.ore_right, dtype=np.uint8),
+                                  np.ascontiguousarray(queries.ore_left),
                                   ore.BLOCK_BITS, ore.n_blocks(), c.depth).astype(np.int64)
         else:
             leaves = walk(m, node_qcol, queries.values, c.depth)
@@ -235,6 +239,19 @@ class Server:
                     acc = acc * table[j] % n2
                 out.append(int(acc))
         return out
+
+
+def _check_left(queries: EncryptedQueries) -> None:
+    """ORE left ciphertexts the compiled walk may index without bounds checks: one
+    left_width() slice per column, every block index below 2**BLOCK_BITS."""
+    left, width = queries.ore_left, ore.left_width()
+    if not isinstance(left, np.ndarray) or left.dtype != np.uint8 \
+            or left.shape != (queries.n_rows, len(queries.columns) * width):
+        raise ParameterError.bad("queries.ore_left", f"uint8 ({queries.n_rows}, {len(queries.columns) * width})",
+                                 getattr(left, "shape", type(left).__name__))
+    blocks = left.reshape(queries.n_rows, -1, ore.KEY_BYTES + 1)[:, :, 0]
+    if blocks.size and blocks.max() >= 1 << ore.BLOCK_BITS:
+        raise ParameterError.bad("queries.ore_left", f"block indexes below {1 << ore.BLOCK_BITS}", int(blocks.max()))
 
 
 def _local_leaf_index(model: EncryptedModel) -> tuple[np.ndarray, np.ndarray]:

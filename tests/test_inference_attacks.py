@@ -80,7 +80,20 @@ def test_ope_server_estimates_values(world):
     est_t = _ordinal_to_float(np.round(e.model.threshold[inner] * scale) - 1)
     err_t = _median_rel(est_t, thr[inner])
     print(f"OPE: median relative error, queries {err_q:.2e}, thresholds {err_t:.2e}")
-    assert err_q < 1e-2 and err_t < 1e-2          # the documented leak: values to ~0.4%
+    assert err_q < 5e-2 and err_t < 5e-2          # one enrollment's keys: 5e-4 to 1.3e-2 per key
+
+
+def test_ope_estimate_over_many_keys():
+    """The same scaling attack on 12 fresh OPE keys: the median over keys of each key's
+    median relative error (the figure docs/inference.md quotes)."""
+    from ppxgb.crypto.ope import OPE
+
+    values = np.random.default_rng(0).lognormal(size=3000).astype(np.float32)
+    scale = (IN_RANGE[1] + 1) / (OUT_RANGE[1] + 1)
+    errors = [_median_rel(_ordinal_to_float(np.round(OPE(bytes([k]) * 32).encrypt(float32_plaintext(values))
+                                                     * scale) - 1), values) for k in range(12)]
+    print(f"OPE over 12 keys: median {np.median(errors):.2e}, range {min(errors):.1e}..{max(errors):.1e}")
+    assert np.median(errors) < 1e-2
 
 
 def _magnitude_attack(cts: np.ndarray) -> np.ndarray:

@@ -111,3 +111,32 @@ def test_large_regression_margins_float32_bound(scheme):
     ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
     assert np.max(np.abs(ours - ref) / ulp) <= 8
     assert np.max(np.abs(ours - ref) / np.abs(ref)) < 1e-5
+
+
+def test_scheme_recorded_old_files_load_and_mismatch_refused():
+    import msgpack
+
+    from ppxgb.formats import EncryptedModel, EncryptedQueries, UserKeys
+
+    X, y = _data(n=60)
+    booster = xgb.train({"max_depth": 2}, xgb.DMatrix(X, label=y), 2)
+    ope_e, ope_server = _enroll(booster, "ope")
+    ore_e, ore_server = _enroll(booster, "ore")
+    for blob in (ope_e.model.to_bytes(), ope_e.keys.to_bytes()):   # OPE files: as before ORE
+        assert "scheme" not in msgpack.unpackb(blob, raw=False)
+    assert EncryptedModel.from_bytes(ope_e.model.to_bytes()).scheme == "ope"
+    assert UserKeys.from_bytes(ore_e.keys.to_bytes()).scheme == "ore"
+    assert EncryptedModel.from_bytes(ore_e.model.to_bytes()).scheme == "ore"
+    ore_q = Client(ore_e.keys).encrypt(X)
+    assert EncryptedQueries.from_bytes(ore_q.to_bytes()).scheme == "ore"
+    ope_q = Client(ope_e.keys).encrypt(X)
+    mixed = EncryptedQueries(model_id=ope_e.model.model_id, columns=ope_q.columns, values=ope_q.values,
+                             scheme="ore", ore_left=np.zeros((60, 153 * len(ope_q.columns)), np.uint8))
+    with pytest.raises(ParameterError, match="scheme"):
+        ope_server.predict(ope_e.model.model_id, mixed)
+    bad = ore_q.ore_left.copy()
+    bad[0, 0] = 255                                     # a block index the walk must not follow
+    hostile = EncryptedQueries(model_id=ore_q.model_id, columns=ore_q.columns, values=ore_q.values,
+                               scheme="ore", ore_left=bad)
+    with pytest.raises(ParameterError, match="block indexes"):
+        ore_server.predict(ore_e.model.model_id, hostile.to_bytes())
