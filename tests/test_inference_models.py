@@ -2,12 +2,22 @@
 single-leaf trees, out-of-range values, a custom missing value, scipy sparse rows,
 unsupported objectives, and the float32 bound on large regression margins."""
 
+import subprocess
+import sys
+import time
+
+import httpx
+import msgpack
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import xgboost as xgb
 
+from helpers import free_ports
+from ppxgb.app.cli import main
 from ppxgb.errors import ParameterError
+from ppxgb.formats import EncryptedModel, EncryptedQueries, UserKeys
 from ppxgb.inference import Client, Server
 from ppxgb.proxy import Proxy
 
@@ -114,10 +124,6 @@ def test_large_regression_margins_float32_bound(scheme):
 
 
 def test_scheme_recorded_old_files_load_and_mismatch_refused():
-    import msgpack
-
-    from ppxgb.formats import EncryptedModel, EncryptedQueries, UserKeys
-
     X, y = _data(n=60)
     booster = xgb.train({"max_depth": 2}, xgb.DMatrix(X, label=y), 2)
     ope_e, ope_server = _enroll(booster, "ope")
@@ -140,3 +146,41 @@ def test_scheme_recorded_old_files_load_and_mismatch_refused():
                                scheme="ore", ore_left=bad)
     with pytest.raises(ParameterError, match="block indexes"):
         ore_server.predict(ore_e.model.model_id, hostile.to_bytes())
+
+
+def test_cli_scheme_ore_and_missing_through_the_services(tmp_path):
+    """`ppxgb proxy enroll --scheme ore` to a scoring server, then `ppxgb score --missing`."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.lognormal(size=(120, 4)).astype(np.float32), columns=list("abcd"))
+    X.iloc[::9, 1] = -999.0
+    booster = xgb.train({"max_depth": 4}, xgb.DMatrix(X, label=X.a + rng.normal(size=120), missing=-999.0), 6)
+    booster.save_model(str(tmp_path / "m.json"))
+    X.to_csv(tmp_path / "rows.csv", index=False)
+    token = str(tmp_path / "server.token")
+    assert main(["proxy", "new-secret", "--out", token]) == 0
+    (port,) = free_ports(1)
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "ppxgb.app.cli", "scoring-server", "--db",
+                               f"sqlite:///{tmp_path / 'm.db'}", "--admin-token-file", token,
+                               "--port", str(port), "--insecure-http"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/v1/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        key, tok = str(tmp_path / "c.key"), str(tmp_path / "c.token")
+        assert main(["proxy", "enroll", "--model", str(tmp_path / "m.json"), "--user", "carol", "--scheme", "ore",
+                     "--server-url", url, "--server-admin-token-file", token, "--insecure-http",
+                     "--key-out", key, "--token-out", tok]) == 0
+        assert UserKeys.from_bytes(open(key, "rb").read()).scheme == "ore"
+        out = tmp_path / "out.csv"
+        assert main(["score", "--keys", key, "--token-file", tok, "--server-url", url, "--insecure-http",
+                     "--input", str(tmp_path / "rows.csv"), "--output", str(out), "--missing", "-999"]) == 0
+        got = pd.read_csv(out)["prediction"].to_numpy()
+        np.testing.assert_allclose(got, booster.predict(xgb.DMatrix(X, missing=-999.0)), rtol=RTOL, atol=ATOL)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
