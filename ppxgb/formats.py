@@ -29,12 +29,13 @@ import numpy as np
 
 from .errors import FormatError
 from .crypto import ore as _ore
+from .objectives import OBJECTIVES
 from .crypto.ope import IN_RANGE, OUT_RANGE
 
 VERSION = 1
 #: Slot 0 ("low") encodes a missing value below every float32, slot 1 ("high") above.
 SLOT_LOW, SLOT_HIGH = 0, 1
-TRANSFORMS = ("sigmoid", "softmax", "identity", "argmax")
+TRANSFORMS = tuple(sorted({o.transform for o in OBJECTIVES.values()}))   # every registered objective's
 #: Comparison schemes: "ope" (order-preserving, int64 ciphertexts; the default, and what
 #: files without a "scheme" field hold) and "ore" (Lewi-Wu left/right ciphertexts,
 #: ppxgb.crypto.ore, with ORE_BLOCK_BITS-bit blocks).
