@@ -252,6 +252,8 @@ class Ensemble:
             )
         except FormatError:
             raise
+        except ParameterError as exc:   # a well-formed model ppxgb cannot use: say what, not "invalid"
+            raise FormatError(f"unsupported XGBoost model: {exc}") from None
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise FormatError(f"not a valid XGBoost JSON model: {exc!r}") from None
 

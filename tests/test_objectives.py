@@ -36,3 +36,16 @@ def test_key_file_round_trip_scores_new_transforms(objective):
     client = Client(keys)
     scores = client.decrypt(server.predict(enrollment.model.model_id, client.encrypt(X)))
     np.testing.assert_allclose(scores, booster.predict(xgb.DMatrix(X)), rtol=1e-5, atol=1e-5)
+
+
+def test_model_file_with_an_unsupported_objective_names_it(tmp_path):
+    from ppxgb.errors import FormatError
+    from ppxgb.model import Ensemble
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 3)), rng.integers(0, 2, size=60)
+    booster = xgb.train({"objective": "rank:pairwise"}, xgb.DMatrix(X, label=y, group=[60]), 2)
+    path = tmp_path / "rank.json"
+    booster.save_model(str(path))
+    with pytest.raises(FormatError, match=r"unsupported XGBoost model: objective: expected one of .*rank:pairwise"):
+        Ensemble.load(str(path))
