@@ -89,8 +89,8 @@ def test_round_trip_through_booster_json_is_exact():
 
 
 @pytest.mark.parametrize("params, word", [
-    ({"objective": "binary:logistic", "subsample": 0.5}, "subsample"),
-    ({"objective": "binary:logistic", "colsample_bytree": 0.5}, "colsample_bytree"),
+    ({"objective": "binary:logistic", "subsample": 1.5}, "subsample"),
+    ({"objective": "binary:logistic", "colsample_bytree": 0}, "colsample_bytree"),
     ({"objective": "rank:pairwise"}, "objective"),
     ({"objective": "binary:logistic", "tree_method": "exact"}, "tree_method"),
     ({"objective": "multi:softprob"}, "num_class"),

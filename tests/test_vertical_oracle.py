@@ -131,7 +131,7 @@ def test_round_trip_through_booster_json_is_exact():
 
 
 @pytest.mark.parametrize("params, word", [
-    ({"objective": "binary:logistic", "subsample": 0.5}, "subsample"),
+    ({"objective": "binary:logistic", "subsample": 1.5}, "subsample"),
     ({"objective": "rank:pairwise"}, "objective"),
     ({"objective": "multi:softprob"}, "num_class"),
 ])

@@ -13,10 +13,16 @@ Which child is built: the smaller one by the source's `child_sizes` (the work of
 building a histogram grows with the rows it covers; a source that cannot count rows
 reports hessian sums).  Which child is built never changes the result: the other is
 subtracted exactly.
+
+Sampling: column samples (colsample_bytree/bylevel/bynode) are public and drawn here,
+in the driver, from the seed (ColumnSampler); they reach split finding as a feature
+mask per node.  Row samples (subsample) are drawn by each row's owner (row_sample),
+which zeroes the g and h of its unsampled rows for the tree.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ppxgb.crypto.fixedpoint import FixedPointEncoder
+from ppxgb.crypto.sharing import Randomness
 from ppxgb.errors import ParameterError
 from ppxgb.model import Ensemble, Tree
 from ppxgb.objectives import get_objective
@@ -96,7 +103,8 @@ class HistogramSource(ABC):
     @abstractmethod
     def start_tree(self, rnd: int, group: int, tree: int) -> None:
         """A new tree of output group `group`: every row back at the root; at group 0
-        the gradients of this round are computed from the margins."""
+        the gradients of this round are computed from the margins; under subsample the
+        owner of the rows zeroes the g and h of those not in row_sample."""
 
     @abstractmethod
     def histograms(self, build: list[int]) -> np.ndarray:
@@ -129,6 +137,7 @@ def grow_tree(source: HistogramSource, layout: FeatureLayout, p: TrainParams, sc
     """One tree, depth-wise, with the subtraction trick."""
     source.start_tree(rnd, group, tree)
     n_total = layout.n_bins
+    columns = ColumnSampler(p, layout.n_features, tree)
     hists: dict[int, np.ndarray] = {}
     depth = {0: 0}
     stats: dict[int, tuple[float, float]] = {}
@@ -147,7 +156,8 @@ def grow_tree(source: HistogramSource, layout: FeatureLayout, p: TrainParams, sc
             stats[node] = (hists[node][n_total, 0] / scale, hists[node][n_total, 1] / scale)
         open_nodes = [node for node in frontier if depth[node] < p.max_depth]
         found = find_splits(np.stack([hists[n] for n in open_nodes]), scale, layout.cut_ptr,
-                            layout.cuts, layout.min_vals, p) if open_nodes else []
+                            layout.cuts, layout.min_vals, p,
+                            columns.level_masks(len(open_nodes))) if open_nodes else []
         new: dict[int, tuple[Split, int, int]] = {}
         for node, s in zip(open_nodes, found):
             if s is not None:
@@ -201,6 +211,71 @@ def boost(source: HistogramSource, p: TrainParams, num_boost_round: int, progres
         if progress is not None:
             progress.close()
     return assemble(p, layout.n_features, trees, info, base_score, layout.names)
+
+
+# ------------------------------------------------------------------- sampling
+def sampling_key(seed: int, *labels: object) -> bytes:
+    """A 32-byte AES key for one stream of sampling randomness: SHA-256 of the seed and
+    the labels that name the stream (what is sampled, by whom, for which tree)."""
+    text = "\x1f".join(["ppxgb-sampling-v1", str(int(seed)), *map(str, labels)])
+    return hashlib.sha256(text.encode()).digest()
+
+
+def row_sample(p: TrainParams, owner: str, rnd: int, group: int, n_rows: int) -> np.ndarray | None:
+    """Rows of `owner` kept in the tree (rnd, group) under `subsample` (None: all rows).
+
+    Each row is kept independently with probability subsample, as XGBoost's uniform
+    sampling; the draw is keyed by the seed and the owner's own name, so it is made
+    where the rows are and nobody else learns it.
+    """
+    if p.subsample >= 1.0:
+        return None
+    words = Randomness(sampling_key(p.seed, "rows", owner, rnd, group)).words(n_rows)
+    return words < np.uint64(min(int(p.subsample * 2.0 ** 64), 2 ** 64 - 1))
+
+
+def zero_unsampled(gh: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """gh (n_rows, 2) with the g and h of unsampled rows set to zero (a copy)."""
+    if keep is None:
+        return gh
+    out = gh.copy()
+    out[~keep] = 0
+    return out
+
+
+class ColumnSampler:
+    """XGBoost's nested column sampling for one tree: colsample_bytree picks the tree's
+    features, colsample_bylevel picks each level's from the tree's, colsample_bynode
+    each node's from its level's; at least one feature each, max(1, int(fraction * n)).
+
+    The samples are public (they only restrict the split search) and drawn by the
+    driver from the seed and the tree index.
+    """
+
+    def __init__(self, p: TrainParams, n_features: int, tree: int):
+        self.p, self.n = p, n_features
+        self.active = n_features > 0 and min(p.colsample_bytree, p.colsample_bylevel, p.colsample_bynode) < 1.0
+        if self.active:
+            self.rng = Randomness(sampling_key(p.seed, "columns", tree))
+            self.tree_set = self._pick(np.arange(n_features), p.colsample_bytree)
+
+    def _pick(self, features: np.ndarray, fraction: float) -> np.ndarray:
+        if fraction >= 1.0:
+            return features
+        k = max(1, int(fraction * len(features)))
+        order = np.argsort(self.rng.words(len(features)), kind="stable")
+        return np.sort(features[order[:k]])
+
+    def level_masks(self, n_nodes: int) -> np.ndarray | None:
+        """(n_nodes, n_features) bool: the features each open node of a level may split
+        on (None: all of them, no sampling)."""
+        if not self.active:
+            return None
+        level_set = self._pick(self.tree_set, self.p.colsample_bylevel)
+        mask = np.zeros((n_nodes, self.n), dtype=np.bool_)
+        for i in range(n_nodes):
+            mask[i, self._pick(level_set, self.p.colsample_bynode)] = True
+        return mask
 
 
 # ------------------------------------------------------------------- the model out

@@ -42,7 +42,11 @@ SUPPORTED: dict[str, tuple[Any, str]] = {
     "tree_method": ("hist", "only 'hist' (histogram-based, as secure training needs)"),
     "device": ("cpu", "only 'cpu'"),
     "nthread": (None, "threads for each party's histogram kernel"),
-    "seed": (0, "accepted for compatibility; training has no random sampling, so it has no effect"),
+    "seed": (0, "drives row and column sampling (deterministic per seed)"),
+    "subsample": (1.0, "fraction of each party's rows sampled per tree, in (0, 1]; drawn by the row's owner"),
+    "colsample_bytree": (1.0, "fraction of features sampled per tree, in (0, 1]"),
+    "colsample_bylevel": (1.0, "fraction of the tree's features sampled per level, in (0, 1]"),
+    "colsample_bynode": (1.0, "fraction of the level's features sampled per node, in (0, 1]"),
     "verbosity": (1, "0..3; 0 turns the default progress bar off, ppxgb logs nothing else"),
     "validate_parameters": (True, "accepted; ppxgb always validates (unknown parameters raise)"),
     "eval_metric": (None, "accepted and stored (a name or a list of names); not evaluated yet"),
@@ -53,6 +57,9 @@ SUPPORTED: dict[str, tuple[Any, str]] = {
 #: parameters of some objectives only (xgboost ignores them elsewhere; ppxgb refuses
 #: a value other than the default there, rather than ignore it silently)
 OBJECTIVE_PARAMS = ("scale_pos_weight", "huber_slope", "tweedie_variance_power")
+
+#: sampling fractions, each in (0, 1]
+SAMPLING = ("subsample", "colsample_bytree", "colsample_bylevel", "colsample_bynode")
 
 #: objectives ppxgb knows but cannot train, and why
 NOT_TRAINABLE = {
@@ -84,6 +91,10 @@ class TrainParams:
     huber_slope: float = 1.0
     tweedie_variance_power: float = 1.5
     seed: int = 0
+    subsample: float = 1.0
+    colsample_bytree: float = 1.0
+    colsample_bylevel: float = 1.0
+    colsample_bynode: float = 1.0
     verbosity: int = 1
     validate_parameters: bool = True
     eval_metric: tuple[str, ...] | None = None
@@ -170,6 +181,7 @@ class TrainParams:
             huber_slope=huber_slope,
             tweedie_variance_power=tweedie,
             seed=_int("seed", 0 if p["seed"] is None else p["seed"], -2**63, 2**64 - 1),
+            **{name: _fraction(name, p[name]) for name in SAMPLING},
             verbosity=_int("verbosity", p["verbosity"], 0, 3),
             validate_parameters=_bool("validate_parameters", p["validate_parameters"]),
             eval_metric=_metrics(p["eval_metric"]),
@@ -185,7 +197,8 @@ class TrainParams:
             "max_bin": self.max_bin, "base_score": self.base_score, "nthread": self.nthread,
             "fixed_point_bits": self.fixed_point_bits, "max_delta_step": self.max_delta_step,
             **{k: getattr(self, k) for k in OBJECTIVE_PARAMS if k in get_objective(self.objective).defaults},
-            "seed": self.seed, "verbosity": self.verbosity, "validate_parameters": self.validate_parameters,
+            "seed": self.seed, **{name: getattr(self, name) for name in SAMPLING},
+            "verbosity": self.verbosity, "validate_parameters": self.validate_parameters,
             "eval_metric": list(self.eval_metric) if self.eval_metric is not None else None,
             "disable_default_eval_metric": self.disable_default_eval_metric,
         }
@@ -206,6 +219,13 @@ def _float(name: str, value: Any, lo: float | None = None, lo_open: bool = False
     value = float(value)
     if lo is not None and (value < lo or (lo_open and value == lo)):
         raise ParameterError.bad(name, f"a number {'>' if lo_open else '>='} {lo}", value)
+    return value
+
+
+def _fraction(name: str, value: Any) -> float:
+    value = _float(name, value, lo=0.0, lo_open=True)
+    if value > 1.0:
+        raise ParameterError.bad(name, "a number in (0, 1]", value)
     return value
 
 

@@ -70,12 +70,15 @@ def find_split(hist: np.ndarray, scale: float, cut_ptr: np.ndarray, cuts: np.nda
 
 
 def find_splits(hists: np.ndarray, scale: float, cut_ptr: np.ndarray, cuts: np.ndarray,
-                min_vals: np.ndarray, p: TrainParams) -> list[Split | None]:
+                min_vals: np.ndarray, p: TrainParams,
+                feature_mask: np.ndarray | None = None) -> list[Split | None]:
     """Best split of each node, all nodes of a level at once.
 
     hists is the opened int64 fixed-point histogram (nodes, n_bins_total + 1, 2), the
     last bin row holding each node's totals; prefix sums are taken on the integers
-    (exact, wrapping like the ring) and decoded per candidate.
+    (exact, wrapping like the ring) and decoded per candidate.  feature_mask
+    (nodes, n_features) bool, from column sampling, restricts each node's scan to its
+    features (None: every feature; the scan is then unchanged).
     """
     n_nodes = hists.shape[0]
     if int(cut_ptr[-1]) == 0 or n_nodes == 0:
@@ -87,10 +90,18 @@ def find_splits(hists: np.ndarray, scale: float, cut_ptr: np.ndarray, cuts: np.n
     left = np.zeros((n_nodes, 2), dtype=np.float64)
     if np.frexp(scale)[0] != 0.5:
         raise ValueError(f"scale: expected a power of two, got {scale}")
+    use_mask = feature_mask is not None
+    if use_mask:
+        mask = np.ascontiguousarray(feature_mask, dtype=np.bool_)
+        if mask.shape != (n_nodes, len(cut_ptr) - 1):
+            raise ValueError(f"feature_mask: expected shape {(n_nodes, len(cut_ptr) - 1)}, got {mask.shape}")
+    else:
+        mask = np.ones((1, 1), dtype=np.bool_)
     # x / scale == x * (1 / scale) exactly for a power of two
     _best_splits(np.ascontiguousarray(hists, dtype=np.int64), 1.0 / scale, np.asarray(cut_ptr, np.int64),
                  float(np.float32(p.reg_lambda)), float(np.float32(p.min_child_weight)),
-                 float(np.float32(p.alpha)), float(np.float32(p.max_delta_step)), feature, k, backward, gain, left)
+                 float(np.float32(p.alpha)), float(np.float32(p.max_delta_step)), use_mask, mask,
+                 feature, k, backward, gain, left)
     out: list[Split | None] = []
     n_bins = int(cut_ptr[-1])
     for n in range(n_nodes):
@@ -190,9 +201,10 @@ def _scan(hists, n, s, e, step, inv_scale, gt, ht, root, lam, mcw, alpha, mds, p
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _best_splits(hists, inv_scale, cut_ptr, lam, mcw, alpha, mds, out_feature, out_k, out_backward,
-                 out_gain, out_left):
-    """Per node: XGBoost's scan order with strict maxima (see the module docstring)."""
+def _best_splits(hists, inv_scale, cut_ptr, lam, mcw, alpha, mds, use_mask, mask, out_feature, out_k,
+                 out_backward, out_gain, out_left):
+    """Per node: XGBoost's scan order with strict maxima (see the module docstring);
+    with use_mask, features where mask[node, f] is False are skipped."""
     n_bins = cut_ptr[-1]
     widest = 0
     for f in range(cut_ptr.shape[0] - 1):
@@ -208,6 +220,8 @@ def _best_splits(hists, inv_scale, cut_ptr, lam, mcw, alpha, mds, out_feature, o
         root = _gain(gt, ht, lam, mcw, alpha) if mds == 0.0 else float(_gain_clipped(gt, ht, lam, mcw, alpha, mds))
         best = np.float32(-np.inf)
         for f in range(cut_ptr.shape[0] - 1):
+            if use_mask and not mask[n, f]:
+                continue
             s, e = cut_ptr[f], cut_ptr[f + 1]
             # forward: left = bins [s, i], missing values right
             j, fmax, sum_g, sum_h = _scan(hists, n, s, e, 1, inv_scale, gt, ht, root, lam, mcw, alpha, mds,

@@ -24,6 +24,7 @@ from ppxgb.transport import Transport
 
 from .. import binning, kernels
 from ..gradients import GradientEncoder, check_weights, intercept_limbs
+from ..grower import row_sample, zero_unsampled
 from ..messages import field, report_failure
 from ..params import TrainParams
 from .stages import COORDINATOR, PARTY_STAGES, STATS_BITS
@@ -43,8 +44,9 @@ def send_shares(transport: Transport, me: str, servers: Sequence[str], step: int
 
 
 class _PartyState:
-    def __init__(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None, p: TrainParams, n_parties: int):
-        self.X, self.y, self.w, self.p = X, y, w, p
+    def __init__(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None, p: TrainParams, n_parties: int,
+                 name: str = ""):
+        self.X, self.y, self.w, self.p, self.name = X, y, w, p, name
         self.encoder = GradientEncoder(get_objective(p.objective), p.n_groups, p.fixed_point_bits, n_parties,
                                        p.objective_params)
         self.rows: kernels.NodeRows | None = None      # set when the cuts arrive
@@ -57,11 +59,13 @@ class _PartyState:
         self.rows = kernels.NodeRows(binning.assign_bins(self.X, cuts, self.p.nthread), sizes,
                                      2 ** (self.p.max_depth + 1), self.p.nthread)
 
-    def start_tree(self, group: int) -> None:
+    def start_tree(self, group: int, rnd: int = 0) -> None:
         if group == 0:
             self.gh = self.encoder.encode(self.margin, self.y, self.w)
         self.group = group
-        self.rows.start_tree(self.gh[group])
+        # subsample: this party draws its own rows, keyed by the seed and its name
+        keep = row_sample(self.p, self.name, rnd, group, self.X.shape[0])
+        self.rows.start_tree(zero_unsampled(self.gh[group], keep))
 
     def apply(self, splits: dict[str, Any]) -> None:
         self.rows.split(splits["node"], splits["feature"], splits["bin"], splits["default_left"],
@@ -97,7 +101,7 @@ def _party_loop(transport, name, X, y, w, servers, coordinator, timeout):
     if len(y) != X.shape[0]:
         raise ParameterError.bad(f"{name} y", f"{X.shape[0]} labels (one per row)", len(y))
     w = check_weights(w, X.shape[0], f"{name} w")
-    state = _PartyState(X, y, w, p, n_parties)
+    state = _PartyState(X, y, w, p, n_parties, name)
     stats_enc = FixedPointEncoder(STATS_BITS)
     transport.send(name, coordinator, "hello", {"n_features": X.shape[1]})
     while True:
@@ -118,7 +122,7 @@ def _party_loop(transport, name, X, y, w, servers, coordinator, timeout):
             base = np.asarray(field(msg, "base_margin", list), dtype=np.float32)
             state.margin = np.tile(base, (X.shape[0], 1)).astype(np.float32)
         elif stage == "tree":
-            state.start_tree(field(msg, "group", int))
+            state.start_tree(field(msg, "group", int), field(msg, "round", int))
         elif stage == "level":
             state.apply(field(msg, "splits", dict))
             build = np.asarray(field(msg, "build", list), dtype=np.int64)

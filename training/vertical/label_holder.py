@@ -23,7 +23,7 @@ from ppxgb.transport import Blank, Transport, draft_message
 
 from .. import binning, kernels
 from ..gradients import GradientEncoder, check_weights, intercept_limbs
-from ..grower import FeatureLayout, HistogramSource, NewSplits, boost
+from ..grower import FeatureLayout, HistogramSource, NewSplits, boost, row_sample, zero_unsampled
 from ..messages import abort_all, array, arrays, field
 from ..params import TrainParams
 from ..split import Split
@@ -104,7 +104,9 @@ class VerticalSource(HistogramSource):
         for q in self.fhs:
             self.t.send(self.me, q, "vtree", {"tree": tree, "group": group})
         self.positions = np.zeros(self.n, dtype=np.int64)
-        self.rows.start_tree(self.gh[group])
+        # subsample: the label holder's g and h are all that change (zero off the sample)
+        self.tree_gh = zero_unsampled(self.gh[group], row_sample(self.p, self.me, rnd, group, self.n))
+        self.rows.start_tree(self.tree_gh)
         self.pending = {"splits": {"node": [], "left": [], "right": []}, "goleft": np.zeros(0, np.uint8)}
 
     # ---- one level of histograms
@@ -118,7 +120,7 @@ class VerticalSource(HistogramSource):
         N = pm.correlation_size(n, level, p.max_bin)
         beta = pm.block_size(n, level, p.max_bin)
         self.t.send(self.me, self.dealer, "dlevel", {"tree": tree, "level": level})
-        gh = self.gh[group][rows].view(np.uint64)
+        gh = self.tree_gh[rows].view(np.uint64)
         for q in self.fhs:
             key = self.keys[q]
             span = pm.layout_length(m, nb * (int(self.fh_bins[q].max(initial=0)) + 1), beta)
