@@ -66,7 +66,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         horizontal, booster, X_test = horizontal_story(clock, args.seed)
         inference = None
-    vertical = vertical_story(clock, args.seed)
+    # with --services, inference ran as step 2 (next to the federation), so vertical is step 3
+    vertical = vertical_story(clock, args.seed, step="[3/3]" if args.services else "[2/3]")
     if inference is None:
         inference = inference_story(clock, booster, X_test, args.queries, args.key_bits)
     results = {

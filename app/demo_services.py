@@ -81,7 +81,7 @@ def run_services_story(args, clock):
 
         horizontal, booster, X_test = horizontal_story(clock, args.seed, train_fn=federate)
 
-        say("[3/3] Encrypted inference: the scoring server and the proxy start as HTTPS services "
+        say("[2/3] Encrypted inference: the scoring server and the proxy start as HTTPS services "
             "on loopback; user 'alice' is enrolled through the proxy service")
         pki = make_test_pki(work / "pki", ["scoring-server", "proxy"])
         ca = pki["scoring-server"].ca

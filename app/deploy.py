@@ -47,7 +47,8 @@ from ppxgb.net import NetworkTransport, parse_address
 from ppxgb.tls import TLSConfig, make_test_pki
 
 __all__ = ["PEERS_VERSION", "Peers", "write_peers", "load_data", "load_block", "feature_names_of",
-           "free_ports", "json_arg", "output_path", "federation_tls", "run_role", "blame",
+           "free_ports", "json_arg", "read_csv", "check_numeric", "check_params",
+           "column_difference", "plural", "human_bytes", "secret_file", "announce_when_ready", "output_path", "federation_tls", "run_role", "blame",
            "add_role_options", "add_net_options", "add_federation_options", "progress_for", "Plan", "run_federation",
            "CLI_COMMAND", "write_atomic", "write_private_file", "Child", "stop_children",
            "wait_children", "federation_error"]
@@ -61,30 +62,70 @@ CLI_COMMAND = [sys.executable, "-m", "ppxgb.app.cli"]
 
 # ===================================================================== data and args
 
+def read_csv(path: str, flag: str = "--data", nrows: int | None = None):
+    """A CSV with a header row as a DataFrame; an empty, binary or malformed file is a
+    ParameterError naming the file (never a pandas traceback)."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, nrows=nrows)
+    except pd.errors.EmptyDataError:
+        raise ParameterError.bad(flag, "a CSV with a header row", f"{path}: empty file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ParameterError.bad(flag, "a CSV with a header row", f"{path}: {reason}") from None
+    except OSError as exc:
+        raise ParameterError.bad(flag, "a readable CSV file", f"{path}: {exc.strerror}") from None
+
+
+def _npz(path: str, flag: str = "--data"):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ParameterError.bad(flag, "an .npz file of numeric arrays", f"{path}: {exc}") from None
+
+
+def check_numeric(frame, path: str, flag: str = "--data") -> None:
+    """Every column numeric (empty cells are NaN); else name the first other one."""
+    import pandas as pd
+
+    bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c].dtype)]
+    if bad:
+        sample = frame[bad[0]].dropna().astype(str).head(3).tolist()
+        raise ParameterError(
+            f"{flag}: {path}: column {bad[0]!r} is not numeric (values such as {sample}); encode it "
+            "as numbers first (e.g. 0/1 or one column per category), or drop it")
+
+
 def load_data(path: str, label: str | None) -> tuple[Any, np.ndarray]:
     """(X, y) from a CSV (header row; empty cells are NaN) or an .npz holding X and y.
 
     X comes back as a DataFrame for CSV (its columns are the feature names) and as an
-    array for .npz.
+    array for .npz.  A file without rows, or with a non-numeric column, is refused.
     """
     if not os.path.isfile(path):
         raise ParameterError.bad("--data", "an existing CSV or .npz file", path)
     if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as npz:
+        with _npz(path) as npz:
             if "X" not in npz or "y" not in npz:
                 raise ParameterError.bad("--data", "an .npz with arrays 'X' and 'y'", sorted(npz.files))
-            return np.asarray(npz["X"], dtype=np.float64), np.asarray(npz["y"])
-    import pandas as pd
-
-    frame = pd.read_csv(path)
+            try:
+                X, y = np.asarray(npz["X"], dtype=np.float64), np.asarray(npz["y"])
+            except (TypeError, ValueError):
+                raise ParameterError.bad("--data", "a numeric array 'X'", path) from None
+        if X.ndim != 2 or len(X) == 0 or len(y) != len(X):
+            raise ParameterError.bad("--data", "an .npz with a non-empty 2-D X and one y per row",
+                                     f"{path}: X {X.shape}, y {y.shape}")
+        return X, y
+    frame = read_csv(path)
     if not label:
         raise ParameterError.bad("--label", "the label column of the CSV", label)
     if label not in frame.columns:
         raise ParameterError.bad("--label", f"one of the columns of {path}", label)
+    if len(frame) == 0:
+        raise ParameterError.bad("--data", "a CSV with at least one data row", f"{path}: header only")
     X = frame.drop(columns=[label])
-    bad = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c].dtype)]
-    if bad:
-        raise ParameterError.bad("--data", "numeric feature columns", f"non-numeric column {bad[0]!r}")
+    check_numeric(X, path)
     return X.astype(np.float64), frame[label].to_numpy()
 
 
@@ -96,29 +137,69 @@ def load_block(path: str):
     import pandas as pd
 
     if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as npz:
+        with _npz(path) as npz:
             if "X" not in npz:
                 raise ParameterError.bad("--data", "an .npz with an array 'X'", sorted(npz.files))
-            X = np.asarray(npz["X"], dtype=np.float64)
+            try:
+                X = np.asarray(npz["X"], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ParameterError.bad("--data", "a numeric array 'X'", path) from None
+            if X.ndim != 2:
+                raise ParameterError.bad("--data", "a 2-D array 'X'", f"{path}: shape {X.shape}")
             frame = pd.DataFrame(X, columns=[f"{Path(path).stem}_{j}" for j in range(X.shape[1])])
             if "ids" in npz:
                 frame.insert(0, "ids", npz["ids"])
             if "y" in npz:
                 frame["y"] = npz["y"]
-            return frame
-    return pd.read_csv(path)
+    else:
+        frame = read_csv(path)
+    if len(frame) == 0:
+        raise ParameterError.bad("--data", "a file with at least one data row", f"{path}: header only")
+    return frame
+
+
+def column_difference(path: str, columns: list[str], first: str, expected: list[str]) -> str:
+    """Why two parties' feature columns differ, in a few words instead of two lists."""
+    missing = [c for c in expected if c not in columns]
+    extra = [c for c in columns if c not in expected]
+    if not missing and not extra:
+        return f"--data: {path} has the same columns as {first}, in a different order; reorder them"
+    parts = ([f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"] if missing else []) + \
+            ([f"unexpected: {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}"] if extra else [])
+    return f"--data: {path} differs from {first} ({'; '.join(parts)})"
+
+
+def check_params(text: str) -> dict[str, Any]:
+    """--params parsed and validated as secure training will (before any process starts)."""
+    from ppxgb.training.params import TrainParams
+
+    params = json_arg(text, "--params")
+    TrainParams.from_dict(params)
+    return params
 
 
 def feature_names_of(path: str, label: str | None) -> list[str] | None:
     """The feature columns of a CSV (its header without the label); None for .npz."""
     if path.endswith(".npz"):
         return None
-    import pandas as pd
-
-    columns = [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    columns = [str(c) for c in read_csv(path, nrows=0).columns]
     if label not in columns:
         raise ParameterError.bad("--label", f"one of the columns of {path}", label)
     return [c for c in columns if c != label]
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 party', '2 parties'."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def human_bytes(n: float) -> str:
+    """1234567 -> '1.2 MB' (powers of 1000, as disks and networks count)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -138,7 +219,11 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 def json_arg(text: str, name: str) -> dict[str, Any]:
     """A JSON object given inline or as @file (e.g. --params)."""
     if text.startswith("@"):
-        text = Path(text[1:]).read_text()
+        try:
+            text = Path(text[1:]).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ParameterError.bad(name, "a JSON object or @FILE with one", f"{text}: {reason}") from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -157,6 +242,32 @@ def output_path(value: str, overwrite: bool | None = None) -> Path:
     if overwrite is False and out.exists():
         raise ParameterError.bad("--out", "a path that does not exist yet (or --overwrite)", str(out))
     return out
+
+
+def secret_file(path: str | None, flag: str, kind: str = "token") -> str:
+    """Check that a secret file given by `flag` exists; if not, say how to create it."""
+    if path and os.path.exists(path):
+        return path
+    make = f"ppxgb proxy new-secret --out {path or 'FILE'}" + (" --kind master-key" if kind == "master-key" else "")
+    raise ParameterError(f"{flag}: {path!r} does not exist; create it with `{make}` (mode 0600)")
+
+
+def announce_when_ready(service: str, host: str, port: int, tls: bool, timeout: float = 600.0) -> None:
+    """Print "<service>: ready at <URL>" once the port accepts connections (a thread,
+    since the web server blocks), so a user or script knows when to connect."""
+    url = f"{'https' if tls else 'http'}://{host}:{port}"
+    print(f"ppxgb {service}: starting on {url}", file=sys.stderr, flush=True)
+
+    def wait() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((host, port), timeout=1.0):
+                    print(f"ppxgb {service}: ready at {url}", file=sys.stderr, flush=True)
+                    return
+            except OSError:
+                time.sleep(0.1)
+    threading.Thread(target=wait, daemon=True).start()
 
 
 # ========================================================================== PEERS.json
@@ -308,12 +419,21 @@ def run_role(args: argparse.Namespace, name: str, body: Callable[[NetworkTranspo
 
 
 def progress_for(mode: str):
-    """The per-round progress reporter for --progress auto|bar|lines|off."""
+    """The per-round progress reporter for --progress auto|bar|lines|off; its lines show
+    the elapsed time once and the traffic in readable units ("1.2 MB")."""
     from ppxgb.training.progress import Progress
 
-    return {"auto": lambda: Progress(), "bar": lambda: Progress(enabled=True, tty=True),
-            "lines": lambda: Progress(enabled=True, tty=False),
-            "off": lambda: Progress(enabled=False)}[mode]()
+    class ReadableProgress(Progress):
+        def line(self, info: dict[str, Any] | None = None) -> str:
+            info = dict(info or {})
+            info.pop("elapsed", None)                 # the line already shows it
+            received = info.pop("bytes", None)
+            text = super().line(info)
+            return text if received is None else f"{text} received {human_bytes(received)}"
+
+    return {"auto": lambda: ReadableProgress(), "bar": lambda: ReadableProgress(enabled=True, tty=True),
+            "lines": lambda: ReadableProgress(enabled=True, tty=False),
+            "off": lambda: ReadableProgress(enabled=False)}[mode]()
 
 
 def add_role_options(p: argparse.ArgumentParser, name_required: bool = True) -> None:
@@ -345,13 +465,11 @@ def add_federation_options(p: argparse.ArgumentParser) -> None:
 def add_net_options(p: argparse.ArgumentParser) -> None:
     """Timeouts and the explicit plaintext switch, for roles and federations alike."""
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                   help="a peer that dies or stays silent this long fails the run, naming it "
-                        f"(default {DEFAULT_TIMEOUT:g})")
+                   help="a peer that dies or stays silent this long fails the run, naming it")
     p.add_argument("--step-timeout", type=float, default=DEFAULT_STEP_TIMEOUT, metavar="SECONDS",
-                   help="longest wait for any single protocol message from live peers "
-                        f"(default {DEFAULT_STEP_TIMEOUT:g})")
+                   help="longest wait for any single protocol message from live peers")
     p.add_argument("--connect-timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="how long to wait for every peer to come up (default 30)")
+                   help="how long to wait for every peer to come up")
     p.add_argument("--insecure", action="store_true",
                    help="DEBUGGING ONLY: no TLS, plaintext traffic, unauthenticated peers")
 
@@ -535,8 +653,8 @@ def run_federation(args: argparse.Namespace, command: str, parties: list[str], s
         }
         if args.report:
             write_atomic(args.report, json.dumps(summary, indent=2))
-        print(f"ppxgb {command}: {what}, {args.rounds} rounds in {summary['seconds']:.1f}s; "
-              f"{summary['messages']} messages, {summary['bytes']} bytes "
+        print(f"ppxgb {command}: {what}, {plural(args.rounds, 'round')} in {summary['seconds']:.1f}s; "
+              f"{summary['messages']} messages, {human_bytes(summary['bytes'])} "
               f"{'over TLS' if tls else 'IN PLAINTEXT'}; model written to {out}")
         return 0
     except BaseException:

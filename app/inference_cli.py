@@ -25,6 +25,8 @@ from ppxgb.errors import ParameterError, PeerFailure
 from ppxgb.files import write_atomic
 from ppxgb.wire import MSGPACK, check_tls, http_client, read_private_file, read_token, run_service
 
+from .deploy import announce_when_ready, secret_file
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("scoring-server", help="run the encrypted-inference scoring server")
@@ -32,10 +34,10 @@ def register(subparsers) -> None:
                    help="SQLAlchemy URL of the model store: sqlite:///path.db, or "
                         "postgresql+psycopg://user:password@host:5432/dbname")
     p.add_argument("--admin-token-file", required=True, help="token that authorises model uploads (0600)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8443)
-    p.add_argument("--tls-cert")
-    p.add_argument("--tls-key")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8443, help="port to listen on")
+    p.add_argument("--tls-cert", help="the server's TLS certificate (PEM; e.g. from ppxgb certs)")
+    p.add_argument("--tls-key", help="the server's TLS private key (PEM, 0600)")
     p.add_argument("--insecure-http", action="store_true", help="serve plain HTTP (loopback only)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes sharing --db")
     p.add_argument("--cache-mb", type=float, default=1024.0,
@@ -48,11 +50,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("score", help="client app: encrypt rows, score them remotely, decrypt")
     p.add_argument("--keys", required=True, help="your key file from the proxy (0600)")
     p.add_argument("--token-file", required=True, help="your access token (0600)")
-    p.add_argument("--server-url", required=True)
+    p.add_argument("--server-url", required=True, help="the scoring server (https://host:port)")
     p.add_argument("--input", required=True, help="rows as .csv or .json")
     p.add_argument("--output", help="write .csv or .json here instead of printing")
     p.add_argument("--output-margin", action="store_true", help="margins instead of predictions")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=1000, help="rows per scoring request")
     p.add_argument("--missing", type=float, default=float("nan"),
                    help="a value that means missing besides empty/NaN (as xgboost.DMatrix(missing=))")
     p.add_argument("--ca-cert", help="CA bundle to verify the server's certificate")
@@ -67,12 +69,13 @@ def _serve(args) -> int:
     if args.workers < 1:
         raise ParameterError.bad("--workers", "an integer >= 1", args.workers)
     check_tls(args.host, args.tls_cert, args.tls_key, args.insecure_http)
-    read_token(args.admin_token_file)          # fail here, not in every worker
+    read_token(secret_file(args.admin_token_file, "--admin-token-file"))   # fail here, not in every worker
     ModelStore(args.db).engine.dispose()       # the URL works and the table exists
     # each worker process builds its own app from these (uvicorn calls the factory)
     os.environ.update({service.ENV_DB: args.db, service.ENV_ADMIN_TOKEN_FILE: args.admin_token_file,
                        service.ENV_PAIR_TABLE_MB: str(args.pair_table_mb),
                        service.ENV_CACHE_MB: str(args.cache_mb)})
+    announce_when_ready("scoring-server", args.host, args.port, not args.insecure_http)
     run_service("ppxgb.inference.app:app_from_env", args.host, args.port, args.tls_cert, args.tls_key,
                 args.insecure_http, workers=args.workers)
     return 0
@@ -103,6 +106,8 @@ def read_rows(path: str, feature_names, n_features: int) -> np.ndarray:
         if isinstance(exc, ParameterError):
             raise
         raise ParameterError.bad(path, "a readable CSV or JSON file of rows", str(exc)[:200]) from None
+    if len(frame) == 0:
+        raise ParameterError.bad("--input", "at least one row to score", f"{path}: header only")
     if feature_names and all(isinstance(c, str) for c in frame.columns) and set(feature_names) <= set(frame.columns):
         frame = frame[list(feature_names)]
     elif frame.shape[1] != n_features:

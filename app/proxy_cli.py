@@ -16,11 +16,13 @@ import base64
 import os
 import sys
 
-from ppxgb.errors import ParameterError, PeerFailure
+from ppxgb.errors import ParameterError, PeerFailure, PPXGBError
 from ppxgb.files import write_private_file
 from ppxgb.formats import UserKeys
 from ppxgb.model import Ensemble
 from ppxgb.wire import http_client, new_token, read_token, run_service
+
+from .deploy import announce_when_ready, secret_file
 
 
 def register(subparsers) -> None:
@@ -29,12 +31,13 @@ def register(subparsers) -> None:
     sub.required = True
 
     p = sub.add_parser("new-secret", help="write a fresh access token or master key (mode 0600)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--kind", choices=["token", "master-key"], default="token")
+    p.add_argument("--out", required=True, help="the file to create (mode 0600; must not exist)")
+    p.add_argument("--kind", choices=["token", "master-key"], default="token",
+                   help="an access token, or a key store's master key")
     p.set_defaults(func=_new_secret)
 
     p = sub.add_parser("enroll", help="enrol a user: keys to a 0600 file, encrypted model to the server")
-    p.add_argument("--user", required=True)
+    p.add_argument("--user", required=True, help="the user's id (one model per user)")
     p.add_argument("--model", required=True, help="model file (local mode) or model name (--proxy-url)")
     p.add_argument("--key-out", required=True, help="the user's key file (created with mode 0600)")
     p.add_argument("--token-out", help="write the access token here (0600) instead of printing it")
@@ -42,7 +45,7 @@ def register(subparsers) -> None:
     p.add_argument("--admin-token-file", help="the proxy service's admin token (with --proxy-url)")
     p.add_argument("--ca-cert", help="CA bundle to verify the proxy service's certificate")
     _server_link_args(p)
-    p.add_argument("--key-bits", type=int, default=2048, choices=[2048, 3072])
+    p.add_argument("--key-bits", type=int, default=2048, choices=[2048, 3072], help="Paillier modulus size")
     p.add_argument("--scheme", choices=["ope", "ore"], default="ope",
                    help="threshold comparison: ope (default) or ore (hides values; docs/inference.md)")
     p.add_argument("--keystore", help="also seal the keys into this key store directory")
@@ -50,12 +53,15 @@ def register(subparsers) -> None:
     p.set_defaults(func=_enroll)
 
     p = sub.add_parser("serve", help="run the proxy's HTTP service")
-    p.add_argument("--model", action="append", required=True, metavar="NAME=PATH")
+    p.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
+                   help="a model users can be enrolled on (repeatable)")
     _server_link_args(p)
-    p.add_argument("--admin-token-file", required=True)
-    p.add_argument("--keystore", required=True)
-    p.add_argument("--master-key-file", required=True)
-    p.add_argument("--key-bits", type=int, default=2048, choices=[2048, 3072])
+    p.add_argument("--admin-token-file", required=True,
+                   help="token that authorises enrolments (0600; create it with ppxgb proxy new-secret)")
+    p.add_argument("--keystore", required=True, help="directory of the sealed user keys")
+    p.add_argument("--master-key-file", required=True,
+                   help="the key store's master key (0600; ppxgb proxy new-secret --kind master-key)")
+    p.add_argument("--key-bits", type=int, default=2048, choices=[2048, 3072], help="Paillier modulus size")
     p.add_argument("--scheme", choices=["ope", "ore"], default="ope",
                    help="threshold comparison: ope (default) or ore (hides values; docs/inference.md)")
     _serve_args(p, 8441)
@@ -70,10 +76,31 @@ def _server_link_args(p) -> None:
 
 
 def _serve_args(p, port: int) -> None:
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=port)
-    p.add_argument("--tls-cert")
-    p.add_argument("--tls-key")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=port, help="port to listen on")
+    p.add_argument("--tls-cert", help="the service's TLS certificate (PEM; e.g. from ppxgb certs)")
+    p.add_argument("--tls-key", help="the service's TLS private key (PEM, 0600)")
+
+
+def load_model(path: str, flag: str = "--model") -> Ensemble:
+    """An XGBoost model file (.json or .ubj); anything else, a pickle included, is refused
+    with one line (pickles are never loaded: they run code)."""
+    from ppxgb.errors import FormatError
+
+    if not os.path.isfile(path):
+        raise ParameterError.bad(flag, "an existing XGBoost model file (.json or .ubj)", path)
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if head[:1] == b"\x80":
+        raise ParameterError(f"{flag}: {path} looks like a Python pickle, which ppxgb never loads; "
+                             "save the model with booster.save_model('model.json')")
+    try:
+        return Ensemble.load(path)
+    except (FormatError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, PPXGBError) and "not an XGBoost model file" not in str(exc):
+            raise                                   # a model, but one ppxgb cannot use: its own message
+        raise ParameterError(f"{flag}: {path} is not an XGBoost model file; save one with "
+                             "booster.save_model('model.json') (or .ubj)") from None
 
 
 def _link(args):
@@ -81,7 +108,7 @@ def _link(args):
 
     if not args.server_url or not args.server_admin_token_file:
         raise ParameterError.bad("--server-url/--server-admin-token-file", "both", "missing")
-    token = read_token(args.server_admin_token_file)
+    token = read_token(secret_file(args.server_admin_token_file, "--server-admin-token-file"))
     http_client(args.server_url, args.server_ca, args.insecure_http).close()   # check the URL policy now
     return ScoringServerLink(lambda: http_client(args.server_url, args.server_ca, args.insecure_http, token))
 
@@ -91,7 +118,9 @@ def _keystore(args):
 
     if bool(args.keystore) != bool(args.master_key_file):
         raise ParameterError.bad("--keystore/--master-key-file", "both or neither", "only one")
-    return KeyStore(args.keystore, load_master_key(args.master_key_file)) if args.keystore else None
+    if not args.keystore:
+        return None
+    return KeyStore(args.keystore, load_master_key(secret_file(args.master_key_file, "--master-key-file", "master-key")))
 
 
 def _check_outputs(args) -> None:
@@ -133,7 +162,7 @@ def _enroll(args) -> int:
     if args.proxy_url:
         if not args.admin_token_file:
             raise ParameterError.bad("--admin-token-file", "the proxy's admin token file", None)
-        token = read_token(args.admin_token_file)
+        token = read_token(secret_file(args.admin_token_file, "--admin-token-file"))
         try:
             with http_client(args.proxy_url, args.ca_cert, args.insecure_http, token) as http:
                 r = http.post("/v1/enroll", json={"user_id": args.user, "model": args.model})
@@ -154,8 +183,9 @@ def _enroll(args) -> int:
     from ppxgb.proxy import Proxy
     from ppxgb.proxy.service import enroll_user
 
+    model = load_model(args.model)              # a bad model file fails before any server is contacted
     link, store = _link(args), _keystore(args)
-    enrollment, token = enroll_user(Proxy(args.key_bits, scheme=args.scheme), Ensemble.load(args.model), args.user, link, store)
+    enrollment, token = enroll_user(Proxy(args.key_bits, scheme=args.scheme), model, args.user, link, store)
     _hand_out(args, enrollment.keys.to_bytes(), token)
     print(f"enrolled {args.user}: model {enrollment.model.model_id}, keys in {args.key_out}", file=sys.stderr)
     return 0
@@ -171,9 +201,11 @@ def _serve(args) -> int:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise ParameterError.bad("--model", "NAME=PATH", spec)
-        models[name] = Ensemble.load(path)
+        models[name] = load_model(path)
+    admin_token = read_token(secret_file(args.admin_token_file, "--admin-token-file"))
+    master_key = load_master_key(secret_file(args.master_key_file, "--master-key-file", "master-key"))
     app = create_app(Proxy(args.key_bits, scheme=args.scheme), models, _link(args),
-                     KeyStore(args.keystore, load_master_key(args.master_key_file)),
-                     read_token(args.admin_token_file))
+                     KeyStore(args.keystore, master_key), admin_token)
+    announce_when_ready("proxy", args.host, args.port, not args.insecure_http)
     run_service(app, args.host, args.port, args.tls_cert, args.tls_key, args.insecure_http)
     return 0

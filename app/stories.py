@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .deploy import progress_for
+
 HORIZONTAL_PARAMS = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.1,
                      "min_child_weight": 1.0}
 HORIZONTAL_ROUNDS = 60
@@ -71,7 +73,8 @@ def horizontal_story(clock: Clock, seed: int, train_fn=None) -> tuple[dict[str, 
     say(f"[1/3] Secure horizontal training across {len(parties)} hospitals "
         f"({', '.join(f'{n}: {len(X)} patients' for n, (X, _) in train.items())})")
     trainer = train_fn or (lambda: train_horizontal(HORIZONTAL_PARAMS, parties,
-                                                    num_boost_round=HORIZONTAL_ROUNDS, n_servers=2))
+                                                    num_boost_round=HORIZONTAL_ROUNDS, n_servers=2,
+                                                    progress=progress_for("auto")))
     federated = clock.run("secure horizontal training", trainer)
     X_pool = pd.concat([X for X, _ in parties])
     y_pool = np.concatenate([y for _, y in parties])
@@ -91,12 +94,12 @@ def horizontal_story(clock: Clock, seed: int, train_fn=None) -> tuple[dict[str, 
     return result, federated, X_test
 
 
-def vertical_story(clock: Clock, seed: int) -> dict[str, Any] | None:
+def vertical_story(clock: Clock, seed: int, step: str = "[2/3]") -> dict[str, Any] | None:
     try:
         training = importlib.import_module("ppxgb.training")
         train_vertical = training.train_vertical
     except (ImportError, AttributeError):
-        say("[2/3] Vertical training: not available in this build, skipped")
+        say(f"{step} Vertical training: not available in this build, skipped")
         return None
     import xgboost as xgb
     from sklearn.metrics import roc_auc_score
@@ -110,14 +113,14 @@ def vertical_story(clock: Clock, seed: int) -> dict[str, Any] | None:
     train_df, test_df = df[~is_test], df[is_test]
     parts = split_vertical(train_df, MS_BLOCKS, id_column=MS_ID, shuffle=True, overlap=0.95, seed=seed)
     names = list(MS_BLOCKS)
-    say(f"[2/3] Secure vertical training: {', '.join(names)} (95% of {len(train_df)} patients "
+    say(f"{step} Secure vertical training: {', '.join(names)} (95% of {len(train_df)} patients "
         "are known to all three) align their records by private set intersection and train "
         "on the joined columns")
     label_party = next(i for i, cols in enumerate(MS_BLOCKS.values()) if MS_LABEL in cols)
     booster = clock.run("secure vertical training (with PSI)", train_vertical, VERTICAL_PARAMS,
                         list(parts.values()) if isinstance(parts, dict) else list(parts),
                         MS_LABEL, label_party=label_party, num_boost_round=VERTICAL_ROUNDS,
-                        n_servers=2, id_column=MS_ID)
+                        n_servers=2, id_column=MS_ID, progress=progress_for("auto"))
     feats = list(booster.feature_names)
     y_test = test_df[MS_LABEL].to_numpy()
     vert_scores = booster.predict(xgb.DMatrix(test_df[feats]))

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from ppxgb.errors import ParameterError
 
-from .deploy import (Peers, Plan, add_federation_options, add_role_options, feature_names_of, json_arg,
-                     load_data, output_path, progress_for, run_federation, run_role, write_atomic)
+from .deploy import (Peers, Plan, add_federation_options, add_role_options, check_params, column_difference,
+                     json_arg, load_data, output_path, plural, progress_for, run_federation, run_role,
+                     write_atomic)
 
 
 def cmd_party(args: argparse.Namespace) -> int:
@@ -47,7 +47,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 def cmd_coordinator(args: argparse.Namespace) -> int:
     from ppxgb.training.horizontal import run_coordinator
 
-    params = json_arg(args.params, "--params")
+    params = check_params(args.params)
     if args.rounds < 0:
         raise ParameterError.bad("--rounds", "an int >= 0", args.rounds)
     names = [n for n in args.feature_names.split(",")] if args.feature_names else None
@@ -67,18 +67,23 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 def cmd_federation(args: argparse.Namespace) -> int:
     from ppxgb.training.horizontal import role_names
 
-    json_params = json.dumps(json_arg(args.params, "--params"))
+    # every check the Python API makes, once and before any process starts
+    json_params = json.dumps(check_params(args.params))
+    if args.rounds < 0:
+        raise ParameterError.bad("--rounds", "an int >= 0", args.rounds)
     output_path(args.out, overwrite=args.overwrite)
     names = None
     for i, path in enumerate(args.data):
-        if not os.path.isfile(path):
-            raise ParameterError.bad("--data", "existing CSV or .npz files", path)
-        columns = feature_names_of(path, args.label)
+        X, _ = load_data(path, args.label)          # readable, has rows, numeric
+        columns = [str(c) for c in X.columns] if hasattr(X, "columns") else X.shape[1]
         if i == 0:
-            names = columns
-        elif columns != names:
-            raise ParameterError(f"--data: {path} has feature columns {columns}, "
-                                 f"expected {names} as in {args.data[0]}")
+            first = columns
+            names = columns if isinstance(columns, list) else None
+        elif columns != first:
+            if isinstance(columns, list) and isinstance(first, list):
+                raise ParameterError(column_difference(path, columns, args.data[0], first))
+            raise ParameterError.bad("--data", f"{first} feature columns as in {args.data[0]}",
+                                     f"{path}: {columns}")
     parties, servers, coordinator = role_names(len(args.data), args.servers)
 
     def argvs(plan: Plan) -> dict[str, list[str]]:
@@ -97,7 +102,7 @@ def cmd_federation(args: argparse.Namespace) -> int:
 
     return run_federation(args, "federation", parties, servers, coordinator, "coordinator", argvs,
                           {"parties": len(parties), "servers": len(servers)},
-                          f"{len(parties)} parties, {len(servers)} servers")
+                          f"{plural(len(parties), 'party', 'parties')}, {plural(len(servers), 'server')}")
 
 
 def register(subparsers) -> None:

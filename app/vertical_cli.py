@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ppxgb.errors import ParameterError
 
-from .deploy import (Peers, Plan, add_federation_options, add_role_options, json_arg, load_block, output_path,
-                     progress_for, run_federation, run_role, write_atomic)
+from .deploy import (Peers, Plan, add_federation_options, add_role_options, check_numeric, check_params,
+                     load_block, output_path, plural, progress_for, run_federation, run_role, write_atomic)
 
 
 def cmd_vparty(args: argparse.Namespace) -> int:
@@ -38,7 +37,7 @@ def cmd_vparty(args: argparse.Namespace) -> int:
     if is_lh:
         if not args.label or args.params is None or args.rounds is None or not args.out:
             raise ParameterError("vparty: the label holder needs --label, --params, --rounds and --out")
-        params = json_arg(args.params, "--params")
+        params = check_params(args.params)
         out = output_path(args.out)
     frame = load_block(args.data)
 
@@ -73,11 +72,22 @@ def cmd_vdealer(args: argparse.Namespace) -> int:
 def cmd_vfederation(args: argparse.Namespace) -> int:
     from ppxgb.training.vertical import role_names
 
-    params = json_arg(args.params, "--params")
+    # every check the Python API makes, once and before any process starts
+    params = check_params(args.params)
+    if args.rounds < 0:
+        raise ParameterError.bad("--rounds", "an int >= 0", args.rounds)
     output_path(args.out, overwrite=args.overwrite)
-    for path in args.data:
-        if not os.path.isfile(path):
-            raise ParameterError.bad("--data", "existing CSV or .npz files", path)
+    if not 0 <= args.label_party < len(args.data):
+        raise ParameterError.bad("--label-party", f"an index into --data, 0..{len(args.data) - 1}",
+                                 args.label_party)
+    for i, path in enumerate(args.data):
+        frame = load_block(path)                      # readable and has rows
+        drop = [c for c in (args.id_column, args.label if i == args.label_party else None) if c]
+        for column in drop:
+            if column not in frame.columns:
+                flag = "--id-column" if column == args.id_column else "--label"
+                raise ParameterError.bad(flag, f"a column of {path}", column)
+        check_numeric(frame.drop(columns=drop), path)
     parties, lh, dealer = role_names(len(args.data), args.label_party, args.servers)
 
     def argvs(plan: Plan) -> dict[str, list[str]]:
@@ -96,7 +106,7 @@ def cmd_vfederation(args: argparse.Namespace) -> int:
     # the protocol needs only the dealer of the servers
     return run_federation(args, "vfederation", parties, [dealer], lh, "label holder", argvs,
                           {"parties": len(parties), "label_party": args.label_party},
-                          f"{len(parties)} parties and a dealer")
+                          f"{plural(len(parties), 'party', 'parties')} and a dealer")
 
 
 def register(subparsers) -> None:
@@ -108,7 +118,8 @@ def register(subparsers) -> None:
     p.add_argument("--params", help="XGBoost parameters as JSON or @file (label holder only)")
     p.add_argument("--rounds", type=int, help="number of boosting rounds (label holder only)")
     p.add_argument("--out", help="model file, written only on success (label holder only)")
-    p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto")
+    p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
+                   help="per-round progress on stderr, label holder only (auto: only on a terminal)")
     p.set_defaults(func=cmd_vparty)
 
     p = subparsers.add_parser("vdealer", help="run the dealer of correlated randomness (vertical training)")

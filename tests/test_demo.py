@@ -18,6 +18,7 @@ def test_demo_prints_comparison_and_writes_self_contained_report(tmp_path, capsy
     fed = float(re.search(r"federated \(secure, 4 hospitals\)\s+([0-9.]+)", text).group(1))
     cen = float(re.search(r"centralized xgboost \(pooled\)\s+([0-9.]+)", text).group(1))
     assert abs(fed - cen) < 1e-3
+    assert re.findall(r"^\[(\d)/3\]", text, re.M) == ["1", "2", "3"]     # steps in order
     page = out.read_text()
     images = re.findall(r'<img[^>]+src="data:image/png;base64,([^"]+)"', page)
     assert len(images) >= 3                      # ROC, AUC per model, timings (at least)
@@ -33,4 +34,5 @@ def test_demo_with_every_role_as_a_separate_process(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "federated (secure, 4 hospitals)" in text
     assert "Encrypted inference: 20 queries" in text and "(match)" in text
+    assert re.findall(r"^\[(\d)/3\]", text, re.M) == ["1", "2", "3"]     # steps in order
     assert "separate processes on loopback" in out.read_text()
