@@ -23,6 +23,7 @@ def test_gradient_overflow_in_one_party_is_named():
         train_horizontal({"objective": "reg:squarederror", "base_score": 0.0}, parties, num_boost_round=2)
 
 
+@pytest.mark.slow
 def test_a_party_that_stops_answering_is_named_within_the_timeout(monkeypatch):
     X, y = data()
     # compile the kernels first: a cold numba cache must not eat into the 2 s timeout

@@ -28,7 +28,7 @@ OBJECTIVES = [
 
 
 @pytest.mark.parametrize("base", OBJECTIVES, ids=lambda p: p["objective"])
-@pytest.mark.parametrize("n_servers", [2, 3, 4])
+@pytest.mark.parametrize("n_servers", [2, 3, pytest.param(4, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("nan_rate", [0.0, 0.15], ids=["dense", "nan"])
 def test_matches_centralized_xgboost(base, n_servers, nan_rate):
     params = {**base, "max_depth": 4, "eta": 0.3}
@@ -59,6 +59,7 @@ def test_single_party_and_many_parties_agree():
     np.testing.assert_array_equal(one.predict(d), five.predict(d))
 
 
+@pytest.mark.slow
 def test_continuous_features_auc_close_to_centralized():
     X, y = make_classification(n_samples=12000, n_features=12, n_informative=6, random_state=0)
     X[np.random.default_rng(0).random(X.shape) < 0.05] = np.nan

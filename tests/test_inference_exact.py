@@ -55,7 +55,7 @@ def score(model, X, output_margin=False, key_bits=1024):
 
 
 @pytest.mark.parametrize("missing", [False, True], ids=["dense", "missing"])
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k == "multi10" else k for k in KINDS])
 def test_booster_predictions_match(kind, missing):
     booster, X = train(kind, missing)
     Xq, _ = make_data(kind, missing, n=120, seed=1)       # fresh rows, not the training set
@@ -65,7 +65,7 @@ def test_booster_predictions_match(kind, missing):
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("kind", ["binary", "multi3", "regression"])
+@pytest.mark.parametrize("kind", ["binary", pytest.param("multi3", marks=pytest.mark.slow), "regression"])
 def test_output_margin_matches(kind):
     booster, X = train(kind, True)
     want = booster.predict(xgb.DMatrix(X), output_margin=True)
@@ -88,6 +88,7 @@ def test_sklearn_wrappers_and_model_files(form, tmp_path):
     np.testing.assert_allclose(score(model, X), want, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_values_exactly_at_thresholds_and_signed_zero():
     """x == threshold goes right, -0.0 compares equal to 0.0, neighbours of t go their way."""
     rng = np.random.default_rng(3)
@@ -107,6 +108,7 @@ def test_values_exactly_at_thresholds_and_signed_zero():
     np.testing.assert_allclose(score(booster, Xq), booster.predict(xgb.DMatrix(Xq)), rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_fitted_and_explicit_intercepts():
     X, y = make_data("regression", False)
     for params in ({"base_score": 123.5}, {}):
@@ -134,6 +136,7 @@ def test_named_features_are_aligned_by_name():
                                rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_default_2048_bit_keys():
     booster, X = train("binary", True, rounds=5)
     enrollment = Proxy().enroll(booster, user_id="bob")
@@ -195,6 +198,7 @@ def test_pair_product_tables_give_the_same_scores(kind):
         Server(pair_table_mb=-1)
 
 
+@pytest.mark.slow
 def test_pair_table_budget_is_shared_by_the_models_of_a_server():
     booster, X = train("binary", False, rounds=6)
     proxy = Proxy(1024, allow_weak_keys=True)
@@ -222,6 +226,7 @@ def test_pair_table_budget_is_shared_by_the_models_of_a_server():
         np.testing.assert_allclose(got, booster.predict(xgb.DMatrix(X[:20])), rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("base_score", [None, [0.1, 0.2, 0.7]], ids=["fitted", "explicit"])
 def test_per_class_intercept_vector(base_score):
     """Multi-class models carry one intercept per class (fitted from unbalanced labels here)."""

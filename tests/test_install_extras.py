@@ -32,10 +32,13 @@ def _loaded_after(code: str) -> list[str]:
     return [m for m in run.stdout.strip().split(",") if m]
 
 
+# importing training compiles or loads numba kernels in a fresh interpreter: 4-7 s each
 @pytest.mark.parametrize("code", [
-    "import ppxgb.training",
-    "from ppxgb.training.horizontal import run_party, run_server, run_coordinator",
-    "from ppxgb.training.vertical import run_feature_holder, run_label_holder, run_dealer",
+    pytest.param("import ppxgb.training", marks=pytest.mark.slow),
+    pytest.param("from ppxgb.training.horizontal import run_party, run_server, run_coordinator",
+                 marks=pytest.mark.slow),
+    pytest.param("from ppxgb.training.vertical import run_feature_holder, run_label_holder, run_dealer",
+                 marks=pytest.mark.slow),
     "from ppxgb.inference import Client, Server",
     "from ppxgb.proxy import Proxy",
     "import ppxgb.proxy.service",

@@ -87,7 +87,7 @@ def _run(id_lists, record=None):
     return psi_federation(id_lists, record, timeout=30)
 
 
-@pytest.mark.parametrize("n_parties", [2, 3, 4])
+@pytest.mark.parametrize("n_parties", [2, 3, pytest.param(4, marks=pytest.mark.slow)])
 def test_every_party_gets_the_intersection_in_one_aligned_order(n_parties):
     rng = np.random.default_rng(n_parties)
     universe = [f"P{i:05d}" for i in range(3000)]
@@ -147,6 +147,7 @@ def test_neither_side_reveals_its_row_order():
     assert len(set(firsts)) == 3 and len(set(leader_firsts)) == 3
 
 
+@pytest.mark.slow
 def test_workers_give_the_same_values():
     pts, digests = _points(5000), psi.hash_ids([f"x{i}" for i in range(5000)])
     k = psi.new_scalar()
@@ -154,6 +155,7 @@ def test_workers_give_the_same_values():
     np.testing.assert_array_equal(psi.hash_blind(digests, k, workers=2), psi.blind(pts, k))
 
 
+@pytest.mark.slow
 def test_throughput_smoke():
     """Not a timing assertion: 2,000 IDs per side complete and agree."""
     ids = list(range(2000))

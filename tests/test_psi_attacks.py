@@ -106,6 +106,7 @@ def position_attack(ids_l, labels, ids_f, f_order):
     return float(np.mean(guess == y)), chance, sd, float(auc), float(np.sqrt((m + 1) / (12 * n1 * n0)))
 
 
+@pytest.mark.slow
 def test_aligned_positions_carry_no_label_signal():
     """Bound: 5 standard deviations of the no-information distribution, two-sided (a false
     alarm about once in 1.7 million runs; with 3,000 common IDs 5 sd of accuracy is about
@@ -119,6 +120,7 @@ def test_aligned_positions_carry_no_label_signal():
     assert abs(auc - 0.5) <= 5 * sd_auc
 
 
+@pytest.mark.slow
 def test_attack_catches_the_label_holders_file_order(identity_permutation):
     ids_l, labels, ids_f = _sorted_export(seed=1)
     orders = _psi([ids_l, ids_f])
@@ -181,6 +183,7 @@ def _linkage(monkeypatch):
 BOUND = 5.5   # 3 messages x 257 features; under chance all |z| <= 5.5 fails about once in 30,000 runs
 
 
+@pytest.mark.slow
 def test_blinded_values_show_no_per_id_bit_across_runs(monkeypatch):
     z = _linkage(monkeypatch)
     print("\n(b) edwards25519 prime-order group: max |z| per message " +
@@ -189,6 +192,7 @@ def test_blinded_values_show_no_per_id_bit_across_runs(monkeypatch):
         assert np.abs(v).max() <= BOUND, (kind, int(np.abs(v).argmax()), float(np.abs(v).max()))
 
 
+@pytest.mark.slow
 def test_linkage_catches_the_x25519_curve_or_twist_bit(x25519_mutant, monkeypatch):
     z = _linkage(monkeypatch)
     print("\n(b) X25519 mutant: twist-bit z " + ", ".join(f"{k} {v[256]:.1f}" for k, v in z.items()) +
@@ -198,6 +202,7 @@ def test_linkage_catches_the_x25519_curve_or_twist_bit(x25519_mutant, monkeypatc
         assert np.abs(v[:256]).max() <= BOUND, kind   # invisible bit by bit: why the twist bit is tested
 
 
+@pytest.mark.slow
 def test_linkage_catches_reused_keys(reused_keys, monkeypatch):
     z = _linkage(monkeypatch)
     for kind, v in z.items():
@@ -205,6 +210,9 @@ def test_linkage_catches_reused_keys(reused_keys, monkeypatch):
 
 
 # ---- (c) the intersection and the model are unchanged
+
+SLOW_CASES = {"random, three parties", "random, four parties"}
+
 
 def _cases():
     rng = np.random.default_rng(3)
@@ -224,7 +232,7 @@ def _cases():
     }
 
 
-@pytest.mark.parametrize("case", list(_cases()))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in _cases()])
 def test_intersection_is_the_plain_set_intersection(case):
     sets = _cases()[case]
     orders = _psi(sets)
@@ -234,6 +242,7 @@ def test_intersection_is_the_plain_set_intersection(case):
     assert len(aligned[0]) == len(common) and set(aligned[0]) == common
 
 
+@pytest.mark.slow
 def test_model_does_not_depend_on_the_secret_order(monkeypatch):
     """Three trainings over PSI: two under fresh secret permutations and one in the label
     holder's file order give the same model, bit for bit."""

@@ -90,6 +90,7 @@ def _frames_with_ids(X, y, n_parties, rng):
     return ids, blocks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_parties", [2, 3])
 def test_psi_aligns_shuffled_partial_overlap(n_parties):
     rng = np.random.default_rng(5)
@@ -159,6 +160,7 @@ def test_bad_inputs_are_named():
     assert issubclass(UnsupportedParameter, ParameterError)
 
 
+@pytest.mark.slow
 def test_vfederation_processes_match_in_process_training(tmp_path):
     """`ppxgb vfederation`: one OS process per party and the dealer over mutual TLS, PSI
     on the id column; the model equals in-process train_vertical on the same files."""
