@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 CLI = [sys.executable, "-m", "ppxgb.app.cli"]
 PARAMS = json.dumps({"objective": "binary:logistic", "max_depth": 2})

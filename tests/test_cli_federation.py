@@ -57,6 +57,7 @@ def leftovers(directory: Path) -> list[str]:
 MULTI = {"objective": "multi:softprob", "num_class": 3, "max_depth": 2, "eta": 0.5}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("params,n_servers", [(PARAMS, 2), (MULTI, 3)], ids=["binary-2srv", "multi-3srv"])
 def test_federation_equals_in_process_training(tmp_path, params, n_servers):
     classes = params.get("num_class", 2)
@@ -111,6 +112,7 @@ def _wait_for(lines: list[str], pattern: str, proc, limit: float = 120.0) -> re.
     raise AssertionError(f"no line matching {pattern!r}; got {''.join(lines)}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("victim", ["party-1", "server-0"])
 def test_killing_a_role_mid_training_fails_the_federation_naming_it(csvs, tmp_path, victim):
     out = tmp_path / "model.json"
@@ -181,6 +183,7 @@ def _start_roles(csvs, tmp_path, timeout, rounds):
     return procs, out
 
 
+@pytest.mark.slow
 def test_a_stalled_party_makes_the_coordinator_stop_within_the_timeout(csvs, tmp_path):
     """SIGSTOP: the process is alive but silent; heartbeats stop, and the coordinator names it."""
     timeout = 3
@@ -209,6 +212,7 @@ def test_a_stalled_party_makes_the_coordinator_stop_within_the_timeout(csvs, tmp
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_roles_refuse_to_start_without_tls_material(csvs, tmp_path):
     peers = tmp_path / "peers.json"
     write_peers(peers, ["party-0"], ["server-0", "server-1"], "coordinator", "127.0.0.1", None)

@@ -3,7 +3,11 @@
 import base64
 import re
 
+import pytest
+
 from ppxgb.app.cli import main
+
+pytestmark = pytest.mark.slow   # subprocesses or real services: seconds per test on 2 cores
 
 
 def test_demo_prints_comparison_and_writes_self_contained_report(tmp_path, capsys):

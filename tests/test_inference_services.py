@@ -31,6 +31,8 @@ from ppxgb.tls import make_test_pki
 from ppxgb.wire import MSGPACK
 from test_services_hostile import wait_healthy
 
+pytestmark = pytest.mark.slow   # subprocesses or real services: seconds per test on 2 cores
+
 NAMES = ["age", "sbp", "chol", "bmi", "glucose", "smoker"]
 
 

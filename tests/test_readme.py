@@ -4,7 +4,10 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import xgboost
+
+pytestmark = pytest.mark.slow   # subprocesses or real services: seconds per test on 2 cores
 
 
 def test_quickstart_code_runs_and_scores_match():

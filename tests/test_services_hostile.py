@@ -31,6 +31,8 @@ from ppxgb.inference import Client, Server
 from ppxgb.proxy import Proxy
 from ppxgb.wire import MAX_QUERY_BYTES, MSGPACK
 
+pytestmark = pytest.mark.slow   # subprocesses or real services: seconds per test on 2 cores
+
 HOST = "127.0.0.1"
 
 
