@@ -9,7 +9,7 @@ The maths of the vertical histogram protocol, as pure functions on arrays.
     to the feature holder FH: sigma (as a seed), delta with delta[p] = a[p] + c[sigma[p]]
 
 `delta` is the only vector that must travel: c masks it completely.  Every stream is
-the PRF of training/prf.py (row i = AES-128 of the counter i), so the dealer evaluates
+the PRF of ppxgb/crypto/prf.py (row i = AES-128 of the counter i), so the dealer evaluates
 c at sigma, and LH c at k, directly inside one kernel, touching no memory at random.
 
 **Oblivious gather.** LH holds a vector x (rows 0..L-1, L <= N); FH holds a list of
