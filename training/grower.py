@@ -226,7 +226,8 @@ def row_sample(p: TrainParams, owner: str, rnd: int, group: int, n_rows: int) ->
 
     Each row is kept independently with probability subsample, as XGBoost's uniform
     sampling; the draw is keyed by the seed and the owner's own name, so it is made
-    where the rows are and nobody else learns it.
+    where the rows are (no row leaves the owner).  It is a function of the seed: a
+    role that knows the seed and the owner's row count can compute the positions.
     """
     if p.subsample >= 1.0:
         return None
