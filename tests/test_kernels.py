@@ -76,3 +76,20 @@ def test_nthread_sets_the_kernel_threads_and_does_not_change_the_model(monkeypat
     default = train_horizontal(params, parties, num_boost_round=3)
     assert set(seen) == {numba.config.NUMBA_NUM_THREADS}
     assert one.save_raw("json") == default.save_raw("json")    # exact integer sums: same model
+
+
+def test_split_by_left_bits_moves_rows_as_the_bits_say_and_refuses_missing_bits():
+    rng = np.random.default_rng(3)
+    n = 1000
+    bins = rng.integers(0, 4, size=(n, 2)).astype(np.uint8)
+    rows = NodeRows(bins.copy(), np.array([4, 4]), 8, threads=2)
+    gh = np.stack([np.arange(n), np.ones(n)], axis=1).astype(np.int64)
+    rows.start_tree(gh)
+    goleft = rng.random(n) < 0.3
+    rows.split([0], [-1], [0], [False], [1], [2], bits=np.packbits(goleft))
+    hist = rows.histograms([1, 2])
+    # node totals: g is the row index, so the left total is the sum of the left rows' indices
+    assert hist[0, -1, 0] == np.flatnonzero(goleft).sum() and hist[0, -1, 1] == goleft.sum()
+    assert hist[1, -1, 0] == np.flatnonzero(~goleft).sum()
+    with pytest.raises(ValueError, match="bits"):
+        rows.split([1], [-1], [0], [False], [3], [4])

@@ -261,6 +261,9 @@ class NodeRows:
         nodes = np.asarray(nodes, dtype=np.int64)
         if nodes.size == 0:
             return
+        if np.any(np.asarray(feature) < 0) and (bits is None or len(bits) != (self.n_rows + 7) // 8):
+            # the kernel reads the bits unchecked: a missing or short array is refused here
+            raise ValueError(f"bits: expected {(self.n_rows + 7) // 8} packed bytes for splits by left bits")
         t = self.segments
         mid = np.empty(len(nodes) * t, dtype=np.int64)
         _run(_partition, self.bins, self.gh, self.order, self.missing,
