@@ -142,6 +142,10 @@ def _score(args) -> int:
 
     if args.batch_size < 1:
         raise ParameterError.bad("--batch-size", "a positive integer", args.batch_size)
+    for flag, path, out in (("--keys", args.keys, "--key-out"), ("--token-file", args.token_file, "--token-out")):
+        if not os.path.isfile(path):
+            raise ParameterError(f"{flag}: {path!r} does not exist; the proxy issues it: "
+                                 f"`ppxgb proxy enroll --user YOU --model ... {out} {path}`")
     keys = UserKeys.from_bytes(read_private_file(args.keys))
     token = read_token(args.token_file)
     client = Client(keys, missing=args.missing)

@@ -28,8 +28,9 @@ from .deploy import (Peers, Plan, add_federation_options, add_role_options, chec
 def cmd_party(args: argparse.Namespace) -> int:
     from ppxgb.training.horizontal import run_party
 
+    X, y = load_data(args.data, args.label)        # a bad data file fails before any connection
+
     def body(transport, peers):
-        X, y = load_data(args.data, args.label)
         run_party(transport, args.name, X, y, servers=peers.servers,
                   coordinator=peers.coordinator, timeout=args.step_timeout)
     return run_role(args, args.name, body)

@@ -39,10 +39,11 @@ def cmd_vparty(args: argparse.Namespace) -> int:
             raise ParameterError("vparty: the label holder needs --label, --params, --rounds and --out")
         params = check_params(args.params)
         out = output_path(args.out)
-    frame = load_block(args.data)
+    frame = load_block(args.data)            # the data file is checked before any connection
+    X, names, ids, y = split_block(frame, 0, args.id_column, args.label if is_lh else None, is_lh)
 
     def body(transport, peers):
-        X, names, ids, y = split_block(frame, 0, args.id_column, args.label if is_lh else None, is_lh)
+        nonlocal X, y
         others = [q for q in peers.parties if q != lh]
         if is_lh:
             if args.id_column:
