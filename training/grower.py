@@ -180,8 +180,13 @@ def grow_tree(source: HistogramSource, layout: FeatureLayout, p: TrainParams, sc
     return make_tree(next_id, splits, thresholds, leaves, values, stats, p)
 
 
-def boost(source: HistogramSource, p: TrainParams, num_boost_round: int, progress=None) -> Ensemble:
-    """The whole training over one source; returns the Ensemble (see `Ensemble.to_booster`)."""
+def boost(source: HistogramSource, p: TrainParams, num_boost_round: int, progress=None,
+          rounds=None) -> Ensemble:
+    """The whole training over one source; returns the Ensemble (see `Ensemble.to_booster`).
+
+    rounds: None, or what is consulted around each round (training/evaluation.py's
+    Evaluation): the parameters of the round (a callback may change eta) or a stop
+    before it, and after it whether to stop (early stopping)."""
     if isinstance(num_boost_round, bool) or not isinstance(num_boost_round, int) or num_boost_round < 0:
         raise ParameterError.bad("num_boost_round", "an int >= 0", num_boost_round)
     scale = FixedPointEncoder(p.fixed_point_bits).scale
@@ -196,13 +201,20 @@ def boost(source: HistogramSource, p: TrainParams, num_boost_round: int, progres
         if progress is not None:
             progress.start(num_boost_round)
         started = time.monotonic()
+        if rounds is not None:
+            rounds.before_training()
         for rnd in range(num_boost_round):
+            rp = p if rounds is None else rounds.round_params(rnd, p)
+            if rp is None:
+                break
             for group in range(p.n_groups):
-                trees.append(grow_tree(source, layout, p, scale, rnd, group, len(trees)))
+                trees.append(grow_tree(source, layout, rp, scale, rnd, group, len(trees)))
                 info.append(group)
             if progress is not None:
                 progress.update(rnd, {"elapsed": time.monotonic() - started,
                                       "bytes": source.transport.total_bytes})
+            if rounds is not None and rounds.after_round(rnd):
+                break
         source.stop()
     except BaseException:
         source.abort()
