@@ -8,7 +8,10 @@ per-class margin vector for multi-class models).
 
 Prediction follows XGBoost's float32 semantics: a row goes left when
 `float32(x) < threshold`, a missing value (NaN) follows `default_left`, and margins
-accumulate in float32 starting from the base margin.
+accumulate in float32 starting from the base margin.  A categorical split (split_type
+1) holds a set of category codes instead of a threshold: a code in the set goes right,
+others left (ppxgb.categories); a model trained on pandas categories also carries each
+feature's list of categories, which re-codes DataFrame input as XGBoost does.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from .categories import MAX_CATEGORY, codes_matrix, decode_cats, encode_cats
 from .errors import FormatError, ParameterError
 from .objectives import apply_transform, get_objective
-from .splitrule import goes_left
+from .splitrule import category_goes_left, goes_left
 
 #: Objectives whose prediction transform ppxgb knows (for loading and inference).
 
@@ -41,6 +45,17 @@ class Tree:
     base_weight: np.ndarray     # float32 node weight (XGBoost's base_weights)
     loss_change: np.ndarray     # float32 split gain (0 for leaves)
     sum_hessian: np.ndarray     # float32 cover
+    #: per node: 0 numeric, 1 categorical (XGBoost's split_type); None: all numeric
+    split_type: np.ndarray | None = None
+    #: per node: sorted int32 codes of the categories that go right (empty for others)
+    categories: tuple[np.ndarray, ...] | None = None
+
+    @property
+    def is_categorical(self) -> np.ndarray:
+        """Per node: a categorical split."""
+        if self.split_type is None:
+            return np.zeros(self.n_nodes, dtype=bool)
+        return (self.split_type == 1) & (self.left >= 0)
 
     @property
     def n_nodes(self) -> int:
@@ -72,15 +87,33 @@ class Tree:
                 break
             x = X[rows, self.feature[node]]
             go_left = goes_left(x, self.threshold[node], self.default_left[node])
+            if self.split_type is not None:
+                cat = active & self.is_categorical[node]
+                for nd in np.unique(node[cat]):
+                    at = cat & (node == nd)
+                    go_left[at] = category_goes_left(x[at], self.categories[nd], self.default_left[nd])
             nxt = np.where(go_left, self.left[node], self.right[node])
             node = np.where(active, nxt, node)
         return node
 
     @classmethod
     def from_arrays(cls, left, right, feature, threshold, default_left,
-                    base_weight=None, loss_change=None, sum_hessian=None) -> "Tree":
+                    base_weight=None, loss_change=None, sum_hessian=None,
+                    split_type=None, categories=None) -> "Tree":
+        """categories: per node, the codes that go right (a categorical node), or a dict
+        {node: codes}; split_type then defaults to 1 exactly where a set is given."""
         n = len(left)
         zeros = np.zeros(n, dtype=np.float32)
+        if isinstance(categories, dict):
+            categories = [categories.get(i, ()) for i in range(n)]
+        if categories is not None:
+            categories = tuple(np.unique(np.asarray(c, dtype=np.int64)).astype(np.int32) for c in categories)
+            if split_type is None:
+                split_type = [1 if len(c) else 0 for c in categories]
+        if split_type is not None:
+            split_type = np.asarray(split_type, dtype=np.uint8)
+            if not split_type.any():
+                split_type = categories = None
         tree = cls(
             left=np.asarray(left, dtype=np.int32),
             right=np.asarray(right, dtype=np.int32),
@@ -90,6 +123,7 @@ class Tree:
             base_weight=zeros if base_weight is None else np.asarray(base_weight, np.float32),
             loss_change=zeros if loss_change is None else np.asarray(loss_change, np.float32),
             sum_hessian=zeros if sum_hessian is None else np.asarray(sum_hessian, np.float32),
+            split_type=split_type, categories=categories,
         )
         tree._check()
         return tree
@@ -108,6 +142,15 @@ class Tree:
             raise FormatError("tree: child indices are out of range or repeated")
         if kids.size != n - 1:
             raise FormatError("tree: nodes are not one connected tree")
+        if self.split_type is not None:
+            cats = self.categories
+            if self.split_type.shape != (n,) or np.any(self.split_type > 1) or cats is None or len(cats) != n:
+                raise FormatError("tree: split_type must be 0 or 1 per node, with a category set per node")
+            for i in np.flatnonzero(self.split_type == 1):
+                c = cats[i]
+                if inner[i] and (c.size == 0 or c.min() < 0 or c.max() >= MAX_CATEGORY):
+                    raise FormatError(f"tree: categorical node {i} needs a non-empty set of codes "
+                                      f"in [0, {MAX_CATEGORY})")
 
     def parents(self) -> np.ndarray:
         parent = np.full(self.n_nodes, _NO_PARENT, dtype=np.int64)
@@ -130,6 +173,9 @@ class Ensemble:
     feature_names: tuple[str, ...] | None = None
     feature_types: tuple[str, ...] | None = None
     objective_params: dict[str, Any] = field(default_factory=dict)
+    #: per feature, its list of categories (index = XGBoost code) or None; None for a
+    #: model that holds no lists (categorical data is then given as integer codes)
+    categories: tuple | None = None
 
     def __post_init__(self) -> None:
         get_objective(self.objective)      # a known objective, or ParameterError naming them
@@ -144,6 +190,20 @@ class Ensemble:
             inner = tree.left >= 0
             if inner.any() and tree.feature[inner].max() >= self.num_feature:
                 raise FormatError("a split uses a feature index beyond num_feature")
+        types = self.feature_types
+        if types is not None and len(types) != self.num_feature:
+            raise FormatError(f"feature_types must have {self.num_feature} entries, got {len(types)}")
+        for tree in self.trees:
+            used = tree.feature[tree.is_categorical]
+            if used.size and (types is None or any(types[f] != "c" for f in used)):
+                raise FormatError("a categorical split uses a feature not typed 'c' in feature_types")
+        if self.categories is not None and len(self.categories) != self.num_feature:
+            raise FormatError(f"categories must have {self.num_feature} entries (None for numeric features)")
+
+    @property
+    def categorical_features(self) -> tuple[int, ...]:
+        """Indices of the features typed 'c'."""
+        return tuple(i for i, t in enumerate(self.feature_types or ()) if t == "c")
 
     @property
     def n_groups(self) -> int:
@@ -163,7 +223,7 @@ class Ensemble:
 
     def predict_margin(self, X) -> np.ndarray:
         """Plaintext margins with XGBoost's float32 semantics; (n,) or (n, groups)."""
-        X = as_float32_matrix(X, self.num_feature)
+        X = as_float32_matrix(codes_matrix(X, self.feature_types, self.categories), self.num_feature)
         out = np.tile(self.base_margin(), (X.shape[0], 1)).astype(np.float32)
         for tree, group in zip(self.trees, self.tree_info):
             out[:, group] += tree.leaf_value[tree.leaf_index(X)]
@@ -188,7 +248,8 @@ class Ensemble:
                 "feature_types": list(self.feature_types or []),
                 "gradient_booster": {
                     "model": {
-                        "cats": {"enc": [], "feature_segments": [], "sorted_idx": []},
+                        "cats": (encode_cats(self.categories) if self.categories is not None
+                                 else {"enc": [], "feature_segments": [], "sorted_idx": []}),
                         "gbtree_model_param": {"num_parallel_tree": "1",
                                                "num_trees": str(len(trees))},
                         "iteration_indptr": [i * self.n_groups for i in range(n_iter + 1)],
@@ -249,6 +310,7 @@ class Ensemble:
                 feature_names=tuple(learner.get("feature_names") or []) or None,
                 feature_types=tuple(learner.get("feature_types") or []) or None,
                 objective_params=dict(obj_params) if not objective.startswith("multi:") else {},
+                categories=decode_cats(model.get("cats"), int(lmp["num_feature"])),
             )
         except FormatError:
             raise
@@ -332,10 +394,14 @@ def _xgboost_version() -> list[int]:
 
 def _tree_to_json(tree: Tree, tree_id: int, num_feature: int) -> dict[str, Any]:
     n = tree.n_nodes
+    cat_nodes = np.flatnonzero(tree.is_categorical)
+    sets = [tree.categories[i].astype(int).tolist() for i in cat_nodes]
+    sizes = [len(c) for c in sets]
     return {
         "base_weights": tree.base_weight.astype(float).tolist(),
-        "categories": [], "categories_nodes": [], "categories_segments": [],
-        "categories_sizes": [],
+        "categories": [c for s in sets for c in s], "categories_nodes": cat_nodes.astype(int).tolist(),
+        "categories_segments": np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist() if sizes else [],
+        "categories_sizes": sizes,
         "default_left": tree.default_left.astype(int).tolist(),
         "id": tree_id,
         "left_children": tree.left.astype(int).tolist(),
@@ -344,7 +410,7 @@ def _tree_to_json(tree: Tree, tree_id: int, num_feature: int) -> dict[str, Any]:
         "right_children": tree.right.astype(int).tolist(),
         "split_conditions": tree.threshold.astype(float).tolist(),
         "split_indices": np.where(tree.is_leaf, 0, tree.feature).astype(int).tolist(),
-        "split_type": [0] * n,
+        "split_type": (tree.split_type.astype(int).tolist() if tree.split_type is not None else [0] * n),
         "sum_hessian": tree.sum_hessian.astype(float).tolist(),
         "tree_param": {"num_deleted": "0", "num_feature": str(num_feature),
                        "num_nodes": str(n), "size_leaf_vector": "1"},
@@ -354,11 +420,17 @@ def _tree_to_json(tree: Tree, tree_id: int, num_feature: int) -> dict[str, Any]:
 def _tree_from_json(t: dict[str, Any]) -> Tree:
     if int(t.get("tree_param", {}).get("size_leaf_vector", "1")) > 1:
         raise FormatError("vector-leaf (multi-target) trees are not supported")
-    if any(int(s) != 0 for s in t.get("split_type", [])):
-        raise FormatError("categorical splits are not supported")
+    split_type = [int(s) for s in t.get("split_type", [])] or None
+    categories = None
+    if split_type is not None and any(split_type):
+        flat = t["categories"]
+        categories = {int(node): flat[int(beg):int(beg) + int(size)] for node, beg, size in
+                      zip(t["categories_nodes"], t["categories_segments"], t["categories_sizes"])}
+        if len(categories) != sum(1 for s in split_type if s == 1):
+            raise FormatError("categories_nodes must list every categorical node once")
     return Tree.from_arrays(
         left=t["left_children"], right=t["right_children"], feature=t["split_indices"],
         threshold=t["split_conditions"], default_left=[bool(v) for v in t["default_left"]],
         base_weight=t.get("base_weights"), loss_change=t.get("loss_changes"),
-        sum_hessian=t.get("sum_hessian"),
+        sum_hessian=t.get("sum_hessian"), split_type=split_type, categories=categories,
     )

@@ -31,6 +31,19 @@ def bin_goes_left(b, missing, split_bin, default_left):
     return default_left if b == missing else np.int64(b) <= split_bin
 
 
+def category_goes_left(x: np.ndarray, categories: np.ndarray, default_left) -> np.ndarray:
+    """Plaintext rule of a categorical split (XGBoost's): a code in the node's set
+    `categories` goes right; any other code, including an invalid one (negative, at or
+    beyond 2**24), goes left; a fractional code counts as its integer part; NaN goes the
+    default direction."""
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        valid = (x >= 0) & (x < 16777216.0)
+    code = np.where(valid, x, -1).astype(np.int64)
+    member = valid & np.isin(code, np.asarray(categories, dtype=np.int64))
+    return np.where(np.isnan(x), default_left, ~member)
+
+
 def missing_goes_below(default_left: bool) -> bool:
     """Encrypted rule: a missing value stands in below every threshold exactly when it
     must go left, so `stand_in < threshold` gives the default direction."""
