@@ -51,11 +51,15 @@ def check_eval_names(names: Sequence[str]) -> list[str]:
 
 class RoundBooster(xgb.Booster):
     """The Booster the callbacks see during training: attributes as set, and the
-    learning rate a callback sets (set_param 'learning_rate' or 'eta')."""
+    learning rate a callback sets (set_param 'learning_rate' or 'eta'), and the number
+    of rounds grown so far."""
 
     def __init__(self, eta: float):
-        self.eta = eta
+        self.eta, self.rounds = eta, 0
         super().__init__()
+
+    def num_boosted_rounds(self) -> int:
+        return self.rounds
 
     def set_param(self, params, value=None):
         items = params.items() if isinstance(params, dict) else \
@@ -116,6 +120,7 @@ class Evaluation:
 
     def after_round(self, rnd: int) -> bool:
         """Score the eval sets, extend the history, run the callbacks; True: stop."""
+        self.model.rounds = rnd + 1
         if self.active:
             totals = np.asarray(self.score(), np.float64).reshape(len(self.names), -1)
             for name, row in zip(self.names, totals):

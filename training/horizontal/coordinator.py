@@ -3,7 +3,9 @@
 It drives the parties through the stages (training/horizontal/stages.py) and opens
 only sums over all parties: each request makes every party send shares to the servers,
 and the coordinator adds the k server sums.  What it learns: the agreed bin grid's
-counts, the intercept statistics, and per-(node, bin) G/H totals over all parties.
+counts, the intercept statistics, per-(node, bin) G/H totals over all parties, and
+after each round, with eval sets, each metric's statistics summed over all parties'
+validation rows (ppxgb/metrics.py says what they are).
 """
 
 from __future__ import annotations
@@ -17,23 +19,27 @@ from ppxgb.errors import ParameterError, PeerFailure, PeerTimeout, ProtocolError
 from ppxgb.model import Ensemble
 from ppxgb.transport import Transport
 
-from .. import binning
+from .. import binning, dp
+from ..evaluation import Evaluation
 from ..grower import FeatureLayout, HistogramSource, NewSplits, boost
 from ..messages import abort_all, field
 from ..params import TrainParams
-from .stages import COORDINATOR, STATS_BITS
+from .stages import COORDINATOR, EVAL_BITS, STATS_BITS
 
 
 class HorizontalSource(HistogramSource):
     def __init__(self, transport: Transport, p: TrainParams, parties: Sequence[str],
-                 servers: Sequence[str], timeout: float | None, feature_names=None):
+                 servers: Sequence[str], timeout: float | None, feature_names=None,
+                 eval_names: Sequence[str] = ()):
         self.transport, self.p = transport, p
+        self.eval_names = list(eval_names)
         self.parties, self.servers = list(parties), list(servers)
         self.timeout = timeout
         self.feature_names = feature_names
         self.step = 0
         self.pending = _no_splits()
         self.cut_ptr = np.zeros(1, np.int64)
+        self.dp: dp.Accountant | None = None     # set in setup under dp_epsilon
 
     # ---- messages
     def broadcast(self, stage: str, payload: dict[str, Any], to=None) -> None:
@@ -41,7 +47,9 @@ class HorizontalSource(HistogramSource):
             self.transport.send(COORDINATOR, q, stage, payload)
 
     def request(self, stage: str, payload: dict[str, Any]) -> np.ndarray:
-        """Ask every party for shares of a vector and open only the sum over parties."""
+        """Ask every party for shares of a vector and open only the sum over parties
+        (under dp_epsilon a noisy sum, refused before asking if over the budget)."""
+        dp.release_sigmas(self.dp, stage)
         self.step += 1
         self.broadcast(stage, {**payload, "step": self.step})
         total, seen = None, set()
@@ -64,7 +72,8 @@ class HorizontalSource(HistogramSource):
     # ---- HistogramSource
     def setup(self, n_trees: int) -> FeatureLayout:
         self.broadcast("config", {"params": self.p.to_dict(), "n_parties": len(self.parties),
-                                  "servers": self.servers})
+                                  "servers": self.servers, "evals": self.eval_names,
+                                  **({"n_trees": n_trees} if self.p.dp_epsilon is not None else {})})
         n_features, seen = set(), set()
         while len(seen) < len(self.parties):
             msg = self.transport.recv(COORDINATOR, "hello", timeout=self.timeout)
@@ -76,12 +85,18 @@ class HorizontalSource(HistogramSource):
             raise ParameterError(f"parties: every party needs the same number of feature columns, "
                                  f"got {sorted(n_features)}")
         stats_enc = FixedPointEncoder(STATS_BITS)
+        n_feat = n_features.pop()
+        self.dp = dp.accountant_for(self.p, n_trees, n_feat, COORDINATOR, STATS_BITS)
 
         def opened_counts(level: int, requests: list[np.ndarray]) -> np.ndarray:
             # the requests name only quantile-target cells; binning.py hides the rest
-            return np.rint(stats_enc.decode(self.request("bins", {"level": level, "active": requests})))
+            counts = stats_enc.decode(self.request("bins", {"level": level, "active": requests}))
+            if self.dp is None:
+                return np.rint(counts)
+            return dp.drop_noise_floor(counts, self.dp.plan.bins_sigmas()[0] / 2 ** STATS_BITS)
 
-        cuts, mins = binning.agree_cuts(n_features.pop(), self.p.max_bin, opened_counts)
+        # under DP the requests follow from noisy counts (post-processing): they may name cells
+        cuts, mins = binning.agree_cuts(n_feat, self.p.max_bin, opened_counts, hide=self.dp is None)
         self.broadcast("cuts", {"cuts": cuts})
         layout = FeatureLayout.from_cuts(cuts, mins, self.feature_names)
         self.cut_ptr = layout.cut_ptr
@@ -113,6 +128,10 @@ class HorizontalSource(HistogramSource):
         self.broadcast("finish", {"splits": self.pending, "leaf_nodes": leaves, "leaf_values": values})
         self.pending = _no_splits()
 
+    def evaluate(self) -> np.ndarray:
+        """Every eval set's metric statistics, summed over the parties' validation rows."""
+        return FixedPointEncoder(EVAL_BITS).decode(self.request("evaluate", {}))
+
     def stop(self) -> None:
         self.broadcast("stop", {}, to=self.parties + self.servers)
 
@@ -138,9 +157,15 @@ def _splits_payload(new: NewSplits) -> dict[str, list]:
 
 def run_coordinator(transport: Transport, params: dict[str, Any], num_boost_round: int, *,
                     parties: Sequence[str], servers: Sequence[str], progress=None,
-                    timeout: float | None = None, feature_names=None) -> Ensemble:
-    """Drive the training; learns only aggregate histograms; returns the model."""
+                    timeout: float | None = None, feature_names=None,
+                    evaluation: Evaluation | None = None) -> Ensemble:
+    """Drive the training; learns only aggregate histograms; returns the model.
+    evaluation: the eval set names, callbacks and early stopping (the caller's
+    `evaluation.finish` puts its attributes on the Booster)."""
     p = TrainParams.from_dict(params)
     source = HorizontalSource(transport, p, parties, servers,
-                              None if timeout is None else timeout * 1.5 + 5, feature_names)
-    return boost(source, p, num_boost_round, progress)
+                              None if timeout is None else timeout * 1.5 + 5, feature_names,
+                              evaluation.names if evaluation is not None else ())
+    if evaluation is not None:
+        evaluation.score = source.evaluate
+    return dp.with_attributes(boost(source, p, num_boost_round, progress, evaluation), source.dp)

@@ -7,6 +7,10 @@ additive share of the vector to each compute server: to servers 0..k-2 a fresh 3
 AES key that expands into a uniformly random vector, and to server k-1 the vector minus
 those expansions (uniformly random on its own).  It routes its rows by the splits the
 coordinator broadcasts and adds the leaf values to its own margins.
+
+Its validation rows (one set per eval name) stay with it too: they follow the same
+splits and leaf values, and on `evaluate` the party sends shares of their metric
+statistics (ppxgb/metrics.py), so the coordinator opens only sums over parties.
 """
 
 from __future__ import annotations
@@ -18,29 +22,33 @@ import numpy as np
 from ppxgb.crypto.fixedpoint import FixedPointEncoder
 from ppxgb.crypto.sharing import Randomness, default_randomness
 from ppxgb.errors import ParameterError, PeerFailure
+from ppxgb.metrics import owner_stats
 from ppxgb.model import as_float32_matrix
 from ppxgb.objectives import get_objective
 from ppxgb.transport import Transport
 
-from .. import binning, kernels
+from .. import binning, categorical, dp, kernels
 from ..gradients import GradientEncoder, check_weights, intercept_limbs
+from ..evaluation import eval_metrics
 from ..grower import row_sample, zero_unsampled
 from ..messages import field, report_failure
 from ..params import TrainParams
-from .stages import COORDINATOR, PARTY_STAGES, STATS_BITS
+from .stages import COORDINATOR, EVAL_BITS, PARTY_STAGES, STATS_BITS
 
 
 def send_shares(transport: Transport, me: str, servers: Sequence[str], step: int,
-                ring: np.ndarray, rng: Randomness | None = None) -> None:
-    """Split a uint64 vector into len(servers) additive shares and send one to each."""
+                ring: np.ndarray, rng: Randomness | None = None, noise: list[float] | None = None) -> None:
+    """Split a uint64 vector into len(servers) additive shares and send one to each;
+    noise: the DP noise sigmas each server is to add to its sum (training/dp.py)."""
+    tag = {} if noise is None else {"noise": [float(s) for s in noise]}
     rng = rng or default_randomness()
     ring = np.ascontiguousarray(ring, dtype=np.uint64).ravel()
     last = ring.copy()
     for server in servers[:-1]:
         key = rng.words(4).tobytes()
         last -= Randomness(key).words(ring.size)
-        transport.send(me, server, "share", {"step": step, "n": ring.size, "seed": key})
-    transport.send(me, servers[-1], "share", {"step": step, "n": ring.size, "data": last})
+        transport.send(me, server, "share", {"step": step, "n": ring.size, "seed": key, **tag})
+    transport.send(me, servers[-1], "share", {"step": step, "n": ring.size, "data": last, **tag})
 
 
 class _PartyState:
@@ -53,11 +61,19 @@ class _PartyState:
         self.margin: np.ndarray | None = None
         self.gh: np.ndarray | None = None
         self.group = 0
+        self.evals: list[_EvalRows] = []
 
     def set_cuts(self, cuts: list[np.ndarray]) -> None:
         sizes = np.array([len(c) for c in cuts], dtype=np.int64)
         self.rows = kernels.NodeRows(binning.assign_bins(self.X, cuts, self.p.nthread), sizes,
                                      2 ** (self.p.max_depth + 1), self.p.nthread)
+        for ev in self.evals:
+            ev.set_cuts(cuts, sizes, self.p)
+
+    def set_base(self, base: np.ndarray) -> None:
+        self.margin = np.tile(base, (self.X.shape[0], 1)).astype(np.float32)
+        for ev in self.evals:
+            ev.margin = np.tile(base, (ev.X.shape[0], 1)).astype(np.float32)
 
     def start_tree(self, group: int, rnd: int = 0) -> None:
         if group == 0:
@@ -66,24 +82,75 @@ class _PartyState:
         # subsample: this party draws its own rows, keyed by the seed and its name
         keep = row_sample(self.p, self.name, rnd, group, self.X.shape[0])
         self.rows.start_tree(zero_unsampled(self.gh[group], keep))
+        for ev in self.evals:
+            ev.rows.start_tree(np.zeros((ev.X.shape[0], 2), np.int64))
 
     def apply(self, splits: dict[str, Any]) -> None:
-        self.rows.split(splits["node"], splits["feature"], splits["bin"], splits["default_left"],
-                        splits["left"], splits["right"])
+        cats = categorical.split_payload_categories(splits)
+        for rows in [self.rows] + [ev.rows for ev in self.evals]:
+            rows.split(splits["node"], splits["feature"], splits["bin"], splits["default_left"],
+                       splits["left"], splits["right"], categories=cats)
 
     def histograms(self, build: np.ndarray) -> np.ndarray:
         return self.rows.histograms(build)
 
     def add_leaves(self, nodes: np.ndarray, values: np.ndarray) -> None:
         self.rows.add_leaves(self.margin[:, self.group], nodes, values)
+        for ev in self.evals:
+            ev.rows.add_leaves(ev.margin[:, self.group], nodes, values)
+
+    def eval_stats(self) -> np.ndarray:
+        """Every eval set's metric statistics over this party's rows, concatenated."""
+        metrics = eval_metrics(self.p)
+        return np.concatenate([np.zeros(0)] + [
+            owner_stats(metrics, self.p.objective, ev.margin, ev.y, ev.w, self.p.n_groups) for ev in self.evals])
+
+
+class _EvalRows:
+    """One eval set's rows at their party: binned with the agreed cuts, routed through
+    every tree, with margins of their own."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None):
+        self.X, self.y, self.w = X, y, w
+        self.rows: kernels.NodeRows | None = None
+        self.margin: np.ndarray | None = None
+
+    def set_cuts(self, cuts: list[np.ndarray], sizes: np.ndarray, p: TrainParams) -> None:
+        self.rows = kernels.NodeRows(binning.assign_bins(self.X, cuts, p.nthread), sizes,
+                                     2 ** (p.max_depth + 1), p.nthread)
+
+
+def check_party_evals(evals, names: list[str], name: str, p: TrainParams, n_features: int) -> list[_EvalRows]:
+    """The party's eval sets in the coordinator's order: {name: (X, y) or (X, y, w)}."""
+    evals = dict(evals or {})
+    if sorted(evals) != sorted(names):
+        raise ParameterError.bad(f"{name} evals", f"validation rows for the eval sets {names}", sorted(evals))
+    objective = get_objective(p.objective)
+    out = []
+    for ev in names:
+        item = evals[ev]
+        X = as_float32_matrix(item[0], name=f"{name} eval {ev} X", order="F")
+        if X.shape[1] != n_features:
+            raise ParameterError.bad(f"{name} eval {ev} X", f"{n_features} feature columns", X.shape[1])
+        y = objective.check_labels(item[1], p.num_class, f"{name} eval {ev} y") if X.shape[0] else \
+            np.zeros(0, np.float32)
+        if len(y) != X.shape[0]:
+            raise ParameterError.bad(f"{name} eval {ev} y", f"{X.shape[0]} labels", len(y))
+        w = check_weights(item[2] if len(item) == 3 else None, X.shape[0], f"{name} eval {ev} w")
+        out.append(_EvalRows(X, y, w))
+    return out
 
 
 def run_party(transport: Transport, name: str, X, y, w=None, *, servers: Sequence[str],
-              coordinator: str = COORDINATOR, timeout: float | None = None) -> None:
+              coordinator: str = COORDINATOR, timeout: float | None = None, evals=None,
+              feature_types=None) -> None:
     """A data holder: answers the coordinator's requests with shares to the servers.
-    w: its rows' sample weights (None: every row weighs 1)."""
+    w: its rows' sample weights (None: every row weighs 1); evals: its validation rows,
+    {eval name: (X, y) or (X, y, w)}, one entry per eval set the coordinator names.
+    feature_types: 'c' marks integer-coded categorical columns (pandas `category`
+    columns are categorical anyway)."""
     try:
-        _party_loop(transport, name, X, y, w, list(servers), coordinator, timeout)
+        _party_loop(transport, name, X, y, w, list(servers), coordinator, timeout, evals, feature_types)
     except PeerFailure:
         raise
     except Exception as exc:
@@ -91,8 +158,9 @@ def run_party(transport: Transport, name: str, X, y, w=None, *, servers: Sequenc
         raise
 
 
-def _party_loop(transport, name, X, y, w, servers, coordinator, timeout):
-    X = as_float32_matrix(X, order="F")     # the binning kernels stream columns
+def _party_loop(transport, name, X, y, w, servers, coordinator, timeout, evals, feature_types=None):
+    # Fortran order: the binning kernels stream columns; category columns are NaN until coded
+    X, kinds, raw = categorical.split_columns(X, feature_types, f"{name} X")
     msg = transport.recv(name, "config", coordinator, timeout=timeout)
     p = TrainParams.from_dict(field(msg, "params", dict))
     n_parties = field(msg, "n_parties", int)
@@ -101,9 +169,14 @@ def _party_loop(transport, name, X, y, w, servers, coordinator, timeout):
     if len(y) != X.shape[0]:
         raise ParameterError.bad(f"{name} y", f"{X.shape[0]} labels (one per row)", len(y))
     w = check_weights(w, X.shape[0], f"{name} w")
+    # differential privacy: this party's own accountant refuses releases beyond the plan
+    dpa = dp.accountant_for(p, msg.payload.get("n_trees"), X.shape[1], name, STATS_BITS)
+    w = dp.capped_weights(w, name) if dpa is not None else w
     state = _PartyState(X, y, w, p, n_parties, name)
+    state.encoder.dp_bounds = dp.bounds(p) if dpa is not None else None
+    state.evals = check_party_evals(evals, list(msg.payload.get("evals", [])), name, p, X.shape[1])
     stats_enc = FixedPointEncoder(STATS_BITS)
-    transport.send(name, coordinator, "hello", {"n_features": X.shape[1]})
+    transport.send(name, coordinator, "hello", {"n_features": X.shape[1], "kinds": kinds})
     while True:
         msg = transport.recv(name, PARTY_STAGES, coordinator, timeout=timeout)
         stage, pl = msg.stage, msg.payload
@@ -112,23 +185,35 @@ def _party_loop(transport, name, X, y, w, servers, coordinator, timeout):
         if stage == "bins":
             active = [np.asarray(a, dtype=np.uint32) for a in field(msg, "active", list)]
             counts = binning.party_cell_counts(X, field(msg, "level", int), active, p.nthread)
-            send_shares(transport, name, servers, pl["step"], stats_enc.encode(counts))
+            send_shares(transport, name, servers, pl["step"], stats_enc.encode(counts),
+                        noise=dp.release_sigmas(dpa, "bins"))
+        elif stage == "cats":
+            sketch = categorical.party_sketch([raw[f] for f in field(msg, "columns", list)],
+                                              field(msg, "salt", int), field(msg, "buckets", int))
+            send_shares(transport, name, servers, pl["step"], stats_enc.encode(sketch))
+        elif stage == "categories":
+            for f, agreed in zip(field(msg, "columns", list), field(msg, "lists", list)):
+                X[:, f] = categorical.code_column(raw[f], kinds[f], agreed)
         elif stage == "cuts":
             state.set_cuts([np.asarray(c, dtype=np.float32) for c in field(msg, "cuts", list)])
         elif stage == "intercept":
             stats = objective.intercept_stats(y, p.num_class, w, p.objective_params)
-            send_shares(transport, name, servers, pl["step"], stats_enc.encode(intercept_limbs(stats, STATS_BITS)))
+            vec = intercept_limbs(stats, STATS_BITS) if dpa is None else dp.intercept_vector(stats, STATS_BITS)
+            send_shares(transport, name, servers, pl["step"], stats_enc.encode(vec),
+                        noise=dp.release_sigmas(dpa, "intercept", len(vec)))
         elif stage == "base":
-            base = np.asarray(field(msg, "base_margin", list), dtype=np.float32)
-            state.margin = np.tile(base, (X.shape[0], 1)).astype(np.float32)
+            state.set_base(np.asarray(field(msg, "base_margin", list), dtype=np.float32))
         elif stage == "tree":
             state.start_tree(field(msg, "group", int), field(msg, "round", int))
         elif stage == "level":
             state.apply(field(msg, "splits", dict))
             build = np.asarray(field(msg, "build", list), dtype=np.int64)
             hist = state.histograms(build)
-            send_shares(transport, name, servers, pl["step"], hist.view(np.uint64))
+            send_shares(transport, name, servers, pl["step"], hist.view(np.uint64),
+                        noise=dp.release_sigmas(dpa, "level"))
         elif stage == "finish":
             state.apply(field(msg, "splits", dict))
             state.add_leaves(np.asarray(field(msg, "leaf_nodes", list), dtype=np.int64),
                              np.asarray(field(msg, "leaf_values", list), dtype=np.float32))
+        elif stage == "evaluate":
+            send_shares(transport, name, servers, pl["step"], FixedPointEncoder(EVAL_BITS).encode(state.eval_stats()))

@@ -3,7 +3,9 @@
 Stages (coordinator C, parties P, servers S):
 
     C->P config      params, servers, number of parties
-    P->C hello       number of features (no row count)
+    P->C hello       number of features (no row count), each column's kind
+    C->P cats        shares of the category sketch of these columns (salt, buckets)
+    C->P categories  the agreed list of each categorical column
     C->P bins        refine the shared value grid: level, active prefixes per feature
     C->P cuts        the agreed bin edges
     C->P intercept   send the intercept statistics (only when base_score is unset)
@@ -11,6 +13,7 @@ Stages (coordinator C, parties P, servers S):
     C->P tree        start tree (round, group); parties compute g, h on group 0
     C->P level       apply these splits, then build histograms of these nodes
     C->P finish      apply the last splits and add these leaf values to the margins
+    C->P evaluate    send the metric statistics of the validation rows (after a round)
     P->S share       one additive share of a vector, tagged with the step number
     S->C sum         a server's sum of the parties' shares for one step
     any  stop / abort
@@ -22,7 +25,8 @@ from ppxgb.errors import ParameterError
 
 COORDINATOR = "coordinator"
 STATS_BITS = 16  # fixed point of counts and intercept sums (range 2^47)
-PARTY_STAGES = ("bins", "cuts", "intercept", "base", "tree", "level", "finish", "stop")
+EVAL_BITS = 24   # fixed point of metric statistics (range 2^39, rounding 2^-25 per party)
+PARTY_STAGES = ("cats", "categories", "bins", "cuts", "intercept", "base", "tree", "level", "finish", "evaluate", "stop")
 
 
 def role_names(n_parties: int, n_servers: int) -> tuple[list[str], list[str], str]:
