@@ -1,5 +1,6 @@
 # make demo / make test: both create .venv when needed and install ppxgb with every extra
-# (serve: the HTTP services; report: the demo's HTML report; test: the test tools).
+# (serve: the HTTP services; report: the demo's HTML report; test: the test tools), then compile
+# and cache the numba kernels (ppxgb warmup), so no first run pays for compilation.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,6 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[serve,report,test]'
+	$(BIN)/ppxgb warmup --quiet   # compile and cache the numba kernels once, not in the first run
 	touch $(STAMP)
 
 demo: $(STAMP)
