@@ -32,8 +32,9 @@ LIMB_BITS = 20
 
 class GradientEncoder:
     def __init__(self, objective: Objective, n_groups: int, fixed_point_bits: int, n_parties: int = 1,
-                 params: Mapping[str, float] | None = None):
+                 params: Mapping[str, float] | None = None, dp_bounds: tuple[float, float] | None = None):
         self.objective = objective
+        self.dp_bounds = dp_bounds      # (Cg, Ch) under differential privacy (training/dp.py)
         self.params = dict(params or {})
         self.n_groups = n_groups
         self.bits = fixed_point_bits
@@ -46,6 +47,9 @@ class GradientEncoder:
         g, h = self.objective.gradients(margin if self.n_groups > 1 else margin[:, 0], y, w, self.params)
         g = g.reshape(len(y), -1)
         h = h.reshape(len(y), -1)
+        if self.dp_bounds is not None:
+            from .dp import clip_gh
+            g, h = clip_gh(g, h, *self.dp_bounds, who="gradients")
         if len(g) and (np.abs(g).sum(axis=0, dtype=np.float64).max() >= self.limit
                        or h.sum(axis=0, dtype=np.float64).max() >= self.limit):
             where = " per party" if self.per_party else ""

@@ -52,6 +52,9 @@ SUPPORTED: dict[str, tuple[Any, str]] = {
     "eval_metric": (None, "accepted and stored (a name or a list of names); not evaluated yet"),
     "disable_default_eval_metric": (False, "accepted and stored; not evaluated yet"),
     "fixed_point_bits": (32, "fractional bits of the Z_2^64 fixed-point encoding, 16..40"),
+    "dp_epsilon": (None, "differential privacy budget epsilon > 0 of the whole training; unset: no DP (README)"),
+    "dp_delta": (1e-5, "differential privacy delta, in (0, 1); used with dp_epsilon"),
+    "dp_clip": (1.0, "under dp_epsilon, bound on each row's |gradient| for reg:squarederror (rows beyond are clipped)"),
 }
 
 #: parameters of some objectives only (xgboost ignores them elsewhere; ppxgb refuses
@@ -99,6 +102,9 @@ class TrainParams:
     validate_parameters: bool = True
     eval_metric: tuple[str, ...] | None = None
     disable_default_eval_metric: bool = False
+    dp_epsilon: float | None = None
+    dp_delta: float = 1e-5
+    dp_clip: float = 1.0
 
     @property
     def n_groups(self) -> int:
@@ -186,6 +192,7 @@ class TrainParams:
             validate_parameters=_bool("validate_parameters", p["validate_parameters"]),
             eval_metric=_metrics(p["eval_metric"]),
             disable_default_eval_metric=_bool("disable_default_eval_metric", p["disable_default_eval_metric"]),
+            **_dp(p),
         )
 
     def to_dict(self) -> dict:
@@ -201,6 +208,8 @@ class TrainParams:
             "verbosity": self.verbosity, "validate_parameters": self.validate_parameters,
             "eval_metric": list(self.eval_metric) if self.eval_metric is not None else None,
             "disable_default_eval_metric": self.disable_default_eval_metric,
+            **({} if self.dp_epsilon is None else
+               {"dp_epsilon": self.dp_epsilon, "dp_delta": self.dp_delta, "dp_clip": self.dp_clip}),
         }
 
 
@@ -233,6 +242,17 @@ def _bool(name: str, value: Any) -> bool:
     if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
         return bool(value)
     raise ParameterError.bad(name, "a bool (or 0/1)", value)
+
+
+def _dp(p: dict[str, Any]) -> dict[str, Any]:
+    """dp_epsilon > 0 (None: no DP), dp_delta in (0, 1), dp_clip > 0."""
+    eps = p["dp_epsilon"]
+    if eps is not None:
+        eps = _float("dp_epsilon", eps, lo=0.0, lo_open=True)
+    delta = _float("dp_delta", p["dp_delta"], lo=0.0, lo_open=True)
+    if delta >= 1.0:
+        raise ParameterError.bad("dp_delta", "a number in (0, 1)", delta)
+    return {"dp_epsilon": eps, "dp_delta": delta, "dp_clip": _float("dp_clip", p["dp_clip"], lo=0.0, lo_open=True)}
 
 
 def _metrics(value: Any) -> tuple[str, ...] | None:

@@ -11,7 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ppxgb.crypto.sharing import Randomness
+from ppxgb.crypto.dgauss import noise_vector
+from ppxgb.crypto.sharing import Randomness, default_randomness
 from ppxgb.errors import PeerFailure, PeerTimeout, ProtocolError
 from ppxgb.transport import Transport
 
@@ -20,12 +21,20 @@ from .stages import COORDINATOR
 
 
 def run_server(transport: Transport, name: str, *, parties: Sequence[str],
-               coordinator: str = COORDINATOR, timeout: float | None = None) -> None:
-    """Sum one share per party for every step, until stop."""
+               coordinator: str = COORDINATOR, timeout: float | None = None,
+               rng: Randomness | None = None) -> None:
+    """Sum one share per party for every step, until stop.
+
+    Under differential privacy the parties announce, with each share, the noise sigmas
+    of the step (all must announce the same); the server then adds its own N_Z noise
+    of that size to its sum, drawn from rng (a CSPRNG unless a test pins it), so the
+    opened total carries k independent noises and any k - 1 servers' knowledge of
+    theirs leaves one full noise in place (README, "Differential privacy")."""
     parties = list(parties)
+    rng = rng or default_randomness()
     try:
         while True:
-            acc, step, seen = None, None, set()
+            acc, step, seen, noise = None, None, set(), []
             while len(seen) < len(parties):
                 try:
                     msg = transport.recv(name, ("share", "stop"), timeout=timeout)
@@ -52,6 +61,11 @@ def run_server(transport: Transport, name: str, *, parties: Sequence[str],
                         raise ProtocolError(f"{name}: share of {part.size} words, announced {n}")
                 acc = part.copy() if acc is None else acc + part
                 seen.add(msg.src)
+                noise.append(msg.payload.get("noise"))
+            if any(s != noise[0] for s in noise):
+                raise ProtocolError(f"{name}: the parties announced different noise for step {step}")
+            if noise[0] is not None:
+                acc += noise_vector([float(s) for s in noise[0]], acc.size, rng).view(np.uint64)
             transport.send(name, coordinator, "sum", {"step": step, "data": acc})
     except PeerFailure as exc:
         transport.send(name, coordinator, "abort", {"peer": exc.peer, "reason": exc.reason})

@@ -1,0 +1,259 @@
+"""Differentially private training: contribution bounds, the budget rule, the accountant.
+
+Neighbouring datasets differ by one row (added or removed, at any party).  Every value
+that is opened is a sum over rows, made noisy inside the secure computation before
+anyone sees it (each compute server adds its own N_Z noise to its share; see
+docs in the README's "Differential privacy" section).  The releases:
+
+    bins       one per bin-agreement level (at most BIN_LEVELS): per feature the counts
+               of the requested cells; a row adds 1 to one cell per feature.
+    intercept  one (when base_score is not given): the objective's intercept sums;
+               a row adds at most STATS_BOUND to them in L2 (weights capped at 1).
+    level      one per level of every tree (max_depth a tree): the G/H histograms of
+               the built nodes; a row lies in one node and adds its g to one bin per
+               feature and to the node total, and its h likewise.
+
+Contribution bounds (`bounds`): per row |g| <= Cg and 0 <= h <= Ch after the row
+weight, clipped where a row exceeds them (the party warns with the count):
+logistic objectives Cg = 1, Ch = 1/4 (already true for weights <= 1);
+multi-class Cg = 1, Ch = 1/2; reg:squarederror Cg = dp_clip, Ch = 1.  Other
+objectives are refused under DP.
+
+Noise: coordinate j of a release gets N_Z(0, sigma_j^2) on its fixed-point grid, with
+sigma_j = z * sqrt(m) * B_j for a release whose rows touch m coordinates of each kind,
+B_j the bound of coordinate j (on the grid), so sum_j (D_j / sigma_j)^2 <= 1 / z^2 and
+each release is a Gaussian mechanism of noise multiplier z (CKS Theorem 14 for the
+discrete Gaussian).  Budget rule: every release gets the same z, the smallest for which
+dp-accounting's RDP accountant, composing all planned releases, gives at most
+dp_epsilon at dp_delta.  Leaf values, gains and the model are computed from the noisy
+G/H only: post-processing, no further cost.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from ppxgb.errors import ParameterError
+from ppxgb.model import Ensemble
+
+BIN_LEVELS = 4
+STATS_BITS_DEFAULT = 16
+STATS_BOUND = math.sqrt(2.0)     # a row's (w * label-part, w) with w <= 1
+MECHANISM = "discrete Gaussian (CKS), RDP accountant of dp-accounting"
+
+#: objective -> (Cg, Ch); None: the user's dp_clip
+BOUNDS: dict[str, tuple[float | None, float]] = {
+    "binary:logistic": (1.0, 0.25),
+    "reg:logistic": (1.0, 0.25),
+    "binary:logitraw": (1.0, 0.25),
+    "multi:softprob": (1.0, 0.5),
+    "multi:softmax": (1.0, 0.5),
+    "reg:squarederror": (None, 1.0),
+}
+
+
+class BudgetExceeded(ParameterError):
+    """Opening one more value would spend more than (dp_epsilon, dp_delta)."""
+
+
+def check_params(p: Any) -> None:
+    """Refuse configurations whose sensitivity ppxgb cannot bound (p: TrainParams)."""
+    if p.dp_epsilon is None:
+        return
+    if p.objective not in BOUNDS:
+        raise ParameterError(f"dp_epsilon: differentially private training supports objectives "
+                             f"{sorted(BOUNDS)}, got {p.objective!r}")
+    if p.scale_pos_weight != 1.0:
+        raise ParameterError("scale_pos_weight: must be 1 under dp_epsilon (it scales a row's "
+                             "contribution beyond the documented bounds)")
+    if p.objective == "reg:squarederror" and p.base_score is None:
+        raise ParameterError("base_score: reg:squarederror under dp_epsilon needs base_score "
+                             "(the label mean would need a bound on the labels)")
+
+
+def bounds(p: Any) -> tuple[float, float]:
+    """(Cg, Ch) of the objective under p."""
+    cg, ch = BOUNDS[p.objective]
+    return (p.dp_clip if cg is None else cg), ch
+
+
+def rdp_epsilon(z: float, count: int, delta: float) -> float:
+    """epsilon at delta of `count` Gaussian releases of noise multiplier z (dp-accounting)."""
+    import dp_accounting
+    from dp_accounting import rdp
+
+    if count == 0:
+        return 0.0
+    acc = rdp.RdpAccountant()
+    acc.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z), count))
+    return float(acc.get_epsilon(delta))
+
+
+def noise_multiplier(epsilon: float, delta: float, count: int) -> float:
+    """The smallest z (to 0.1%) with rdp_epsilon(z, count, delta) <= epsilon."""
+    lo, hi = 1e-3, 1e7
+    if rdp_epsilon(hi, count, delta) > epsilon:
+        raise ParameterError.bad("dp_epsilon", f"a budget reachable by {count} releases", epsilon)
+    while hi / lo > 1.001:
+        mid = math.sqrt(lo * hi)
+        if rdp_epsilon(mid, count, delta) <= epsilon:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The releases of one training and their common noise multiplier z."""
+    epsilon: float
+    delta: float
+    releases: int
+    z: float
+    cg: float
+    ch: float
+    n_features: int
+    bits: int
+    stats_bits: int = STATS_BITS_DEFAULT
+
+    @classmethod
+    def make(cls, p: Any, n_trees: int, n_features: int, stats_bits: int = STATS_BITS_DEFAULT) -> "Plan":
+        if isinstance(n_trees, bool) or not isinstance(n_trees, int) or n_trees < 0:
+            raise ParameterError.bad("n_trees", "an int >= 0", n_trees)
+        count = BIN_LEVELS + (p.base_score is None) + n_trees * p.max_depth
+        cg, ch = bounds(p)
+        return cls(p.dp_epsilon, p.dp_delta, count, noise_multiplier(p.dp_epsilon, p.dp_delta, count),
+                   cg, ch, n_features, p.fixed_point_bits, stats_bits)
+
+    # sigmas on each release's grid (cycled over its coordinates)
+    def level_sigmas(self) -> list[float]:
+        m = math.sqrt(2.0 * (self.n_features + 1))
+        scale = 2.0 ** self.bits
+        return [self.z * m * math.ceil(self.cg * scale), self.z * m * math.ceil(self.ch * scale)]
+
+    def bins_sigmas(self) -> list[float]:
+        return [self.z * math.sqrt(max(self.n_features, 1)) * 2.0 ** self.stats_bits]
+
+    def intercept_sigmas(self, n_stats: int) -> list[float]:
+        # per-party sums are rounded to the grid: one more unit per coordinate
+        return [self.z * (STATS_BOUND * 2.0 ** self.stats_bits + math.sqrt(n_stats))]
+
+    def spent(self, count: int) -> float:
+        return rdp_epsilon(self.z, count, self.delta)
+
+    def describe(self) -> dict[str, str]:
+        return {"dp_mechanism": MECHANISM, "dp_noise_multiplier": f"{self.z:.6g}",
+                "dp_releases_planned": str(self.releases)}
+
+
+class Accountant:
+    """Counts releases against the plan; refuses the one that would exceed it."""
+
+    def __init__(self, plan: Plan, who: str):
+        self.plan, self.who, self.used = plan, who, 0
+
+    def charge(self, what: str) -> None:
+        if self.used + 1 > self.plan.releases or self.plan.spent(self.used + 1) > self.plan.epsilon * (1 + 1e-9):
+            raise BudgetExceeded(
+                f"dp_epsilon: {self.who} refuses to open {what}: it would be release {self.used + 1} "
+                f"of a budget (epsilon={self.plan.epsilon:g}, delta={self.plan.delta:g}) planned for "
+                f"{self.plan.releases}")
+        self.used += 1
+
+    def attributes(self) -> dict[str, str]:
+        """What the Booster carries (booster.attr)."""
+        return {"dp_epsilon_spent": f"{self.plan.spent(self.used):.6g}", "dp_delta": f"{self.plan.delta:g}",
+                "dp_epsilon_budget": f"{self.plan.epsilon:g}", "dp_releases": str(self.used),
+                **self.plan.describe()}
+
+
+# ------------------------------------------------------------------ the data side
+def clip_gh(g: np.ndarray, h: np.ndarray, cg: float, ch: float, who: str) -> tuple[np.ndarray, np.ndarray]:
+    """g to [-cg, cg], h to [0, ch]; warns with the number of rows clipped."""
+    over = (np.abs(g) > cg) | (h > ch) | (h < 0)
+    rows = int(over.reshape(len(over), -1).any(axis=1).sum()) if over.ndim > 1 else int(over.sum())
+    if rows:
+        warnings.warn(f"{who}: {rows} of {len(g)} rows clipped to the DP bounds |g| <= {cg:g}, "
+                      f"0 <= h <= {ch:g} (dp_clip)", stacklevel=2)
+    return np.clip(g, -cg, cg).astype(g.dtype), np.clip(h, 0.0, ch).astype(h.dtype)
+
+
+def capped_weights(w: np.ndarray | None, who: str) -> np.ndarray | None:
+    """Sample weights capped at 1 (a row's intercept contribution bound); warns if any is."""
+    if w is None or not np.any(w > 1):
+        return w
+    warnings.warn(f"{who}: {int((w > 1).sum())} sample weights capped at 1 for differential privacy",
+                  stacklevel=2)
+    return np.minimum(w, np.float32(1.0))
+
+
+def intercept_vector(stats: np.ndarray, stats_bits: int) -> np.ndarray:
+    """Under DP the intercept sums travel as one limb on the stats grid (the low limb,
+    which carries the rounding remainder exactly, is sent as zeros): the layout of
+    gradients.intercept_limbs with a known sensitivity."""
+    stats = np.asarray(stats, dtype=np.float64)
+    hi = np.rint(stats * 2.0 ** stats_bits) / 2.0 ** stats_bits
+    return np.concatenate([hi, np.zeros_like(hi)])
+
+
+def drop_noise_floor(counts: np.ndarray, sigma_counts: float) -> np.ndarray:
+    """Post-processing of noisy bin-agreement counts: rounded, and a cell below 5 sigma
+    treated as empty (noise alone would make every cell look occupied: above 5 sigma a
+    noise-only cell appears with probability 3e-7)."""
+    c = np.rint(counts)
+    c[c < 5.0 * sigma_counts] = 0.0
+    return c
+
+
+# ------------------------------------------------------------------ the roles' glue
+#: the stages whose answers are opened sums (each one release)
+RELEASES = ("bins", "intercept", "level")
+
+
+def accountant_for(p: Any, n_trees: int | None, n_features: int, who: str,
+                   stats_bits: int = STATS_BITS_DEFAULT) -> Accountant | None:
+    """The role's accountant under dp_epsilon (None without DP)."""
+    if p.dp_epsilon is None:
+        return None
+    check_params(p)
+    if n_trees is None:
+        raise ParameterError.bad("n_trees", "the number of trees of the training (dp_epsilon plans "
+                                 "the budget by it)", None)
+    return Accountant(Plan.make(p, n_trees, n_features, stats_bits), who)
+
+
+def release_sigmas(acc: Accountant | None, stage: str, n_words: int = 0) -> list[float] | None:
+    """Charge one release of `stage` and return the noise sigmas of its coordinates
+    (None without DP, or for a stage that opens nothing to noise)."""
+    if acc is None or stage not in RELEASES:
+        return None
+    acc.charge(stage)
+    if stage == "level":
+        return acc.plan.level_sigmas()
+    if stage == "bins":
+        return acc.plan.bins_sigmas()
+    return acc.plan.intercept_sigmas(n_words // 2)
+
+
+def with_attributes(ensemble: Any, acc: Accountant | None) -> Any:
+    """The Ensemble carrying the spent budget in its XGBoost attributes (unchanged without DP)."""
+    if acc is None:
+        return ensemble
+    return AttributedEnsemble(**{f.name: getattr(ensemble, f.name) for f in fields(ensemble)},
+                              attributes=acc.attributes())
+
+
+@dataclass(frozen=True)
+class AttributedEnsemble(Ensemble):
+    """An Ensemble whose XGBoost JSON carries learner attributes (booster.attr)."""
+    attributes: dict = field(default_factory=dict)
+
+    def to_xgboost_json(self) -> dict[str, Any]:
+        doc = super().to_xgboost_json()
+        doc["learner"]["attributes"] = {**doc["learner"].get("attributes", {}), **self.attributes}
+        return doc
