@@ -160,26 +160,47 @@ def left_bit(bits, r):
     return (bits[r >> 3] >> (7 - (r & 7))) & 1
 
 
+def left_table(categories: Sequence[Sequence[int]], width: int) -> np.ndarray:
+    """(splits, width) uint8: 1 where a bin (code) goes left, for each split's set of
+    codes going right (an empty set: a numeric split, row unused)."""
+    out = np.ones((max(len(categories), 1), max(width, 1)), dtype=np.uint8)
+    for i, cats in enumerate(categories):
+        cats = np.asarray(cats, dtype=np.int64)
+        out[i, cats[cats < width]] = 0
+    return out
+
+
 @njit(nogil=True, cache=True, inline="always")
-def _row_goes_left(bins, order, i, f, sb, dl, missing, bits):
-    """The split rule for position i: on the party's own feature f, or (f < 0) by the
-    left bit of its original row, for splits on features another party owns."""
+def table_goes_left(b, missing, table, row, default_left):
+    """Categorical rule on bins: bin (code) b goes left when table[row, b] is 1 (codes
+    outside the node's set, training/categorical.left_table), missing the default way."""
+    return default_left if b == missing else table[row, b] == 1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _row_goes_left(bins, order, i, f, sb, dl, missing, bits, cat_row, table):
+    """The split rule for position i: on the party's own feature f (categorical when
+    cat_row >= 0: a row of `table`), or (f < 0) by the left bit of its original row,
+    for splits on features another party owns."""
     if f < 0:
         return left_bit(bits, order[i]) == 1
+    if cat_row >= 0:
+        return table_goes_left(bins[i, f], missing, table, cat_row, dl)
     return bin_goes_left(bins[i, f], missing, sb, dl)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _partition(bins, gh, order, missing, seg_lo, seg_hi, feature, split_bin, default_left, bits, mid):
+def _partition(bins, gh, order, missing, seg_lo, seg_hi, feature, split_bin, default_left, bits, cat_rows,
+               table, mid):
     n_feat = bins.shape[1]
     for s in prange(seg_lo.shape[0]):
-        f, sb, dl = feature[s], split_bin[s], default_left[s]
+        f, sb, dl, cr = feature[s], split_bin[s], default_left[s], cat_rows[s]
         i = seg_lo[s]
         j = seg_hi[s] - 1
         while True:
-            while i <= j and _row_goes_left(bins, order, i, f, sb, dl, missing, bits):
+            while i <= j and _row_goes_left(bins, order, i, f, sb, dl, missing, bits, cr, table):
                 i += 1
-            while i <= j and not _row_goes_left(bins, order, j, f, sb, dl, missing, bits):
+            while i <= j and not _row_goes_left(bins, order, j, f, sb, dl, missing, bits, cr, table):
                 j -= 1
             if i >= j:
                 break
@@ -255,9 +276,12 @@ class NodeRows:
         return _run(_build_hist, self.bins, self.gh, self.lo[nodes].ravel(), self.hi[nodes].ravel(),
                     self.segments, self.stride, self.compact, self.threads, threads=self.threads)
 
-    def split(self, nodes, feature, split_bin, default_left, left, right, bits: np.ndarray | None = None) -> None:
+    def split(self, nodes, feature, split_bin, default_left, left, right, bits: np.ndarray | None = None,
+              categories=None) -> None:
         """Move each node's rows into its children's ranges (in place).  A feature of -1
-        splits by `bits`, the left bits of the original rows (np.packbits order)."""
+        splits by `bits`, the left bits of the original rows (np.packbits order).
+        categories: per node, the codes that go right for a categorical split (an empty
+        list for the others; None: no categorical split)."""
         nodes = np.asarray(nodes, dtype=np.int64)
         if nodes.size == 0:
             return
@@ -266,11 +290,15 @@ class NodeRows:
             raise ValueError(f"bits: expected {(self.n_rows + 7) // 8} packed bytes for splits by left bits")
         t = self.segments
         mid = np.empty(len(nodes) * t, dtype=np.int64)
+        cats = categories if categories is not None else [()] * len(nodes)
+        cat_rows = np.repeat(np.array([i if len(c) else -1 for i, c in enumerate(cats)], np.int64), t)
+        table = left_table(cats, self.stride)
         _run(_partition, self.bins, self.gh, self.order, self.missing,
              self.lo[nodes].ravel(), self.hi[nodes].ravel(),
              np.repeat(np.asarray(feature, np.int64), t), np.repeat(np.asarray(split_bin, np.int64), t),
              np.repeat(np.asarray(default_left, np.bool_), t),
-             _NO_BITS if bits is None else np.ascontiguousarray(bits, dtype=np.uint8), mid, threads=self.threads)
+             _NO_BITS if bits is None else np.ascontiguousarray(bits, dtype=np.uint8), cat_rows, table, mid,
+             threads=self.threads)
         mid = mid.reshape(len(nodes), t)
         left = np.asarray(left, np.int64)
         right = np.asarray(right, np.int64)
