@@ -93,7 +93,9 @@ class HorizontalSource(HistogramSource):
             counts = stats_enc.decode(self.request("bins", {"level": level, "active": requests}))
             if self.dp is None:
                 return np.rint(counts)
-            return dp.drop_noise_floor(counts, self.dp.plan.bins_sigmas()[0] / 2 ** STATS_BITS)
+            # k servers add noise each: its standard deviation is sqrt(k) sigma
+            sigma = self.dp.plan.bins_sigmas()[0] / 2 ** STATS_BITS * len(self.servers) ** 0.5
+            return dp.drop_noise_floor(counts, sigma)
 
         # under DP the requests follow from noisy counts (post-processing): they may name cells
         cuts, mins = binning.agree_cuts(n_feat, self.p.max_bin, opened_counts, hide=self.dp is None)

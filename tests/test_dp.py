@@ -1,0 +1,234 @@
+"""Differential privacy of horizontal training (training/dp.py, ppxgb/crypto/dgauss.py).
+
+The curious roles are played on what crossed the transport: the coordinator's opened
+sums are compared with the exact sums (rebuilt from every party's shares in the log),
+and the coalition of the coordinator with one compute server removes that server's own
+noise (its sum minus the shares it received) and looks for the exact sums.
+"""
+
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import dp_accounting
+from dp_accounting import rdp
+from scipy import stats
+
+from helpers import recorded_federation, split_rows
+from ppxgb.crypto import dgauss
+from ppxgb.crypto.sharing import Randomness
+from ppxgb.transport import InMemoryTransport
+from ppxgb.training import dp
+from ppxgb.training.harness import run_roles
+from ppxgb.training.horizontal import coordinator as coord_mod
+from ppxgb.training.horizontal import run_federation, run_party, run_server, server as server_mod
+from ppxgb.training.horizontal.stages import role_names
+from ppxgb.training.params import TrainParams
+
+PARAMS = {"objective": "binary:logistic", "max_depth": 3, "max_bin": 16, "verbosity": 0,
+          "dp_epsilon": 2.0, "dp_delta": 1e-5}
+
+
+def data(n=3000, f=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, f)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] + rng.normal(size=n) > 0).astype(np.float32)
+    return split_rows(X, y, [n // 2, n - n // 2])
+
+
+# ------------------------------------------------------------------ the sampler
+def _chi2_pvalue(samples: np.ndarray, sigma: float) -> float:
+    lim = int(3 * sigma)
+    values = np.arange(-lim, lim + 1)
+    observed = np.array([(samples == v).sum() for v in values] + [(np.abs(samples) > lim).sum()])
+    p = dgauss.pmf(values, sigma)
+    expected = len(samples) * np.append(p, 1.0 - p.sum())
+    return float(stats.chisquare(observed, expected).pvalue)
+
+
+def test_vectorised_sampler_matches_the_discrete_gaussian_pmf():
+    x = dgauss.discrete_gaussian(2.5, 200_000, Randomness(b"s" * 32))
+    assert _chi2_pvalue(x, 2.5) > 1e-4
+    # a rounded continuous Laplace of the same variance is told apart
+    laplace = np.rint(np.random.default_rng(1).laplace(scale=2.5 / np.sqrt(2), size=200_000))
+    assert _chi2_pvalue(laplace, 2.5) < 1e-6
+
+
+def test_exact_sampler_matches_the_pmf():
+    rand = random.Random(7).randrange
+    x = np.array([dgauss.sample_exact(Fraction(4), rand) for _ in range(4000)])
+    assert _chi2_pvalue(x, 2.0) > 1e-4
+    big = np.array([dgauss.sample_exact(Fraction(10 ** 12), rand) for _ in range(400)])
+    assert 0.85 < big.std() / 1e6 < 1.15
+
+
+# ------------------------------------------------------------------ the accountant
+def test_plan_epsilon_equals_dp_accounting_composed_release_by_release():
+    p = TrainParams.from_dict({**PARAMS, "max_depth": 4, "dp_epsilon": 1.0})
+    plan = dp.Plan.make(p, n_trees=7, n_features=5)
+    assert plan.releases == dp.BIN_LEVELS + 1 + 7 * 4
+    acc = rdp.RdpAccountant()
+    for _ in range(plan.releases):
+        acc.compose(dp_accounting.GaussianDpEvent(plan.z))
+    direct = acc.get_epsilon(1e-5)
+    assert plan.spent(plan.releases) == pytest.approx(direct, rel=1e-9)
+    assert direct <= 1.0 and rdp_eps_slightly_less_noise(plan) > 1.0
+
+
+def rdp_eps_slightly_less_noise(plan):
+    return dp.rdp_epsilon(plan.z * 0.99, plan.releases, plan.delta)
+
+
+def test_booster_carries_the_spent_budget_as_dp_accounting_computes_it():
+    log, model = recorded_federation(run_federation, PARAMS, data(), 2, 2)
+    attrs = model.to_booster().attributes()
+    releases = int(attrs["dp_releases"])
+    opened = [m for m in log if m.dst == "coordinator" and m.stage == "sum"]
+    assert releases == len(opened) // 2
+    acc = rdp.RdpAccountant()
+    acc.compose(dp_accounting.SelfComposedDpEvent(
+        dp_accounting.GaussianDpEvent(float(attrs["dp_noise_multiplier"])), releases))
+    assert float(attrs["dp_epsilon_spent"]) == pytest.approx(acc.get_epsilon(1e-5), rel=1e-4)
+    assert float(attrs["dp_epsilon_spent"]) <= 2.0
+    assert "discrete Gaussian" in attrs["dp_mechanism"]
+
+
+# ------------------------------------------------------------------ what is opened
+def _steps(log):
+    """Per step: exact sum of all parties' shares, each server's received-share sum,
+    each server's sent sum, the announced sigmas."""
+    out: dict[int, dict] = {}
+    for m in log:
+        if m.stage == "share":
+            s = out.setdefault(m.payload["step"], {"recv": {}, "sent": {}, "sigmas": None})
+            part = (Randomness(m.payload["seed"]).words(m.payload["n"]) if "seed" in m.payload
+                    else np.asarray(m.payload["data"], dtype=np.uint64))
+            s["recv"][m.dst] = s["recv"].get(m.dst, np.zeros(m.payload["n"], np.uint64)) + part
+            s["sigmas"] = m.payload.get("noise")
+        elif m.stage == "sum" and m.dst == "coordinator":
+            out[m.payload["step"]]["sent"][m.src] = np.asarray(m.payload["data"], dtype=np.uint64)
+    return out
+
+
+def _noise(step, server):
+    return (step["sent"][server] - step["recv"][server]).view(np.int64)
+
+
+def coalition_recovers_exact(log, n_servers) -> float:
+    """Coordinator + server-0: the opened total minus what server-0 knows of the noise,
+    assuming the servers' noises are alike; the largest fraction of coordinates of any
+    step that equal the exact sum."""
+    worst = 0.0
+    for step in _steps(log).values():
+        total = sum(step["sent"].values())
+        exact = sum(step["recv"].values())
+        guess = total - (_noise(step, "server-0").view(np.uint64) * np.uint64(n_servers))
+        worst = max(worst, float(np.mean(guess == exact)))
+    return worst
+
+
+def test_every_opened_sum_is_noisy_with_the_accountants_variance():
+    log, model = recorded_federation(run_federation, PARAMS, data(), 2, 2)
+    steps = _steps(log)
+    z = float(model.to_booster().attr("dp_noise_multiplier"))
+    kinds = set()
+    for step in steps.values():
+        total, exact = sum(step["sent"].values()), sum(step["recv"].values())
+        assert np.mean(total == exact) < 0.01        # no un-noised aggregate opened
+        sig = np.asarray(step["sigmas"], dtype=np.float64)
+        kinds.add(len(sig))
+        for server in step["sent"]:
+            n = _noise(step, server).astype(np.float64)
+            ratio = (n.reshape(-1, len(sig)) / sig) ** 2
+            # sum of squares of N(0,1)-like values: chi-square with n degrees of freedom
+            assert abs(ratio.mean() - 1.0) < 6 * np.sqrt(2.0 / ratio.size) + 0.02, server
+    assert kinds == {1, 2}                           # counts / intercept, and g, h pairs
+    # the sigmas are the plan's: z times the sensitivity on the grid
+    p = TrainParams.from_dict(PARAMS)
+    plan = dp.Plan.make(p, 2, 5)
+    assert plan.z == pytest.approx(z, rel=1e-5)
+    level = [s for s in steps.values() if len(s["sigmas"]) == 2]
+    assert level[0]["sigmas"] == pytest.approx(plan.level_sigmas())
+
+
+def test_coalition_of_coordinator_and_one_server_sees_no_exact_sum():
+    log, _ = recorded_federation(run_federation, PARAMS, data(), 2, 2)
+    assert coalition_recovers_exact(log, 2) < 0.01
+
+
+def test_mutant_servers_reusing_one_noise_stream_are_caught(monkeypatch):
+    monkeypatch.setattr(server_mod, "default_randomness", lambda: Randomness(b"\x01" * 32))
+    log, _ = recorded_federation(run_federation, PARAMS, data(), 2, 2)
+    assert coalition_recovers_exact(log, 2) == 1.0
+
+
+def test_without_dp_params_nothing_changes_on_the_wire_or_in_the_model():
+    plain = {k: v for k, v in PARAMS.items() if not k.startswith("dp_")}
+    log, model = recorded_federation(run_federation, plain, data(), 2, 2)
+    log2, model2 = recorded_federation(run_federation, {**plain, "dp_epsilon": None}, data(), 2, 2)
+    assert not any("noise" in m.payload or "n_trees" in m.payload for m in log + log2)
+    assert model.to_xgboost_json() == model2.to_xgboost_json()
+    assert model.to_booster().attributes() == {}
+
+
+# ------------------------------------------------------------------ the budget
+def _run(source_cls, params, parties, rounds, n_servers=2):
+    messages = []
+    transport = InMemoryTransport(recorder=messages.append)
+    party_names, server_names, _ = role_names(len(parties), n_servers)
+    roles = [(n, run_party, (transport, n, X, y), {"servers": server_names, "timeout": 30})
+             for n, (X, y) in zip(party_names, parties)]
+    roles += [(s, run_server, (transport, s), {"parties": party_names, "timeout": 30}) for s in server_names]
+
+    def drive():
+        p = TrainParams.from_dict(params)
+        src = source_cls(transport, p, party_names, server_names, 30)
+        return coord_mod.boost(src, p, rounds)
+    return messages, lambda: run_roles(roles, drive)
+
+
+class PlansOneTree(coord_mod.HorizontalSource):
+    def setup(self, n_trees):
+        return super().setup(1)
+
+
+class TellsPartiesOneTree(coord_mod.HorizontalSource):
+    def broadcast(self, stage, payload, to=None):
+        if stage == "config":
+            payload = {**payload, "n_trees": 1}
+        super().broadcast(stage, payload, to)
+
+
+@pytest.mark.parametrize("source_cls,who", [(PlansOneTree, "coordinator"), (TellsPartiesOneTree, "party-")])
+def test_a_run_beyond_the_budget_stops_before_opening_more(source_cls, who):
+    # 6 trees open at least 3 bin levels + intercept + 6 roots, more than one tree's plan
+    log, run = _run(source_cls, PARAMS, data(), 6)
+    with pytest.raises(Exception) as err:
+        run()
+    assert "dp_epsilon" in str(err.value) and who in str(err.value)
+    planned = dp.BIN_LEVELS + 1 + 1 * PARAMS["max_depth"]
+    opened_steps = {m.payload["step"] for m in log if m.stage == "sum" and m.dst == "coordinator"}
+    assert len(opened_steps) <= planned
+
+
+def test_unsupported_dp_configurations_are_refused_by_name():
+    for params, name in [({"objective": "reg:gamma"}, "dp_epsilon"),
+                         ({"objective": "reg:squarederror"}, "base_score"),
+                         ({"scale_pos_weight": 2.0}, "scale_pos_weight")]:
+        p = TrainParams.from_dict({**PARAMS, **params})
+        with pytest.raises(Exception, match=name):
+            dp.accountant_for(p, 2, 5, "coordinator")
+    for bad in [{"dp_epsilon": 0}, {"dp_delta": 1.0}, {"dp_clip": -1}]:
+        with pytest.raises(Exception, match=next(iter(bad))):
+            TrainParams.from_dict({**PARAMS, **bad})
+
+
+def test_regression_gradients_are_clipped_with_a_warning():
+    X, y = data()[0]
+    p = {"objective": "reg:squarederror", "base_score": 0.0, "max_depth": 2, "max_bin": 8,
+         "verbosity": 0, "dp_epsilon": 4.0, "dp_clip": 0.5}
+    with pytest.warns(UserWarning, match=r"rows clipped.*\|g\| <= 0.5"):
+        recorded_federation(run_federation, p, [(X, y * 10), (X, y * 10)], 1, 2)
