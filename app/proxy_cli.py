@@ -7,7 +7,7 @@
         --model NAME --user alice --key-out alice.key       (through a running proxy service)
     ppxgb proxy serve --model NAME=model.json --server-url https://... \
         --server-admin-token-file server.token --admin-token-file proxy.token \
-        --keystore DIR --master-key-file master.key --tls-cert c.pem --tls-key k.pem
+        --keystore DIR --master-key-file master.key --tls-cert c.pem --tls-key k.pem [--workers N]
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ def register(subparsers) -> None:
     p.add_argument("--scheme", choices=["ope", "ore"], default="ope",
                    help="threshold comparison: ope (default) or ore (hides values; docs/inference.md)")
     _serve_args(p, 8441)
+    p.add_argument("--workers", type=int, default=1,
+                   help="uvicorn worker processes sharing --keystore (each enrols independently)")
     p.set_defaults(func=_serve)
 
 
@@ -192,20 +194,30 @@ def _enroll(args) -> int:
 
 
 def _serve(args) -> int:
-    from ppxgb.proxy import Proxy
-    from ppxgb.proxy.keystore import KeyStore, load_master_key
-    from ppxgb.proxy.service import create_app
+    from ppxgb.proxy.service import ProxySettings
 
+    if args.workers < 1:
+        raise ParameterError.bad("--workers", "an integer >= 1", args.workers)
     models = {}
     for spec in args.model:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise ParameterError.bad("--model", "NAME=PATH", spec)
-        models[name] = load_model(path)
-    admin_token = read_token(secret_file(args.admin_token_file, "--admin-token-file"))
-    master_key = load_master_key(secret_file(args.master_key_file, "--master-key-file", "master-key"))
-    app = create_app(Proxy(args.key_bits, scheme=args.scheme), models, _link(args),
-                     KeyStore(args.keystore, master_key), admin_token)
+        load_model(path)                       # a bad model file fails here, once, not in every worker
+        models[name] = os.path.abspath(path)
+    secret_file(args.admin_token_file, "--admin-token-file")
+    secret_file(args.master_key_file, "--master-key-file", "master-key")
+    _link(args)                                 # the scoring server's URL policy and token file
+    settings = ProxySettings(models=models, server_url=args.server_url,
+                             server_admin_token_file=os.path.abspath(args.server_admin_token_file),
+                             admin_token_file=os.path.abspath(args.admin_token_file),
+                             keystore=os.path.abspath(args.keystore),
+                             master_key_file=os.path.abspath(args.master_key_file),
+                             server_ca=os.path.abspath(args.server_ca) if args.server_ca else None,
+                             insecure_http=args.insecure_http, key_bits=args.key_bits, scheme=args.scheme)
+    settings.build()                            # every secret readable and well-formed, the key store usable
+    os.environ.update(settings.to_env())        # each worker builds its own app from these (uvicorn's factory)
     announce_when_ready("proxy", args.host, args.port, not args.insecure_http)
-    run_service(app, args.host, args.port, args.tls_cert, args.tls_key, args.insecure_http)
+    run_service("ppxgb.proxy.service:app_from_env", args.host, args.port, args.tls_cert, args.tls_key,
+                args.insecure_http, workers=args.workers)
     return 0

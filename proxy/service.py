@@ -12,6 +12,13 @@ The admin token is checked before a byte of the body is read, and the body (at m
 MAX_ENROLL_BYTES, counted as it streams in, chunked or not; over it is a 413) is then
 parsed and validated: a bad body is a 422 only for a caller with the token.
 
+Several worker processes (`ppxgb proxy serve --workers N`) share one key store: a
+worker keeps no state of its own (models are read-only, and each enrolment's keys go to
+a fresh model id's file, written atomically and never replaced), so any number of them
+can enrol at once.  Each worker builds its app with `app_from_env` from the settings in
+PPXGB_PROXY_SETTINGS (file paths and public values only; the secrets stay in their 0600
+files and every worker reads them itself).
+
 Enrolling needs only the base install (the upload goes through httpx); the HTTP app
 needs the `serve` extra, so fastapi and pydantic are imported inside `create_app`.
 (No `from __future__ import annotations` here: FastAPI reads the endpoint's parameter
@@ -34,6 +41,8 @@ from .enroll import Enrollment, Proxy
 from .keystore import KeyStore
 
 
+#: Environment of an app built by `app_from_env`: a JSON object of ProxySettings' fields.
+ENV_SETTINGS = "PPXGB_PROXY_SETTINGS"
 #: The largest enrolment request body (a JSON object of two short ids).
 MAX_ENROLL_BYTES = 16 * 2**10
 #: Ids: letters, digits and _.@- (pydantic's patterns match the whole string; no newline).
@@ -78,6 +87,52 @@ def enroll_user(proxy: Proxy, model, user_id: str, link: ScoringServerLink,
                 pass
         raise
     return enrollment, token
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """What a proxy worker needs to build its app: paths of the model and secret files,
+    and public values.  It crosses into worker processes as JSON in ENV_SETTINGS."""
+
+    models: dict            # name -> XGBoost model file
+    server_url: str
+    server_admin_token_file: str
+    admin_token_file: str
+    keystore: str
+    master_key_file: str
+    server_ca: str | None = None
+    insecure_http: bool = False
+    key_bits: int = 2048
+    scheme: str = "ope"
+
+    def to_env(self) -> dict[str, str]:
+        return {ENV_SETTINGS: json.dumps(self.__dict__)}
+
+    @classmethod
+    def from_env(cls) -> "ProxySettings":
+        raw = os.environ.get(ENV_SETTINGS)
+        if not raw:
+            raise ParameterError.bad(ENV_SETTINGS, "the proxy's settings as JSON (set by ppxgb proxy serve)", None)
+        return cls(**json.loads(raw))
+
+    def build(self):
+        """The app these settings describe (models loaded, secrets read from their files)."""
+        from ppxgb.wire import http_client, read_token
+
+        from .keystore import load_master_key
+
+        server_token = read_token(self.server_admin_token_file)
+        link = ScoringServerLink(lambda: http_client(self.server_url, self.server_ca, self.insecure_http,
+                                                     server_token))
+        models = {name: Ensemble.load(path) for name, path in self.models.items()}
+        return create_app(Proxy(self.key_bits, scheme=self.scheme), models, link,
+                          KeyStore(self.keystore, load_master_key(self.master_key_file)),
+                          read_token(self.admin_token_file))
+
+
+def app_from_env():
+    """The app factory uvicorn calls in each worker process."""
+    return ProxySettings.from_env().build()
 
 
 def create_app(proxy: Proxy, models: dict[str, Ensemble], link: ScoringServerLink,
