@@ -101,12 +101,19 @@ class MPHE(Metric):
         self.slope = slope
 
     def loss(self, pred, y):
-        z = pred - y
-        return self.slope ** 2 * (np.sqrt(1.0 + (z / self.slope) ** 2) - 1.0)
+        f = np.float32        # in float32, as XGBoost evaluates it
+        slope, z = f(self.slope), pred.astype(f) - y.astype(f)
+        return slope * slope * (np.sqrt(f(1) + (z / slope) * (z / slope)) - f(1))
 
 
 class LogLoss(Metric):
     name = "logloss"
+
+    def check(self, objective):
+        super().check(objective)
+        if objective == "binary:logitraw":
+            raise UnsupportedParameter("eval_metric: logloss of binary:logitraw (raw margins) is not "
+                                       "reproduced; use auc or error for binary:logitraw")
 
     def loss(self, pred, y):
         p = np.clip(pred, EPS, 1.0 - EPS)
@@ -152,7 +159,7 @@ class GammaDeviance(Metric):
         return np.log(p / t) + t / p - 1.0
 
     def value(self, totals):
-        return 2.0 * float(totals[0])
+        return 2.0 * super().value(totals)
 
 
 class TweedieNLogLik(Metric):
@@ -165,9 +172,11 @@ class TweedieNLogLik(Metric):
         self.name = f"tweedie-nloglik@{_arg_text(self.rho)}"
 
     def loss(self, pred, y):
-        rho = self.rho
-        a = y * np.exp((1.0 - rho) * np.log(pred)) / (1.0 - rho) if rho != 1.0 else y * np.log(pred)
-        b = np.exp((2.0 - rho) * np.log(pred)) / (2.0 - rho)
+        # in float32, as XGBoost evaluates this row loss (float64 differs by ~1e-7 relative)
+        f = np.float32
+        rho, pred, y = f(self.rho), pred.astype(f), y.astype(f)
+        a = y * np.exp((f(1) - rho) * np.log(pred)) / (f(1) - rho) if rho != 1.0 else y * np.log(pred)
+        b = np.exp((f(2) - rho) * np.log(pred)) / (f(2) - rho)
         return -a + b
 
 
