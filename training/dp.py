@@ -120,19 +120,28 @@ class Plan:
     n_features: int
     bits: int
     stats_bits: int = STATS_BITS_DEFAULT
+    touched: int = 0        # histogram coordinates of each kind (g, h) one row's change moves
 
     @classmethod
-    def make(cls, p: Any, n_trees: int, n_features: int, stats_bits: int = STATS_BITS_DEFAULT) -> "Plan":
+    def make(cls, p: Any, n_trees: int, n_features: int, stats_bits: int = STATS_BITS_DEFAULT,
+             vertical: bool = False) -> "Plan":
+        """Horizontal: a row added or removed touches its bin of every feature and the node
+        total, and the bins and intercept are released too.  Vertical (a feature holder's
+        columns, against the label holder): one row's feature values replaced move its g
+        and h between two bins of each of the holder's features; the holder releases only
+        histograms (its cuts are its own, the intercept is the label holder's)."""
         if isinstance(n_trees, bool) or not isinstance(n_trees, int) or n_trees < 0:
             raise ParameterError.bad("n_trees", "an int >= 0", n_trees)
-        count = BIN_LEVELS + (p.base_score is None) + n_trees * p.max_depth
+        per_tree = getattr(p, "max_builds", p.max_depth)       # histogram requests of one tree
+        count = n_trees * per_tree + (0 if vertical else BIN_LEVELS + (p.base_score is None))
         cg, ch = bounds(p)
         return cls(p.dp_epsilon, p.dp_delta, count, noise_multiplier(p.dp_epsilon, p.dp_delta, count),
-                   cg, ch, n_features, p.fixed_point_bits, stats_bits)
+                   cg, ch, n_features, p.fixed_point_bits, stats_bits,
+                   2 * n_features if vertical else n_features + 1)
 
     # sigmas on each release's grid (cycled over its coordinates)
     def level_sigmas(self) -> list[float]:
-        m = math.sqrt(2.0 * (self.n_features + 1))
+        m = math.sqrt(2.0 * self.touched)
         scale = 2.0 ** self.bits
         return [self.z * m * math.ceil(self.cg * scale), self.z * m * math.ceil(self.ch * scale)]
 
@@ -216,7 +225,7 @@ RELEASES = ("bins", "intercept", "level")
 
 
 def accountant_for(p: Any, n_trees: int | None, n_features: int, who: str,
-                   stats_bits: int = STATS_BITS_DEFAULT) -> Accountant | None:
+                   stats_bits: int = STATS_BITS_DEFAULT, vertical: bool = False) -> Accountant | None:
     """The role's accountant under dp_epsilon (None without DP)."""
     if p.dp_epsilon is None:
         return None
@@ -224,7 +233,7 @@ def accountant_for(p: Any, n_trees: int | None, n_features: int, who: str,
     if n_trees is None:
         raise ParameterError.bad("n_trees", "the number of trees of the training (dp_epsilon plans "
                                  "the budget by it)", None)
-    return Accountant(Plan.make(p, n_trees, n_features, stats_bits), who)
+    return Accountant(Plan.make(p, n_trees, n_features, stats_bits, vertical), who)
 
 
 def release_sigmas(acc: Accountant | None, stage: str, n_words: int = 0) -> list[float] | None:
@@ -238,6 +247,38 @@ def release_sigmas(acc: Accountant | None, stage: str, n_words: int = 0) -> list
     if stage == "bins":
         return acc.plan.bins_sigmas()
     return acc.plan.intercept_sigmas(n_words // 2)
+
+
+def prefix_noise(sums: list[np.ndarray], sigmas: list[float], rng=None) -> list[np.ndarray]:
+    """Vertical: a feature holder's shares of prefix sums at segment ends (uint64, one
+    (segments, 2) array per feature) plus noise whose successive differences are
+    independent N_Z: the label holder differences the prefix sums, so every (node, bin)
+    sum it opens carries one fresh noise of the plan's sigma."""
+    from ppxgb.crypto.dgauss import noise_vector
+
+    out = []
+    for s in sums:
+        noise = noise_vector(sigmas, s.size, rng).reshape(s.shape)
+        out.append(s + np.cumsum(noise, axis=0).view(np.uint64))
+    return out
+
+
+class NoisyHistograms:
+    """A feature holder's transport under dp_epsilon: every "vsum" it sends is charged to
+    its accountant (refused beyond the plan) and its prefix sums get prefix_noise; every
+    other call goes to the wrapped transport unchanged."""
+
+    def __init__(self, transport: Any, acc: Accountant, rng=None):
+        self._t, self._acc, self._rng = transport, acc, rng
+
+    def send(self, src: str, dst: str, stage: str, payload: dict[str, Any]) -> None:
+        if stage == "vsum":
+            sigmas = release_sigmas(self._acc, "level")
+            payload = {**payload, "s": prefix_noise(list(payload["s"]), sigmas, self._rng)}
+        self._t.send(src, dst, stage, payload)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t, name)
 
 
 def with_attributes(ensemble: Any, acc: Accountant | None) -> Any:

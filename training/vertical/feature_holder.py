@@ -19,6 +19,7 @@ from ppxgb.model import as_float32_matrix
 from ppxgb.transport import Blank, Transport, draft_message
 
 from .. import binning
+from .. import dp
 from ..messages import array, arrays, field, report_failure
 from ..params import TrainParams
 from . import permute as pm
@@ -46,6 +47,9 @@ def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: s
     n, n_feat = X.shape
     msg = box.get("vconfig", lh)
     p = TrainParams.from_dict(field(msg, "params", dict))
+    # under dp_epsilon every vsum carries this holder's noise (training/dp.py)
+    dpa = dp.accountant_for(p, msg.payload.get("n_trees"), n_feat, name, vertical=True)
+    t = dp.NoisyHistograms(t, dpa) if dpa is not None else t
     if field(msg, "n_rows", int) != n:
         raise ParameterError.bad(f"{name} X", f"{msg.payload['n_rows']} rows aligned with the label holder", n)
     cuts, mins = local_cuts(X, p.max_bin, p.nthread)

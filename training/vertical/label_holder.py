@@ -24,6 +24,7 @@ from ppxgb.transport import Blank, Transport, draft_message
 from .. import binning, kernels
 from ..gradients import GradientEncoder, check_weights, intercept_limbs
 from ..grower import FeatureLayout, HistogramSource, NewSplits, boost, row_sample, zero_unsampled
+from .. import dp
 from ..messages import abort_all, array, arrays, field
 from ..params import TrainParams
 from ..split import Split
@@ -50,8 +51,13 @@ class VerticalSource(HistogramSource):
     # ---- setup
     def setup(self, n_trees: int) -> FeatureLayout:
         p, n = self.p, self.n
+        # under dp_epsilon the feature holders noise what they send; this mirror of their
+        # accountant refuses early and reports the spent budget
+        self.dp = dp.accountant_for(p, n_trees, 0, self.me, vertical=True)
+        self.encoder.dp_bounds = dp.bounds(p) if self.dp is not None else None
+        dp_config = {"n_trees": n_trees} if self.dp is not None else {}
         for q in self.fhs:
-            self.t.send(self.me, q, "vconfig", {"params": p.to_dict(), "n_rows": n})
+            self.t.send(self.me, q, "vconfig", {"params": p.to_dict(), "n_rows": n, **dp_config})
         self.fh_bins: dict[str, np.ndarray] = {}
         names: dict[str, list[str] | None] = {self.me: self.own_names}
         for q in self.fhs:
@@ -119,6 +125,7 @@ class VerticalSource(HistogramSource):
         m, nb = len(rows), len(build)
         N = pm.correlation_size(n, level, p.max_bin)
         beta = pm.block_size(n, level, p.max_bin)
+        dp.release_sigmas(self.dp, "level")
         self.t.send(self.me, self.dealer, "dlevel", {"tree": tree, "level": level})
         gh = self.tree_gh[rows].view(np.uint64)
         for q in self.fhs:
@@ -256,4 +263,4 @@ def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, An
     w = check_weights(weight, X.shape[0], f"{name} weight")
     source = VerticalSource(transport, name, p, X, y, parties, dealer, timeout,
                             list(map(str, feature_names)) if feature_names is not None else None, w)
-    return boost(source, p, num_boost_round, progress)
+    return dp.with_attributes(boost(source, p, num_boost_round, progress), getattr(source, "dp", None))
