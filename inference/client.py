@@ -9,12 +9,21 @@ told, and no flag is sent.  What it can still infer is documented in docs/infere
 
 The key file names the scheme: "ope" sends one OPE ciphertext per value, "ore" one
 Lewi-Wu left ciphertext (ppxgb.crypto.ore) of the same plaintext.
+
+Categorical features (typed "c" in the key file) are sent as category tokens
+(ppxgb.cattokens), one per (feature, slot) column, whatever the scheme.  Values come
+as a DataFrame `category` column (re-coded into the model's category list when the
+key file has one, as xgboost does; a category outside it is refused), as text when the
+key file has the list, or as integer codes (negative or out-of-range codes go left,
+as in xgboost; a fractional code is refused).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ppxgb import cattokens
+from ppxgb.categories import codes_matrix
 from ppxgb.errors import ParameterError
 from ppxgb.formats import (SLOT_LOW, EncryptedQueries, EncryptedScores, UserKeys, ope_feature_key,
                            ore_feature_key)
@@ -45,6 +54,8 @@ class Client:
             raise ParameterError.bad("missing", "a float (NaN by default)", missing) from None
         self.keys = keys
         self._columns = keys.columns()
+        self._cat_columns = keys.columns(categorical=True)
+        self._token_keys = {(f, s): cattokens.category_key(keys.prf_key, f, s) for f, s, _ in self._cat_columns}
         if keys.scheme == "ore":
             self._ore = {(f, s): ore.ORE(ore_feature_key(keys.ope_key, f, s)) for f, s, _ in self._columns}
         else:
@@ -64,7 +75,7 @@ class Client:
             if missing:
                 raise ParameterError.bad("X", f"columns {list(names)}", f"missing {missing[:5]}")
             X = X[list(names)]
-        X = _as_float64(X)
+        X = _as_float64(codes_matrix(X, self.keys.feature_types, self.keys.categories))
         if not np.isnan(self.missing):
             X = np.where(X == self.missing, np.nan, X)
         if np.any(np.abs(X[np.isfinite(X)]) > _FLOAT32_MAX):
@@ -73,7 +84,17 @@ class Client:
         X = as_float32_matrix(X, self.keys.n_features)
         if X.shape[0] == 0:
             raise ParameterError.bad("X", "at least one row", 0)
+        for f in {f for f, _, _ in self._cat_columns}:
+            x = X[:, f]
+            bad = ~np.isnan(x) & (x != np.trunc(x))
+            if bad.any():
+                raise ParameterError.bad("X", f"integer category codes in categorical feature {self._name(f)}",
+                                         float(x[bad][0]))
         return X
+
+    def _name(self, f: int) -> str:
+        names = self.keys.feature_names
+        return repr(names[f]) if names else str(f)
 
     def encrypt(self, X) -> EncryptedQueries:
         """Ciphertexts of every row (numpy, pandas or scipy sparse; NaN means missing)."""
@@ -92,9 +113,15 @@ class Client:
                 left[:, j * width:(j + 1) * width] = self._ore[(f, s)].encrypt_left(plain)
             else:
                 values[:, j] = self._ope[(f, s)].encrypt(plain)
+        tokens = None
+        if self._cat_columns:
+            tokens = np.zeros((X.shape[0], len(self._cat_columns), 2), np.uint64)
+            for j, (f, s, _) in enumerate(self._cat_columns):
+                tokens[:, j] = cattokens.tokens(self._token_keys[(f, s)], cattokens.positions(X[:, f]))
         return EncryptedQueries(model_id=self.keys.model_id,
                                 columns=tuple(c for _, _, c in self._columns), values=values,
-                                scheme=scheme, ore_left=left)
+                                scheme=scheme, ore_left=left,
+                                cat_columns=tuple(c for _, _, c in self._cat_columns), tokens=tokens)
 
     def decrypt(self, scores: EncryptedScores | bytes, output_margin: bool = False) -> np.ndarray:
         """Predictions equal to booster.predict (margins with output_margin=True)."""

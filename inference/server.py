@@ -7,6 +7,11 @@ n**2 (a Paillier sum), one product per output group, starting from the encrypted
 intercept.  That is one 2|n|-bit modular multiplication per tree per query, which
 bounds throughput.
 
+A categorical node holds a padded set of category tokens (ppxgb.cattokens): before the
+walk, a compiled binary search marks, for every row and categorical node, whether the
+row's token is in the node's set (the server could test every node anyway), and the
+walk sends a row right at such a node exactly when it is.
+
 Optionally (`pair_table_mb`), the server trades memory for half of that work: for
 consecutive trees t, t' of one group it precomputes the product of every leaf pair,
 L_t[a] * L_t'[b] mod n**2, so a query needs one multiplication per pair of trees.
@@ -33,6 +38,7 @@ from dataclasses import dataclass
 import gmpy2
 import numpy as np
 
+from ppxgb import cattokens
 from ppxgb.errors import ParameterError
 from ppxgb.formats import EncryptedModel, EncryptedQueries, EncryptedScores
 from ppxgb.splitrule import encoded_goes_left
@@ -64,7 +70,8 @@ def compiled_size(model: EncryptedModel, table_bytes: int) -> int:
     Python ints and the gmpy2 copies), node arrays, pair tables."""
     width = 2 * ((int(model.paillier_n).bit_length() * 2 + 7) // 8) + 64
     arrays = sum(a.nbytes for a in (model.roots, model.tree_group, model.left, model.right,
-                                    model.column, model.threshold, model.leaf))
+                                    model.column, model.threshold, model.leaf, model.cat_tokens)
+                 if a is not None)
     return width * (len(model.leaf_ciphers) + len(model.base_ciphers)) + 3 * arrays + table_bytes + 4096
 
 
@@ -208,15 +215,16 @@ class Server:
         if m.scheme == "ore":
             _check_left(queries)
         qcol = np.array([position[name] for name in m.columns] or [0], dtype=np.int64)
-        node_qcol = qcol[np.maximum(m.column, 0)]
+        node_qcol = qcol[np.where(m.is_categorical, 0, np.maximum(m.column, 0))]
+        cat_index, member = _membership(m, queries, node_qcol)
         if m.scheme == "ore":
             leaves = ore.walk_ore(m.roots.astype(np.int64), m.left.astype(np.int64), m.right.astype(np.int64),
                                   node_qcol, m.leaf.astype(np.int64),
                                   np.ascontiguousarray(m.ore_right, dtype=np.uint8),
                                   np.ascontiguousarray(queries.ore_left),
-                                  ore.BLOCK_BITS, ore.n_blocks(), c.depth).astype(np.int64)
+                                  ore.BLOCK_BITS, ore.n_blocks(), c.depth, cat_index, member).astype(np.int64)
         else:
-            leaves = walk(m, node_qcol, queries.values, c.depth)
+            leaves = walk(m, node_qcol, queries.values, c.depth, cat_index, member)
         return EncryptedScores(model_id=model_id, paillier_n=m.paillier_n, n_rows=queries.n_rows,
                                n_groups=m.n_groups, ciphers=tuple(self._sum(c, leaves)))
 
@@ -239,6 +247,33 @@ class Server:
                     acc = acc * table[j] % n2
                 out.append(int(acc))
         return out
+
+
+def _membership(m: EncryptedModel, queries: EncryptedQueries, node_qcol: np.ndarray):
+    """Per node its index among the categorical nodes (-1 for others), and per row and
+    categorical node whether the row's token is in the node's set; categorical nodes'
+    entries of node_qcol are set to their token column in the query."""
+    cat = m.is_categorical
+    cat_index = np.full(m.left.shape[0], -1, dtype=np.int64)
+    n = queries.n_rows
+    have = tuple(queries.cat_columns)
+    if set(have) != set(m.cat_columns) or len(have) != len(m.cat_columns):
+        raise ParameterError.bad("queries.cat_columns", f"the model's {len(m.cat_columns)} category columns",
+                                 f"{len(have)} columns that do not match")
+    if not cat.any():
+        return cat_index, np.zeros((n, 0), dtype=np.uint8)
+    tokens = queries.tokens
+    if not isinstance(tokens, np.ndarray) or tokens.shape != (n, len(have), 2):
+        raise ParameterError.bad("queries.tokens", f"uint64 ({n}, {len(have)}, 2)",
+                                 getattr(tokens, "shape", type(tokens).__name__))
+    position = {name: j for j, name in enumerate(have)}
+    tcol = np.array([position[name] for name in m.cat_columns], dtype=np.int64)
+    nodes = np.flatnonzero(cat)
+    cat_index[nodes] = np.arange(nodes.size)
+    node_qcol[nodes] = tcol[m.column[nodes]]
+    member = cattokens.membership(nodes.astype(np.int64), m.cat_ptr, m.cat_tokens, m.cat_nonces, node_qcol,
+                                  np.ascontiguousarray(tokens, dtype=np.uint64))
+    return cat_index, member
 
 
 def _check_left(queries: EncryptedQueries) -> None:
@@ -267,8 +302,10 @@ def _local_leaf_index(model: EncryptedModel) -> tuple[np.ndarray, np.ndarray]:
     return local, n_local
 
 
-def walk(model: EncryptedModel, node_qcol: np.ndarray, values: np.ndarray, depth: int) -> np.ndarray:
-    """Leaf index (into leaf_ciphers) reached by every (row, tree): (n_rows, n_trees)."""
+def walk(model: EncryptedModel, node_qcol: np.ndarray, values: np.ndarray, depth: int,
+         cat_index: np.ndarray | None = None, member: np.ndarray | None = None) -> np.ndarray:
+    """Leaf index (into leaf_ciphers) reached by every (row, tree): (n_rows, n_trees).
+    At a categorical node (cat_index >= 0) a row goes right when member[row, cat_index]."""
     n = values.shape[0]
     node = np.broadcast_to(model.roots[:-1].astype(np.int64), (n, model.n_trees)).copy()
     rows = np.arange(n)[:, None]
@@ -276,6 +313,13 @@ def walk(model: EncryptedModel, node_qcol: np.ndarray, values: np.ndarray, depth
         inner = model.column[node] >= 0
         if not inner.any():
             break
-        go_left = encoded_goes_left(values[rows, node_qcol[node]], model.threshold[node])
+        if cat_index is not None and member.shape[1]:
+            k = cat_index[node]
+            is_cat = k >= 0
+            numeric = encoded_goes_left(values[rows, np.where(is_cat, 0, node_qcol[node])] if values.shape[1]
+                                        else np.zeros(node.shape, np.int64), model.threshold[node])
+            go_left = np.where(is_cat, member[rows, np.maximum(k, 0)] == 0, numeric)
+        else:
+            go_left = encoded_goes_left(values[rows, node_qcol[node]], model.threshold[node])
         node = np.where(inner, np.where(go_left, model.left[node], model.right[node]), node)
     return model.leaf[node]

@@ -81,6 +81,12 @@ def codes_matrix(X, feature_types: tuple | None, categories: tuple | None, name:
     out = {}
     for j, col in enumerate(X.columns):
         s = X[col]
+        typed_c = feature_types is not None and j < len(feature_types) and feature_types[j] == "c"
+        if typed_c and (s.dtype == object or pd.api.types.is_string_dtype(s.dtype)):
+            s = s.astype("category")                    # category values as text (e.g. from a CSV)
+            if categories is None or j >= len(categories) or categories[j] is None:
+                raise ParameterError.bad(name, f"integer category codes in column {col!r} (the model holds "
+                                         "no category list to look text up in)", f"{s.dropna().iloc[0]!r}")
         if not isinstance(s.dtype, pd.CategoricalDtype):
             out[col] = s
             continue

@@ -33,6 +33,10 @@ from .objectives import OBJECTIVES
 from .crypto.ope import IN_RANGE, OUT_RANGE
 
 VERSION = 1
+#: Documents with categorical features (category tokens, feature kinds) are version 2,
+#: so readers that predate them refuse them by version; every reader here takes both.
+CATEGORICAL_VERSION = 2
+_VERSIONS = (VERSION, CATEGORICAL_VERSION)
 #: Slot 0 ("low") encodes a missing value below every float32, slot 1 ("high") above.
 SLOT_LOW, SLOT_HIGH = 0, 1
 TRANSFORMS = tuple(sorted({o.transform for o in OBJECTIVES.values()}))   # every registered objective's
@@ -85,8 +89,8 @@ def _scheme_out(scheme: str) -> dict:
 
 
 # ---------------------------------------------------------------- envelope helpers
-def _pack(kind: str, fields: dict[str, Any]) -> bytes:
-    return msgpack.packb({"format": kind, "v": VERSION, **fields}, use_bin_type=True)
+def _pack(kind: str, fields: dict[str, Any], version: int = VERSION) -> bytes:
+    return msgpack.packb({"format": kind, "v": version, **fields}, use_bin_type=True)
 
 
 class _TooManyItems(Exception):
@@ -111,7 +115,7 @@ def _bounded_unpackb(data: bytes):
                            max_array_len=min(n, MAX_LIST), max_map_len=min(n, MAX_MAP), max_ext_len=0)
 
 
-def _unpack(data, kind: str) -> dict[str, Any]:
+def _unpack(data, kind: str, versions: tuple[int, ...] = (VERSION,)) -> dict[str, Any]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError(f"{kind}: expected bytes, got {type(data).__name__}")
     try:
@@ -124,9 +128,19 @@ def _unpack(data, kind: str) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("format") != kind:
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise FormatError(f"{kind}: wrong format tag {got!r}")
-    if doc.get("v") != VERSION:
-        raise FormatError(f"{kind}: unsupported version {doc.get('v')!r}, expected {VERSION}")
+    if doc.get("v") not in versions:
+        raise FormatError(f"{kind}: unsupported version {doc.get('v')!r}, expected one of {versions}")
     return doc
+
+
+def _categorical_in(doc, kind, names) -> bool:
+    """Whether a document carries categorical fields; they need version 2, and a
+    version-2 document must carry them."""
+    present = any(n in doc for n in names)
+    if present != (doc["v"] == CATEGORICAL_VERSION):
+        raise FormatError(f"{kind}: categorical fields {names} come with version {CATEGORICAL_VERSION} "
+                          f"and only with it (got version {doc['v']})")
+    return present
 
 
 def _get(doc: dict, kind: str, name: str, typ, check=None):
@@ -216,14 +230,22 @@ class UserKeys:
     transform: str
     feature_names: tuple[str, ...] | None = None
     scheme: str = "ope"                # "ope" or "ore": ope_key is the order master key of either
+    #: per feature "q" (numeric) or "c" (categorical: category tokens); None: all numeric
+    feature_types: tuple[str, ...] | None = None
+    #: per feature its category list (index = code), for re-coding DataFrames; or None
+    categories: tuple | None = None
 
     KIND = "ppxgb.keys"
 
-    def columns(self) -> list[tuple[int, int, str]]:
-        """(feature, slot, pseudonym) of every column the client sends, in wire order."""
+    def is_categorical(self, feature: int) -> bool:
+        return self.feature_types is not None and self.feature_types[feature] == "c"
+
+    def columns(self, categorical: bool = False) -> list[tuple[int, int, str]]:
+        """(feature, slot, pseudonym) of every numeric column the client sends (of every
+        category-token column with categorical=True), in wire order."""
         cols = [(f, s, column_pseudonym(self.prf_key, f, s))
                 for f in range(self.n_features) for s in (SLOT_LOW, SLOT_HIGH)
-                if self.slots[f] >> s & 1]
+                if self.slots[f] >> s & 1 and self.is_categorical(f) == categorical]
         return sorted(cols, key=lambda c: c[2])  # pseudonym order hides feature order
 
     def to_bytes(self) -> bytes:
@@ -236,12 +258,15 @@ class UserKeys:
             "feature_names": list(self.feature_names) if self.feature_names else None,
             "ope_in_range": list(IN_RANGE), "ope_out_range": list(OUT_RANGE),
             **_scheme_out(self.scheme),
-        })
+            **({"feature_types": list(self.feature_types),
+                "categories": [list(c) if c is not None else None for c in self.categories or
+                               [None] * self.n_features]} if self.feature_types else {}),
+        }, version=CATEGORICAL_VERSION if self.feature_types else VERSION)
 
     @classmethod
     def from_bytes(cls, data) -> "UserKeys":
         k = cls.KIND
-        doc = _unpack(data, k)
+        doc = _unpack(data, k, _VERSIONS)
         nf = _get(doc, k, "n_features", int, lambda v: 0 < v <= 100_000)
         if doc.get("ope_in_range") != list(IN_RANGE) or doc.get("ope_out_range") != list(OUT_RANGE):
             raise FormatError(f"{k}: unsupported OPE ranges")
@@ -255,6 +280,15 @@ class UserKeys:
         n, p, q = (_bigint(doc, k, f) for f in ("paillier_n", "paillier_p", "paillier_q"))
         if p * q != n or p == q or p < 3 or q < 3:
             raise FormatError(f"{k}: Paillier factors do not match the modulus")
+        types = cats = None
+        if _categorical_in(doc, k, ("feature_types", "categories")):
+            types = _get(doc, k, "feature_types", list, lambda v: len(v) == nf and set(v) <= {"q", "c"})
+            cats = _get(doc, k, "categories", list, lambda v: len(v) == nf and all(
+                c is None or (isinstance(c, list) and all(isinstance(x, (str, int, float)) for x in c))
+                for c in v))
+            if any(c is not None and t != "c" for c, t in zip(cats, types)):
+                raise FormatError(f"{k}: field 'categories' lists categories of a numeric feature")
+            types, cats = tuple(types), tuple(tuple(c) if c is not None else None for c in cats)
         return cls(
             user_id=_ident(doc, k, "user_id"), model_id=_ident(doc, k, "model_id"), n_features=nf,
             ope_key=_get(doc, k, "ope_key", bytes, lambda b: len(b) == 32),
@@ -263,6 +297,7 @@ class UserKeys:
             n_groups=_get(doc, k, "n_groups", int, lambda v: 1 <= v <= 10_000),
             transform=_get(doc, k, "transform", str, lambda v: v in TRANSFORMS),
             feature_names=tuple(names) if names else None, scheme=_scheme_in(doc, k),
+            feature_types=types, categories=cats,
         )
 
 
@@ -292,12 +327,25 @@ class EncryptedModel:
     base_ciphers: tuple[int, ...]   # one encrypted intercept per output group
     scheme: str = "ope"
     ore_right: np.ndarray | None = None   # "ore": uint8 (n_nodes, ore.right_width()), zeros for leaves
+    # Categorical splits (ppxgb.cattokens): node i is categorical when its token set
+    # cat_tokens[cat_ptr[i]:cat_ptr[i + 1]] is non-empty; its column then indexes cat_columns.
+    cat_columns: tuple[str, ...] = ()
+    cat_ptr: np.ndarray | None = None     # int64 (n_nodes + 1,)
+    cat_tokens: np.ndarray | None = None  # uint64 (n_tokens, 2), blinded, sorted within each node
+    cat_nonces: np.ndarray | None = None  # uint64 (n_nodes, 2): each node's blinding nonce
 
     KIND = "ppxgb.encrypted_model"
 
     def __post_init__(self) -> None:
         _freeze(self.roots, self.tree_group, self.left, self.right, self.column, self.threshold, self.leaf,
-                self.ore_right)
+                self.ore_right, self.cat_ptr, self.cat_tokens, self.cat_nonces)
+
+    @property
+    def is_categorical(self) -> np.ndarray:
+        """Per node: a categorical split (a non-empty token set)."""
+        if self.cat_ptr is None:
+            return np.zeros(self.left.shape[0], dtype=bool)
+        return np.diff(self.cat_ptr) > 0
 
     @property
     def n_trees(self) -> int:
@@ -317,22 +365,28 @@ class EncryptedModel:
             "base_ciphers": ciphers_out(self.base_ciphers, self.paillier_n),
             **_scheme_out(self.scheme),
             **({"ore_right": _array_out(self.ore_right, np.uint8)} if self.scheme == "ore" else {}),
-        })
+            **({"cat_columns": list(self.cat_columns), "cat_ptr": _array_out(self.cat_ptr, np.int64),
+                "cat_tokens": _array_out(self.cat_tokens, np.uint64),
+                "cat_nonces": _array_out(self.cat_nonces, np.uint64)} if self.cat_ptr is not None else {}),
+        }, version=CATEGORICAL_VERSION if self.cat_ptr is not None else VERSION)
 
     @classmethod
     def from_bytes(cls, data) -> "EncryptedModel":
         k = cls.KIND
-        doc = _unpack(data, k)
+        doc = _unpack(data, k, _VERSIONS)
         n = _bigint(doc, k, "paillier_n")
         if n.bit_length() < 500 or n % 2 == 0:
             raise FormatError(f"{k}: field 'paillier_n' is not a Paillier modulus")
         if doc.get("fixed_exponent") != -38:
             raise FormatError(f"{k}: unsupported fixed exponent")
         groups = _get(doc, k, "n_groups", int, lambda v: 1 <= v <= 10_000)
-        columns = _get(doc, k, "columns", list)
-        if not all(isinstance(c, str) and re.fullmatch(r"[0-9a-f]{32}", c) for c in columns) \
-                or len(set(columns)) != len(columns):
-            raise FormatError(f"{k}: field 'columns' is missing or invalid")
+        columns = _pseudonyms(doc, k, "columns")
+        cat_columns, cat_ptr, cat_tokens, cat_nonces = (), None, None, None
+        if _categorical_in(doc, k, ("cat_columns", "cat_ptr", "cat_tokens", "cat_nonces")):
+            cat_columns = tuple(_pseudonyms(doc, k, "cat_columns"))
+            cat_ptr = _array_in(doc, k, "cat_ptr", np.int64, 1)
+            cat_tokens = _array_in(doc, k, "cat_tokens", np.uint64, 2)
+            cat_nonces = _array_in(doc, k, "cat_nonces", np.uint64, 2)
         roots = _array_in(doc, k, "roots", np.int32, 1)
         group = _array_in(doc, k, "tree_group", np.int32, 1)
         arrays = {f: _array_in(doc, k, f, np.int32, 1) for f in ("left", "right", "column", "leaf")}
@@ -346,6 +400,7 @@ class EncryptedModel:
             leaf=arrays["leaf"], leaf_ciphers=tuple(ciphers_in(doc, k, "leaf_ciphers", n, n_leaves)),
             base_ciphers=tuple(ciphers_in(doc, k, "base_ciphers", n, groups)), scheme=scheme,
             ore_right=_array_in(doc, k, "ore_right", np.uint8, 2) if scheme == "ore" else None,
+            cat_columns=cat_columns, cat_ptr=cat_ptr, cat_tokens=cat_tokens, cat_nonces=cat_nonces,
         )
         model.check()
         return model
@@ -368,7 +423,10 @@ class EncryptedModel:
         if any(a.shape != (n_nodes,) for a in (self.right, self.column, self.threshold, self.leaf)):
             raise FormatError(f"{k}: node arrays differ in length")
         inner = self.column >= 0
-        if np.any(self.column < -1) or np.any(self.column >= len(self.columns)) \
+        self._check_categorical(inner)
+        cat = self.is_categorical
+        width = np.where(cat, len(self.cat_columns), len(self.columns))
+        if np.any(self.column < -1) or np.any(self.column >= width) \
                 or np.any(self.leaf < -1) or np.any(inner == (self.leaf >= 0)):
             raise FormatError(f"{k}: a node is neither a split on a listed column nor a leaf")
         if np.any(self.leaf >= n_leaves):
@@ -388,7 +446,8 @@ class EncryptedModel:
         is_root[self.roots[:-1]] = True
         if np.any(parents[is_root] != 0) or np.any(parents[~is_root] != 1):
             raise FormatError(f"{k}: a tree's nodes must each be reached exactly once from its root")
-        if np.any((self.threshold[inner] < OUT_RANGE[0]) | (self.threshold[inner] > OUT_RANGE[1])):
+        numeric = inner & ~cat
+        if np.any((self.threshold[numeric] < OUT_RANGE[0]) | (self.threshold[numeric] > OUT_RANGE[1])):
             raise FormatError(f"{k}: a threshold is not an OPE ciphertext")
         if self.scheme not in SCHEMES:
             raise FormatError(f"{k}: field 'scheme' must be one of {SCHEMES}, got {self.scheme!r}")
@@ -397,12 +456,39 @@ class EncryptedModel:
             raise FormatError(f"{k}: an 'ore' model needs ORE right ciphertexts of shape "
                               f"({n_nodes}, {_ore.right_width()}), an 'ope' model none")
 
+    def _check_categorical(self, inner: np.ndarray) -> None:
+        k = self.KIND
+        if self.cat_ptr is None:
+            if self.cat_tokens is not None or self.cat_nonces is not None or self.cat_columns:
+                raise FormatError(f"{k}: category tokens without cat_ptr")
+            return
+        n_nodes = self.left.shape[0]
+        ptr, toks = self.cat_ptr, self.cat_tokens
+        if ptr.shape != (n_nodes + 1,) or toks is None or toks.ndim != 2 or toks.shape[1] != 2 \
+                or ptr[0] != 0 or ptr[-1] != toks.shape[0] or np.any(np.diff(ptr) < 0):
+            raise FormatError(f"{k}: cat_ptr must be {n_nodes + 1} non-decreasing offsets into "
+                              f"cat_tokens (n, 2), from 0 to its length")
+        if self.cat_nonces is None or self.cat_nonces.shape != (n_nodes, 2):
+            raise FormatError(f"{k}: cat_nonces must be ({n_nodes}, 2) words")
+        if np.any(self.is_categorical & ~inner):
+            raise FormatError(f"{k}: a leaf holds category tokens")
+        if set(self.cat_columns) & set(self.columns) or len(set(self.cat_columns)) != len(self.cat_columns):
+            raise FormatError(f"{k}: field 'cat_columns' repeats a column")
+
     def depth(self) -> int:
         """Longest root-to-leaf path (children have larger indices than parents)."""
         d = np.zeros(self.left.shape[0], dtype=np.int64)
         for i in np.flatnonzero(self.column >= 0):
             d[self.left[i]] = d[self.right[i]] = d[i] + 1
         return int(d.max())
+
+
+def _pseudonyms(doc, kind, name) -> list[str]:
+    columns = _get(doc, kind, name, list)
+    if not all(isinstance(c, str) and re.fullmatch(r"[0-9a-f]{32}", c) for c in columns) \
+            or len(set(columns)) != len(columns):
+        raise FormatError(f"{kind}: field {name!r} is missing or invalid")
+    return columns
 
 
 # ---------------------------------------------------------------- queries and scores
@@ -415,11 +501,13 @@ class EncryptedQueries:
     values: np.ndarray        # int64 (n_rows, n_columns); zeros for "ore"
     scheme: str = "ope"
     ore_left: np.ndarray | None = None   # "ore": uint8 (n_rows, n_columns * ore.left_width())
+    cat_columns: tuple[str, ...] = ()     # category-token columns (ppxgb.cattokens)
+    tokens: np.ndarray | None = None      # uint64 (n_rows, len(cat_columns), 2)
 
     KIND = "ppxgb.encrypted_queries"
 
     def __post_init__(self) -> None:
-        _freeze(self.values, self.ore_left)
+        _freeze(self.values, self.ore_left, self.tokens)
 
     @property
     def n_rows(self) -> int:
@@ -429,12 +517,16 @@ class EncryptedQueries:
         return _pack(self.KIND, {"model_id": self.model_id, "columns": list(self.columns),
                                  "values": _array_out(self.values, np.int64), **_scheme_out(self.scheme),
                                  **({"ore_left": _array_out(self.ore_left, np.uint8)}
-                                    if self.scheme == "ore" else {})})
+                                    if self.scheme == "ore" else {}),
+                                 **({"cat_columns": list(self.cat_columns),
+                                     "tokens": _array_out(self.tokens, np.uint64)}
+                                    if self.tokens is not None else {})},
+                     version=CATEGORICAL_VERSION if self.tokens is not None else VERSION)
 
     @classmethod
     def from_bytes(cls, data) -> "EncryptedQueries":
         k = cls.KIND
-        doc = _unpack(data, k)
+        doc = _unpack(data, k, _VERSIONS)
         columns = _get(doc, k, "columns", list, lambda v: all(isinstance(c, str) for c in v))
         values = _array_in(doc, k, "values", np.int64, 2)
         if values.shape[1] != len(columns) or not 0 < values.shape[0] <= MAX_ROWS:
@@ -448,8 +540,15 @@ class EncryptedQueries:
             if ore_left.shape != (values.shape[0], len(columns) * _ore.left_width()):
                 raise FormatError(f"{k}: field 'ore_left' must be {values.shape[0]} rows x "
                                   f"{len(columns) * _ore.left_width()} bytes")
+        cat_columns, tokens = (), None
+        if _categorical_in(doc, k, ("cat_columns", "tokens")):
+            cat_columns = tuple(_get(doc, k, "cat_columns", list, lambda v: all(isinstance(c, str) for c in v)))
+            tokens = _array_in(doc, k, "tokens", np.uint64, 3)
+            if tokens.shape != (values.shape[0], len(cat_columns), 2):
+                raise FormatError(f"{k}: field 'tokens' must be {values.shape[0]} rows x "
+                                  f"{len(cat_columns)} columns x 2 words")
         return cls(model_id=_ident(doc, k, "model_id"), columns=tuple(columns), values=values,
-                   scheme=scheme, ore_left=ore_left)
+                   scheme=scheme, ore_left=ore_left, cat_columns=cat_columns, tokens=tokens)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ and encrypts the plaintext model under them:
   thresholds de-duplicated per (feature, slot) and encrypted in one sorted walk), or
   an ORE right ciphertext of ordinal(t) + 1 with a fresh nonce per node (scheme "ore");
 * each leaf value and each per-group intercept becomes a Paillier ciphertext of
-  value * 2**152 (one fixed exponent, so no magnitude leaks through exponents).
+  value * 2**152 (one fixed exponent, so no magnitude leaks through exponents);
+* a categorical split becomes the sorted set of category tokens that go right
+  (ppxgb.cattokens: keyed per user, feature and slot; the missing token included when
+  missing goes right), padded with random dummies to one size per feature.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ppxgb import cattokens
 from ppxgb.errors import ParameterError
 from ppxgb.formats import (SCHEMES, SLOT_HIGH, SLOT_LOW, EncryptedModel, UserKeys, column_pseudonym,
                            ope_feature_key, ore_feature_key)
@@ -117,25 +121,34 @@ def encrypt_for_user(ensemble: Ensemble, user_id: str, model_id: str, *, ope_key
     thr = np.concatenate([t.threshold for t in trees]).astype(np.float32)
     below = [missing_goes_below(dl) for t in trees for dl in t.default_left]
     slot = np.where(np.array(below, dtype=bool), SLOT_LOW, SLOT_HIGH)
+    is_cat = np.concatenate([t.is_categorical for t in trees])
+    typed_cat = np.zeros(ensemble.num_feature, dtype=bool)
+    typed_cat[list(ensemble.categorical_features)] = True
+    if np.any(typed_cat[feature[inner & ~is_cat]]):
+        raise ParameterError.bad("model", "numeric splits on numeric features only",
+                                 "a threshold split on a feature typed 'c'")
 
     # Which (feature, slot) columns the model reads, and their OPE thresholds.
     slots = np.zeros(ensemble.num_feature, dtype=np.int64)
     np.bitwise_or.at(slots, feature[inner], 1 << slot[inner])
-    used = sorted({(int(f), int(s)) for f, s in zip(feature[inner], slot[inner])},
+    numeric = inner & ~is_cat
+    used = sorted({(int(f), int(s)) for f, s in zip(feature[numeric], slot[numeric])},
                   key=lambda fs: column_pseudonym(prf_key, *fs))
     col_index = {fs: j for j, fs in enumerate(used)}
     column = np.full(left.shape, -1, dtype=np.int32)
     threshold = np.zeros(left.shape, dtype=np.int64)
     ore_right = np.zeros((left.shape[0], ore.right_width()), dtype=np.uint8) if scheme == "ore" else None
     plain = np.zeros(left.shape, dtype=np.int64)
-    plain[inner] = float32_plaintext(thr[inner])
+    plain[numeric] = float32_plaintext(thr[numeric])
     for (f, s), j in col_index.items():
-        nodes = np.flatnonzero(inner & (feature == f) & (slot == s))
+        nodes = np.flatnonzero(numeric & (feature == f) & (slot == s))
         column[nodes] = j
         if scheme == "ore":
             ore_right[nodes] = ore.ORE(ore_feature_key(ope_key, f, s)).encrypt_right(plain[nodes])
         else:
             threshold[nodes] = OPE(ope_feature_key(ope_key, f, s)).encrypt(plain[nodes])
+
+    cat_used, cat_ptr, cat_tokens, cat_nonces = _category_sets(ensemble, prf_key, feature, slot, is_cat, column)
 
     leaf = np.full(left.shape, -1, dtype=np.int32)
     leaf_nodes = np.flatnonzero(~inner)
@@ -154,6 +167,8 @@ def encrypt_for_user(ensemble: Ensemble, user_id: str, model_id: str, *, ope_key
         column=column, threshold=threshold, leaf=leaf,
         leaf_ciphers=tuple(leaf_ciphers), base_ciphers=tuple(base_ciphers),
         scheme=scheme, ore_right=ore_right,
+        cat_columns=tuple(column_pseudonym(prf_key, f, s) for f, s in cat_used),
+        cat_ptr=cat_ptr, cat_tokens=cat_tokens, cat_nonces=cat_nonces,
     )
     model.check()
     keys = UserKeys(
@@ -161,5 +176,35 @@ def encrypt_for_user(ensemble: Ensemble, user_id: str, model_id: str, *, ope_key
         prf_key=prf_key, paillier_n=n, paillier_p=private_key.p, paillier_q=private_key.q,
         slots=tuple(int(s) for s in slots), n_groups=ensemble.n_groups, transform=ensemble.transform,
         feature_names=ensemble.feature_names, scheme=scheme,
+        feature_types=tuple("c" if c else "q" for c in typed_cat) if typed_cat.any() else None,
+        categories=(ensemble.categories or (None,) * ensemble.num_feature) if typed_cat.any() else None,
     )
     return Enrollment(keys=keys, model=model)
+
+
+def _category_sets(ensemble: Ensemble, prf_key: bytes, feature, slot, is_cat, column):
+    """The (feature, slot) token columns of the categorical nodes (in pseudonym order),
+    and every node's padded token set as offsets and sorted tokens; sets `column` of
+    the categorical nodes; and each node's blinding nonce.  Offsets, tokens and nonces
+    are None for a model without categorical nodes."""
+    if not is_cat.any():
+        return [], None, None, None
+    sets = [t.categories[i] if t.categories is not None else np.zeros(0, np.int32)
+            for t in ensemble.trees for i in range(t.n_nodes)]
+    used = sorted({(int(f), int(s)) for f, s in zip(feature[is_cat], slot[is_cat])},
+                  key=lambda fs: column_pseudonym(prf_key, *fs))
+    size = {}
+    for f in {f for f, _ in used}:
+        known = ensemble.categories[f] if ensemble.categories is not None else None
+        largest = max(int(sets[i].max()) for i in np.flatnonzero(is_cat & (feature == f)))
+        size[f] = cattokens.padded_size(max(len(known or ()), largest + 1))
+    blocks = [np.zeros((0, 2), np.uint64)] * len(sets)
+    nonces = np.zeros((len(sets), 2), np.uint64)
+    nonces[is_cat] = cattokens.random_words(int(is_cat.sum()))
+    for j, (f, s) in enumerate(used):
+        key = cattokens.category_key(prf_key, f, s)
+        for i in np.flatnonzero(is_cat & (feature == f) & (slot == s)):
+            column[i] = j
+            blocks[i] = cattokens.node_set(key, sets[i], s == SLOT_HIGH, size[f], nonces[i])
+    ptr = np.concatenate([[0], np.cumsum([b.shape[0] for b in blocks])]).astype(np.int64)
+    return used, ptr, np.concatenate(blocks), nonces

@@ -7,13 +7,17 @@ columns: one-hot splits (max_cat_to_onehot above the number of categories) and
 partition splits (max_cat_to_onehot=1), with missing categories.
 """
 
+import msgpack
 import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
 
-from ppxgb.errors import FormatError
+from ppxgb.errors import FormatError, ParameterError
+from ppxgb.formats import CATEGORICAL_VERSION, VERSION, EncryptedModel, EncryptedQueries, UserKeys
+from ppxgb.inference import Client, Server
 from ppxgb.model import Ensemble
+from ppxgb.proxy import Proxy
 
 WARDS = [f"ward{i}" for i in range(11)]
 SPLITS = {"onehot": 64, "partition": 1}
@@ -121,3 +125,137 @@ def test_model_refuses_a_malformed_categorical_node():
     doc["learner"]["feature_types"] = ["q"] * 4            # a category split on a numeric feature
     with pytest.raises(FormatError, match="feature_types"):
         Ensemble.from_xgboost_json(doc)
+
+
+# ------------------------------------------------------------------ encrypted scoring
+RTOL, ATOL = 1e-5, 1e-6          # the bound docs/inference.md states
+
+
+def encrypted(booster, X, scheme="ope", user="alice", output_margin=True, client_kwargs=None):
+    """Enroll, score X through the serialized messages, decrypt; also return the
+    enrollment and the query bytes as they crossed to the server."""
+    e = Proxy(1024, allow_weak_keys=True, scheme=scheme).enroll(booster, user_id=user)
+    server = Server()
+    server.add(e.model.to_bytes())
+    client = Client(e.keys.to_bytes(), **(client_kwargs or {}))
+    sent = client.encrypt(X).to_bytes()
+    scores = server.predict(e.model.model_id, sent)
+    return client.decrypt(scores.to_bytes(), output_margin=output_margin), e, sent
+
+
+@pytest.mark.parametrize("scheme", ["ope", "ore"])
+@pytest.mark.parametrize("split", list(SPLITS))
+def test_encrypted_predictions_equal_predict(scheme, split):
+    booster, df = train_categorical(split)
+    ref = booster.predict(xgb.DMatrix(df, enable_categorical=True), output_margin=True)
+    got, e, _ = encrypted(booster, df, scheme)
+    np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
+    assert e.model.is_categorical.sum() > 0 and e.keys.feature_types == ("q", "c", "q", "c")
+    # the same rows as integer codes, and as text looked up in the model's lists
+    client = Client(e.keys)
+    server = Server()
+    server.add(e.model)
+    for X in (codes_of(df), df.astype({"ward": object, "sex": object})):
+        out = client.decrypt(server.predict(e.model.model_id, client.encrypt(X)), output_margin=True)
+        np.testing.assert_allclose(out, ref, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("objective,num_class", [("reg:squarederror", 0), ("multi:softprob", 3)])
+def test_encrypted_regression_and_multiclass(objective, num_class):
+    booster, df = train_categorical("partition", objective=objective, num_class=num_class)
+    got, _, _ = encrypted(booster, df.head(200), "ore", output_margin=False)
+    np.testing.assert_allclose(got, booster.predict(xgb.DMatrix(df.head(200), enable_categorical=True)),
+                               rtol=RTOL, atol=ATOL)
+
+
+def test_encrypted_invalid_and_unseen_codes_go_left_as_in_xgboost():
+    booster, df = train_categorical("partition")
+    X = np.repeat(codes_of(df.head(1)), 7, axis=0)
+    X[:, 1] = [-1, 11, 100, 2**24, 1e9, np.nan, -999]
+    got, _, _ = encrypted(booster, X, client_kwargs={"missing": -999.0})
+    X[-1, 1] = np.nan
+    np.testing.assert_allclose(got, xgb_predict_codes(booster, X, output_margin=True), rtol=RTOL, atol=ATOL)
+
+
+def test_model_of_integer_codes_without_category_lists():
+    """A model trained on codes (feature_types 'c', no lists): codes are scored; text is
+    refused because there is no list to look it up in."""
+    rng = np.random.default_rng(3)
+    X = np.column_stack([rng.integers(0, 40, 800), rng.normal(size=800)]).astype(float)
+    X[rng.random(800) < 0.1, 0] = np.nan
+    y = np.isin(X[:, 0], [3, 7, 11, 30]) + X[:, 1]
+    booster = xgb.train({"max_depth": 4, "max_cat_to_onehot": 1}, xgb.DMatrix(X, y, feature_types=["c", "q"]), 6)
+    assert Ensemble.load(booster).categories is None
+    ref = booster.predict(xgb.DMatrix(X, feature_types=["c", "q"]), output_margin=True)
+    got, e, _ = encrypted(booster, X, "ore")
+    np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
+    text = pd.DataFrame({"f0": ["a", "b"], "f1": [0.0, 1.0]})
+    with pytest.raises(ParameterError, match="integer category codes"):
+        Client(e.keys).encrypt(text)
+
+
+def test_client_refuses_categories_it_cannot_encode():
+    booster, df = train_categorical("onehot")
+    e = Proxy(1024, allow_weak_keys=True).enroll(booster, user_id="alice")
+    client = Client(e.keys)
+    bad = df.head(3).copy()
+    bad["ward"] = pd.Categorical(["ward1", "ward99", "ward2"])
+    with pytest.raises(ParameterError, match="'ward'.*unknown category 'ward99'"):
+        client.encrypt(bad)
+    X = codes_of(df.head(3))
+    X[1, 1] = 2.5
+    with pytest.raises(ParameterError, match="integer category codes in categorical feature 'ward'.*2.5"):
+        client.encrypt(X)
+    numeric_as_category = df.head(3).astype({"age": "category"})
+    with pytest.raises(ParameterError, match="'age' numeric"):
+        client.encrypt(numeric_as_category)
+
+
+# ------------------------------------------------------------------ formats
+def test_key_file_round_trip_versions_and_old_files():
+    booster, _ = train_categorical("partition")
+    e = Proxy(1024, allow_weak_keys=True).enroll(booster, user_id="alice")
+    blob = e.keys.to_bytes()
+    doc = msgpack.unpackb(blob, raw=False)
+    assert doc["v"] == CATEGORICAL_VERSION and doc["feature_types"] == ["q", "c", "q", "c"]
+    again = UserKeys.from_bytes(blob)
+    assert again.categories == e.keys.categories and again.feature_types == e.keys.feature_types
+    for mutate in ({"v": VERSION},                                 # categorical fields in a v1 file
+                   {"feature_types": ["q", "x", "q", "c"]}, {"feature_types": ["q", "c"]},
+                   {"categories": [None, None, ["a"], None]}, {"categories": [None, [[1]], None, None]}):
+        with pytest.raises(FormatError):
+            UserKeys.from_bytes(msgpack.packb({**doc, **mutate}, use_bin_type=True))
+    plain = {k: v for k, v in doc.items() if k not in ("feature_types", "categories")}
+    with pytest.raises(FormatError, match="version"):                # v2 without them
+        UserKeys.from_bytes(msgpack.packb(plain, use_bin_type=True))
+    old = UserKeys.from_bytes(msgpack.packb({**plain, "v": VERSION}, use_bin_type=True))
+    assert old.feature_types is None                                   # a pre-categorical file loads
+
+
+def test_encrypted_model_and_queries_refuse_tampered_category_fields():
+    booster, df = train_categorical("partition")
+    _, e, sent = encrypted(booster, df.head(5))
+    doc = msgpack.unpackb(e.model.to_bytes(), raw=False)
+    assert doc["v"] == CATEGORICAL_VERSION
+    ptr = np.frombuffer(doc["cat_ptr"]["data"], "<i8").copy()
+    nodes = np.flatnonzero(np.diff(ptr) > 0)
+    shifted = ptr.copy()
+    shifted[nodes[0] + 1] += 1                                         # offsets past the tokens
+    bad_ptr = {**doc, "cat_ptr": {"shape": doc["cat_ptr"]["shape"], "data": shifted.astype("<i8").tobytes()}}
+    for bad in (bad_ptr, {**doc, "cat_nonces": {"shape": [1, 2], "data": b"\0" * 16}},
+                {k: v for k, v in doc.items() if k != "cat_tokens"}, {**doc, "v": VERSION},
+                {**doc, "cat_columns": doc["columns"][:1] + doc["cat_columns"][1:]}):
+        with pytest.raises(FormatError):
+            EncryptedModel.from_bytes(msgpack.packb(bad, use_bin_type=True))
+    q = msgpack.unpackb(sent, raw=False)
+    for bad in ({**q, "tokens": {"shape": [5, 1, 2], "data": b"\0" * 80}},
+                {k: v for k, v in q.items() if k != "tokens"}):
+        with pytest.raises(FormatError):
+            EncryptedQueries.from_bytes(msgpack.packb(bad, use_bin_type=True))
+    server = Server()
+    server.add(e.model)
+    other = EncryptedQueries.from_bytes(sent)
+    swapped = EncryptedQueries(model_id=other.model_id, columns=other.columns, values=other.values,
+                               scheme=other.scheme, cat_columns=other.cat_columns[::-1][:1], tokens=other.tokens[:, :1])
+    with pytest.raises(ParameterError, match="cat_columns"):
+        server.predict(e.model.model_id, swapped)

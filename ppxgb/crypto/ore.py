@@ -223,11 +223,13 @@ def compare(left: np.ndarray, right: np.ndarray, block_bits: int = BLOCK_BITS) -
 
 
 @njit(cache=True, nogil=True)
-def walk_ore(roots, left_child, right_child, node_qcol, leaf, right_cts, queries, d, nb, depth):
+def walk_ore(roots, left_child, right_child, node_qcol, leaf, right_cts, queries, d, nb, depth,
+             cat_index, member):
     """Leaf (index into the leaf ciphertexts) reached by every (row, tree): a node goes
     left exactly when its query value is less than its threshold (`encoded_goes_left`
     on ORE comparisons).  queries is (n_rows, n_cols * left_width) uint8.  A row's
-    left keys are expanded once, when first used."""
+    left keys are expanded once, when first used.  A node with cat_index[node] >= 0
+    is categorical: the row goes right exactly when member[row, cat_index[node]]."""
     n = queries.shape[0]
     t = roots.shape[0] - 1
     out = np.empty((n, t), np.int32)
@@ -243,6 +245,9 @@ def walk_ore(roots, left_child, right_child, node_qcol, leaf, right_cts, queries
             for _ in range(depth + 1):
                 if leaf[node] >= 0:
                     break
+                if cat_index[node] >= 0:
+                    node = right_child[node] if member[r, cat_index[node]] else left_child[node]
+                    continue
                 col = node_qcol[node]
                 nlo = np.uint64(0)
                 nhi = np.uint64(0)
