@@ -18,6 +18,7 @@ from dp_accounting import rdp
 from scipy import stats
 
 from helpers import recorded_federation, split_rows
+from test_vertical_leakage import empty_bins, lh_views, single_row_pins
 from ppxgb.crypto import dgauss
 from ppxgb.crypto.sharing import Randomness
 from ppxgb.transport import InMemoryTransport
@@ -232,3 +233,43 @@ def test_regression_gradients_are_clipped_with_a_warning():
          "verbosity": 0, "dp_epsilon": 4.0, "dp_clip": 0.5}
     with pytest.warns(UserWarning, match=r"rows clipped.*\|g\| <= 0.5"):
         recorded_federation(run_federation, p, [(X, y * 10), (X, y * 10)], 1, 2)
+
+
+# ------------------------------------------------------------------ vertical
+VERTICAL_DP = {"dp_epsilon": 1.0}
+
+
+def test_vertical_label_holder_can_no_longer_pin_feature_holder_bins():
+    """The attack of tests/test_vertical_leakage.py (a bin whose opened sums equal one
+    row's g, h pins that row), measured with and without dp_epsilon on the same data."""
+    views, truth = lh_views("reg:squarederror", max_bin=32)
+    before = len(single_row_pins(views)) / truth.size
+    views, truth = lh_views("reg:squarederror", max_bin=32,
+                            extra={**VERTICAL_DP, "base_score": 0.0, "dp_clip": 4.0})
+    after = len(single_row_pins(views)) / truth.size
+    assert before > 0.01 and after == 0.0, (before, after)     # measured 2.4% -> 0
+    assert empty_bins(views) < 0.01           # empty bins no longer show as zero sums
+
+
+def test_vertical_opened_histograms_carry_the_plans_noise():
+    events = []
+    _, truth = lh_views("binary:logistic", trees=3, max_bin=32, extra=VERTICAL_DP, record=events)
+    p = TrainParams.from_dict({"objective": "binary:logistic", "max_depth": 4, "max_bin": 32, **VERTICAL_DP})
+    sig = np.asarray(dp.Plan.make(p, 3, truth.shape[1], vertical=True).level_sigmas())
+    ratios = []
+    for e in events:
+        if isinstance(e, dict):
+            continue
+        build, hist, positions, gh, cut_ptr, owner = e
+        for i, node in enumerate(build):            # built nodes only: one noise each
+            rows = np.flatnonzero(positions == node)
+            for j, (party, f) in enumerate(owner):
+                if party != "party-1":
+                    continue
+                nb = int(cut_ptr[j + 1] - cut_ptr[j])
+                exact = np.stack([np.bincount(truth[rows, f], weights=gh[rows, k].astype(np.float64),
+                                              minlength=nb) for k in (0, 1)], axis=1)
+                noise = hist[i, cut_ptr[j]:cut_ptr[j + 1]].astype(np.float64) - exact
+                ratios.append((noise / sig) ** 2)
+    r = np.concatenate(ratios).ravel()
+    assert abs(r.mean() - 1.0) < 6 * np.sqrt(2.0 / r.size) + 0.02

@@ -84,10 +84,12 @@ def test_feature_holder_ranks_labels_from_the_partitions():
 # ------------------------------------------------------------------ 2. LH pins FH bins
 
 
-def lh_views(objective, seed=0, trees=5, max_bin=256):
+def lh_views(objective, seed=0, trees=5, max_bin=256, extra=None, record=None):
     """LH's view of a run: per node it holds a histogram of (built, or parent minus
     sibling), the node's rows, their fixed-point (g, h) and the histogram; and FH's
-    true bins (the answer key, which LH never sees)."""
+    true bins (the answer key, which LH never sees).  extra: more training parameters
+    (tests/test_dp.py runs it under dp_epsilon); record: a list that receives the raw
+    histogram and split events."""
     rng = np.random.default_rng(seed)
     X_lh = rng.normal(size=(N, 2))
     X_fh = np.column_stack([rng.normal(size=N), rng.integers(0, 10, N), rng.uniform(0, 100, N).round(1),
@@ -110,10 +112,13 @@ def lh_views(objective, seed=0, trees=5, max_bin=256):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(VerticalSource, "histograms", spy_histograms)
         mp.setattr(VerticalSource, "split", spy_split)
-        run_vertical_federation({"objective": objective, "max_depth": 4, "max_bin": max_bin}, [X_lh, X_fh], y,
+        run_vertical_federation({"objective": objective, "max_depth": 4, "max_bin": max_bin, **(extra or {})},
+                                [X_lh, X_fh], y,
                                 label_party=0, num_boost_round=trees)
     X = np.asfortranarray(X_fh.astype(np.float32))
     truth = binning.assign_bins(X, local_cuts(X, max_bin)[0]).astype(np.int64)
+    if record is not None:
+        record.extend(events)
     return _node_views(events), truth
 
 
