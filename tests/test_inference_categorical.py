@@ -259,3 +259,153 @@ def test_encrypted_model_and_queries_refuse_tampered_category_fields():
                                scheme=other.scheme, cat_columns=other.cat_columns[::-1][:1], tokens=other.tokens[:, :1])
     with pytest.raises(ParameterError, match="cat_columns"):
         server.predict(e.model.model_id, swapped)
+
+
+# ------------------------------------------------------------------ the curious server
+def server_view(stored: bytes, sent: bytes):
+    """What the scoring server parses from the bytes it stored and received."""
+    return EncryptedModel.from_bytes(stored), EncryptedQueries.from_bytes(sent)
+
+
+def token_classes(queries: EncryptedQueries) -> list[np.ndarray]:
+    """Per category column, each row's equality class (rows with equal tokens)."""
+    return [np.unique(queries.tokens[:, j], axis=0, return_inverse=True)[1].ravel()
+            for j in range(len(queries.cat_columns))]
+
+
+def shared_tokens(a: np.ndarray, b: np.ndarray) -> int:
+    """How many distinct 16-byte values occur in both arrays of (n, 2) words."""
+    as_set = lambda t: {(int(x), int(y)) for x, y in np.asarray(t).reshape(-1, 2)}
+    return len(as_set(a) & as_set(b))
+
+
+def size_attack(model: EncryptedModel) -> tuple[np.ndarray, np.ndarray]:
+    """The server's estimate of each categorical node's true set size from the stored
+    model alone: a token that recurs in another node of the same column is real (a
+    dummy is drawn once), so count those; where nothing recurs, take the set's length.
+    Returns (categorical nodes, estimates)."""
+    nodes = np.flatnonzero(model.is_categorical)
+    sets = {i: {(int(x), int(y)) for x, y in model.cat_tokens[model.cat_ptr[i]:model.cat_ptr[i + 1]]}
+            for i in nodes}
+    est = []
+    for i in nodes:
+        others = set().union(*(sets[j] for j in nodes if j != i and model.column[j] == model.column[i]))
+        recurring = len(sets[i] & others)
+        est.append(recurring if recurring else len(sets[i]))
+    return nodes, np.array(est)
+
+
+def true_set_sizes(booster, e) -> np.ndarray:
+    """Test-side truth: per categorical node, the codes going right plus the missing token."""
+    ens = Ensemble.load(booster)
+    sizes = [t.categories[i].size + (not t.default_left[i]) for t in ens.trees for i in range(t.n_nodes)
+             if t.is_categorical[i]]
+    return np.array(sizes)
+
+
+@pytest.fixture(scope="module")
+def traffic():
+    """Two users enrolled on one partition-split model, each sending the same rows."""
+    booster, df = train_categorical("partition", rounds=10)
+    rows = df.head(300)
+    out = {"booster": booster, "rows": rows}
+    for user in ("alice", "bob"):
+        got, e, sent = encrypted(booster, rows, "ore", user=user)
+        out[user] = (e, e.model.to_bytes(), sent, got)
+    return out
+
+
+def test_server_learns_category_equality_within_one_user(traffic):
+    """The documented leak, measured: per column, the token classes are exactly the
+    partition of the rows by category value (missing is one more class), no finer and
+    no coarser; the class labels themselves are pseudorandom tokens."""
+    e, stored, sent, _ = traffic["alice"]
+    model, queries = server_view(stored, sent)
+    by_column = {c: (f, s) for f, s, c in e.keys.columns(categorical=True)}
+    names = list(traffic["rows"].columns)
+    for j, classes in enumerate(token_classes(queries)):
+        f, _ = by_column[queries.cat_columns[j]]
+        truth = traffic["rows"][names[f]].astype(object).fillna("<missing>").to_numpy()
+        pairs = set(zip(classes.tolist(), truth.tolist()))
+        assert len(pairs) == len(set(classes.tolist())) == len(set(truth.tolist()))   # a bijection
+
+
+def _linked(traffic) -> tuple[int, int]:
+    """What links two users' views: tokens in both users' queries, and stored set
+    values in both users' models."""
+    (_, stored_a, sent_a, _), (_, stored_b, sent_b, _) = traffic["alice"], traffic["bob"]
+    (model_a, q_a), (model_b, q_b) = server_view(stored_a, sent_a), server_view(stored_b, sent_b)
+    return shared_tokens(q_a.tokens, q_b.tokens), shared_tokens(model_a.cat_tokens, model_b.cat_tokens)
+
+
+def test_two_users_tokens_for_the_same_values_are_unlinkable(traffic):
+    assert _linked(traffic) == (0, 0)
+    np.testing.assert_allclose(traffic["alice"][3], traffic["bob"][3], rtol=RTOL, atol=ATOL)
+
+
+def test_mutant_token_key_shared_across_users_is_caught(traffic, monkeypatch):
+    """Mutant: the token key ignores the user's PRF key.  The same check links every
+    equal category value of the two users."""
+    from ppxgb import cattokens
+
+    real = cattokens.category_key
+    monkeypatch.setattr(cattokens, "category_key", lambda prf_key, f, s: real(b"\0" * 32, f, s))
+    mutant = {"booster": traffic["booster"]}
+    for user in ("alice", "bob"):
+        got, e, sent = encrypted(traffic["booster"], traffic["rows"], "ore", user=user)
+        mutant[user] = (e, e.model.to_bytes(), sent, got)
+    linked_queries, _ = _linked(mutant)
+    assert linked_queries >= 10                       # every category value links (11 wards + 2 sexes + missing)
+
+
+def test_stored_sets_hide_their_size(traffic):
+    """From the stored model alone the server cannot tell a node's set size: every set
+    of a feature has the same padded length, no value recurs across nodes (each is
+    blinded with its node's nonce), so the size attack returns one constant per
+    feature, never the true size."""
+    booster = traffic["booster"]
+    e, stored, _, _ = traffic["alice"]
+    model = EncryptedModel.from_bytes(stored)
+    nodes, est = size_attack(model)
+    truth = true_set_sizes(booster, e)
+    assert len(set(truth.tolist())) > 3                                   # the true sizes do vary
+    for col in np.unique(model.column[nodes]):
+        assert len(set(est[model.column[nodes] == col].tolist())) == 1  # one size per column
+    assert np.mean(est == truth) == 0
+    assert len({(int(x), int(y)) for x, y in model.cat_tokens}) == model.cat_tokens.shape[0]
+
+
+@pytest.mark.parametrize("mutant", ["no padding", "no node nonce"])
+def test_mutants_that_leak_set_sizes_are_caught(traffic, monkeypatch, mutant):
+    from ppxgb import cattokens
+
+    if mutant == "no padding":
+        real = cattokens.node_set
+        monkeypatch.setattr(cattokens, "node_set", lambda key, codes, right, size, nonce:
+                            real(key, codes, right, len(codes) + right, nonce))
+    else:
+        monkeypatch.setattr(cattokens, "blind", lambda toks, nonce: np.asarray(toks, np.uint64))
+    e = Proxy(1024, allow_weak_keys=True, scheme="ore").enroll(traffic["booster"], user_id="alice")
+    _, est = size_attack(EncryptedModel.from_bytes(e.model.to_bytes()))
+    assert np.mean(est == true_set_sizes(traffic["booster"], e)) >= 0.5
+
+
+def test_server_learns_membership_at_every_node_of_the_feature(traffic):
+    """What the server computes from a query token and a node (it can for every node,
+    on the path or not) is exactly the plaintext decision: token in set = goes right."""
+    from ppxgb import cattokens
+    from ppxgb.splitrule import category_goes_left
+
+    e, stored, sent, _ = traffic["alice"]
+    model, queries = server_view(stored, sent)
+    pos = {c: j for j, c in enumerate(queries.cat_columns)}
+    nodes = np.flatnonzero(model.is_categorical)
+    node_col = np.zeros(model.left.shape[0], np.int64)
+    node_col[nodes] = [pos[model.cat_columns[model.column[i]]] for i in nodes]
+    member = cattokens.membership(nodes, model.cat_ptr, model.cat_tokens, model.cat_nonces, node_col,
+                                  np.ascontiguousarray(queries.tokens))
+    ens = Ensemble.load(traffic["booster"])
+    X = codes_of(traffic["rows"]).astype(np.float32)
+    right = np.column_stack([~category_goes_left(X[:, t.feature[i]], t.categories[i], t.default_left[i])
+                             for t in ens.trees for i in range(t.n_nodes) if t.is_categorical[i]])
+    np.testing.assert_array_equal(member.astype(bool), right)
