@@ -459,3 +459,20 @@ def merge_cuts(kinds: Sequence[str], numeric: list[int], num_cuts, num_mins, cat
     for f, c in cat_cuts.items():
         cuts[f], mins[f] = c, np.float32(-1.0)
     return cuts, mins
+
+
+# ------------------------------------------------------------------ vertical (whole columns)
+def code_own_columns(X, kinds: Sequence[str], raw: dict, frame=None) -> tuple[dict[int, np.ndarray], list]:
+    """A party holding whole columns codes its categorical ones in place, as XGBoost
+    codes that DataFrame: a `category` column by its own list (`.cat.codes`), integer
+    codes as they are.  Returns the cuts of each categorical feature and, per feature,
+    its list of categories (None for numeric columns and integer codes)."""
+    cuts, lists = {}, [None] * len(kinds)
+    for f, kind in enumerate(kinds):
+        if kind == NUMERIC:
+            continue
+        declared = list(frame[frame.columns[f]].cat.categories) if kind == VALUES and frame is not None else None
+        cats, n = local_categories(raw[f], kind, [_plain(v) for v in declared] if declared is not None else None)
+        X[:, f] = code_column(raw[f], kind, cats)
+        cuts[f], lists[f] = category_cuts(n), (tuple(cats) if cats is not None else None)
+    return cuts, lists

@@ -18,7 +18,7 @@ from ppxgb.errors import ProtocolError
 from ppxgb.splitrule import bin_goes_left
 
 from .. import binning
-from ..kernels import left_bit as _left_bit, missing_code
+from ..kernels import left_bit as _left_bit, left_table, missing_code, table_goes_left
 
 
 def local_cuts(X: np.ndarray, max_bin: int, threads: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
@@ -59,29 +59,40 @@ def _move_rows(positions, to_left, to_right, bits):
 
 
 @njit(cache=True, nogil=True)
-def _goleft_rows(positions, node_feature, node_bin, node_default_left, bins, missing, goleft):
+def _goleft_rows(positions, node_feature, node_bin, node_default_left, bins, missing, goleft, node_cat, table):
     """goleft[r] for the rows of nodes split on a local feature: node_feature[node] is
-    the column of bins (>= 0) or -1 for nodes left alone; bins is (row, feature)."""
+    the column of bins (>= 0) or -1 for nodes left alone; bins is (row, feature);
+    node_cat[node] >= 0 names the row of `table` of a categorical split."""
     for r in range(positions.shape[0]):
         node = positions[r]
         if node < node_feature.shape[0]:
             f = node_feature[node]
             if f >= 0:
                 b = bins[r, f]
-                goleft[r] = bin_goes_left(b, missing, node_bin[node], node_default_left[node])
+                if node_cat[node] >= 0:
+                    goleft[r] = table_goes_left(b, missing, table, node_cat[node], node_default_left[node])
+                else:
+                    goleft[r] = bin_goes_left(b, missing, node_bin[node], node_default_left[node])
     return goleft
 
 
 def split_rows(positions: np.ndarray, bins: np.ndarray, splits, goleft: np.ndarray) -> np.ndarray:
-    """Set goleft for the rows of each (node, feature, bin, default_left) in splits, in one
-    pass over the rows; bins is (row, feature) (a transposed view is fine)."""
-    size = max((node for node, _, _, _ in splits), default=-1) + 1
+    """Set goleft for the rows of each (node, feature, bin, default_left[, categories])
+    in splits, in one pass over the rows; bins is (row, feature) (a transposed view is
+    fine); categories, for a categorical split, the codes that go right."""
+    size = max((sp[0] for sp in splits), default=-1) + 1
     feature = np.full(size, -1, np.int64)
     split_bin = np.zeros(size, np.int64)
     default_left = np.zeros(size, np.bool_)
-    for node, f, b, dl in splits:
+    node_cat = np.full(size, -1, np.int64)
+    sets = [tuple(sp[4]) if len(sp) > 4 and sp[4] else () for sp in splits]
+    for i, (sp, cats) in enumerate(zip(splits, sets)):
+        node, f, b, dl = sp[:4]
         feature[node], split_bin[node], default_left[node] = f, b, dl
-    return _goleft_rows(positions, feature, split_bin, default_left, bins, missing_code(bins.dtype), goleft)
+        node_cat[node] = i if cats else -1
+    missing = missing_code(bins.dtype)
+    return _goleft_rows(positions, feature, split_bin, default_left, bins, missing, goleft, node_cat,
+                        left_table(sets, missing + 1))
 
 
 @njit(cache=True, nogil=True)
