@@ -70,7 +70,7 @@ def test_no_party_sends_to_another_party_and_coordinator_gets_no_rows():
         if m.src.startswith("party-"):
             assert m.dst.startswith("server-") or (m.dst == "coordinator" and m.stage == "hello")
         if m.dst == "coordinator" and m.src.startswith("party-"):
-            assert set(m.payload) == {"n_features"}
+            assert set(m.payload) == {"n_features", "kinds"}     # the column count and schema, no rows
     assert {m.stage for m in log if m.dst.startswith("server-")} <= {"share", "stop"}
 
 
