@@ -47,7 +47,7 @@ from ppxgb.net import NetworkTransport, parse_address
 from ppxgb.tls import TLSConfig, make_test_pki
 
 __all__ = ["PEERS_VERSION", "Peers", "write_peers", "load_data", "load_block", "feature_names_of",
-           "free_ports", "json_arg", "read_csv", "check_numeric", "check_params",
+           "free_ports", "json_arg", "read_csv", "check_numeric", "check_params", "add_dp_options", "dp_summary",
            "column_difference", "plural", "human_bytes", "secret_file", "announce_when_ready", "output_path", "federation_tls", "run_role", "blame",
            "add_role_options", "add_net_options", "add_federation_options", "progress_for", "Plan", "run_federation",
            "CLI_COMMAND", "write_atomic", "write_private_file", "Child", "stop_children",
@@ -169,13 +169,40 @@ def column_difference(path: str, columns: list[str], first: str, expected: list[
     return f"--data: {path} differs from {first} ({'; '.join(parts)})"
 
 
-def check_params(text: str) -> dict[str, Any]:
-    """--params parsed and validated as secure training will (before any process starts)."""
+def check_params(text: str, args: argparse.Namespace | None = None) -> dict[str, Any]:
+    """--params parsed (with --dp-epsilon/--dp-delta merged in, when args has them) and
+    validated as secure training will (before any process starts)."""
     from ppxgb.training.params import TrainParams
 
     params = json_arg(text, "--params")
+    for option, key in (("dp_epsilon", "dp_epsilon"), ("dp_delta", "dp_delta")):
+        value = getattr(args, option, None)
+        if value is None:
+            continue
+        if key in params and params[key] != value:
+            raise ParameterError(f"--{option.replace('_', '-')}: {value} differs from {key}={params[key]} "
+                                 f"in --params; give it once")
+        params = {**params, key: value}
     TrainParams.from_dict(params)
     return params
+
+
+def add_dp_options(p: argparse.ArgumentParser) -> None:
+    """--dp-epsilon / --dp-delta: differentially private training (README)."""
+    p.add_argument("--dp-epsilon", type=float, help="train with (epsilon, delta)-differential privacy "
+                   "(default: none); same as dp_epsilon in --params")
+    p.add_argument("--dp-delta", type=float, help="delta of the DP guarantee (default 1e-5); same as "
+                   "dp_delta in --params")
+
+
+def dp_summary(model_json: bytes | str) -> str | None:
+    """One line on the privacy budget a trained model file says it spent (None without DP)."""
+    attrs = json.loads(model_json).get("learner", {}).get("attributes", {})
+    if "dp_epsilon_spent" not in attrs:
+        return None
+    return (f"differential privacy: epsilon {attrs['dp_epsilon_spent']} spent of {attrs['dp_epsilon_budget']} "
+            f"(delta {attrs['dp_delta']}) over {attrs['dp_releases']} releases; {attrs['dp_mechanism']}, "
+            f"noise multiplier {attrs['dp_noise_multiplier']}")
 
 
 def feature_names_of(path: str, label: str | None) -> list[str] | None:
@@ -459,6 +486,7 @@ def add_federation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", metavar="FILE", help="write a JSON summary (time, messages, bytes per role)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
                    help="per-round progress on stderr (auto: only on a terminal)")
+    add_dp_options(p)
     add_net_options(p)
 
 
@@ -656,6 +684,9 @@ def run_federation(args: argparse.Namespace, command: str, parties: list[str], s
         print(f"ppxgb {command}: {what}, {plural(args.rounds, 'round')} in {summary['seconds']:.1f}s; "
               f"{summary['messages']} messages, {human_bytes(summary['bytes'])} "
               f"{'over TLS' if tls else 'IN PLAINTEXT'}; model written to {out}")
+        line = dp_summary(plan.model_tmp.read_bytes())
+        if line:
+            print(f"ppxgb {command}: {line}")
         return 0
     except BaseException:
         stop_children(children)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ppxgb.errors import ParameterError
 
-from .deploy import (Peers, Plan, add_federation_options, add_role_options, check_params, column_difference,
+from .deploy import (Peers, Plan, add_dp_options, add_federation_options, add_role_options, check_params, column_difference,
+                     dp_summary,
                      json_arg, load_data, output_path, plural, progress_for, run_federation, run_role,
                      write_atomic)
 
@@ -48,7 +49,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 def cmd_coordinator(args: argparse.Namespace) -> int:
     from ppxgb.training.horizontal import run_coordinator
 
-    params = check_params(args.params)
+    params = check_params(args.params, args)
     if args.rounds < 0:
         raise ParameterError.bad("--rounds", "an int >= 0", args.rounds)
     names = [n for n in args.feature_names.split(",")] if args.feature_names else None
@@ -61,6 +62,9 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
                                 servers=peers.servers, progress=progress_for(args.progress),
                                 timeout=args.step_timeout, feature_names=names)
         write_atomic(out, json.dumps(model.to_xgboost_json()))
+        line = dp_summary(json.dumps(model.to_xgboost_json()))
+        if line:
+            print(f"ppxgb coordinator: {line}", flush=True)
     args.name = args.name or Peers.load(args.peers).coordinator
     return run_role(args, args.name, body)
 
@@ -69,7 +73,7 @@ def cmd_federation(args: argparse.Namespace) -> int:
     from ppxgb.training.horizontal import role_names
 
     # every check the Python API makes, once and before any process starts
-    json_params = json.dumps(check_params(args.params))
+    json_params = json.dumps(check_params(args.params, args))
     if args.rounds < 0:
         raise ParameterError.bad("--rounds", "an int >= 0", args.rounds)
     output_path(args.out, overwrite=args.overwrite)
@@ -123,6 +127,7 @@ def register(subparsers) -> None:
     p.add_argument("--rounds", type=int, required=True, help="number of boosting rounds")
     p.add_argument("--out", required=True, help="model file (XGBoost JSON), written only on success")
     p.add_argument("--feature-names", help="comma-separated feature names to store in the model")
+    add_dp_options(p)
     p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
                    help="per-round progress on stderr (auto: only on a terminal)")
     p.set_defaults(func=cmd_coordinator)

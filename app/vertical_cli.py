@@ -24,8 +24,8 @@ import numpy as np
 
 from ppxgb.errors import ParameterError
 
-from .deploy import (Peers, Plan, add_federation_options, add_role_options, check_numeric, check_params,
-                     load_block, output_path, plural, progress_for, run_federation, run_role, write_atomic)
+from .deploy import (Peers, Plan, add_dp_options, add_federation_options, add_role_options, check_numeric,
+                     check_params, dp_summary, load_block, output_path, plural, progress_for, run_federation, run_role, write_atomic)
 
 
 def cmd_vparty(args: argparse.Namespace) -> int:
@@ -37,7 +37,7 @@ def cmd_vparty(args: argparse.Namespace) -> int:
     if is_lh:
         if not args.label or args.params is None or args.rounds is None or not args.out:
             raise ParameterError("vparty: the label holder needs --label, --params, --rounds and --out")
-        params = check_params(args.params)
+        params = check_params(args.params, args)
         out = output_path(args.out)
     frame = load_block(args.data)            # the data file is checked before any connection
     X, names, ids, y = split_block(frame, 0, args.id_column, args.label if is_lh else None, is_lh)
@@ -53,6 +53,9 @@ def cmd_vparty(args: argparse.Namespace) -> int:
                                      dealer=dealer, feature_names=names, progress=progress_for(args.progress),
                                      timeout=args.step_timeout)
             write_atomic(out, json.dumps(model.to_xgboost_json()))
+            line = dp_summary(json.dumps(model.to_xgboost_json()))
+            if line:
+                print(f"ppxgb vparty: {line}", flush=True)
         else:
             if args.id_column:
                 order = psi.run_psi_follower(transport, args.name, lh, ids, timeout=args.step_timeout)
@@ -74,7 +77,7 @@ def cmd_vfederation(args: argparse.Namespace) -> int:
     from ppxgb.training.vertical import role_names
 
     # every check the Python API makes, once and before any process starts
-    params = check_params(args.params)
+    params = check_params(args.params, args)
     if args.rounds < 0:
         raise ParameterError.bad("--rounds", "an int >= 0", args.rounds)
     output_path(args.out, overwrite=args.overwrite)
@@ -121,6 +124,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="model file, written only on success (label holder only)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
                    help="per-round progress on stderr, label holder only (auto: only on a terminal)")
+    add_dp_options(p)
     p.set_defaults(func=cmd_vparty)
 
     p = subparsers.add_parser("vdealer", help="run the dealer of correlated randomness (vertical training)")

@@ -273,3 +273,37 @@ def test_vertical_opened_histograms_carry_the_plans_noise():
                 ratios.append((noise / sig) ** 2)
     r = np.concatenate(ratios).ravel()
     assert abs(r.mean() - 1.0) < 6 * np.sqrt(2.0 / r.size) + 0.02
+
+
+# ------------------------------------------------------------------ the CLI
+def test_cli_dp_options_merge_into_params_and_conflicts_are_refused():
+    import argparse
+    from ppxgb.app.deploy import check_params, dp_summary
+
+    args = argparse.Namespace(dp_epsilon=1.5, dp_delta=None)
+    assert check_params('{"objective": "binary:logistic"}', args)["dp_epsilon"] == 1.5
+    assert "dp_epsilon" not in check_params('{"objective": "binary:logistic"}', argparse.Namespace())
+    with pytest.raises(Exception, match="--dp-epsilon"):
+        check_params('{"objective": "binary:logistic", "dp_epsilon": 2}', args)
+    _, model = recorded_federation(run_federation, PARAMS, data(), 1, 2)
+    line = dp_summary(__import__("json").dumps(model.to_xgboost_json()))
+    assert line.startswith("differential privacy: epsilon ") and "of 2 (delta 1e-05)" in line
+
+
+@pytest.mark.slow
+def test_cli_federation_prints_the_spent_budget(tmp_path):
+    import subprocess
+    import sys
+    X, y = data(1000, 3)[0]
+    for i in range(2):
+        rows = np.column_stack([X, y])[i * 250:(i + 1) * 250]
+        np.savetxt(tmp_path / f"p{i}.csv", rows, delimiter=",", header="a,b,c,y", comments="")
+    out = subprocess.run([sys.executable, "-m", "ppxgb.app.cli", "federation", "--data", str(tmp_path / "p0.csv"),
+                          str(tmp_path / "p1.csv"), "--label", "y", "--params", '{"objective": "binary:logistic"}',
+                          "--rounds", "2", "--out", str(tmp_path / "m.json"), "--dp-epsilon", "3", "--insecure"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "differential privacy: epsilon" in out.stdout and "of 3 (delta 1e-05)" in out.stdout
+    import xgboost
+    booster = xgboost.Booster(model_file=str(tmp_path / "m.json"))
+    assert float(booster.attr("dp_epsilon_spent")) <= 3.0
