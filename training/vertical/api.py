@@ -20,6 +20,7 @@ from ppxgb.model import Ensemble
 from ppxgb.transport import InMemoryTransport, Transport
 
 from ..gradients import check_weights
+from ..evaluation import Evaluation, check_evals_result
 from ..harness import run_roles
 from ..params import TrainParams
 from . import psi
@@ -96,7 +97,7 @@ def take_weight(feats: list, names: list, weight, label_party: int):
 def run_vertical_federation(params: dict[str, Any], parties: Sequence[Any], label, label_party: int = 0,
                             num_boost_round: int = 10, n_servers: int = 2, id_column: str | None = None,
                             transport: Transport | None = None, progress=None,
-                            timeout: float | None = 600.0, weight=None) -> tuple[Ensemble, Transport]:
+                            timeout: float | None = 600.0, weight=None, evals=None, evaluation=None) -> tuple[Ensemble, Transport]:
     """Run PSI (with id_column), then every vertical role as a thread; returns (model, transport)."""
     TrainParams.from_dict(params)
     feats, names, ids, y = prepare_blocks(parties, label, label_party, id_column)
@@ -116,13 +117,16 @@ def run_vertical_federation(params: dict[str, Any], parties: Sequence[Any], labe
     if any(n is not None for n in names):
         names = [n if n is not None else [f"{party_names[i]}_f{j}" for j in range(_ncols(feats[i]))]
                  for i, n in enumerate(names)]
+    val_fh, val_lh = eval_blocks(evals, label, weight, label_party, id_column, transport, party_names, lh, timeout)
+    if evaluation is None and evals:
+        evaluation = Evaluation(TrainParams.from_dict(params), [e[0] for e in val_lh], None, verbose_eval=False)
     helpers = [(q, run_feature_holder, (transport, q, feats[i]),
-                {"label_holder": lh, "dealer": dealer, "feature_names": names[i], "timeout": timeout})
+                {"label_holder": lh, "dealer": dealer, "evals": val_fh[i], "feature_names": names[i], "timeout": timeout})
                for i, q in enumerate(party_names) if q != lh]
     helpers.append((dealer, run_dealer, (transport, dealer), {"label_holder": lh, "timeout": timeout}))
     model = run_roles(helpers, lambda: run_label_holder(
         transport, lh, feats[label_party], y, params, num_boost_round, parties=party_names, dealer=dealer,
-        feature_names=names[label_party], progress=progress, timeout=timeout, weight=w))
+        feature_names=names[label_party], progress=progress, timeout=timeout, weight=w, evals=val_lh, evaluation=evaluation))
     return model, transport
 
 
@@ -138,7 +142,8 @@ def _take(X, order: np.ndarray):
 
 def train_vertical(params: dict[str, Any], parties: Sequence[Any], label, label_party: int = 0,
                    num_boost_round: int = 10, n_servers: int = 2, id_column: str | None = None, *,
-                   weight=None, progress=None, transport: Transport | None = None,
+                   weight=None, evals=None, early_stopping_rounds: int | None = None, evals_result: dict | None = None,
+                   callbacks=None, verbose_eval: bool | int = True, maximize: bool | None = None, progress=None, transport: Transport | None = None,
                    timeout: float | None = 600.0):
     """Train one XGBoost model over institutions that hold different columns of the same patients.
 
@@ -150,13 +155,66 @@ def train_vertical(params: dict[str, Any], parties: Sequence[Any], label, label_
     (they never leave the label holder).  n_servers: compute servers available; server-0
     is the dealer of correlated randomness (the others are not needed by this protocol).
 
+    evals: [(val_blocks, name)], [(val_blocks, y, name)] or [(val_blocks, y, w, name)]:
+    validation blocks per party, aligned like the training blocks (PSI on id_column,
+    else by position); labels from the label column (or y), weights from the weight
+    column (or w), at the label holder, which scores every round itself.
+    early_stopping_rounds, evals_result, callbacks, verbose_eval and maximize as in
+    xgboost.train.
+
     Returns an xgboost.Booster over the parties' feature columns concatenated in party
     order (id, label and weight columns removed), with feature names when DataFrames are
     given.
     """
-    if progress is None and TrainParams.from_dict(params).verbosity > 0:
+    p = TrainParams.from_dict(params)
+    check_evals_result(evals_result)
+    if progress is None and p.verbosity > 0:
         from ..progress import default_progress
         progress = default_progress()
+    evaluation = Evaluation(p, _eval_names(evals), None, callbacks, early_stopping_rounds, verbose_eval, maximize)
     model, _ = run_vertical_federation(params, parties, label, label_party, num_boost_round, n_servers,
-                                       id_column, transport, progress, timeout, weight)
-    return model.to_booster()
+                                       id_column, transport, progress, timeout, weight, evals=evals,
+                                       evaluation=evaluation)
+    return evaluation.finish(model.to_booster(), evals_result)
+
+
+def _eval_names(evals) -> list[str]:
+    if evals is None:
+        return []
+    if not isinstance(evals, (list, tuple)) or not all(isinstance(e, (list, tuple)) and e for e in evals):
+        raise ParameterError.bad("evals", "a list of (val_blocks, [y, [w,]] name) tuples", type(evals).__name__)
+    return [e[-1] for e in evals]
+
+
+def eval_blocks(evals, label, weight, label_party: int, id_column: str | None, transport: Transport,
+                party_names: list[str], lh: str, timeout) -> tuple[list[dict], list[tuple]]:
+    """Each eval set's blocks, aligned as the training blocks are (PSI on id_column, one
+    run per set): ({name: block} per party, [(name, X, y, w)] for the label holder)."""
+    per_party: list[dict] = [{} for _ in party_names]
+    lh_evals: list[tuple] = []
+    for k, item in enumerate(evals or []):
+        if not isinstance(item, (list, tuple)) or not 2 <= len(item) <= 4 or not isinstance(item[-1], str):
+            raise ParameterError.bad(f"evals[{k}]", "(val_blocks, name), (val_blocks, y, name) or "
+                                     "(val_blocks, y, w, name)", type(item).__name__)
+        name = item[-1]
+        if len(item) == 2 and not isinstance(label, str):
+            raise ParameterError.bad(f"evals[{k}] ({name})", "(val_blocks, y, name): the labels, since label "
+                                     "is an array", "no labels")
+        y_given = item[1] if len(item) >= 3 else label
+        w_given = item[2] if len(item) == 4 else (weight if isinstance(weight, str) else None)
+        if not isinstance(item[0], (list, tuple)) or len(item[0]) != len(party_names):
+            raise ParameterError.bad(f"evals[{k}] ({name})", f"{len(party_names)} blocks, one per party",
+                                     len(item[0]) if isinstance(item[0], (list, tuple)) else type(item[0]).__name__)
+        feats, names, ids, y = prepare_blocks(item[0], y_given, label_party, id_column)
+        feats, _, w = take_weight(feats, names, w_given, label_party)
+        y = np.asarray(y).ravel()
+        if id_column is not None:
+            orders = psi.run_psi_federation(transport, party_names, lh, ids, timeout=timeout)
+            feats = [_take(X, o) for X, o in zip(feats, orders)]
+            y = y[orders[label_party]]
+            w = w[orders[label_party]] if w is not None else None
+        for i, q in enumerate(party_names):
+            if q != lh:
+                per_party[i][name] = feats[i]
+        lh_evals.append((name, feats[label_party], y, w))
+    return per_party, lh_evals

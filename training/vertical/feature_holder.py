@@ -25,16 +25,17 @@ from ..params import TrainParams
 from . import permute as pm
 from .rows import apply_partition, local_cuts, slots_of, split_rows
 from .stages import DEALER, FH_STAGES, Mailbox, corr_group, tag
+from .validation import FeatureHolderEvals
 
 
 def run_feature_holder(transport: Transport, name: str, X, *, label_holder: str,
                        dealer: str = DEALER, feature_names: Sequence[str] | None = None,
-                       timeout: float | None = None) -> None:
+                       timeout: float | None = None, evals=None) -> None:
     """A party with feature columns only: answers LH's requests; never sees g or h."""
     keep_freed_memory()
     box = Mailbox(transport, name, FH_STAGES, timeout)
     try:
-        _feature_holder(box, transport, name, X, label_holder, dealer, feature_names)
+        _feature_holder(box, transport, name, X, label_holder, dealer, feature_names, evals=evals)
     except PeerFailure:
         raise
     except BaseException as exc:
@@ -42,7 +43,7 @@ def run_feature_holder(transport: Transport, name: str, X, *, label_holder: str,
         raise
 
 
-def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: str, feature_names) -> None:
+def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: str, feature_names, evals=None) -> None:
     X = as_float32_matrix(X, name=f"{name} X", order="F")
     n, n_feat = X.shape
     msg = box.get("vconfig", lh)
@@ -54,6 +55,8 @@ def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: s
         raise ParameterError.bad(f"{name} X", f"{msg.payload['n_rows']} rows aligned with the label holder", n)
     cuts, mins = local_cuts(X, p.max_bin, p.nthread)
     n_bins = np.array([len(c) for c in cuts], dtype=np.int64)
+    val = FeatureHolderEvals(name, evals, msg.payload.get("evals", []), n_feat)    # validation columns
+    val.set_cuts(cuts, p.nthread)
     bins_t = np.ascontiguousarray(binning.assign_bins(X, cuts, p.nthread).T)      # (feature, row)
     t.send(name, lh, "vhello", {"n_rows": n, "n_bins": [int(b) for b in n_bins],
                                 "names": list(map(str, feature_names)) if feature_names is not None else None})
@@ -62,12 +65,16 @@ def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: s
     scratch = np.empty(pm.largest_correlation(n, p.max_depth, p.max_bin), np.int32)      # holds sigma
     tree = -1
     while True:
-        msg = box.get(("vtree", "vlevel", "vsplit", "stop"), lh)
+        msg = box.get(("vtree", "vlevel", "vsplit", "veval", "stop"), lh)
         if msg.stage == "stop":
             return
+        if msg.stage == "veval":
+            val.answer(t, name, lh, msg, tree, n_bins, 2 ** (p.max_depth + 1))
+            continue
         if msg.stage == "vtree":
             tree = field(msg, "tree", int)
             positions[:] = 0
+            val.start_tree()
         elif msg.stage == "vlevel":
             _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bins, p.max_bin, scratch)
         elif msg.stage == "vsplit":

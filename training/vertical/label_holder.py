@@ -22,6 +22,7 @@ from ppxgb.crypto import prf
 from ppxgb.transport import Blank, Transport, draft_message
 
 from .. import binning, kernels
+from ..evaluation import Evaluation
 from ..gradients import GradientEncoder, check_weights, intercept_limbs
 from ..grower import FeatureLayout, HistogramSource, NewSplits, boost, row_sample, zero_unsampled
 from .. import dp
@@ -31,9 +32,12 @@ from ..split import Split
 from . import permute as pm
 from .rows import apply_partition, local_cuts, packed_bits, slots_of, split_rows, take_bits
 from .stages import DEALER, LH_STAGES, Mailbox
+from .validation import LabelHolderEvals
 
 
 class VerticalSource(HistogramSource):
+    val: LabelHolderEvals | None = None      # validation rows, set by run_label_holder
+
     def __init__(self, t: Transport, me: str, p: TrainParams, X: np.ndarray, y: np.ndarray,
                  parties: list[str], dealer: str, timeout, own_names=None, w: np.ndarray | None = None):
         self.transport, self.t, self.me, self.p = t, t, me, p
@@ -57,7 +61,7 @@ class VerticalSource(HistogramSource):
         self.encoder.dp_bounds = dp.bounds(p) if self.dp is not None else None
         dp_config = {"n_trees": n_trees} if self.dp is not None else {}
         for q in self.fhs:
-            self.t.send(self.me, q, "vconfig", {"params": p.to_dict(), "n_rows": n, **dp_config})
+            self.t.send(self.me, q, "vconfig", {"params": p.to_dict(), "n_rows": n, "evals": self.val.config() if self.val else [], **dp_config})
         self.fh_bins: dict[str, np.ndarray] = {}
         names: dict[str, list[str] | None] = {self.me: self.own_names}
         for q in self.fhs:
@@ -78,6 +82,8 @@ class VerticalSource(HistogramSource):
         self.bins = binning.assign_bins(self.X, cuts, p.nthread)      # in row order, for left bits
         self.rows = kernels.NodeRows(self.bins.copy(), own_sizes, 2 ** (p.max_depth + 1), p.nthread)
         self.own_cuts, self.own_mins = cuts, mins
+        if self.val is not None:
+            self.val.set_cuts(cuts, p.nthread)
         # global feature layout, in party order; LH never sees an FH's cuts (zeros)
         all_cuts, all_mins, self.owner = [], [], []
         for q in self.parties:
@@ -102,11 +108,14 @@ class VerticalSource(HistogramSource):
 
     def set_base_margin(self, base_margin: np.ndarray) -> None:
         self.margin = np.tile(base_margin.astype(np.float32), (self.n, 1)).astype(np.float32)
+        if self.val is not None:
+            self.val.set_base_margin(base_margin)
 
     def start_tree(self, rnd: int, group: int, tree: int) -> None:
         if group == 0:
             self.gh = self.encoder.encode(self.margin, self.y, self.w)
         self.tree, self.group, self.level = tree, group, 0
+        self.levels: list = []      # the tree's splits, for the validation rows
         for q in self.fhs:
             self.t.send(self.me, q, "vtree", {"tree": tree, "group": group})
         self.positions = np.zeros(self.n, dtype=np.int64)
@@ -180,6 +189,7 @@ class VerticalSource(HistogramSource):
 
     # ---- partition after splits
     def split(self, new: NewSplits) -> dict[int, float]:
+        self.levels.append(dict(new))
         n = self.n
         goleft = np.zeros(n, dtype=bool)
         thresholds: dict[int, float] = {}
@@ -225,6 +235,13 @@ class VerticalSource(HistogramSource):
 
     def finish_tree(self, leaves: list[int], values: list[float]) -> None:
         self.rows.add_leaves(self.margin[:, self.group], leaves, values)
+        if self.val is not None:
+            self.val.score_tree(self.t, self.box, self.me, self.fhs, self.owner, self.tree, self.group,
+                                self.levels, leaves, values)
+
+    def evaluate(self) -> np.ndarray:
+        """Every eval set's metric statistics (the label holder scores them alone)."""
+        return self.val.stats()
 
     def stop(self) -> None:
         self.t.send(self.me, self.dealer, "stop", {})
@@ -244,9 +261,12 @@ def _merge_names(parties: list[str], names: dict[str, list[str] | None]) -> list
 
 def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, Any], num_boost_round: int, *,
                      parties: Sequence[str], dealer: str = DEALER, feature_names: Sequence[str] | None = None,
-                     progress=None, timeout: float | None = None, weight=None) -> Ensemble:
+                     progress=None, timeout: float | None = None, weight=None,
+                     evals=None, evaluation: Evaluation | None = None) -> Ensemble:
     """Drive vertical training; learns per-(node, bin) G/H of FH features; returns the model.
-    weight: the label holder's sample weights, one per aligned row (None: all 1)."""
+    weight: the label holder's sample weights, one per aligned row (None: all 1).
+    evals: [(name, X, y, w), ...] its validation columns, labels and weights (rows aligned
+    with the feature holders'); evaluation: what scores them (training/evaluation.py)."""
     keep_freed_memory()
     p = TrainParams.from_dict(params)
     if isinstance(num_boost_round, bool) or not isinstance(num_boost_round, int) or num_boost_round < 0:
@@ -263,4 +283,16 @@ def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, An
     w = check_weights(weight, X.shape[0], f"{name} weight")
     source = VerticalSource(transport, name, p, X, y, parties, dealer, timeout,
                             list(map(str, feature_names)) if feature_names is not None else None, w)
-    return dp.with_attributes(boost(source, p, num_boost_round, progress), getattr(source, "dp", None))
+    return dp.with_attributes(boost(source, p, num_boost_round, progress, _with_evals(source, evals, evaluation, p, X.shape[1])), getattr(source, "dp", None))
+
+
+def _with_evals(source: VerticalSource, evals, evaluation: Evaluation | None, p: TrainParams,
+                n_features: int) -> Evaluation | None:
+    """Give the source its validation rows and the evaluation its scores."""
+    if evals:
+        source.val = LabelHolderEvals(list(evals), p, n_features)
+    if evaluation is not None:
+        if list(evaluation.names) != [e[0] for e in evals or []]:
+            raise ParameterError.bad("evals", f"validation rows for {evaluation.names}", [e[0] for e in evals or []])
+        evaluation.score = source.evaluate
+    return evaluation

@@ -26,6 +26,9 @@ Stages (LH = label holder, FH = feature holder, D = dealer):
     FH->LH vsum       for every feature: k2 and FH's prefix sums at segment ends (masked)
     LH->FH vsplit     split these nodes on your feature f at local bin b
     FH->LH vsplit_ok  left bits of those nodes' rows and the float32 thresholds
+    LH->FH veval      after a tree, per level: the validation rows' last partition and
+                      this level's splits on FH's features (training/vertical/validation.py)
+    FH->LH veval_ok   left bits of the validation rows at those nodes, per eval set
     LH->D  stop       then D->LH dbye (D sent everything), then LH->FH stop
     any    abort
 
@@ -44,8 +47,8 @@ from . import permute as pm
 
 DEALER = "server-0"
 AHEAD = 1      # levels of the public schedule the dealer prepares beyond the one asked for
-LH_STAGES = ("vhello", "dkeys", "vperm", "vsum", "vsplit_ok", "dbye")
-FH_STAGES = ("vconfig", "dkey", "vtree", "corr", "vlevel", "vsel", "vsplit", "stop")
+LH_STAGES = ("vhello", "dkeys", "vperm", "vsum", "vsplit_ok", "veval_ok", "dbye")
+FH_STAGES = ("vconfig", "dkey", "vtree", "corr", "vlevel", "vsel", "vsplit", "veval", "stop")
 D_STAGES = ("dconfig", "dlevel", "stop")
 _CORR_BYTES = 24 << 20
 
