@@ -10,7 +10,9 @@ The client app reads rows from CSV (header row of feature names, empty cell or N
 missing) or JSON (a list of objects keyed by feature name, or a list of lists; null
 for missing), encrypts them, scores them on the server, decrypts, and prints the
 predictions or writes them as CSV or JSON (by the output file's extension), owner-only
-(0600): scores are the user's private results.
+(0600): scores are the user's private results.  A categorical feature (the key file
+records which) is read as category values when the key file holds the model's
+category list (text, as written in the training data), else as integer codes.
 """
 
 from __future__ import annotations
@@ -86,14 +88,17 @@ def _reject_constant(name: str):
     raise ParameterError.bad("--input", "numbers, or null for missing", name)
 
 
-def read_rows(path: str, feature_names, n_features: int) -> np.ndarray:
-    """Rows from CSV or JSON as float64 with NaN for missing; columns by name if named."""
+def read_rows(path: str, feature_names, n_features: int, feature_types=None, categories=None):
+    """Rows from CSV or JSON as float64 with NaN for missing; columns by name if named.
+    With categorical features (feature_types "c") that have a category list, a
+    DataFrame whose categorical columns hold the category values (object dtype)."""
     import pandas as pd
 
     ext = os.path.splitext(path)[1].lower()
+    listed = [j for j, t in enumerate(feature_types or ()) if t == "c" and categories and categories[j] is not None]
     try:
         if ext == ".csv":
-            frame = pd.read_csv(path)
+            frame = pd.read_csv(path, dtype=str if listed else None, keep_default_na=True)
         elif ext == ".json":
             with open(path) as fh:
                 doc = json.load(fh, parse_constant=_reject_constant)
@@ -112,13 +117,25 @@ def read_rows(path: str, feature_names, n_features: int) -> np.ndarray:
         frame = frame[list(feature_names)]
     elif frame.shape[1] != n_features:
         raise ParameterError.bad(path, f"{n_features} feature columns", frame.shape[1])
+    numeric = [c for j, c in enumerate(frame.columns) if j not in listed]
     try:
-        X = frame.apply(pd.to_numeric, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+        values = frame[numeric].apply(pd.to_numeric, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
     except (ValueError, TypeError):
         raise ParameterError.bad(path, "numeric cells (empty or NaN for missing)", "text") from None
-    if np.isinf(X).any():
+    if np.isinf(values).any():
         raise ParameterError.bad(path, "finite values (empty or NaN for missing)", "inf")
-    return X
+    if not listed:
+        return values
+    out = frame.astype(object).where(frame.notna(), None)
+    out[numeric] = values
+    for j in listed:                       # a numeric category list: look values up as numbers
+        if not all(isinstance(c, str) for c in categories[j]):
+            number = pd.to_numeric(frame.iloc[:, j], errors="coerce")
+            if (number.isna() & frame.iloc[:, j].notna()).any():
+                raise ParameterError.bad(path, f"numbers in categorical column {frame.columns[j]!r} "
+                                         "(its categories are numbers)", "text")
+            out.iloc[:, j] = number.astype(object)
+    return out
 
 
 def write_predictions(pred: np.ndarray, path: str | None) -> None:
@@ -149,11 +166,12 @@ def _score(args) -> int:
     keys = UserKeys.from_bytes(read_private_file(args.keys))
     token = read_token(args.token_file)
     client = Client(keys, missing=args.missing)
-    X = read_rows(args.input, keys.feature_names, keys.n_features)
+    X = read_rows(args.input, keys.feature_names, keys.n_features, keys.feature_types, keys.categories)
+    rows = X.iloc if hasattr(X, "iloc") else X          # positional row slices either way
     out = []
     with http_client(args.server_url, args.ca_cert, args.insecure_http, token) as http:
         for start in range(0, X.shape[0], args.batch_size):
-            queries = client.encrypt(X[start:start + args.batch_size])
+            queries = client.encrypt(rows[start:start + args.batch_size])
             try:
                 r = http.post(f"/v1/models/{keys.model_id}/predict", content=queries.to_bytes(),
                               headers={"content-type": MSGPACK})

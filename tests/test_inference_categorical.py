@@ -409,3 +409,72 @@ def test_server_learns_membership_at_every_node_of_the_feature(traffic):
     right = np.column_stack([~category_goes_left(X[:, t.feature[i]], t.categories[i], t.default_left[i])
                              for t in ens.trees for i in range(t.n_nodes) if t.is_categorical[i]])
     np.testing.assert_array_equal(member.astype(bool), right)
+
+
+# ------------------------------------------------------------------ command line and services
+def test_score_reads_categorical_csv_columns_by_the_key_file(tmp_path):
+    """`ppxgb score`'s reader: categorical columns with a category list stay values
+    (text, or numbers when the list holds numbers), the rest are numbers."""
+    from ppxgb.app.inference_cli import read_rows
+
+    path = tmp_path / "rows.csv"
+    path.write_text("age,ward,bp,sex\n61,ward3,120.5,m\n70,,,f\n")
+    types, cats = ("q", "c", "q", "c"), (None, tuple(WARDS), None, ("f", "m"))
+    rows = read_rows(str(path), ("age", "ward", "bp", "sex"), 4, types, cats)
+    assert rows["ward"].tolist() == ["ward3", None] and rows["sex"].tolist() == ["m", "f"]
+    assert rows["age"].tolist() == [61.0, 70.0] and np.isnan(rows["bp"].iloc[1])
+    path.write_text("age,ward,bp,sex\n61,20,120.5,1\n")
+    numbers = read_rows(str(path), None, 4, types, (None, (10, 20), None, None))
+    assert numbers["ward"].tolist() == [20] and numbers["sex"].tolist() == [1.0]
+    path.write_text("age,ward,bp,sex\n61,3,120.5,1\n")
+    assert read_rows(str(path), None, 4, types, None).tolist() == [[61.0, 3.0, 120.5, 1.0]]
+    path.write_text("age,ward,bp,sex\n61,x,120.5,1\n")
+    with pytest.raises(ParameterError, match="numbers in categorical column 'ward'"):
+        read_rows(str(path), None, 4, types, (None, (10, 20), None, None))
+
+
+@pytest.mark.slow
+def test_cli_enroll_and_score_a_categorical_model_through_the_services(tmp_path):
+    """`ppxgb proxy enroll` of a categorical model file to a scoring server over HTTP,
+    then `ppxgb score` of a CSV with text categories and empty cells."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from helpers import free_ports
+    from ppxgb.app.cli import main
+
+    booster, df = train_categorical("partition")
+    booster.save_model(str(tmp_path / "m.json"))
+    df.head(150).to_csv(tmp_path / "rows.csv", index=False)
+    token = str(tmp_path / "server.token")
+    assert main(["proxy", "new-secret", "--out", token]) == 0
+    (port,) = free_ports(1)
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "ppxgb.app.cli", "scoring-server", "--db",
+                               f"sqlite:///{tmp_path / 'm.db'}", "--admin-token-file", token,
+                               "--port", str(port), "--insecure-http"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/v1/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        key, tok = str(tmp_path / "c.key"), str(tmp_path / "c.token")
+        assert main(["proxy", "enroll", "--model", str(tmp_path / "m.json"), "--user", "carol",
+                     "--server-url", url, "--server-admin-token-file", token, "--insecure-http",
+                     "--key-out", key, "--token-out", tok]) == 0
+        assert UserKeys.from_bytes(open(key, "rb").read()).feature_types == ("q", "c", "q", "c")
+        out = tmp_path / "out.csv"
+        assert main(["score", "--keys", key, "--token-file", tok, "--server-url", url, "--insecure-http",
+                     "--input", str(tmp_path / "rows.csv"), "--output", str(out), "--batch-size", "64"]) == 0
+        got = pd.read_csv(out)["prediction"].to_numpy()
+        ref = booster.predict(xgb.DMatrix(df.head(150), enable_categorical=True))
+        np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
