@@ -290,3 +290,48 @@ def test_a_server_learns_nothing_from_its_evaluation_shares(monkeypatch, mutant)
         assert frac > 0.99
     else:
         assert frac < 1e-3
+
+
+def _feature_holder_view(label_noise, monkeypatch=None, leak=False):
+    """Every veval message the feature holder receives in a vertical run whose
+    validation labels are flipped at the rows `label_noise` marks."""
+    import ppxgb.training.vertical.validation as validation
+    from ppxgb.training.vertical import run_vertical_federation
+
+    if leak:       # the mutant: a label holder that lets the labels order the rows it routes
+        original = validation.LabelHolderEvals.score_tree
+
+        def score_tree(self, t, box, me, fhs, owner, tree, group, levels, leaves, values):
+            order = np.argsort(self.y[0], kind="stable")
+            self.bins[0] = self.bins[0][order]
+            original(self, t, box, me, fhs, owner, tree, group, levels, leaves, values)
+            self.bins[0] = self.bins[0][np.argsort(order, kind="stable")]
+        monkeypatch.setattr(validation.LabelHolderEvals, "score_tree", score_tree)
+    train, valid = split_data("binary")
+    yv = np.where(label_noise, 1 - valid[1], valid[1])
+    params = {**BASE, "objective": "binary:logistic", "max_depth": 3}
+    log, _ = recorded_federation(run_vertical_federation, params, column_blocks(train[0], 2), train[1], 1, 3,
+                                 evals=[(column_blocks(valid[0], 2), yv, "valid")])
+    return [(m.stage, _canon(m.payload)) for m in log if m.dst == "party-0" and m.stage == "veval"]
+
+
+def _canon(value):
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, dict):
+        return tuple(sorted((k, _canon(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_canon(v) for v in value)
+    return value
+
+
+@pytest.mark.parametrize("mutant", [False, True])
+def test_vertical_feature_holder_sees_nothing_of_the_validation_labels(monkeypatch, mutant):
+    """The feature holder's view of validation scoring (every veval message) is the same
+    whatever the validation labels are: flipping a third of them changes nothing it
+    receives.  The mutant, whose routing depends on the labels, is caught."""
+    noise = np.random.default_rng(5).random(400) < 0.33
+    a = _feature_holder_view(np.zeros(400, bool), monkeypatch, leak=mutant)
+    b = _feature_holder_view(noise, monkeypatch, leak=mutant)
+    assert len(a) > 0
+    assert (a == b) != mutant
