@@ -8,7 +8,7 @@
 - recorded in-process federations (training and PSI): every message as its receiver
   got it;
 - uniformity checks on the ring words and bytes that parties and servers receive;
-- free loopback ports for network tests.
+- free loopback ports for network tests, and a scoring server on one.
 
 No training code is imported at module level: a federation is run by the function the
 test passes in, and the PSI module is imported when a PSI runs.
@@ -16,7 +16,11 @@ test passes in, and the PSI module is imported when a PSI runs.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import xgboost as xgb
@@ -140,3 +144,28 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+@contextlib.contextmanager
+def scoring_server(tmp_path, admin_token_file: str):
+    """A `ppxgb scoring-server` on a free loopback port (plain HTTP, a SQLite store in
+    tmp_path), ready to serve; yields its URL and stops it afterwards."""
+    import httpx
+
+    (port,) = free_ports(1)
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "ppxgb.app.cli", "scoring-server", "--db",
+                               f"sqlite:///{tmp_path / 'm.db'}", "--admin-token-file", admin_token_file,
+                               "--port", str(port), "--insecure-http"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/v1/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -437,13 +437,7 @@ def test_score_reads_categorical_csv_columns_by_the_key_file(tmp_path):
 def test_cli_enroll_and_score_a_categorical_model_through_the_services(tmp_path):
     """`ppxgb proxy enroll` of a categorical model file to a scoring server over HTTP,
     then `ppxgb score` of a CSV with text categories and empty cells."""
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-
-    from helpers import free_ports
+    from helpers import scoring_server
     from ppxgb.app.cli import main
 
     booster, df = train_categorical("partition")
@@ -451,19 +445,7 @@ def test_cli_enroll_and_score_a_categorical_model_through_the_services(tmp_path)
     df.head(150).to_csv(tmp_path / "rows.csv", index=False)
     token = str(tmp_path / "server.token")
     assert main(["proxy", "new-secret", "--out", token]) == 0
-    (port,) = free_ports(1)
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "ppxgb.app.cli", "scoring-server", "--db",
-                               f"sqlite:///{tmp_path / 'm.db'}", "--admin-token-file", token,
-                               "--port", str(port), "--insecure-http"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/v1/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with scoring_server(tmp_path, token) as url:
         key, tok = str(tmp_path / "c.key"), str(tmp_path / "c.token")
         assert main(["proxy", "enroll", "--model", str(tmp_path / "m.json"), "--user", "carol",
                      "--server-url", url, "--server-admin-token-file", token, "--insecure-http",
@@ -475,6 +457,3 @@ def test_cli_enroll_and_score_a_categorical_model_through_the_services(tmp_path)
         got = pd.read_csv(out)["prediction"].to_numpy()
         ref = booster.predict(xgb.DMatrix(df.head(150), enable_categorical=True))
         np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)

@@ -2,11 +2,6 @@
 single-leaf trees, out-of-range values, a custom missing value, scipy sparse rows,
 unsupported objectives, and the float32 bound on large regression margins."""
 
-import subprocess
-import sys
-import time
-
-import httpx
 import msgpack
 import numpy as np
 import pandas as pd
@@ -14,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import xgboost as xgb
 
-from helpers import free_ports
+from helpers import scoring_server
 from ppxgb.app.cli import main
 from ppxgb.errors import ParameterError
 from ppxgb.formats import EncryptedModel, EncryptedQueries, UserKeys
@@ -158,19 +153,7 @@ def test_cli_scheme_ore_and_missing_through_the_services(tmp_path):
     X.to_csv(tmp_path / "rows.csv", index=False)
     token = str(tmp_path / "server.token")
     assert main(["proxy", "new-secret", "--out", token]) == 0
-    (port,) = free_ports(1)
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "ppxgb.app.cli", "scoring-server", "--db",
-                               f"sqlite:///{tmp_path / 'm.db'}", "--admin-token-file", token,
-                               "--port", str(port), "--insecure-http"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/v1/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with scoring_server(tmp_path, token) as url:
         key, tok = str(tmp_path / "c.key"), str(tmp_path / "c.token")
         assert main(["proxy", "enroll", "--model", str(tmp_path / "m.json"), "--user", "carol", "--scheme", "ore",
                      "--server-url", url, "--server-admin-token-file", token, "--insecure-http",
@@ -181,6 +164,3 @@ def test_cli_scheme_ore_and_missing_through_the_services(tmp_path):
                      "--input", str(tmp_path / "rows.csv"), "--output", str(out), "--missing", "-999"]) == 0
         got = pd.read_csv(out)["prediction"].to_numpy()
         np.testing.assert_allclose(got, booster.predict(xgb.DMatrix(X, missing=-999.0)), rtol=RTOL, atol=ATOL)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
