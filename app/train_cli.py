@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ppxgb.errors import ParameterError
 
+from .evaluation_cli import add_eval_options, check_eval_data, cli_evaluation, eval_flags, model_text
 from .deploy import (Peers, Plan, add_dp_options, add_federation_options, add_role_options, check_params, column_difference,
                      dp_summary,
                      json_arg, load_data, output_path, plural, progress_for, run_federation, run_role,
@@ -30,10 +31,11 @@ def cmd_party(args: argparse.Namespace) -> int:
     from ppxgb.training.horizontal import run_party
 
     X, y = load_data(args.data, args.label)        # a bad data file fails before any connection
+    evals = {"valid": load_data(args.eval_data, args.label)} if args.eval_data else None
 
     def body(transport, peers):
         run_party(transport, args.name, X, y, servers=peers.servers,
-                  coordinator=peers.coordinator, timeout=args.step_timeout)
+                  coordinator=peers.coordinator, timeout=args.step_timeout, evals=evals)
     return run_role(args, args.name, body)
 
 
@@ -54,14 +56,15 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
         raise ParameterError.bad("--rounds", "an int >= 0", args.rounds)
     names = [n for n in args.feature_names.split(",")] if args.feature_names else None
     out = output_path(args.out)
+    evaluation = cli_evaluation(params, args.eval, args.early_stopping_rounds)
 
     def body(transport, peers):
         if transport.me != peers.coordinator:
             raise ParameterError.bad("--name", f"the coordinator {peers.coordinator!r}", transport.me)
         model = run_coordinator(transport, params, args.rounds, parties=peers.parties,
                                 servers=peers.servers, progress=progress_for(args.progress),
-                                timeout=args.step_timeout, feature_names=names)
-        write_atomic(out, json.dumps(model.to_xgboost_json()))
+                                timeout=args.step_timeout, feature_names=names, evaluation=evaluation)
+        write_atomic(out, model_text(model, evaluation))
         line = dp_summary(json.dumps(model.to_xgboost_json()))
         if line:
             print(f"ppxgb coordinator: {line}", flush=True)
@@ -90,6 +93,9 @@ def cmd_federation(args: argparse.Namespace) -> int:
             raise ParameterError.bad("--data", f"{first} feature columns as in {args.data[0]}",
                                      f"{path}: {columns}")
     parties, servers, coordinator = role_names(len(args.data), args.servers)
+    eval_data = check_eval_data(args.eval_data, args.data, args.early_stopping_rounds)
+    for path in eval_data:
+        load_data(path, args.label)
 
     def argvs(plan: Plan) -> dict[str, list[str]]:
         out = {coordinator: plan.base + ["coordinator", "--name", coordinator, "--params", json_params,
@@ -97,10 +103,14 @@ def cmd_federation(args: argparse.Namespace) -> int:
                                          "--progress", plan.progress] + plan.common}
         if names is not None:
             out[coordinator] += ["--feature-names", ",".join(names)]
-        for name, path in zip(parties, args.data):
+        if eval_data:
+            out[coordinator] += ["--eval"] + eval_flags(args.early_stopping_rounds)
+        for i, (name, path) in enumerate(zip(parties, args.data)):
             out[name] = plan.base + ["party", "--name", name, "--data", str(Path(path).resolve())] + plan.common
             if args.label:
                 out[name] += ["--label", args.label]
+            if eval_data:
+                out[name] += ["--eval-data", str(Path(eval_data[i]).resolve())]
         for name in servers:
             out[name] = plan.base + ["server", "--name", name] + plan.common
         return out
@@ -115,6 +125,8 @@ def register(subparsers) -> None:
     add_role_options(p)
     p.add_argument("--data", required=True, help="this party's rows: CSV with a header, or .npz with X, y")
     p.add_argument("--label", help="label column of the CSV")
+    p.add_argument("--eval-data", help="this party's validation rows (same format and label column); they stay "
+                                       "here, only metric statistics are shared (the coordinator needs --eval)")
     p.set_defaults(func=cmd_party)
 
     p = subparsers.add_parser("server", help="run a compute server of horizontal training")
@@ -127,6 +139,9 @@ def register(subparsers) -> None:
     p.add_argument("--rounds", type=int, required=True, help="number of boosting rounds")
     p.add_argument("--out", required=True, help="model file (XGBoost JSON), written only on success")
     p.add_argument("--feature-names", help="comma-separated feature names to store in the model")
+    p.add_argument("--eval", action="store_true",
+                   help="score every party's --eval-data after each round (eval set 'valid')")
+    add_eval_options(p, "the parties' validation rows")
     add_dp_options(p)
     p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
                    help="per-round progress on stderr (auto: only on a terminal)")
@@ -137,6 +152,8 @@ def register(subparsers) -> None:
     p.add_argument("--data", nargs="+", required=True, help="one CSV or .npz per party")
     p.add_argument("--label", help="label column of the CSVs")
     p.add_argument("--servers", type=int, default=2, help="number of compute servers, 2..4 (default 2)")
+    p.add_argument("--eval-data", nargs="+", help="one validation CSV or .npz per party, in --data order")
+    add_eval_options(p, "the --eval-data rows")
     add_federation_options(p)
     p.add_argument("--verbose", action="store_true", help="print each role's process id as it starts")
     p.set_defaults(func=cmd_federation)
