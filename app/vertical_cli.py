@@ -24,6 +24,7 @@ import numpy as np
 
 from ppxgb.errors import ParameterError
 
+from .evaluation_cli import add_eval_options, check_eval_data, cli_evaluation, eval_flags, model_text
 from .deploy import (Peers, Plan, add_dp_options, add_federation_options, add_role_options, check_numeric,
                      check_params, dp_summary, load_block, output_path, plural, progress_for, run_federation, run_role, write_atomic)
 
@@ -41,18 +42,27 @@ def cmd_vparty(args: argparse.Namespace) -> int:
         out = output_path(args.out)
     frame = load_block(args.data)            # the data file is checked before any connection
     X, names, ids, y = split_block(frame, 0, args.id_column, args.label if is_lh else None, is_lh)
+    Xv = yv = ids_v = None
+    if args.eval_data:                       # validation columns: same layout as --data
+        Xv, _, ids_v, yv = split_block(load_block(args.eval_data), 0, args.id_column,
+                                       args.label if is_lh else None, is_lh)
+    evaluation = cli_evaluation(params, bool(args.eval_data), args.early_stopping_rounds) if is_lh else None
 
     def body(transport, peers):
-        nonlocal X, y
+        nonlocal X, y, Xv, yv
         others = [q for q in peers.parties if q != lh]
         if is_lh:
             if args.id_column:
                 order, _ = psi.run_psi_leader(transport, args.name, others, ids, timeout=args.step_timeout)
                 X, y = X.iloc[order], np.asarray(y)[order]
+                if args.eval_data:
+                    order, _ = psi.run_psi_leader(transport, args.name, others, ids_v, timeout=args.step_timeout)
+                    Xv, yv = Xv.iloc[order], np.asarray(yv)[order]
+            evals = [("valid", Xv, yv, None)] if args.eval_data else None
             model = run_label_holder(transport, args.name, X, y, params, args.rounds, parties=peers.parties,
                                      dealer=dealer, feature_names=names, progress=progress_for(args.progress),
-                                     timeout=args.step_timeout)
-            write_atomic(out, json.dumps(model.to_xgboost_json()))
+                                     timeout=args.step_timeout, evals=evals, evaluation=evaluation)
+            write_atomic(out, model_text(model, evaluation))
             line = dp_summary(json.dumps(model.to_xgboost_json()))
             if line:
                 print(f"ppxgb vparty: {line}", flush=True)
@@ -60,8 +70,10 @@ def cmd_vparty(args: argparse.Namespace) -> int:
             if args.id_column:
                 order = psi.run_psi_follower(transport, args.name, lh, ids, timeout=args.step_timeout)
                 X = X.iloc[order]
+                if args.eval_data:
+                    Xv = Xv.iloc[psi.run_psi_follower(transport, args.name, lh, ids_v, timeout=args.step_timeout)]
             run_feature_holder(transport, args.name, X, label_holder=lh, dealer=dealer, feature_names=names,
-                               timeout=args.step_timeout)
+                               timeout=args.step_timeout, evals={"valid": Xv} if args.eval_data else None)
     return run_role(args, args.name, body)
 
 
@@ -92,6 +104,9 @@ def cmd_vfederation(args: argparse.Namespace) -> int:
                 flag = "--id-column" if column == args.id_column else "--label"
                 raise ParameterError.bad(flag, f"a column of {path}", column)
         check_numeric(frame.drop(columns=drop), path)
+    eval_data = check_eval_data(args.eval_data, args.data, args.early_stopping_rounds)
+    for path in eval_data:
+        load_block(path)
     parties, lh, dealer = role_names(len(args.data), args.label_party, args.servers)
 
     def argvs(plan: Plan) -> dict[str, list[str]]:
@@ -100,6 +115,10 @@ def cmd_vfederation(args: argparse.Namespace) -> int:
             out[name] = plan.base + ["vparty", "--name", name, "--data", str(Path(path).resolve())] + plan.common
             if args.id_column:
                 out[name] += ["--id-column", args.id_column]
+            if eval_data:
+                out[name] += ["--eval-data", str(Path(eval_data[parties.index(name)]).resolve())]
+                if name == lh:
+                    out[name] += eval_flags(args.early_stopping_rounds)
             if name == lh:
                 out[name] += ["--label", args.label or "", "--params", json.dumps(params),
                               "--rounds", str(args.rounds), "--out", str(plan.model_tmp),
@@ -124,6 +143,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="model file, written only on success (label holder only)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
                    help="per-round progress on stderr, label holder only (auto: only on a terminal)")
+    p.add_argument("--eval-data", help="this party's validation columns, laid out as --data (the label holder's "
+                                       "with the label column); every party gives one or none does")
+    add_eval_options(p, "the validation rows (label holder only)")
     add_dp_options(p)
     p.set_defaults(func=cmd_vparty)
 
@@ -138,5 +160,7 @@ def register(subparsers) -> None:
     p.add_argument("--label", help="label column of the label party's file")
     p.add_argument("--label-party", type=int, default=0, help="index of the label holder in --data")
     p.add_argument("--servers", type=int, default=2, help="compute servers available (server-0 is the dealer)")
+    p.add_argument("--eval-data", nargs="+", help="one validation file per party, in --data order and layout")
+    add_eval_options(p, "the --eval-data rows")
     add_federation_options(p)
     p.set_defaults(func=cmd_vfederation)
