@@ -457,3 +457,25 @@ def test_cli_enroll_and_score_a_categorical_model_through_the_services(tmp_path)
         got = pd.read_csv(out)["prediction"].to_numpy()
         ref = booster.predict(xgb.DMatrix(df.head(150), enable_categorical=True))
         np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
+
+
+# ------------------------------------------------------------------ a ppxgb-trained model
+@pytest.mark.parametrize("scheme", ["ope", "ore"])
+def test_ppxgb_trained_categorical_model_enrolls_and_scores(scheme):
+    """A model from ppxgb's own secure training (horizontal, two hospitals, pandas
+    categories and integer codes) scores encrypted as its booster predicts."""
+    from ppxgb.training.horizontal import run_federation
+
+    df, score = make_frame(n=900, seed=4)
+    df["codes"] = np.where(np.arange(900) % 7 == 0, np.nan, np.arange(900) % 5)
+    y = (score + (df["codes"] == 3) > np.median(score)).astype(int).to_numpy()
+    parts = [(df.iloc[:450], y[:450]), (df.iloc[450:], y[450:])]
+    model, _ = run_federation({"max_depth": 3, "eta": 0.3, "max_cat_to_onehot": 1, "verbosity": 0}, parts, 4, 2,
+                              feature_types=["q", "c", "q", "c", "c"])
+    ens = Ensemble.load(model.to_booster())
+    assert any(t.is_categorical.any() for t in ens.trees)
+    got, e, _ = encrypted(model.to_booster(), df, scheme)
+    np.testing.assert_allclose(got, ens.predict(df, output_margin=True), rtol=RTOL, atol=ATOL)
+    ref = model.to_booster().predict(xgb.DMatrix(df, enable_categorical=True,
+                                                 feature_types=list(ens.feature_types)), output_margin=True)
+    np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
