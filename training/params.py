@@ -6,6 +6,7 @@ XGBoost aliases).  Anything else raises UnsupportedParameter naming it.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,11 @@ ALIASES = {
 SUPPORTED: dict[str, tuple[Any, str]] = {
     "objective": ("reg:squarederror", "one of the trainable objectives (README)"),
     "num_class": (None, "number of classes, required by multi:softprob and multi:softmax"),
-    "max_depth": (6, "maximum tree depth (depth-wise growth), 1..16"),
+    "max_depth": (6, "maximum tree depth, 1..16; 0 (no limit) with grow_policy='lossguide' and max_leaves > 0"),
+    "grow_policy": ("depthwise", "'depthwise' (level by level) or 'lossguide' (the node of largest loss change first)"),
+    "max_leaves": (0, "maximum number of leaves per tree, 0 for no limit, up to 65536"),
+    "monotone_constraints": (None, "per feature 1 (increasing), -1 (decreasing) or 0: '(1,0,-1)', a list, or a dict by feature name"),
+    "interaction_constraints": (None, "lists of feature indices or names that may interact: [[0, 1], [2, 3]]"),
     "eta": (0.3, "learning rate (alias learning_rate)"),
     "lambda": (1.0, "L2 regularisation of leaf weights (alias reg_lambda)"),
     "alpha": (0.0, "L1 regularisation of leaf weights (alias reg_alpha)"),
@@ -49,9 +54,11 @@ SUPPORTED: dict[str, tuple[Any, str]] = {
     "colsample_bynode": (1.0, "fraction of the level's features sampled per node, in (0, 1]"),
     "verbosity": (1, "0..3; 0 turns the default progress bar off, ppxgb logs nothing else"),
     "validate_parameters": (True, "accepted; ppxgb always validates (unknown parameters raise)"),
-    "eval_metric": (None, "accepted and stored (a name or a list of names); not evaluated yet"),
-    "disable_default_eval_metric": (False, "accepted and stored; not evaluated yet"),
+    "eval_metric": (None, "metrics of the eval sets (a name or a list): ppxgb/metrics.py, xgboost's names"),
+    "disable_default_eval_metric": (False, "no metric when eval_metric is unset (else the objective's default)"),
     "fixed_point_bits": (32, "fractional bits of the Z_2^64 fixed-point encoding, 16..40"),
+    "max_cat_to_onehot": (4, "categorical features with fewer categories than this get one-hot splits, others partition splits"),
+    "max_cat_threshold": (64, "a partition split's scans cover at most this many sorted categories, from either end"),
     "dp_epsilon": (None, "differential privacy budget epsilon > 0 of the whole training; unset: no DP (README)"),
     "dp_delta": (1e-5, "differential privacy delta, in (0, 1); used with dp_epsilon"),
     "dp_clip": (1.0, "under dp_epsilon, bound on each row's |gradient| for reg:squarederror (rows beyond are clipped)"),
@@ -63,6 +70,13 @@ OBJECTIVE_PARAMS = ("scale_pos_weight", "huber_slope", "tweedie_variance_power")
 
 #: sampling fractions, each in (0, 1]
 SAMPLING = ("subsample", "colsample_bytree", "colsample_bylevel", "colsample_bynode")
+
+#: XGBoost parameters ppxgb refuses, and why
+NOT_SUPPORTED_WHY = {
+    "num_parallel_tree": "boosted random forests need every tree of a round grown on the round's gradients, "
+                         "while each source recomputes them from the margins the previous tree changed; "
+                         "train one tree per round",
+}
 
 #: objectives ppxgb knows but cannot train, and why
 NOT_TRAINABLE = {
@@ -102,9 +116,40 @@ class TrainParams:
     validate_parameters: bool = True
     eval_metric: tuple[str, ...] | None = None
     disable_default_eval_metric: bool = False
+    max_cat_to_onehot: int = 4
+    max_cat_threshold: int = 64
     dp_epsilon: float | None = None
     dp_delta: float = 1e-5
     dp_clip: float = 1.0
+    grow_policy: str = "depthwise"
+    max_leaves: int = 0
+    monotone_constraints: tuple | None = None      # ints by position, or (name, int) pairs
+    interaction_constraints: tuple[tuple, ...] | None = None
+
+    @property
+    def lossguide(self) -> bool:
+        return self.grow_policy == "lossguide"
+
+    @property
+    def max_nodes(self) -> int:
+        """A public bound on the node ids of a tree (the sources size their tables by it)."""
+        bounds = [2 ** (self.max_depth + 1)] if self.max_depth > 0 else []
+        if self.max_leaves > 0:
+            bounds.append(2 * self.max_leaves)
+        return min(bounds)
+
+    @property
+    def max_builds(self) -> int:
+        """A public bound on the histogram requests of one tree: a level each under
+        depthwise; under lossguide the root and one smaller child per expansion whose
+        children are evaluated (max_leaves - 1, or every internal node above the last
+        level)."""
+        if not self.lossguide:
+            return self.max_depth
+        bounds = [max(1, self.max_leaves - 1)] if self.max_leaves > 0 else []
+        if self.max_depth > 0:
+            bounds.append(2 ** max(self.max_depth - 1, 0))
+        return min(bounds)
 
     @property
     def n_groups(self) -> int:
@@ -123,8 +168,9 @@ class TrainParams:
         for key, value in (params or {}).items():
             name = ALIASES.get(key, key)
             if name not in SUPPORTED:
+                why = f" ({NOT_SUPPORTED_WHY[name]})" if name in NOT_SUPPORTED_WHY else ""
                 raise UnsupportedParameter(
-                    f"parameter {key!r} is not supported by ppxgb secure training; "
+                    f"parameter {key!r} is not supported by ppxgb secure training{why}; "
                     f"supported: {', '.join(sorted(SUPPORTED))}")
             if name in given:
                 raise ParameterError(f"parameter {key!r} given twice (with its alias)")
@@ -169,10 +215,25 @@ class TrainParams:
         tweedie = _float("tweedie_variance_power", p["tweedie_variance_power"], lo=1.0)
         if not tweedie < 2.0:
             raise ParameterError.bad("tweedie_variance_power", "a number in [1, 2)", tweedie)
+        grow_policy = p["grow_policy"]
+        if grow_policy not in ("depthwise", "lossguide"):
+            raise ParameterError.bad("grow_policy", "'depthwise' or 'lossguide'", grow_policy)
+        max_depth = _int("max_depth", p["max_depth"], 0, 16)
+        max_leaves = _int("max_leaves", p["max_leaves"], 0, 65536)
+        if max_depth == 0 and grow_policy != "lossguide":
+            raise ParameterError.bad("max_depth", "an integer in [1, 16] under grow_policy='depthwise' "
+                                     "(0, no limit, needs grow_policy='lossguide')", max_depth)
+        if max_depth == 0 and max_leaves == 0:
+            raise ParameterError("max_depth: 0 (no depth limit) needs max_leaves > 0: secure training sizes "
+                                 "its messages by a public bound on the tree")
         return cls(
             objective=objective,
             num_class=num_class or 0,
-            max_depth=_int("max_depth", p["max_depth"], 1, 16),
+            max_depth=max_depth,
+            grow_policy=grow_policy,
+            max_leaves=max_leaves,
+            monotone_constraints=_monotone(p["monotone_constraints"]),
+            interaction_constraints=_interactions(p["interaction_constraints"]),
             eta=_float("eta", p["eta"], lo=0.0, lo_open=True),
             reg_lambda=_float("lambda", p["lambda"], lo=0.0),
             alpha=_float("alpha", p["alpha"], lo=0.0),
@@ -192,6 +253,8 @@ class TrainParams:
             validate_parameters=_bool("validate_parameters", p["validate_parameters"]),
             eval_metric=_metrics(p["eval_metric"]),
             disable_default_eval_metric=_bool("disable_default_eval_metric", p["disable_default_eval_metric"]),
+            max_cat_to_onehot=_int("max_cat_to_onehot", p["max_cat_to_onehot"], 1, 2 ** 31 - 1),
+            max_cat_threshold=_int("max_cat_threshold", p["max_cat_threshold"], 1, 2 ** 31 - 1),
             **_dp(p),
         )
 
@@ -208,8 +271,13 @@ class TrainParams:
             "verbosity": self.verbosity, "validate_parameters": self.validate_parameters,
             "eval_metric": list(self.eval_metric) if self.eval_metric is not None else None,
             "disable_default_eval_metric": self.disable_default_eval_metric,
+            "max_cat_to_onehot": self.max_cat_to_onehot, "max_cat_threshold": self.max_cat_threshold,
             **({} if self.dp_epsilon is None else
                {"dp_epsilon": self.dp_epsilon, "dp_delta": self.dp_delta, "dp_clip": self.dp_clip}),
+            "grow_policy": self.grow_policy, "max_leaves": self.max_leaves,
+            "monotone_constraints": _monotone_out(self.monotone_constraints),
+            "interaction_constraints": [list(c) for c in self.interaction_constraints]
+            if self.interaction_constraints is not None else None,
         }
 
 
@@ -263,3 +331,62 @@ def _metrics(value: Any) -> tuple[str, ...] | None:
     if not isinstance(names, (list, tuple)) or not all(isinstance(v, str) and v for v in names):
         raise ParameterError.bad("eval_metric", "a metric name or a list of names", value)
     return tuple(names)
+
+
+def _monotone(value: Any) -> tuple | None:
+    """monotone_constraints in XGBoost's forms: "(1,0,-1)", a list/tuple of ints, or a
+    dict {feature name: int}; kept as a tuple of ints or of (name, int) pairs (names
+    are resolved against the parties' feature names when training starts)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.startswith("(") and text.endswith(")")):
+            raise ParameterError.bad("monotone_constraints", "a string like '(1,0,-1)'", value)
+        body = text[1:-1].strip()
+        try:
+            value = [int(v) for v in body.split(",")] if body else []
+        except ValueError:
+            raise ParameterError.bad("monotone_constraints", "a string like '(1,0,-1)'", value) from None
+    if isinstance(value, dict):
+        items = tuple(value.items())
+        if not all(isinstance(k, str) for k, _ in items):
+            raise ParameterError.bad("monotone_constraints", "a dict keyed by feature names", value)
+        for k, c in items:
+            _direction(c, value)
+        return tuple((k, int(c)) for k, c in items)
+    if not isinstance(value, (list, tuple)):
+        raise ParameterError.bad("monotone_constraints", "'(1,0,-1)', a list of -1/0/1 or a dict by name", value)
+    return tuple(_direction(c, value) for c in value)
+
+
+def _direction(c: Any, whole: Any) -> int:
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or c not in (-1, 0, 1):
+        raise ParameterError.bad("monotone_constraints", "entries -1, 0 or 1", whole)
+    return int(c)
+
+
+def _monotone_out(value: tuple | None):
+    if value is None or not value or not isinstance(value[0], tuple):
+        return list(value) if value is not None else None
+    return dict(value)
+
+
+def _interactions(value: Any) -> tuple[tuple, ...] | None:
+    """interaction_constraints: lists of feature indices or names (or that as a JSON
+    string, XGBoost's native form)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ParameterError.bad("interaction_constraints", "a list of lists, e.g. [[0, 1], [2, 3]]",
+                                     value) from None
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(g, (list, tuple)) and all(isinstance(f, str) or (isinstance(f, int) and not isinstance(f, bool)
+                                                                   and f >= 0) for f in g) for g in value)
+    if not ok:
+        raise ParameterError.bad("interaction_constraints",
+                                 "a list of lists of feature indices (>= 0) or names, e.g. [[0, 1], [2, 3]]", value)
+    return tuple(tuple(g) for g in value)
