@@ -1,0 +1,195 @@
+"""Two-server arithmetic on additive shares over Z_2^64, with the dealer's correlations.
+
+Every value is held as x = x0 + x1 mod 2^64 (fixed point with FRAC fractional bits, or
+an integer such as a 0/1 indicator); a bit inside the comparison circuit is held as
+x0 ^ x1.  Server 0 adds public constants.  What the servers send each other is always
+a value masked by fresh dealer randomness (x - a, x ^ a, x + r), so each message is a
+uniform ring word to its receiver.
+
+- mul: Beaver triples; a product of two fixed-point values is then truncated.
+- trunc: dealer-assisted exact truncation.  y = x + 2^62 (|x| < 2^62) is masked as
+  c = y + r and opened; y >> d = (c >> d) - (r >> d) + 2^(64-d) [c < r], where the
+  wrap bit [c < r] comes from a borrow circuit on the bits of r.  The borrow of the
+  low d bits is dropped, so the result is floor(x / 2^d) or one unit more (error at
+  most 2^-FRAC): no failure probability, unlike the local truncation of SecureML.
+- ltz: [x < 0] as an integer share: the top bit of c - r for c = x + r opened.
+- borrow circuit: Kogge-Stone prefix over the 64 bits of a word (6 rounds of AND
+  gates on XOR-shared words, each gate a Beaver AND triple from the dealer), then the
+  bit is converted to an arithmetic share with a dealer bit held both ways.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ppxgb.errors import ProtocolError
+from ppxgb.transport import Transport
+
+from .dealer import Correlations
+from .kernels import gram, route
+from .mailbox import Mailbox
+
+FRAC = 20                    # fractional bits of every fixed-point share
+ONE = np.uint64(1)
+_SHIFTS = (1, 2, 4, 8, 16, 32)
+
+
+def encode(x, frac: int = FRAC) -> np.ndarray:
+    """Public reals as ring words (two's complement, rounded)."""
+    return np.rint(np.asarray(x, dtype=np.float64) * float(1 << frac)).astype(np.int64).view(np.uint64)
+
+
+def decode(w, frac: int = FRAC) -> np.ndarray:
+    return np.asarray(w, dtype=np.uint64).view(np.int64).astype(np.float64) / float(1 << frac)
+
+
+class Engine:
+    """One server's side of the two-server protocols (index 0 or 1)."""
+
+    def __init__(self, transport: Transport, mailbox: Mailbox, me: str, peer: str, index: int,
+                 corr: Correlations):
+        self.transport, self.mailbox, self.me, self.peer, self.index = transport, mailbox, me, peer, index
+        self.corr = corr
+        self.ET: np.ndarray | None = None       # the opened masked one-hot matrix, (K, n)
+        self.AT: np.ndarray | None = None       # this server's share of its mask
+
+    # ---------------------------------------------------------------- plumbing
+    def exchange(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        """Send masked arrays to the other server and receive its (same shapes)."""
+        self.transport.send(self.me, self.peer, "oopen", {"x": list(arrays)})
+        msg = self.mailbox.recv("oopen", self.peer)
+        got = msg.payload.get("x")
+        if not isinstance(got, list) or len(got) != len(arrays) or any(
+                not isinstance(g, np.ndarray) or g.dtype != np.uint64 or g.shape != a.shape
+                for g, a in zip(got, arrays)):
+            raise ProtocolError(f"{self.me}: opened values from {self.peer} do not match the expected shapes")
+        return got
+
+    def open(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        return [a + b for a, b in zip(arrays, self.exchange(*arrays))]
+
+    def const(self, value, shape=()) -> np.ndarray:
+        """Shares of a public constant (already encoded as ring words)."""
+        out = np.zeros(shape, np.uint64)
+        if self.index == 0:
+            out += np.asarray(value, dtype=np.uint64)
+        return out
+
+    def fixed(self, value, shape=()) -> np.ndarray:
+        return self.const(encode(value), shape)
+
+    # ---------------------------------------------------------------- arithmetic
+    def mul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Elementwise product of shares (broadcast first), no truncation."""
+        x, y = np.broadcast_arrays(np.asarray(x, np.uint64), np.asarray(y, np.uint64))
+        shape = x.shape
+        x, y = x.ravel(), y.ravel()
+        t = self.corr.get("triple", size=x.size)
+        d, e = self.open(x - t["a"], y - t["b"])
+        z = t["c"] + d * t["b"] + e * t["a"]
+        if self.index == 0:
+            z += d * e
+        return z.reshape(shape)
+
+    def mulf(self, x: np.ndarray, y: np.ndarray, extra: int = 0) -> np.ndarray:
+        """Fixed-point product, truncated by FRAC + extra bits."""
+        return self.trunc(self.mul(x, y), FRAC + extra)
+
+    def _and(self, xs: list[np.ndarray], ys: list[np.ndarray], t: dict, gate: int) -> list[np.ndarray]:
+        """AND of XOR-shared words, several gates in one round (triples gate, gate+1, ...)."""
+        a = [t["and_a"][gate + i] for i in range(len(xs))]
+        b = [t["and_b"][gate + i] for i in range(len(xs))]
+        c = [t["and_c"][gate + i] for i in range(len(xs))]
+        masked = [x ^ ai for x, ai in zip(xs, a)] + [y ^ bi for y, bi in zip(ys, b)]
+        theirs = self.exchange(*masked)
+        opened = [m ^ o for m, o in zip(masked, theirs)]
+        k = len(xs)
+        out = []
+        for i in range(k):
+            d, e = opened[i], opened[k + i]
+            z = c[i] ^ (d & b[i]) ^ (e & a[i])
+            if self.index == 0:
+                z ^= d & e
+            out.append(z)
+        return out
+
+    def _borrows(self, c: np.ndarray, t: dict) -> np.ndarray:
+        """XOR shares of the prefix borrows of c - r (bit i: borrow out of bits 0..i)."""
+        rb = t["rb"]
+        nc = ~c
+        g = nc & rb
+        p = rb ^ nc if self.index == 0 else rb.copy()
+        gate = 0
+        for k in _SHIFTS:
+            s = np.uint64(k)
+            if k < 32:
+                pg, pp = self._and([p, p], [g << s, p << s], t, gate)
+                g, p = g ^ pg, pp
+                gate += 2
+            else:
+                (pg,) = self._and([p], [g << s], t, gate)
+                g = g ^ pg
+        return g
+
+    def _to_arith(self, bit: np.ndarray, t: dict) -> np.ndarray:
+        """An XOR-shared bit (0/1 words) as an additive share of 0 or 1."""
+        (e,) = self.exchange(bit ^ t["beta_b"])
+        e = e ^ bit ^ t["beta_b"]
+        out = (ONE - np.uint64(2) * e) * t["beta_a"]
+        if self.index == 0:
+            out += e
+        return out
+
+    def ltz(self, x: np.ndarray) -> np.ndarray:
+        """[x < 0] (signed, |x| < 2^63) as integer shares."""
+        shape = x.shape
+        x = x.ravel()
+        t = self.corr.get("bits", size=x.size, d=None)
+        (c,) = self.open(x + t["r"])
+        g = self._borrows(c, t)
+        top = (t["rb"] >> np.uint64(63)) ^ ((g >> np.uint64(62)) & ONE)
+        if self.index == 0:
+            top ^= c >> np.uint64(63)
+        return self._to_arith(top, t).reshape(shape)
+
+    def trunc(self, x: np.ndarray, d: int) -> np.ndarray:
+        """x / 2^d for signed x with |x| < 2^62 (see the module docstring)."""
+        shape = x.shape
+        x = x.ravel()
+        t = self.corr.get("bits", size=x.size, d=int(d))
+        y = x + self.const(np.uint64(1 << 62), x.shape)
+        (c,) = self.open(y + t["r"])
+        wrap = self._to_arith(self._borrows(c, t) >> np.uint64(63), t)
+        out = wrap * np.uint64(1 << (64 - d)) - t["rd"]
+        if self.index == 0:
+            out += (c >> np.uint64(d)) - np.uint64(1 << (62 - d))
+        return out.reshape(shape)
+
+    def ge(self, x: np.ndarray, threshold: float) -> np.ndarray:
+        """[x >= threshold] for fixed-point shares x and a public threshold."""
+        return self.const(ONE, x.shape) - self.ltz(x - self.fixed(threshold, x.shape))
+
+    # ---------------------------------------------------------------- one-hot products
+    def load_onehot(self, BT_share: np.ndarray) -> None:
+        """Mask the shared one-hot matrix (K, n) once: E = B - A is opened, A stays shared."""
+        K, n = BT_share.shape
+        self.AT = self.corr.get("mask", K=K, n=n)["A"]
+        (self.ET,) = self.open(BT_share - self.AT)
+
+    def histogram(self, MT: np.ndarray) -> np.ndarray:
+        """(K, m) shares of B M for M given transposed, (m, n): per bin, sums over rows."""
+        K, n = self.ET.shape
+        t = self.corr.get("gram", K=K, n=n, m=MT.shape[0])
+        (F,) = self.open(MT - t["V"])
+        out = gram(self.AT, F) + t["Z"]
+        out += gram(self.ET, F + t["V"] if self.index == 0 else t["V"])
+        return out
+
+    def route_rows(self, W: np.ndarray) -> np.ndarray:
+        """(n, m) shares of B^T W for W (K, m): per row, the weights of its bins."""
+        K, n = self.ET.shape
+        t = self.corr.get("route", K=K, n=n, m=W.shape[1])
+        (F,) = self.open(W - t["V"])
+        out = route(self.AT, F) + t["Z"]
+        out += route(self.ET, F + t["V"] if self.index == 0 else t["V"])
+        return out
