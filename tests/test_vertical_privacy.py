@@ -26,7 +26,8 @@ FH_FIELDS = {
     "vsplit": {"node", "feature", "bin", "default_left"},
     "stop": set(),
 }
-DEALER_FIELDS = {"dconfig": {"n_rows", "max_bin", "max_depth", "n_trees", "fhs", "n_features"}, "dlevel": {"tree", "level"},
+DEALER_FIELDS = {"dconfig": {"n_rows", "max_bin", "max_depth", "grow_policy", "steps", "n_trees", "fhs",
+                             "n_features"}, "dlevel": {"tree", "level"},
                  "stop": set()}
 UNIFORM = {("vlevel", "z"), ("vsel", "z2"), ("corr", "d1"), ("corr", "d2")}
 

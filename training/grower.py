@@ -1,4 +1,4 @@
-"""The one tree learner: a depth-wise grower over a histogram source.
+"""The one tree learner: a depth-wise or loss-guided grower over a histogram source.
 
 A training mode is a *histogram source*: it answers "the G/H histograms of these
 nodes" and is told "these nodes split like this".  Everything else happens here, once:
@@ -23,6 +23,7 @@ which zeroes the g and h of its unsampled rows for the tree.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -39,7 +40,8 @@ from ppxgb.transport import Transport
 
 from .gradients import join_limbs
 from .params import TrainParams
-from .split import Split, find_splits, leaf_value
+from .constraints import TreeConstraints
+from .split import RT_EPS, Split, find_splits, is_valid, leaf_value
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,15 @@ class FeatureLayout:
     below cuts[k] falls in bin k or lower); `min_vals` the smallest value per feature
     (the threshold of a split that sends only missing values left).  A source may hide
     the cuts of features it does not own (zeros), and then supplies the thresholds.
+    `categorical` marks categorical features (one bin per code, training/categorical.py)
+    and `categories` holds, per feature, its list of categories when it has one.
     """
     cut_ptr: np.ndarray
     cuts: np.ndarray
     min_vals: np.ndarray
     names: tuple[str, ...] | None = None
+    categorical: np.ndarray | None = None
+    categories: tuple | None = None
 
     @classmethod
     def from_cuts(cls, cuts: Sequence[np.ndarray], mins: Sequence[float],
@@ -131,13 +137,24 @@ class HistogramSource(ABC):
     def abort(self) -> None:
         """Training failed: tell every other role (best effort)."""
 
+    def learner_params(self, p: TrainParams) -> TrainParams:
+        """The parameters split finding uses, asked once after setup: a source may
+        tighten them (under dp_epsilon, min_child_weight above the noise: training/dp.py)."""
+        return p
+
 
 def grow_tree(source: HistogramSource, layout: FeatureLayout, p: TrainParams, scale: float,
               rnd: int, group: int, tree: int) -> Tree:
-    """One tree, depth-wise, with the subtraction trick."""
+    """One tree, depth-wise (or by loss, grow_lossguide), with the subtraction
+    trick; monotone and interaction constraints from training/constraints.py, and
+    max_leaves counted as XGBoost's driver does (nodes of a level in id order)."""
+    if p.lossguide:
+        return grow_lossguide(source, layout, p, scale, rnd, group, tree)
     source.start_tree(rnd, group, tree)
     n_total = layout.n_bins
     columns = ColumnSampler(p, layout.n_features, tree)
+    cons = TreeConstraints.for_tree(p, layout)
+    n_leaves = 1
     hists: dict[int, np.ndarray] = {}
     depth = {0: 0}
     stats: dict[int, tuple[float, float]] = {}
@@ -157,27 +174,97 @@ def grow_tree(source: HistogramSource, layout: FeatureLayout, p: TrainParams, sc
         open_nodes = [node for node in frontier if depth[node] < p.max_depth]
         found = find_splits(np.stack([hists[n] for n in open_nodes]), scale, layout.cut_ptr,
                             layout.cuts, layout.min_vals, p,
-                            columns.level_masks(len(open_nodes))) if open_nodes else []
+                            cons.mask(open_nodes, columns.level_masks(len(open_nodes))), layout.categorical,
+                            cons.bounds(open_nodes)) if open_nodes else []
         new: dict[int, tuple[Split, int, int]] = {}
         for node, s in zip(open_nodes, found):
-            if s is not None:
+            if s is not None and not (p.max_leaves and n_leaves == p.max_leaves):
+                n_leaves += 1
                 new[node] = (s, next_id, next_id + 1)
                 depth[next_id] = depth[next_id + 1] = depth[node] + 1
                 stats[next_id], stats[next_id + 1] = s.left, s.right
+                cons.add_split(node, next_id, next_id + 1, s, p)
                 next_id += 2
         if not new:
             break
         splits.update(new)
         thresholds.update(source.split(new))
         frontier = [c for _, l, r in new.values() for c in (l, r)]
-        if depth[frontier[0]] >= p.max_depth:
+        if depth[frontier[0]] >= p.max_depth or (p.max_leaves and n_leaves >= p.max_leaves):
             break
         sizes = source.child_sizes(frontier, stats)
         build = [l if sizes[l] <= sizes[r] else r for _, l, r in new.values()]
     leaves = sorted(set(range(next_id)) - set(splits))
-    values = [leaf_value(*stats[k], p) for k in leaves]
+    values = [leaf_value(*stats[k], p, cons.value_bounds(k)) for k in leaves]
     source.finish_tree(leaves, values)
-    return make_tree(next_id, splits, thresholds, leaves, values, stats, p)
+    return make_tree(next_id, splits, thresholds, leaves, values, stats, p, cons.value_bounds)
+
+
+def grow_lossguide(source: HistogramSource, layout: FeatureLayout, p: TrainParams, scale: float,
+                   rnd: int, group: int, tree: int) -> Tree:
+    """Loss-guided growth (grow_policy="lossguide"): the leaf of largest loss change first.
+
+    XGBoost's hist driver keeps the candidate splits in a priority queue ordered by loss
+    change, ties to the smaller node id.  The root enters unconditionally, children only
+    with a loss change above 1e-6.  Each step pops the top; if it is not a valid split
+    (training/split.py's is_valid), or the tree already has max_leaves leaves, the tree is
+    finished, even when other entries remain.  Otherwise the node splits, and when its
+    children may split further (depth + 1 < max_depth unless max_depth is 0, and fewer
+    than max_leaves leaves) the smaller child's histogram is built, its sibling subtracted
+    from the parent (exact in the ring), and both children's best splits enter the queue.
+
+    Each request to the source holds one node, so a source sees one histogram request
+    per expansion, at most TrainParams.max_builds per tree.
+    """
+    source.start_tree(rnd, group, tree)
+    n_total = layout.n_bins
+    columns = ColumnSampler(p, layout.n_features, tree)
+    cons = TreeConstraints.for_tree(p, layout)
+    depth = {0: 0}
+    stats: dict[int, tuple[float, float]] = {}
+    splits: dict[int, tuple[Split, int, int]] = {}
+    thresholds: dict[int, float] = {}
+    hists = {0: source.histograms([0])[0]}
+
+    def evaluate(nodes: list[int]) -> list[Split | None]:
+        for node in nodes:
+            stats[node] = (hists[node][n_total, 0] / scale, hists[node][n_total, 1] / scale)
+        return find_splits(np.stack([hists[n] for n in nodes]), scale, layout.cut_ptr, layout.cuts,
+                           layout.min_vals, p, cons.mask(nodes, columns.depth_masks([depth[n] for n in nodes])),
+                           layout.categorical, cons.bounds(nodes), keep_invalid=True)
+
+    root = evaluate([0])[0]
+    # entries: (-loss change, node id, split); a node without a candidate ranks at 0
+    queue = [(-np.float32(root.gain) if root is not None else np.float32(0.0), 0, root)]
+    n_leaves, next_id = 1, 1
+    while queue:
+        _, node, s = heapq.heappop(queue)
+        if s is None or not is_valid(s, p) or (p.max_leaves and n_leaves == p.max_leaves):
+            break
+        n_leaves += 1
+        left, right = next_id, next_id + 1
+        next_id += 2
+        depth[left] = depth[right] = depth[node] + 1
+        stats[left], stats[right] = s.left, s.right
+        cons.add_split(node, left, right, s, p)
+        splits[node] = (s, left, right)
+        thresholds.update(source.split({node: (s, left, right)}))
+        parent_hist = hists.pop(node)
+        if (p.max_depth and depth[node] + 1 >= p.max_depth) or (p.max_leaves and n_leaves >= p.max_leaves):
+            continue
+        sizes = source.child_sizes([left, right], stats)
+        built, other = (left, right) if sizes[left] <= sizes[right] else (right, left)
+        hists[built] = source.histograms([built])[0]
+        hists[other] = parent_hist - hists[built]      # the sibling by subtraction
+        for child, found in zip((left, right), evaluate([left, right])):
+            if found is not None and np.float32(found.gain) > RT_EPS:
+                heapq.heappush(queue, (-np.float32(found.gain), child, found))
+            else:
+                hists.pop(child)
+    leaves = sorted(set(range(next_id)) - set(splits))
+    values = [leaf_value(*stats[k], p, cons.value_bounds(k)) for k in leaves]
+    source.finish_tree(leaves, values)
+    return make_tree(next_id, splits, thresholds, leaves, values, stats, p, cons.value_bounds)
 
 
 def boost(source: HistogramSource, p: TrainParams, num_boost_round: int, progress=None,
@@ -192,6 +279,7 @@ def boost(source: HistogramSource, p: TrainParams, num_boost_round: int, progres
     scale = FixedPointEncoder(p.fixed_point_bits).scale
     try:
         layout = source.setup(num_boost_round * p.n_groups)
+        p = source.learner_params(p)
         base_score = (p.base_score,) if p.base_score is not None else \
             get_objective(p.objective).intercept_from_stats(join_limbs(source.intercept_totals()),
                                                             p.objective_params, p.nthread)
@@ -222,7 +310,8 @@ def boost(source: HistogramSource, p: TrainParams, num_boost_round: int, progres
     finally:
         if progress is not None:
             progress.close()
-    return assemble(p, layout.n_features, trees, info, base_score, layout.names)
+    return assemble(p, layout.n_features, trees, info, base_score, layout.names, layout.categorical,
+                    layout.categories)
 
 
 # ------------------------------------------------------------------- sampling
@@ -267,6 +356,7 @@ class ColumnSampler:
 
     def __init__(self, p: TrainParams, n_features: int, tree: int):
         self.p, self.n = p, n_features
+        self.levels: dict[int, np.ndarray] = {}      # depth_masks: the level draw per depth
         self.active = n_features > 0 and min(p.colsample_bytree, p.colsample_bylevel, p.colsample_bynode) < 1.0
         if self.active:
             self.rng = Randomness(sampling_key(p.seed, "columns", tree))
@@ -278,6 +368,19 @@ class ColumnSampler:
         k = max(1, int(fraction * len(features)))
         order = np.argsort(self.rng.words(len(features)), kind="stable")
         return np.sort(features[order[:k]])
+
+    def depth_masks(self, depths: Sequence[int]) -> np.ndarray | None:
+        """level_masks for nodes of any depths (lossguide): one level draw per depth,
+        kept for the tree, then a node draw per node."""
+        if not self.active:
+            return None
+        levels = self.levels
+        mask = np.zeros((len(depths), self.n), dtype=np.bool_)
+        for i, d in enumerate(depths):
+            if d not in levels:
+                levels[d] = self._pick(self.tree_set, self.p.colsample_bylevel)
+            mask[i, self._pick(levels[d], self.p.colsample_bynode)] = True
+        return mask
 
     def level_masks(self, n_nodes: int) -> np.ndarray | None:
         """(n_nodes, n_features) bool: the features each open node of a level may split
@@ -293,20 +396,29 @@ class ColumnSampler:
 
 # ------------------------------------------------------------------- the model out
 def assemble(p: TrainParams, n_feat: int, trees: Sequence[Tree], info: Sequence[int],
-             base_score: tuple[float, ...], names: Sequence[str] | None) -> Ensemble:
-    """The trained Ensemble, with feature names when the parties gave DataFrames."""
+             base_score: tuple[float, ...], names: Sequence[str] | None,
+             categorical: np.ndarray | None = None, categories: tuple | None = None) -> Ensemble:
+    """The trained Ensemble, with feature names when the parties gave DataFrames, and
+    feature types ('c' for categorical) when they did or when a feature is categorical."""
+    types = None
+    if names is not None or (categorical is not None and np.any(categorical)):
+        cat = np.zeros(n_feat, bool) if categorical is None else np.asarray(categorical, bool)
+        types = tuple("c" if c else "float" for c in cat)
     return Ensemble(
         objective=p.objective, num_feature=n_feat, trees=tuple(trees), tree_info=tuple(info),
         base_score=base_score, num_class=p.num_class if p.n_groups > 1 else 0,
         objective_params=get_objective(p.objective).json_values(p.objective_params),
         feature_names=tuple(names) if names is not None else None,
-        feature_types=tuple("float" for _ in names) if names is not None else None)
+        feature_types=types,
+        categories=categories if categories is not None and any(c is not None for c in categories) else None)
 
 
 def make_tree(n_nodes: int, splits: Mapping, thresholds: Mapping[int, float], leaves: Sequence[int],
-              values: Sequence[float], stats: Mapping[int, tuple[float, float]], p: TrainParams) -> Tree:
+              values: Sequence[float], stats: Mapping[int, tuple[float, float]], p: TrainParams,
+              value_bounds=lambda node: None) -> Tree:
     """A Tree in XGBoost's layout from the splits {node: (Split, left, right)}, float32
-    thresholds per split node, leaf values and (G, H) per node."""
+    thresholds per split node, leaf values and (G, H) per node; value_bounds(node) the
+    monotone bounds of a node's weight (None: unconstrained)."""
     left = np.full(n_nodes, -1, np.int32)
     right = np.full(n_nodes, -1, np.int32)
     feature = np.zeros(n_nodes, np.int32)
@@ -316,10 +428,12 @@ def make_tree(n_nodes: int, splits: Mapping, thresholds: Mapping[int, float], le
     for node, (s, l, r) in splits.items():
         left[node], right[node], feature[node] = l, r, s.feature
         threshold[node], default_left[node], loss[node] = thresholds[node], s.default_left, s.gain
-    base_weight = np.array([leaf_value(*stats[k], p) for k in range(n_nodes)], np.float32)
+    base_weight = np.array([leaf_value(*stats[k], p, value_bounds(k)) for k in range(n_nodes)], np.float32)
     threshold[list(leaves)] = values
     hess = np.array([stats[k][1] for k in range(n_nodes)], np.float32)
-    return Tree.from_arrays(left, right, feature, threshold, default_left, base_weight, loss, hess)
+    sets = {node: s.categories for node, (s, _, _) in splits.items() if s.categories is not None}
+    return Tree.from_arrays(left, right, feature, threshold, default_left, base_weight, loss, hess,
+                            categories=sets or None)
 
 
 def parent_and_sibling(node: int, splits: Mapping) -> tuple[int, int]:

@@ -15,6 +15,13 @@ The first strict
 maximum in the order (feature ascending; forward bins ascending; backward bins
 descending) wins, which reproduces XGBoost's tie-breaking.  A split is applied only
 when its gain exceeds 1e-6 and gamma, and both children have positive hessian.
+
+Monotone constraints (XGBoost's TreeEvaluator): every weight is clipped to the bounds
+of the node being split, every side is scored from its clipped float32 weight as
+above (whenever constraints are given, for every feature), a candidate on a feature
+constrained increasing (decreasing) whose left weight exceeds (is below) its right
+weight is rejected, and a node's own score uses its weight clipped to its parent's
+bounds (NodeBounds).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ class Split:
     gain: float           # float32 loss change
     left: tuple[float, float]
     right: tuple[float, float]
+    categories: tuple[int, ...] | None = None     # a categorical split: the codes that go right
 
 
 def _threshold_l1(g: np.ndarray, alpha: float) -> np.ndarray:
@@ -47,20 +55,44 @@ def _threshold_l1(g: np.ndarray, alpha: float) -> np.ndarray:
     return np.where(g > alpha, g - alpha, np.where(g < -alpha, g + alpha, 0.0))
 
 
-def calc_weight(g: float, h: float, p: TrainParams) -> float:
-    """Leaf weight before the learning rate (clipped to max_delta_step), as float32."""
+@dataclass(frozen=True)
+class NodeBounds:
+    """Monotone constraints for the split search of some nodes: `monotone` (n_features,
+    int8: 1, -1 or 0), each node's weight bounds `lo`/`hi` and its parent's `parent_lo`
+    /`parent_hi` (float32; the root's parent bounds are its own)."""
+    monotone: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    parent_lo: np.ndarray
+    parent_hi: np.ndarray
+
+
+def calc_weight(g: float, h: float, p: TrainParams, bounds: tuple[float, float] | None = None) -> float:
+    """Leaf weight before the learning rate (clipped to max_delta_step, then to the
+    float32 monotone `bounds` (lo, hi) when given), as float32."""
     if h < float(np.float32(p.min_child_weight)) or h <= 0.0:
-        return 0.0
-    t = float(_threshold_l1(np.float64(g), float(np.float32(p.alpha))))
-    w = -t / (h + float(np.float32(p.reg_lambda)))
-    mds = float(np.float32(p.max_delta_step))
-    if mds != 0.0 and abs(w) > mds:
-        w = math.copysign(mds, w)
-    return float(np.float32(w))
+        w = 0.0
+    else:
+        t = float(_threshold_l1(np.float64(g), float(np.float32(p.alpha))))
+        w = -t / (h + float(np.float32(p.reg_lambda)))
+        mds = float(np.float32(p.max_delta_step))
+        if mds != 0.0 and abs(w) > mds:
+            w = math.copysign(mds, w)
+    w = np.float32(w)
+    if bounds is not None:
+        w = bounds[0] if w < bounds[0] else (bounds[1] if w > bounds[1] else w)
+    return float(w)
 
 
-def leaf_value(g: float, h: float, p: TrainParams) -> float:
-    return float(np.float32(calc_weight(g, h, p)) * np.float32(p.eta))
+def leaf_value(g: float, h: float, p: TrainParams, bounds: tuple[float, float] | None = None) -> float:
+    return float(np.float32(calc_weight(g, h, p, bounds)) * np.float32(p.eta))
+
+
+def is_valid(s: Split, p: TrainParams) -> bool:
+    """XGBoost's test of an expand entry: gain above 1e-6 and gamma, both sides with
+    hessian."""
+    g = np.float32(s.gain)
+    return not (g <= RT_EPS or s.left[1] == 0.0 or s.right[1] == 0.0 or g < np.float32(p.gamma))
 
 
 def find_split(hist: np.ndarray, scale: float, cut_ptr: np.ndarray, cuts: np.ndarray,
@@ -71,14 +103,18 @@ def find_split(hist: np.ndarray, scale: float, cut_ptr: np.ndarray, cuts: np.nda
 
 def find_splits(hists: np.ndarray, scale: float, cut_ptr: np.ndarray, cuts: np.ndarray,
                 min_vals: np.ndarray, p: TrainParams,
-                feature_mask: np.ndarray | None = None) -> list[Split | None]:
+                feature_mask: np.ndarray | None = None,
+                categorical: np.ndarray | None = None, bounds: NodeBounds | None = None,
+                keep_invalid: bool = False) -> list[Split | None]:
     """Best split of each node, all nodes of a level at once.
 
     hists is the opened int64 fixed-point histogram (nodes, n_bins_total + 1, 2), the
     last bin row holding each node's totals; prefix sums are taken on the integers
     (exact, wrapping like the ring) and decoded per candidate.  feature_mask
     (nodes, n_features) bool, from column sampling, restricts each node's scan to its
-    features (None: every feature; the scan is then unchanged).
+    features (None: every feature; the scan is then unchanged).  bounds applies monotone
+    constraints to numeric features (None: none).  keep_invalid also returns the best
+    candidate of positive gain that is_valid refuses (lossguide ranks it).
     """
     n_nodes = hists.shape[0]
     if int(cut_ptr[-1]) == 0 or n_nodes == 0:
@@ -97,15 +133,36 @@ def find_splits(hists: np.ndarray, scale: float, cut_ptr: np.ndarray, cuts: np.n
             raise ValueError(f"feature_mask: expected shape {(n_nodes, len(cut_ptr) - 1)}, got {mask.shape}")
     else:
         mask = np.ones((1, 1), dtype=np.bool_)
+    mono_on = bounds is not None
+    if mono_on:
+        mono = np.ascontiguousarray(bounds.monotone, dtype=np.int8)
+        lims = np.ascontiguousarray(np.stack([bounds.lo, bounds.hi, bounds.parent_lo, bounds.parent_hi]),
+                                    dtype=np.float32)
+        if mono.shape != (len(cut_ptr) - 1,) or lims.shape != (4, n_nodes):
+            raise ValueError(f"bounds: expected {len(cut_ptr) - 1} constraints and {n_nodes} nodes")
+    else:
+        mono, lims = np.zeros(1, np.int8), np.zeros((4, 1), np.float32)
+    cat = None
+    if categorical is not None and np.any(categorical):
+        from .categorical import categorical_splits
+
+        cat = categorical_splits(np.ascontiguousarray(hists, dtype=np.int64), 1.0 / scale, cut_ptr,
+                                 np.flatnonzero(categorical), p, use_mask, mask)
+        numeric = np.broadcast_to(~np.asarray(categorical, np.bool_), (n_nodes, len(cut_ptr) - 1))
+        mask = np.ascontiguousarray(numeric & mask) if use_mask else np.ascontiguousarray(numeric)
+        use_mask = True
     # x / scale == x * (1 / scale) exactly for a power of two
     _best_splits(np.ascontiguousarray(hists, dtype=np.int64), 1.0 / scale, np.asarray(cut_ptr, np.int64),
                  float(np.float32(p.reg_lambda)), float(np.float32(p.min_child_weight)),
                  float(np.float32(p.alpha)), float(np.float32(p.max_delta_step)), use_mask, mask,
-                 feature, k, backward, gain, left)
+                 mono_on, mono, lims, feature, k, backward, gain, left)
     out: list[Split | None] = []
     n_bins = int(cut_ptr[-1])
     for n in range(n_nodes):
         g = gain[n]
+        if cat is not None and (cat[0][n] > g or (cat[0][n] == g and cat[1][n] < feature[n])):
+            out.append(_categorical_split(n, cat, hists[n, n_bins] / scale, p))
+            continue
         if not g > np.float32(0.0):
             out.append(None)
             continue
@@ -119,12 +176,27 @@ def find_splits(hists: np.ndarray, scale: float, cut_ptr: np.ndarray, cuts: np.n
         else:
             split_bin, default_left, thr = kk - s, False, cuts[kk]
         right = (float(gt) - lg, float(ht) - lh)
-        if g <= RT_EPS or lh == 0.0 or right[1] == 0.0 or g < np.float32(p.gamma):
-            out.append(None)
-            continue
-        out.append(Split(feature=f, bin=split_bin, default_left=default_left,
-                         threshold=float(np.float32(thr)), gain=float(g), left=(lg, lh), right=right))
+        split = Split(feature=f, bin=split_bin, default_left=default_left,
+                      threshold=float(np.float32(thr)), gain=float(g), left=(lg, lh), right=right)
+        out.append(split if keep_invalid or is_valid(split, p) else None)
     return out
+
+
+def _categorical_split(n: int, cat, totals: np.ndarray, p: TrainParams) -> Split | None:
+    """The Split of node n's best categorical candidate (see categorical_splits)."""
+    gain, feature, default_left, left, right_set = cat
+    g = gain[n]
+    lg, lh = float(left[n, 0]), float(left[n, 1])
+    right = (float(totals[0]) - lg, float(totals[1]) - lh)
+    if not g > RT_EPS or lh == 0.0 or right[1] == 0.0 or g < np.float32(p.gamma):
+        return None
+    return Split(feature=int(feature[n]), bin=-1, default_left=bool(default_left[n]), threshold=CATEGORY_THRESHOLD,
+                 gain=float(g), left=(lg, lh), right=right,
+                 categories=tuple(int(c) for c in np.flatnonzero(right_set[n])))
+
+
+#: what XGBoost writes as a categorical node's split condition (the smallest float32 above 0)
+CATEGORY_THRESHOLD = float(np.array([1], np.uint32).view(np.float32)[0])
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -150,6 +222,36 @@ def _gain_clipped(g, h, lam, mcw, alpha, mds):
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _gain_bounded(g, h, lam, mcw, alpha, mds, lo, hi):
+    """Side gain under monotone constraints (TreeEvaluator's CalcWeight then
+    CalcGainGivenWeight): the weight (max_delta_step-clipped when mds != 0) in double,
+    rounded to float32, clipped to [lo, hi]; returns (float32 gain, float32 weight)."""
+    t = g - alpha if g > alpha else (g + alpha if g < -alpha else 0.0)
+    w = -t / (h + lam)
+    if mds != 0.0:
+        w = min(max(w, -mds), mds)
+    w = 0.0 if (h < mcw) | (h <= 0.0) else w
+    wf = np.float32(w)
+    wf = lo if wf < lo else (hi if wf > hi else wf)
+    value = -(np.float32(2.0) * np.float32(g) * wf + (np.float32(h) + np.float32(lam)) * (wf * wf))
+    return (np.float32(0.0) if h <= 0.0 else value), wf
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _loss_bounded(lg, lh, rg, rh, root, lam, mcw, alpha, mds, lo, hi, c):
+    """_loss under monotone constraints: float32 sides from clipped weights; a candidate
+    against the feature's direction c is -inf."""
+    vl, wl = _gain_bounded(lg, lh, lam, mcw, alpha, mds, lo, hi)
+    vr, wr = _gain_bounded(rg, rh, lam, mcw, alpha, mds, lo, hi)
+    gain = np.float32(vl + vr)
+    against = ((c > 0) & (wl > wr)) | ((c < 0) & (wl < wr))
+    gain = np.float32(-np.inf) if against else gain
+    gain = gain - np.float32(root)
+    ok = (lh >= mcw) & (rh >= mcw) & np.isfinite(gain)
+    return gain if ok else np.float32(-np.inf)
+
+
+@njit(nogil=True, cache=True, inline="always")
 def _loss(lg, lh, rg, rh, root, lam, mcw, alpha):
     """float32 loss change of one candidate, -inf when invalid."""
     gain = np.float32(_gain(lg, lh, lam, mcw, alpha) + _gain(rg, rh, lam, mcw, alpha) - root)
@@ -167,7 +269,8 @@ def _loss_clipped(lg, lh, rg, rh, root, lam, mcw, alpha, mds):
 
 
 @njit(nogil=True, cache=True)
-def _scan(hists, n, s, e, step, inv_scale, gt, ht, root, lam, mcw, alpha, mds, pg, ph, gains):
+def _scan(hists, n, s, e, step, inv_scale, gt, ht, root, lam, mcw, alpha, mds, pg, ph, gains,
+          mono_on, lo, hi, c):
     """Candidates of one feature in scan order (step +1: forward from s, -1: backward
     from e - 1): prefix sums on the integers, then every gain in one loop.  Returns the
     first strict maximum's position and value, and the integer sums of all the bins."""
@@ -180,7 +283,16 @@ def _scan(hists, n, s, e, step, inv_scale, gt, ht, root, lam, mcw, alpha, mds, p
         acc_h += hists[n, i, 1]
         pg[j] = acc_g * inv_scale
         ph[j] = acc_h * inv_scale
-    if mds != 0.0:      # weights clipped (each loop stays branch-free)
+    if mono_on:         # monotone constraints: weights clipped to the node's bounds
+        if step > 0:
+            for j in range(m):
+                gains[j] = _loss_bounded(pg[j], ph[j], gt - pg[j], ht - ph[j], root, lam, mcw, alpha, mds,
+                                         lo, hi, c)
+        else:
+            for j in range(m):
+                gains[j] = _loss_bounded(gt - pg[j], ht - ph[j], pg[j], ph[j], root, lam, mcw, alpha, mds,
+                                         lo, hi, c)
+    elif mds != 0.0:    # weights clipped (each loop stays branch-free)
         if step > 0:
             for j in range(m):
                 gains[j] = _loss_clipped(pg[j], ph[j], gt - pg[j], ht - ph[j], root, lam, mcw, alpha, mds)
@@ -201,8 +313,8 @@ def _scan(hists, n, s, e, step, inv_scale, gt, ht, root, lam, mcw, alpha, mds, p
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _best_splits(hists, inv_scale, cut_ptr, lam, mcw, alpha, mds, use_mask, mask, out_feature, out_k,
-                 out_backward, out_gain, out_left):
+def _best_splits(hists, inv_scale, cut_ptr, lam, mcw, alpha, mds, use_mask, mask, mono_on, mono, lims,
+                 out_feature, out_k, out_backward, out_gain, out_left):
     """Per node: XGBoost's scan order with strict maxima (see the module docstring);
     with use_mask, features where mask[node, f] is False are skipped."""
     n_bins = cut_ptr[-1]
@@ -218,19 +330,24 @@ def _best_splits(hists, inv_scale, cut_ptr, lam, mcw, alpha, mds, use_mask, mask
         gt = g_tot_i * inv_scale
         ht = h_tot_i * inv_scale
         root = _gain(gt, ht, lam, mcw, alpha) if mds == 0.0 else float(_gain_clipped(gt, ht, lam, mcw, alpha, mds))
+        lo, hi = np.float32(0.0), np.float32(0.0)
+        if mono_on:     # the node scores itself with its parent's bounds, its children with its own
+            root = float(_gain_bounded(gt, ht, lam, mcw, alpha, mds, lims[2, n], lims[3, n])[0])
+            lo, hi = lims[0, n], lims[1, n]
         best = np.float32(-np.inf)
         for f in range(cut_ptr.shape[0] - 1):
             if use_mask and not mask[n, f]:
                 continue
             s, e = cut_ptr[f], cut_ptr[f + 1]
             # forward: left = bins [s, i], missing values right
+            c = mono[f] if mono_on else 0
             j, fmax, sum_g, sum_h = _scan(hists, n, s, e, 1, inv_scale, gt, ht, root, lam, mcw, alpha, mds,
-                                          pg, ph, gains)
+                                          pg, ph, gains, mono_on, lo, hi, c)
             fk, flg, flh = s + j, pg[j], ph[j]
             # backward, only when the node has missing values for f: right = bins [i, e)
             if sum_g != g_tot_i or sum_h != h_tot_i:
                 j, bmax, _, _ = _scan(hists, n, s, e, -1, inv_scale, gt, ht, root, lam, mcw, alpha, mds,
-                                      pg, ph, gains)
+                                      pg, ph, gains, mono_on, lo, hi, c)
                 if bmax > fmax and bmax > best:
                     best = bmax
                     out_feature[n], out_k[n], out_backward[n] = f, e - 1 - j, True

@@ -10,6 +10,7 @@ validation rows (ppxgb/metrics.py says what they are).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -19,7 +20,7 @@ from ppxgb.errors import ParameterError, PeerFailure, PeerTimeout, ProtocolError
 from ppxgb.model import Ensemble
 from ppxgb.transport import Transport
 
-from .. import binning, dp
+from .. import binning, categorical, dp
 from ..evaluation import Evaluation
 from ..grower import FeatureLayout, HistogramSource, NewSplits, boost
 from ..messages import abort_all, field
@@ -74,13 +75,14 @@ class HorizontalSource(HistogramSource):
         self.broadcast("config", {"params": self.p.to_dict(), "n_parties": len(self.parties),
                                   "servers": self.servers, "evals": self.eval_names,
                                   **({"n_trees": n_trees} if self.p.dp_epsilon is not None else {})})
-        n_features, seen = set(), set()
+        n_features, seen, kinds = set(), set(), []
         while len(seen) < len(self.parties):
             msg = self.transport.recv(COORDINATOR, "hello", timeout=self.timeout)
             if msg.src not in self.parties or msg.src in seen:
                 raise ProtocolError(f"coordinator: unexpected hello from {msg.src}")
             seen.add(msg.src)
             n_features.add(field(msg, "n_features", int))
+            kinds.append(field(msg, "kinds", list))
         if len(n_features) != 1:
             raise ParameterError(f"parties: every party needs the same number of feature columns, "
                                  f"got {sorted(n_features)}")
@@ -95,14 +97,28 @@ class HorizontalSource(HistogramSource):
                 return np.rint(counts)
             # k servers add noise each: its standard deviation is sqrt(k) sigma
             sigma = self.dp.plan.bins_sigmas()[0] / 2 ** STATS_BITS * len(self.servers) ** 0.5
-            return dp.drop_noise_floor(counts, sigma)
+            return dp.drop_noise_floor(counts, sigma, level)
 
         # under DP the requests follow from noisy counts (post-processing): they may name cells
-        cuts, mins = binning.agree_cuts(n_feat, self.p.max_bin, opened_counts, hide=self.dp is None)
+        kinds = categorical.check_kinds(kinds)
+        if self.dp is not None and any(k != categorical.NUMERIC for k in kinds):
+            raise ParameterError("dp_epsilon: differential privacy does not cover categorical features yet")
+        cat_cuts, lists = categorical.agree_columns(
+            kinds, lambda salt, buckets, cols: stats_enc.decode(
+                self.request("cats", {"columns": cols, "salt": salt, "buckets": buckets})),
+            lambda payload: self.broadcast("categories", payload))
+        numeric, counted = categorical.numeric_count(kinds, opened_counts)
+        cuts, mins = categorical.merge_cuts(kinds, numeric, *binning.agree_cuts(
+            len(numeric), self.p.max_bin, counted, hide=self.dp is None,
+            max_level=dp.BIN_LEVELS if self.dp is not None else 4), cat_cuts)
         self.broadcast("cuts", {"cuts": cuts})
-        layout = FeatureLayout.from_cuts(cuts, mins, self.feature_names)
+        layout = replace(FeatureLayout.from_cuts(cuts, mins, self.feature_names),
+                         categorical=np.array([k != categorical.NUMERIC for k in kinds]), categories=tuple(lists))
         self.cut_ptr = layout.cut_ptr
         return layout
+
+    def learner_params(self, p: TrainParams) -> TrainParams:
+        return dp.learner_params(p, self.dp, len(self.servers))
 
     def intercept_totals(self) -> np.ndarray:
         return FixedPointEncoder(STATS_BITS).decode(self.request("intercept", {}))
@@ -120,7 +136,9 @@ class HorizontalSource(HistogramSource):
         return opened.view(np.int64).reshape(len(build), int(self.cut_ptr[-1]) + 1, 2)
 
     def split(self, new: NewSplits) -> dict[int, float]:
-        self.pending = _splits_payload(new)
+        # lossguide may split several leaves before the next request: they travel together
+        for key, values in _splits_payload(new).items():
+            self.pending[key].extend(values)
         return {node: s.threshold for node, (s, _, _) in new.items()}
 
     def child_sizes(self, children, stats: Mapping[int, tuple[float, float]]) -> dict[int, float]:
@@ -142,7 +160,7 @@ class HorizontalSource(HistogramSource):
 
 
 def _no_splits() -> dict[str, list]:
-    return {"node": [], "feature": [], "bin": [], "default_left": [], "left": [], "right": []}
+    return {"node": [], "feature": [], "bin": [], "default_left": [], "left": [], "right": [], "categories": []}
 
 
 def _splits_payload(new: NewSplits) -> dict[str, list]:
@@ -154,6 +172,7 @@ def _splits_payload(new: NewSplits) -> dict[str, list]:
         out["default_left"].append(s.default_left)
         out["left"].append(l)
         out["right"].append(r)
+        out["categories"].append(list(s.categories or ()))
     return out
 
 

@@ -66,7 +66,7 @@ class _PartyState:
     def set_cuts(self, cuts: list[np.ndarray]) -> None:
         sizes = np.array([len(c) for c in cuts], dtype=np.int64)
         self.rows = kernels.NodeRows(binning.assign_bins(self.X, cuts, self.p.nthread), sizes,
-                                     2 ** (self.p.max_depth + 1), self.p.nthread)
+                                     self.p.max_nodes, self.p.nthread)
         for ev in self.evals:
             ev.set_cuts(cuts, sizes, self.p)
 
@@ -117,7 +117,7 @@ class _EvalRows:
 
     def set_cuts(self, cuts: list[np.ndarray], sizes: np.ndarray, p: TrainParams) -> None:
         self.rows = kernels.NodeRows(binning.assign_bins(self.X, cuts, p.nthread), sizes,
-                                     2 ** (p.max_depth + 1), p.nthread)
+                                     p.max_nodes, p.nthread)
 
 
 def check_party_evals(evals, names: list[str], name: str, p: TrainParams, n_features: int) -> list[_EvalRows]:

@@ -30,7 +30,8 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
             return
         n = field(msg, "n_rows", int)
         max_bin = field(msg, "max_bin", int)
-        max_depth = field(msg, "max_depth", int)
+        lossguide = field(msg, "grow_policy", str) == "lossguide"
+        steps = field(msg, "steps", int)        # histogram requests per tree, at most
         n_trees = field(msg, "n_trees", int)
         fhs = [str(f) for f in field(msg, "fhs", list)]
         n_features = [int(f) for f in field(msg, "n_features", list)]
@@ -40,14 +41,15 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
         for fh in fhs:
             transport.send(name, fh, "dkey", {"key": keys_f[fh]})
         sent: set[tuple[int, int]] = set()
-        scratch = np.empty(pm.largest_correlation(n, max_depth, max_bin), np.int32)      # holds sigma
+        scratch = np.empty(pm.largest_correlation(n, pm.shape_levels(steps, lossguide), max_bin), np.int32)  # sigma
 
         def produce(tree: int, level: int) -> None:
             if (tree, level) in sent:
                 return
             sent.add((tree, level))
-            N = pm.correlation_size(n, level, max_bin)
-            N2 = N // pm.block_size(n, level, max_bin)        # gather 2 works on blocks
+            shape = pm.shape_level(level, lossguide)
+            N = pm.correlation_size(n, shape, max_bin)
+            N2 = N // pm.block_size(n, shape, max_bin)        # gather 2 works on blocks
             for fh, n_feat in zip(fhs, n_features):
                 kl, kf = keys_l[fh], keys_f[fh]
                 a = pm.stream(kl, tree, level, "a", rows=N)
@@ -77,7 +79,7 @@ def run_dealer(transport: Transport, name: str = DEALER, *, label_holder: str,
             # or the next tree's root) while the parties work; FHs drop the levels a tree
             # does not reach
             for _ in range(AHEAD):
-                tree, level = (tree, level + 1) if level + 1 < max_depth else (tree + 1, 0)
+                tree, level = (tree, level + 1) if level + 1 < steps else (tree + 1, 0)
                 if tree < n_trees:
                     produce(tree, level)
     except PeerFailure:

@@ -15,13 +15,13 @@ import numpy as np
 
 from ppxgb.errors import ParameterError, PeerFailure, ProtocolError
 from ppxgb.memory import keep_freed_memory
-from ppxgb.model import as_float32_matrix
 from ppxgb.transport import Blank, Transport, draft_message
 
-from .. import binning
+from .. import binning, categorical
 from .. import dp
 from ..messages import array, arrays, field, report_failure
 from ..params import TrainParams
+from ..split import CATEGORY_THRESHOLD
 from . import permute as pm
 from .rows import apply_partition, local_cuts, slots_of, split_rows
 from .stages import DEALER, FH_STAGES, Mailbox, corr_group, tag
@@ -30,12 +30,13 @@ from .validation import FeatureHolderEvals
 
 def run_feature_holder(transport: Transport, name: str, X, *, label_holder: str,
                        dealer: str = DEALER, feature_names: Sequence[str] | None = None,
-                       timeout: float | None = None, evals=None) -> None:
-    """A party with feature columns only: answers LH's requests; never sees g or h."""
+                       timeout: float | None = None, feature_types=None, evals=None) -> None:
+    """A party with feature columns only: answers LH's requests; never sees g or h.
+    feature_types: 'c' marks its integer-coded categorical columns."""
     keep_freed_memory()
     box = Mailbox(transport, name, FH_STAGES, timeout)
     try:
-        _feature_holder(box, transport, name, X, label_holder, dealer, feature_names, evals=evals)
+        _feature_holder(box, transport, name, X, label_holder, dealer, feature_names, feature_types, evals=evals)
     except PeerFailure:
         raise
     except BaseException as exc:
@@ -43,8 +44,11 @@ def run_feature_holder(transport: Transport, name: str, X, *, label_holder: str,
         raise
 
 
-def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: str, feature_names, evals=None) -> None:
-    X = as_float32_matrix(X, name=f"{name} X", order="F")
+def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: str, feature_names,
+                    feature_types=None, evals=None) -> None:
+    frame = X if hasattr(X, "columns") else None
+    X, kinds, raw = categorical.split_columns(X, feature_types, f"{name} X")
+    cat_cuts, lists = categorical.code_own_columns(X, kinds, raw, frame)
     n, n_feat = X.shape
     msg = box.get("vconfig", lh)
     p = TrainParams.from_dict(field(msg, "params", dict))
@@ -54,15 +58,18 @@ def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: s
     if field(msg, "n_rows", int) != n:
         raise ParameterError.bad(f"{name} X", f"{msg.payload['n_rows']} rows aligned with the label holder", n)
     cuts, mins = local_cuts(X, p.max_bin, p.nthread)
+    for f, c in cat_cuts.items():
+        cuts[f], mins[f] = c, np.float32(-1.0)
     n_bins = np.array([len(c) for c in cuts], dtype=np.int64)
     val = FeatureHolderEvals(name, evals, msg.payload.get("evals", []), n_feat)    # validation columns
     val.set_cuts(cuts, p.nthread)
     bins_t = np.ascontiguousarray(binning.assign_bins(X, cuts, p.nthread).T)      # (feature, row)
-    t.send(name, lh, "vhello", {"n_rows": n, "n_bins": [int(b) for b in n_bins],
+    t.send(name, lh, "vhello", {"n_rows": n, "n_bins": [int(b) for b in n_bins], "kinds": kinds,
+                                "categories": [list(c) if c is not None else None for c in lists],
                                 "names": list(map(str, feature_names)) if feature_names is not None else None})
     key = field(box.get("dkey", dealer), "key", bytes)
     positions = np.zeros(n, dtype=np.int64)
-    scratch = np.empty(pm.largest_correlation(n, p.max_depth, p.max_bin), np.int32)      # holds sigma
+    scratch = np.empty(pm.largest_correlation(n, pm.shape_levels(p.max_builds, p.lossguide), p.max_bin), np.int32)      # holds sigma
     tree = -1
     while True:
         msg = box.get(("vtree", "vlevel", "vsplit", "veval", "stop"), lh)
@@ -76,23 +83,27 @@ def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: s
             positions[:] = 0
             val.start_tree()
         elif msg.stage == "vlevel":
-            _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bins, p.max_bin, scratch)
+            _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bins, p.max_bin, scratch,
+                      p.lossguide)
         elif msg.stage == "vsplit":
             nodes = field(msg, "node", list)
             feats, split_bins = field(msg, "feature", list), field(msg, "bin", list)
             dls = field(msg, "default_left", list)
+            sets = categorical.split_payload_categories(msg.payload)
             thresholds = []
             for node, f, b in zip(nodes, feats, split_bins):
                 if not (isinstance(f, int) and 0 <= f < n_feat and isinstance(b, int) and -1 <= b < n_bins[f]
-                        and isinstance(node, int) and 0 <= node < 2 ** (p.max_depth + 1)):
+                        and isinstance(node, int) and 0 <= node < p.max_nodes):
                     raise ProtocolError(f"{name}: vsplit names node {node!r} feature {f!r} bin {b!r}")
-                thresholds.append(float(cuts[f][b]) if b >= 0 else float(mins[f]))
-            goleft = split_rows(positions, bins_t.T, list(zip(nodes, feats, split_bins, map(bool, dls))),
+                thresholds.append(CATEGORY_THRESHOLD if kinds[f] != categorical.NUMERIC
+                                  else float(cuts[f][b]) if b >= 0 else float(mins[f]))
+            goleft = split_rows(positions, bins_t.T, list(zip(nodes, feats, split_bins, map(bool, dls), sets)),
                                  np.zeros(n, dtype=bool))
             t.send(name, lh, "vsplit_ok", {"goleft": np.packbits(goleft), "threshold": thresholds})
 
 
-def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bins, max_bin, scratch) -> None:
+def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bins, max_bin, scratch,
+              lossguide: bool = False) -> None:
     n = positions.shape[0]
     level = field(msg, "level", int)
     if field(msg, "tree", int) != tree:
@@ -105,8 +116,8 @@ def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bin
     rows = np.flatnonzero(slot_of_row >= 0)
     slot = slot_of_row[rows]
     m, n_feat = len(rows), bins_t.shape[0]
-    N = pm.correlation_size(n, level, max_bin)
-    beta = pm.block_size(n, level, max_bin)
+    N = pm.correlation_size(n, pm.shape_level(level, lossguide), max_bin)
+    beta = pm.block_size(n, pm.shape_level(level, lossguide), max_bin)
     z = array(msg, "z", np.uint64)
     span = pm.layout_length(m, len(build) * (int(n_bins.max(initial=0)) + 1), beta)
     if z.shape != (span, pm.WIDTH) or span > N:

@@ -10,25 +10,26 @@ and every feature holder's columns through the dealer-assisted permutation proto
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ppxgb.errors import ParameterError, ProtocolError
 from ppxgb.memory import keep_freed_memory
-from ppxgb.model import Ensemble, as_float32_matrix
+from ppxgb.model import Ensemble
 from ppxgb.objectives import get_objective
 from ppxgb.crypto import prf
 from ppxgb.transport import Blank, Transport, draft_message
 
-from .. import binning, kernels
+from .. import binning, categorical, kernels
 from ..evaluation import Evaluation
 from ..gradients import GradientEncoder, check_weights, intercept_limbs
 from ..grower import FeatureLayout, HistogramSource, NewSplits, boost, row_sample, zero_unsampled
 from .. import dp
 from ..messages import abort_all, array, arrays, field
 from ..params import TrainParams
-from ..split import Split
+from ..split import CATEGORY_THRESHOLD, Split
 from . import permute as pm
 from .rows import apply_partition, local_cuts, packed_bits, slots_of, split_rows, take_bits
 from .stages import DEALER, LH_STAGES, Mailbox
@@ -39,8 +40,12 @@ class VerticalSource(HistogramSource):
     val: LabelHolderEvals | None = None      # validation rows, set by run_label_holder
 
     def __init__(self, t: Transport, me: str, p: TrainParams, X: np.ndarray, y: np.ndarray,
-                 parties: list[str], dealer: str, timeout, own_names=None, w: np.ndarray | None = None):
+                 parties: list[str], dealer: str, timeout, own_names=None, w: np.ndarray | None = None,
+                 own_kinds=None, own_categories=({}, [])):
         self.transport, self.t, self.me, self.p = t, t, me, p
+        # own categorical columns (coded in X already): kinds, and the cuts and lists of code_own_columns
+        self.own_kinds = list(own_kinds) if own_kinds is not None else [categorical.NUMERIC] * X.shape[1]
+        self.own_cat_cuts, self.own_lists = own_categories[0], list(own_categories[1]) or [None] * X.shape[1]
         self.X, self.y, self.w = X, y, w
         self.parties, self.dealer = parties, dealer
         self.fhs = [q for q in parties if q != me]
@@ -64,23 +69,31 @@ class VerticalSource(HistogramSource):
             self.t.send(self.me, q, "vconfig", {"params": p.to_dict(), "n_rows": n, "evals": self.val.config() if self.val else [], **dp_config})
         self.fh_bins: dict[str, np.ndarray] = {}
         names: dict[str, list[str] | None] = {self.me: self.own_names}
+        kinds, lists = {self.me: self.own_kinds}, {self.me: self.own_lists}
         for q in self.fhs:
             msg = self.box.get("vhello", q)
             if field(msg, "n_rows", int) != n:
                 raise ParameterError.bad(f"{q} X", f"{n} rows aligned with the label holder", msg.payload["n_rows"])
             self.fh_bins[q] = np.asarray(field(msg, "n_bins", list), dtype=np.int64)
             names[q] = msg.payload.get("names")
+            kinds[q] = list(msg.payload.get("kinds") or [categorical.NUMERIC] * len(self.fh_bins[q]))
+            lists[q] = list(msg.payload.get("categories") or [None] * len(self.fh_bins[q]))
+            if len(kinds[q]) != len(self.fh_bins[q]) or len(lists[q]) != len(self.fh_bins[q]):
+                raise ProtocolError(f"{self.me}: vhello from {q}: kinds and categories need one entry per feature")
         all_names = _merge_names(self.parties, names)
         if all_names is not None and len(set(all_names)) != len(all_names):
             raise ParameterError("parties: feature names must be unique across parties")
         self.t.send(self.me, self.dealer, "dconfig", {
             "n_rows": n, "max_bin": p.max_bin, "max_depth": p.max_depth, "n_trees": n_trees, "fhs": self.fhs,
+            "grow_policy": p.grow_policy, "steps": p.max_builds,
             "n_features": [len(self.fh_bins[q]) for q in self.fhs]})
         self.keys = field(self.box.get("dkeys", self.dealer), "keys", dict)
         cuts, mins = local_cuts(self.X, p.max_bin, p.nthread)
+        for f, c in self.own_cat_cuts.items():
+            cuts[f], mins[f] = c, np.float32(-1.0)
         own_sizes = np.array([len(c) for c in cuts], dtype=np.int64)
         self.bins = binning.assign_bins(self.X, cuts, p.nthread)      # in row order, for left bits
-        self.rows = kernels.NodeRows(self.bins.copy(), own_sizes, 2 ** (p.max_depth + 1), p.nthread)
+        self.rows = kernels.NodeRows(self.bins.copy(), own_sizes, p.max_nodes, p.nthread)
         self.own_cuts, self.own_mins = cuts, mins
         if self.val is not None:
             self.val.set_cuts(cuts, p.nthread)
@@ -96,11 +109,19 @@ class VerticalSource(HistogramSource):
                 all_mins += [0.0] * len(self.fh_bins[q])
                 nf = len(self.fh_bins[q])
             self.owner += [(q, f) for f in range(nf)]
-        layout = FeatureLayout.from_cuts(all_cuts, all_mins, all_names)
+        self.kinds = [k for q in self.parties for k in kinds[q]]
+        layout = replace(FeatureLayout.from_cuts(all_cuts, all_mins, all_names),
+                         categorical=np.array([k != categorical.NUMERIC for k in self.kinds]),
+                         categories=tuple(tuple(c) if c is not None else None for q in self.parties for c in lists[q]))
         self.cut_ptr = layout.cut_ptr
         self.global_index = {own: i for i, own in enumerate(self.owner)}
         self.own_total = int(own_sizes.sum())
         return layout
+
+    def learner_params(self, p: TrainParams) -> TrainParams:
+        # one noise (the holder's) on each sum, sized by the widest feature holder
+        widest = max([len(b) for b in self.fh_bins.values()], default=0)
+        return dp.learner_params(p, self.dp, 1, touched=2 * widest)
 
     def intercept_totals(self) -> np.ndarray:
         return intercept_limbs(self.objective.intercept_stats(self.y, self.p.num_class, self.w,
@@ -122,18 +143,20 @@ class VerticalSource(HistogramSource):
         # subsample: the label holder's g and h are all that change (zero off the sample)
         self.tree_gh = zero_unsampled(self.gh[group], row_sample(self.p, self.me, rnd, group, self.n))
         self.rows.start_tree(self.tree_gh)
-        self.pending = {"splits": {"node": [], "left": [], "right": []}, "goleft": np.zeros(0, np.uint8)}
+        self.pending = _no_pending()
 
     # ---- one level of histograms
     def histograms(self, build: list[int]) -> np.ndarray:
         n, p = self.n, self.p
         tree, level, group, pending = self.tree, self.level, self.group, self.pending
+        self.pending = _no_pending()       # the splits travel with this level's messages
         self.level += 1
         slot_of_row = slots_of(self.positions, build)
         rows = np.flatnonzero(slot_of_row >= 0)
         m, nb = len(rows), len(build)
-        N = pm.correlation_size(n, level, p.max_bin)
-        beta = pm.block_size(n, level, p.max_bin)
+        shape = pm.shape_level(level, p.lossguide)
+        N = pm.correlation_size(n, shape, p.max_bin)
+        beta = pm.block_size(n, shape, p.max_bin)
         dp.release_sigmas(self.dp, "level")
         self.t.send(self.me, self.dealer, "dlevel", {"tree": tree, "level": level})
         gh = self.tree_gh[rows].view(np.uint64)
@@ -199,14 +222,16 @@ class VerticalSource(HistogramSource):
             by_owner.setdefault(q, []).append((node, f, s))
         for q, items in by_owner.items():
             if q == self.me:
-                split_rows(self.positions, self.bins, [(node, f, s.bin, bool(s.default_left)) for node, f, s in items],
-                           goleft)
+                split_rows(self.positions, self.bins, [(node, f, s.bin, bool(s.default_left), s.categories)
+                                                       for node, f, s in items], goleft)
                 for node, f, s in items:
-                    thresholds[node] = float(self.own_cuts[f][s.bin]) if s.bin >= 0 else float(self.own_mins[f])
+                    thresholds[node] = CATEGORY_THRESHOLD if s.categories is not None else \
+                        float(self.own_cuts[f][s.bin]) if s.bin >= 0 else float(self.own_mins[f])
             else:
                 self.t.send(self.me, q, "vsplit", {"node": [it[0] for it in items], "feature": [it[1] for it in items],
                                                    "bin": [it[2].bin for it in items],
-                                                   "default_left": [bool(it[2].default_left) for it in items]})
+                                                   "default_left": [bool(it[2].default_left) for it in items],
+                                                   "categories": [list(it[2].categories or ()) for it in items]})
         for q, items in by_owner.items():
             if q == self.me:
                 continue
@@ -226,6 +251,10 @@ class VerticalSource(HistogramSource):
         apply_partition(self.positions, nodes, splits["left"], splits["right"], bits)
         self.rows.split(nodes, [-1] * len(nodes), [0] * len(nodes), [False] * len(nodes),
                         splits["left"], splits["right"], bits=bits)
+        old = self.pending["splits"]
+        if old["node"]:     # lossguide: earlier splits not yet sent travel with these (other rows)
+            splits = {k: old[k] + splits[k] for k in splits}
+            bits = bits | self.pending["goleft"]
         self.pending = {"splits": splits, "goleft": bits}
         return thresholds
 
@@ -253,6 +282,10 @@ class VerticalSource(HistogramSource):
         abort_all(self.t, self.me, self.fhs + [self.dealer])
 
 
+def _no_pending() -> dict[str, Any]:
+    return {"splits": {"node": [], "left": [], "right": []}, "goleft": np.zeros(0, np.uint8)}
+
+
 def _merge_names(parties: list[str], names: dict[str, list[str] | None]) -> list[str] | None:
     if all(names[q] is None for q in parties):
         return None
@@ -261,7 +294,7 @@ def _merge_names(parties: list[str], names: dict[str, list[str] | None]) -> list
 
 def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, Any], num_boost_round: int, *,
                      parties: Sequence[str], dealer: str = DEALER, feature_names: Sequence[str] | None = None,
-                     progress=None, timeout: float | None = None, weight=None,
+                     progress=None, timeout: float | None = None, weight=None, feature_types=None,
                      evals=None, evaluation: Evaluation | None = None) -> Ensemble:
     """Drive vertical training; learns per-(node, bin) G/H of FH features; returns the model.
     weight: the label holder's sample weights, one per aligned row (None: all 1).
@@ -274,7 +307,9 @@ def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, An
     parties = list(parties)
     if name not in parties:
         raise ParameterError.bad("label holder", f"one of {parties}", name)
-    X = as_float32_matrix(X, name=f"{name} X", order="F")
+    frame = X if hasattr(X, "columns") else None
+    X, kinds, raw = categorical.split_columns(X, feature_types, f"{name} X")
+    own_categories = categorical.code_own_columns(X, kinds, raw, frame)
     y = get_objective(p.objective).check_labels(y, p.num_class)
     if len(y) != X.shape[0]:
         raise ParameterError.bad("label", f"{X.shape[0]} labels (one per aligned row)", len(y))
@@ -282,7 +317,8 @@ def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, An
         raise ParameterError.bad("parties", "at least one common row", 0)
     w = check_weights(weight, X.shape[0], f"{name} weight")
     source = VerticalSource(transport, name, p, X, y, parties, dealer, timeout,
-                            list(map(str, feature_names)) if feature_names is not None else None, w)
+                            list(map(str, feature_names)) if feature_names is not None else None, w,
+                            kinds, own_categories)
     return dp.with_attributes(boost(source, p, num_boost_round, progress, _with_evals(source, evals, evaluation, p, X.shape[1])), getattr(source, "dp", None))
 
 

@@ -414,6 +414,20 @@ def correlation_size(n_rows: int, level: int, max_bin: int) -> int:
     return layout_length(rows, nodes * (max_bin + 1), block_size(n_rows, level, max_bin))
 
 
+def shape_level(step: int, lossguide: bool) -> int:
+    """The level whose public sizes bound histogram request `step` of a tree.
+
+    Depth-wise, request d is level d.  Loss-guided, every request after the root holds
+    one node, a smaller child (at most n_rows // 2 rows): the sizes of level 1.
+    """
+    return min(step, 1) if lossguide else step
+
+
+def shape_levels(steps: int, lossguide: bool) -> int:
+    """How many distinct shape levels a tree of `steps` requests uses."""
+    return min(steps, 2) if lossguide else steps
+
+
 def largest_correlation(n_rows: int, max_depth: int, max_bin: int) -> int:
     """The largest correlation_size over the levels a tree of max_depth builds."""
     return max(correlation_size(n_rows, level, max_bin) for level in range(max(max_depth, 1)))

@@ -9,8 +9,9 @@ Stages (LH = label holder, FH = feature holder, D = dealer):
 
     LH->FH vconfig    parameters and the number of rows
     FH->LH vhello     number of rows, bins per feature (and feature names, if any)
-    LH->D  dconfig    number of rows, max_bin, max_depth, number of trees, the FHs and
-                      their feature counts
+    LH->D  dconfig    number of rows, max_bin, max_depth, grow_policy, steps (the
+                      most histogram requests a tree makes), number of trees, the
+                      FHs and their feature counts
     D->LH  dkeys      one 32-byte key per FH (seeds LH's side of every correlation)
     D->FH  dkey       a 32-byte key (seeds FH's permutations)
     LH->FH vtree      a new tree starts: every row goes back to the root
