@@ -435,10 +435,15 @@ def test_score_reads_categorical_csv_columns_by_the_key_file(tmp_path):
 
 @pytest.mark.slow
 def test_cli_enroll_and_score_a_categorical_model_through_the_services(tmp_path):
-    """`ppxgb proxy enroll` of a categorical model file to a scoring server over HTTP,
-    then `ppxgb score` of a CSV with text categories and empty cells."""
-    from helpers import scoring_server
+    """`ppxgb proxy enroll` of a categorical model file to a scoring server over HTTP
+    (locally, and through `ppxgb proxy serve`), then `ppxgb score` of a CSV with text
+    categories and empty cells."""
+    import subprocess
+    import sys
+
+    from helpers import free_ports, scoring_server
     from ppxgb.app.cli import main
+    from test_services_hostile import wait_healthy
 
     booster, df = train_categorical("partition")
     booster.save_model(str(tmp_path / "m.json"))
@@ -457,6 +462,29 @@ def test_cli_enroll_and_score_a_categorical_model_through_the_services(tmp_path)
         got = pd.read_csv(out)["prediction"].to_numpy()
         ref = booster.predict(xgb.DMatrix(df.head(150), enable_categorical=True))
         np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
+        # the proxy service (ppxgb proxy serve) enrols the same model file over HTTP, under ORE
+        proxy_token, master = str(tmp_path / "proxy.token"), str(tmp_path / "master.key")
+        assert main(["proxy", "new-secret", "--out", proxy_token]) == 0
+        assert main(["proxy", "new-secret", "--out", master, "--kind", "master-key"]) == 0
+        (pport,) = free_ports(1)
+        proxy = subprocess.Popen(
+            [sys.executable, "-m", "ppxgb.app.cli", "proxy", "serve", "--model", f"wards={tmp_path / 'm.json'}",
+             "--server-url", url, "--server-admin-token-file", token, "--admin-token-file", proxy_token,
+             "--keystore", str(tmp_path / "keystore"), "--master-key-file", master, "--port", str(pport),
+             "--scheme", "ore", "--insecure-http"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_healthy(f"http://127.0.0.1:{pport}", proxy)
+            key, tok = str(tmp_path / "d.key"), str(tmp_path / "d.token")
+            assert main(["proxy", "enroll", "--proxy-url", f"http://127.0.0.1:{pport}", "--insecure-http",
+                         "--admin-token-file", proxy_token, "--model", "wards", "--user", "dave",
+                         "--key-out", key, "--token-out", tok]) == 0
+            assert UserKeys.from_bytes(open(key, "rb").read()).scheme == "ore"
+            assert main(["score", "--keys", key, "--token-file", tok, "--server-url", url, "--insecure-http",
+                         "--input", str(tmp_path / "rows.csv"), "--output", str(out)]) == 0
+            np.testing.assert_allclose(pd.read_csv(out)["prediction"].to_numpy(), ref, rtol=RTOL, atol=ATOL)
+        finally:
+            proxy.terminate()
+            proxy.wait(timeout=10)
 
 
 # ------------------------------------------------------------------ a ppxgb-trained model
