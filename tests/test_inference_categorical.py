@@ -16,7 +16,7 @@ import xgboost as xgb
 from ppxgb.errors import FormatError, ParameterError
 from ppxgb.formats import CATEGORICAL_VERSION, VERSION, EncryptedModel, EncryptedQueries, UserKeys
 from ppxgb.inference import Client, Server
-from ppxgb.model import Ensemble
+from ppxgb.model import Ensemble, Tree
 from ppxgb.proxy import Proxy
 
 WARDS = [f"ward{i}" for i in range(11)]
@@ -507,3 +507,13 @@ def test_ppxgb_trained_categorical_model_enrolls_and_scores(scheme):
     ref = model.to_booster().predict(xgb.DMatrix(df, enable_categorical=True,
                                                  feature_types=list(ens.feature_types)), output_margin=True)
     np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
+
+
+def test_enrollment_refuses_a_threshold_split_on_a_categorical_feature():
+    """A feature typed 'c' is sent as tokens, which no threshold can be compared with."""
+    tree = Tree.from_arrays(left=[1, -1, -1], right=[2, -1, -1], feature=[0, 0, 0], threshold=[0.5, -1.0, 1.0],
+                            default_left=[True, False, False])
+    ens = Ensemble(objective="reg:squarederror", num_feature=2, trees=(tree,), tree_info=(0,), base_score=(0.5,),
+                   feature_types=("c", "q"))
+    with pytest.raises(ParameterError, match="threshold split on a feature typed 'c'"):
+        Proxy(1024, allow_weak_keys=True).enroll(ens, user_id="alice")
