@@ -153,4 +153,4 @@ def test_dealer_view_is_the_public_schedule_only():
         views.append([(m.stage, m.src, m.payload) for m in seen if m.dst == "server-0"])
     assert views[0] == views[1]
     assert views[0][0][2] == {"n_rows": 400, "max_bin": 256, "max_depth": 1, "n_trees": 2,
-                               "fhs": ["party-1"], "n_features": [3]}
+                               "grow_policy": "depthwise", "steps": 1, "fhs": ["party-1"], "n_features": [3]}
