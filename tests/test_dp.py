@@ -205,7 +205,7 @@ class TellsPartiesOneTree(coord_mod.HorizontalSource):
 
 @pytest.mark.parametrize("source_cls,who", [(PlansOneTree, "coordinator"), (TellsPartiesOneTree, "party-")])
 def test_a_run_beyond_the_budget_stops_before_opening_more(source_cls, who):
-    # 6 trees open at least 3 bin levels + intercept + 6 roots, more than one tree's plan
+    # 6 trees open 2 bin levels + intercept + 6 roots, more than one tree's plan
     log, run = _run(source_cls, PARAMS, data(), 6)
     with pytest.raises(Exception) as err:
         run()

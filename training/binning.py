@@ -130,13 +130,15 @@ def start_grids(n_features: int) -> list[FeatureGrid]:
 
 
 def agree_cuts(n_features: int, max_bin: int, count: Count,
-               hide: bool = True) -> tuple[list[np.ndarray], np.ndarray]:
+               hide: bool = True, max_level: int = 4) -> tuple[list[np.ndarray], np.ndarray]:
     """Run the refinement to the end: cuts and min values per feature.
 
     `count(level, requests)` returns the sum over all parties of `party_cell_counts`
     (opened by the coordinator, or one party's own counts).  With hide=False the
     cells of a possibly discrete feature are named (only for a party's own columns,
-    where nobody else sees the requests); the cuts are the same either way.
+    where nobody else sees the requests); the cuts are the same either way.  max_level
+    below 4 stops every feature there (differentially private training refines to
+    level 2, relative precision 2^-7, with noisy counts: training/dp.py).
     """
     grids = start_grids(n_features)
     buckets = sketch_buckets(max_bin)
@@ -161,7 +163,7 @@ def agree_cuts(n_features: int, max_bin: int, count: Count,
                     raise ProtocolError(f"bins: feature {f} at level {level} did not decode in {g.attempt} attempts")
                 continue
             g.attempt = 0
-            refine_grid(g, cells, max_bin)
+            refine_grid(g, cells, max_bin, max_level)
     return cuts_from_grids(grids, max_bin)
 
 
@@ -198,7 +200,7 @@ def refine(grids: list[FeatureGrid], counts: np.ndarray, max_bin: int) -> None:
         pos += n_active * 256
 
 
-def refine_grid(g: FeatureGrid, c: np.ndarray, max_bin: int) -> None:
+def refine_grid(g: FeatureGrid, c: np.ndarray, max_bin: int, max_level: int = 4) -> None:
     """Fold one feature's counts (one row of 256 sub-cells per active prefix) into g."""
     g.level += 1
     child_prefix = (g.active.astype(np.uint64)[:, None] << np.uint64(8)) + np.arange(256, dtype=np.uint64)
@@ -218,7 +220,7 @@ def refine_grid(g: FeatureGrid, c: np.ndarray, max_bin: int) -> None:
         g.cells, g.counts = new_cells, new_counts
         g.coarse = np.zeros(len(new_cells), bool)
     g.hide = False
-    if len(g.cells) == 0:           # all values missing
+    if len(g.cells) == 0 or g.level >= max_level:       # all values missing, or deep enough
         g.done = True
         return
     if g.level == 4:

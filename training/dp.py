@@ -41,7 +41,7 @@ import numpy as np
 from ppxgb.errors import ParameterError
 from ppxgb.model import Ensemble
 
-BIN_LEVELS = 4
+BIN_LEVELS = 2          # bin agreement under DP stops at level 2 (training/binning.py)
 STATS_BITS_DEFAULT = 16
 STATS_BOUND = math.sqrt(2.0)     # a row's (w * label-part, w) with w <= 1
 MECHANISM = "discrete Gaussian (CKS), RDP accountant of dp-accounting"
@@ -210,12 +210,15 @@ def intercept_vector(stats: np.ndarray, stats_bits: int) -> np.ndarray:
     return np.concatenate([hi, np.zeros_like(hi)])
 
 
-def drop_noise_floor(counts: np.ndarray, sigma_counts: float) -> np.ndarray:
-    """Post-processing of noisy bin-agreement counts: rounded, and a cell below 5 sigma
-    treated as empty (noise alone would make every cell look occupied: above 5 sigma a
-    noise-only cell appears with probability 3e-7)."""
-    c = np.rint(counts)
-    c[c < 5.0 * sigma_counts] = 0.0
+def drop_noise_floor(counts: np.ndarray, sigma_counts: float, level: int = 1) -> np.ndarray:
+    """Post-processing of noisy bin-agreement counts: rounded and at least 0; at level 1
+    (cells of sign and exponent, among them the infinities and NaNs) a cell below 5
+    sigma is treated as empty (noise alone would make every cell look occupied; a
+    noise-only cell passes 5 sigma with probability 3e-7).  Finer levels only refine
+    cells that passed, so their noisy counts are kept (a cell there holds few rows)."""
+    c = np.maximum(np.rint(counts), 0.0)
+    if level == 1:
+        c[c < 5.0 * sigma_counts] = 0.0
     return c
 
 
@@ -279,6 +282,22 @@ class NoisyHistograms:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._t, name)
+
+
+def learner_params(p: Any, acc: Accountant | None, n_noises: int, touched: int | None = None) -> Any:
+    """p with min_child_weight raised to 3 standard deviations of the noise on a child's
+    hessian sum (a prefix of up to max_bin + 1 noisy bins, each carrying n_noises
+    independent noises): a split whose child holds less is noise, and its leaf value
+    -G / (H + lambda) would be unbounded.  Post-processing, no budget.  touched: the
+    plan's touched count for another holder's sums (vertical)."""
+    if acc is None:
+        return p
+    from dataclasses import replace
+
+    plan = acc.plan if touched is None else replace(acc.plan, touched=touched)
+    sigma_h = plan.level_sigmas()[1] / 2.0 ** plan.bits
+    floor = 3.0 * math.sqrt(n_noises * (p.max_bin + 1)) * sigma_h
+    return replace(p, min_child_weight=max(p.min_child_weight, floor))
 
 
 def with_attributes(ensemble: Any, acc: Accountant | None) -> Any:
