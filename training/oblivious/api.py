@@ -1,0 +1,117 @@
+"""train_oblivious: every role of oblivious training as a thread over one transport.
+
+    from ppxgb.training import train_oblivious
+    booster = train_oblivious(params, [(X1, y1), (X2, y2)], num_boost_round=5)
+    booster = train_oblivious(params, [X_a, X_b], 5, partition="vertical", label=y, label_party=0)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ppxgb.errors import ParameterError, UnsupportedParameter
+from ppxgb.model import Ensemble, as_float32_matrix
+from ppxgb.objectives import get_objective
+from ppxgb.transport import InMemoryTransport, Transport
+
+from ..harness import run_roles
+from ..params import SAMPLING, TrainParams
+from .dealer import run_dealer
+from .roles import run_analyst, run_party
+from .server import run_server
+from .stages import DEALER, SERVERS, party_names
+
+OBJECTIVES = ("reg:squarederror", "binary:logistic")
+MAX_ROWS = 1 << 20          # the public scaling range of the division assumes H < 2^20
+
+
+def check_params(params: dict[str, Any]) -> TrainParams:
+    """The parameters the oblivious learner implements; anything else is refused by name."""
+    p = TrainParams.from_dict(params)
+    if p.objective not in OBJECTIVES:
+        raise UnsupportedParameter(f"objective: oblivious training supports {list(OBJECTIVES)}, got {p.objective!r}")
+    for name, value, default in (("alpha", p.alpha, 0.0), ("max_delta_step", p.max_delta_step, 0.0),
+                                 ("scale_pos_weight", p.scale_pos_weight, 1.0),
+                                 *((s, getattr(p, s), 1.0) for s in SAMPLING)):
+        if value != default:
+            raise UnsupportedParameter(f"{name}: oblivious training supports only {default}, got {value}")
+    if not p.reg_lambda >= 2.0 ** -8:
+        raise ParameterError.bad("lambda", "at least 2^-8 in oblivious training (the division's range)",
+                                 p.reg_lambda)
+    return p
+
+
+def _matrix(X, name: str) -> np.ndarray:
+    X = as_float32_matrix(X, name=name)
+    if np.isnan(X).any():
+        raise ParameterError.bad(name, "no missing values (oblivious training does not support them yet)",
+                                 "NaN")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ParameterError.bad(name, "at least one row and one column", X.shape)
+    return X
+
+
+def run_oblivious_federation(params: dict[str, Any], parties: Sequence[Any], num_boost_round: int = 10,
+                             partition: str = "horizontal", n_servers: int = 2, *, label=None,
+                             label_party: int = 0, transport: Transport | None = None,
+                             timeout: float | None = 600.0) -> tuple[Ensemble, Transport]:
+    p = check_params(params)
+    if n_servers != 2:
+        raise ParameterError.bad("n_servers", "2 (oblivious training runs two compute servers and a dealer)",
+                                 n_servers)
+    if partition not in ("horizontal", "vertical"):
+        raise ParameterError.bad("partition", "'horizontal' or 'vertical'", partition)
+    if not isinstance(parties, (list, tuple)) or not parties:
+        raise ParameterError.bad("parties", "a non-empty list", type(parties).__name__)
+    obj = get_objective(p.objective)
+    if partition == "horizontal":
+        data = []
+        for i, item in enumerate(parties):
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise ParameterError.bad(f"parties[{i}]", "an (X, y) pair", type(item).__name__)
+            X = _matrix(item[0], f"parties[{i}] X")
+            y = obj.check_labels(item[1], 0, f"parties[{i}] y")
+            if len(y) != X.shape[0]:
+                raise ParameterError.bad(f"parties[{i}] y", f"{X.shape[0]} labels", len(y))
+            data.append((X, y))
+    else:
+        if isinstance(label_party, bool) or not isinstance(label_party, int) or not 0 <= label_party < len(parties):
+            raise ParameterError.bad("label_party", f"an int in [0, {len(parties)})", label_party)
+        blocks = [_matrix(X, f"parties[{i}]") for i, X in enumerate(parties)]
+        if label is None:
+            raise ParameterError.bad("label", "the label party's labels (an array)", None)
+        y = obj.check_labels(label, 0, "label")
+        if len(y) != blocks[label_party].shape[0]:
+            raise ParameterError.bad("label", f"{blocks[label_party].shape[0]} labels", len(y))
+        data = [(X, y if i == label_party else None) for i, X in enumerate(blocks)]
+    rows = sum(X.shape[0] for X, _ in data) if partition == "horizontal" else data[0][0].shape[0]
+    if rows > MAX_ROWS:
+        raise ParameterError.bad("parties", f"at most {MAX_ROWS} rows in oblivious training", rows)
+    names = party_names(len(data))
+    transport = transport or InMemoryTransport(default_timeout=timeout)
+    helpers = [(q, run_party, (transport, q, X, y), {"timeout": timeout}) for q, (X, y) in zip(names, data)]
+    helpers += [(s, run_server, (transport, i), {"parties": names, "timeout": timeout})
+                for i, s in enumerate(SERVERS)]
+    helpers.append((DEALER, run_dealer, (transport, DEALER), {"servers": SERVERS, "analyst": "analyst",
+                                                              "timeout": timeout}))
+    model = run_roles(helpers, lambda: run_analyst(transport, params, num_boost_round, parties=names,
+                                                   partition=partition, label_party=label_party,
+                                                   timeout=timeout))
+    return model, transport
+
+
+def train_oblivious(params: dict[str, Any], parties: Sequence[Any], num_boost_round: int = 10,
+                    partition: str = "horizontal", n_servers: int = 2, *, label=None, label_party: int = 0,
+                    transport: Transport | None = None, timeout: float | None = 600.0):
+    """Train an XGBoost model that only the analyst sees: no party or server learns a
+    split, a threshold, a leaf or which rows went where (docs/oblivious.md).
+
+    horizontal: parties = [(X, y), ...], one per hospital.  vertical: parties = column
+    blocks of the same rows, `label` the labels held by parties[label_party].
+    Returns an xgboost.Booster.
+    """
+    model, _ = run_oblivious_federation(params, parties, num_boost_round, partition, n_servers, label=label,
+                                        label_party=label_party, transport=transport, timeout=timeout)
+    return model.to_booster()

@@ -1,0 +1,203 @@
+"""The tree learner on shares: what each compute server runs, level by level.
+
+Both servers run this same program on their shares (Engine.index says which); every
+branch depends only on public sizes and parameters, so the sequence of messages is a
+function of the public schedule.  Per level of a tree with N nodes:
+
+1. M = [I * g, I * h] for the rows' node indicators I (n, N); histograms B M over the
+   one-hot matrix; prefix sums per feature give every candidate's (G_L, H_L), and
+   (G_R, H_R) = node totals minus them (XGBoost's forward scan; no missing values).
+2. gain of a candidate = G_L^2 / (H_L + lambda) + G_R^2 / (H_R + lambda): each side
+   G * w with w = G * z / 2^s, z = 2^s / (H + lambda) by Newton's iteration
+   z <- z (2 - x z / 2^s) from z0 = 0.75 * 2^s / 2^J, where J = floor(log2 x) comes
+   from comparisons with the public powers of two in [lambda, n * h_max + lambda] = the
+   public scaling range (|e0| <= 1/2, five steps leave 2^-32 before rounding).
+3. candidates with H_L or H_R below min_child_weight get -BIG; a tournament of
+   comparisons keeps the first maximum (XGBoost's tie rule) and its path gives a
+   one-hot selector; the node splits if it is active and gain - root >= max(gamma, T_MIN).
+4. the winner routes rows: left = B^T W, W the selector's suffix sums per feature
+   (bin <= chosen bin); a node that does not split sends every row left and its
+   children are inactive.  I_left = I * left, I_right = I - I_left.
+At depth max_depth the leaves' weights -G / (H + lambda) are computed the same way and
+the margins updated: m += sum_l I[:, l] * eta * w_l.  The analyst receives shares of
+each node's flag and winning index and of each leaf's weight.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .engine import FRAC, ONE, Engine, encode
+
+BIG = 2.0 ** 23             # masked candidates score -BIG (gains stay below 2^22)
+T_MIN = 1e-5                # a split needs gain above this (xgboost: 1e-6; our precision is ~1e-6)
+SIG_LO, SIG_HI = -16, 16    # sigmoid: cubic pieces on [t, t+1) inside, 0 and 1 outside
+NEWTON_STEPS = 5
+
+
+def _sigmoid_pieces() -> tuple[np.ndarray, np.ndarray]:
+    """(centres, coefficients (pieces, 4)) of the piecewise cubic, fitted on Chebyshev
+    nodes; the two tails are the constants 0 and 1."""
+    centres, coefs = [SIG_LO], [[0.0, 0.0, 0.0, 0.0]]
+    u = 0.5 * np.cos(np.pi * (np.arange(64) + 0.5) / 64)
+    for t in range(SIG_LO, SIG_HI):
+        c = t + 0.5
+        fit = np.polynomial.polynomial.polyfit(u, 1.0 / (1.0 + np.exp(-(c + u))), 3)
+        centres.append(c)
+        coefs.append(list(fit))
+    centres.append(SIG_HI)
+    coefs.append([1.0, 0.0, 0.0, 0.0])
+    return np.asarray(centres), np.asarray(coefs)
+
+
+CENTRES, COEFS = _sigmoid_pieces()
+
+
+def sigmoid_error() -> float:
+    """Largest error of the piecewise cubic on a fine grid of [-20, 20] (about 3e-5)."""
+    m = np.linspace(-20, 20, 200_001)
+    piece = np.clip(np.floor(m) - SIG_LO + 1, 0, len(CENTRES) - 1).astype(int)
+    u = m - CENTRES[piece]
+    approx = sum(COEFS[piece, k] * u ** k for k in range(4))
+    return float(np.abs(approx - 1.0 / (1.0 + np.exp(-m))).max())
+
+
+class Learner:
+    """One server's learner state and steps (see the module docstring)."""
+
+    def __init__(self, engine: Engine, n: int, n_features: int, n_bins: int, params: dict):
+        self.e, self.n, self.F, self.nb = engine, n, n_features, n_bins
+        self.K = n_features * n_bins
+        self.lam = float(params["lambda"])
+        self.mcw = max(float(params["min_child_weight"]), 2.0 ** -FRAC)
+        self.threshold = max(float(params["gamma"]), T_MIN)
+        self.eta = float(params["eta"])
+        self.depth = int(params["max_depth"])
+        self.logistic = params["objective"] == "binary:logistic"
+        h_max = 0.25 if self.logistic else 1.0
+        self.s = int(math.floor(math.log2(n * h_max + self.lam))) + 1      # x < 2^s
+        self.j_lo = int(math.floor(math.log2(self.lam)))                   # x >= 2^j_lo
+
+    # ------------------------------------------------------------ secure functions
+    def sigmoid(self, m: np.ndarray) -> np.ndarray:
+        """Piecewise cubic sigmoid of margins |m| < 64."""
+        e = self.e
+        steps = np.arange(SIG_LO, SIG_HI + 1, dtype=np.float64)
+        b = e.ge(np.repeat(m[None, :], len(steps), axis=0), steps[:, None])    # [m >= t], (33, n)
+        ones = e.const(ONE, (1, m.size))
+        upper = np.concatenate([ones, b], axis=0)
+        lower = np.concatenate([b, np.zeros((1, m.size), np.uint64)], axis=0)
+        ind = upper - lower                                                       # one-hot piece, (34, n)
+        centre = (ind * encode(CENTRES)[:, None]).sum(axis=0)
+        coef = [(ind * encode(COEFS[:, k])[:, None]).sum(axis=0) for k in range(4)]
+        u = m - centre
+        u2 = e.mulf(u, u)
+        u3 = e.mulf(u2, u)
+        terms = e.mulf(np.stack(coef[1:]), np.stack([u, u2, u3]))
+        return coef[0] + terms.sum(axis=0)
+
+    def reciprocal(self, x: np.ndarray) -> np.ndarray:
+        """z = 2^s / x for x in [2^j_lo, 2^s) (fixed point)."""
+        e = self.e
+        js = np.arange(self.j_lo + 1, self.s)
+        z = e.fixed(0.75 * 2.0 ** (self.s - self.j_lo), x.shape)
+        if len(js):
+            bits = e.ge(np.repeat(x[None], len(js), axis=0), (2.0 ** js)[:, None])
+            z = z - (bits * encode(0.75 * 2.0 ** (self.s - js))[:, None]).sum(axis=0)
+        two = np.uint64(2)
+        for _ in range(NEWTON_STEPS):
+            t = e.mulf(x, z, self.s)                      # x z / 2^s, about 1
+            z = two * z - e.mulf(z, t)
+        return z
+
+    def divide(self, num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        """num / den, den in the public scaling range."""
+        return self.e.mulf(num, self.reciprocal(den), self.s)
+
+    def argmax(self, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of vals (N, K): the first maximum and its one-hot selector (N, K)."""
+        e = self.e
+        N, K = vals.shape
+        width = 1 << max(0, (K - 1).bit_length())
+        pad = e.fixed(-2 * BIG, (N, width - K))
+        v = np.concatenate([vals, pad], axis=1)
+        bits = []
+        while v.shape[1] > 1:
+            a, b = v[:, 0::2], v[:, 1::2]
+            keep = e.const(ONE, a.shape) - e.ltz(a - b)         # [a >= b]: the earlier wins ties
+            v = b + e.mul(keep, a - b)
+            bits.append(keep)
+        sel = e.const(ONE, (N, 1))
+        for keep in reversed(bits):
+            left = e.mul(sel, keep)
+            sel = np.stack([left, sel - left], axis=2).reshape(N, -1)
+        return v[:, 0], sel[:, :K]
+
+    # ------------------------------------------------------------ one tree
+    def node_sums(self, I: np.ndarray, g: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """[I * g | I * h], (n, 2N)."""
+        N = I.shape[1]
+        return self.e.mul(np.concatenate([I, I], axis=1),
+                          np.concatenate([np.repeat(g[:, None], N, 1), np.repeat(h[:, None], N, 1)], axis=1))
+
+    def level(self, I: np.ndarray, active: np.ndarray, g: np.ndarray, h: np.ndarray):
+        """One level: (new indicators, children's active flags, valid flags, winning index)."""
+        e, F, nb, K = self.e, self.F, self.nb, self.K
+        N = I.shape[1]
+        hist = e.histogram(np.ascontiguousarray(self.node_sums(I, g, h).T))      # (K, 2N)
+        cum = np.cumsum(hist.reshape(F, nb, 2 * N), axis=1, dtype=np.uint64)
+        left = cum.transpose(2, 0, 1).reshape(2 * N, K)                        # prefix sums per feature
+        total = cum[0, nb - 1, :]                                              # node totals (2N,)
+        GL, HL = left[:N], left[N:]
+        GT, HT = total[:N], total[N:]
+        GR, HR = GT[:, None] - GL, HT[:, None] - HL
+        lam = encode(self.lam)
+        num = np.concatenate([GL.ravel(), GR.ravel(), GT])
+        den = np.concatenate([HL.ravel(), HR.ravel(), HT]) + e.const(lam, num.shape)
+        w = self.divide(num, den)
+        side = e.mulf(num, w)
+        gain = side[:N * K] + side[N * K:2 * N * K]
+        root = side[2 * N * K:]
+        low = e.ltz(np.concatenate([HL.ravel(), HR.ravel()]) - e.fixed(self.mcw, 2 * N * K))
+        fine = e.mul(e.const(ONE, N * K) - low[:N * K], e.const(ONE, N * K) - low[N * K:])
+        big = encode(BIG)
+        masked = e.mul(fine, gain + e.const(big, N * K)) - e.const(big, N * K)
+        best, sel = self.argmax(masked.reshape(N, K))
+        ok = e.ge(best - root, self.threshold)
+        valid = e.mul(active, ok)
+        chosen = e.mul(np.repeat(valid[:, None], K, axis=1), sel)
+        index = (sel * np.arange(K, dtype=np.uint64)[None, :]).sum(axis=1)
+        suffix = np.cumsum(chosen.reshape(N, F, nb)[:, :, ::-1], axis=2, dtype=np.uint64)[:, :, ::-1]
+        goes_left = e.route_rows(np.ascontiguousarray(suffix.reshape(N, K).T))   # (n, N)
+        goes_left += e.const(ONE, (1, N)) - valid[None, :]
+        I_left = e.mul(I, goes_left)
+        children = np.stack([I_left, I - I_left], axis=2).reshape(I.shape[0], 2 * N)
+        return children, np.repeat(valid, 2), valid, index
+
+    def gradients(self, margin: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        e = self.e
+        if not self.logistic:
+            return margin - y, e.fixed(1.0, margin.shape)
+        p = self.sigmoid(margin)
+        return p - y, e.mulf(p, e.fixed(1.0, p.shape) - p)
+
+    def tree(self, margin: np.ndarray, y: np.ndarray):
+        """Grow one tree; returns (new margins, valid flags, indexes, leaf weights) as shares."""
+        e = self.e
+        g, h = self.gradients(margin, y)
+        I = e.const(ONE, (self.n, 1))
+        active = e.const(ONE, 1)
+        flags, indexes = [], []
+        for _ in range(self.depth):
+            I, active, valid, index = self.level(I, active, g, h)
+            flags.append(valid)
+            indexes.append(index)
+        L = I.shape[1]
+        sums = self.node_sums(I, g, h).sum(axis=0, dtype=np.uint64)
+        G, H = sums[:L], sums[L:]
+        weight = np.uint64(0) - self.divide(G, H + e.fixed(self.lam, L))
+        step = e.trunc(weight * encode(self.eta), FRAC)
+        margin = margin + e.mul(I, np.repeat(step[None, :], self.n, axis=0)).sum(axis=1, dtype=np.uint64)
+        return margin, np.concatenate(flags), np.concatenate(indexes), weight

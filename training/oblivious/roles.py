@@ -1,0 +1,169 @@
+"""The data owners and the analyst of oblivious training.
+
+A data owner (party) uploads its binned rows once, as additive shares: server 0 gets a
+32-byte seed that expands to its share, server 1 the one-hot matrix (and labels) minus
+that share.  Before that it takes part in the bin agreement: horizontally the
+horizontal mode's refinement (counts shared to the servers, pooled counts opened by
+the analyst), vertically the party's own cuts, sent to the analyst.  Either way the
+parties and the analyst learn the cuts, as in the other modes; nothing else reaches a
+party.  The analyst opens only the pooled label sum (for the default intercept, which
+the model shows anyway) and the trees.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ppxgb.crypto.sharing import share
+from ppxgb.errors import PeerFailure, ProtocolError
+from ppxgb.model import Ensemble, Tree
+from ppxgb.objectives import get_objective
+from ppxgb.transport import Transport
+
+from .. import binning
+from ..messages import field, report_failure
+from ..params import TrainParams
+from ..vertical.rows import local_cuts
+from .engine import decode, encode
+from .mailbox import Mailbox
+from .server import share_from_seed
+from .stages import ANALYST, DEALER, SERVERS
+
+
+def onehot_transposed(bins: np.ndarray, n_bins: int) -> np.ndarray:
+    """(features * n_bins, rows) 0/1 words: column r has a 1 at f * n_bins + bin[r, f]."""
+    rows, feats = bins.shape
+    out = np.zeros((feats * n_bins, rows), np.uint64)
+    out[(np.arange(feats)[None, :] * n_bins + bins.astype(np.int64)).ravel(), np.repeat(np.arange(rows), feats)] = 1
+    return out
+
+
+def run_party(transport: Transport, me: str, X: np.ndarray, y: np.ndarray | None, *,
+              timeout: float | None = None) -> None:
+    try:
+        X = np.asfortranarray(X, dtype=np.float32)
+        transport.send(me, ANALYST, "ohello", {"rows": X.shape[0], "cols": X.shape[1]})
+        plan = transport.recv(me, "oplan", ANALYST, timeout=timeout)
+        n_bins = field(plan, "n_bins", int)
+        if field(plan, "partition", str) == "vertical":
+            cuts, _ = local_cuts(X, n_bins)
+            transport.send(me, ANALYST, "ocuts", {"cuts": [c for c in cuts]})
+        else:
+            while True:
+                msg = transport.recv(me, ("obinreq", "ocuts"), ANALYST, timeout=timeout)
+                if msg.stage == "ocuts":
+                    cuts = [np.asarray(c, np.float32) for c in field(msg, "cuts", list)]
+                    break
+                counts = binning.party_cell_counts(X, field(msg, "level", int),
+                                                   [np.asarray(r, np.uint32) for r in field(msg, "requests", list)])
+                for server, part in zip(SERVERS, share(np.rint(counts).astype(np.uint64), 2)):
+                    transport.send(me, server, "obinshare", {"counts": part})
+        values = [onehot_transposed(binning.assign_bins(X, cuts), n_bins)]
+        if y is not None:
+            values.append(encode(np.asarray(y, np.float32).astype(np.float64)))
+        seed = os.urandom(32)
+        mine = share_from_seed(seed, [v.shape for v in values])
+        transport.send(me, SERVERS[0], "odata", {"seed": seed})
+        transport.send(me, SERVERS[1], "odata", dict(zip(("onehot", "y"), [v - s for v, s in zip(values, mine)])))
+    except PeerFailure:
+        raise
+    except BaseException as exc:
+        report_failure(transport, me, ANALYST, exc)
+        raise
+
+
+def _opened(box: Mailbox, stage: str) -> dict[str, np.ndarray]:
+    """Both servers' shares of one message, reconstructed."""
+    msgs = [box.recv(stage, s) for s in SERVERS]
+    return {k: np.asarray(msgs[0].payload[k], np.uint64) + np.asarray(msgs[1].payload[k], np.uint64)
+            for k in msgs[0].payload}
+
+
+def run_analyst(transport: Transport, params: dict, num_boost_round: int, *, parties: list[str],
+                partition: str, label_party: int = 0, timeout: float | None = None) -> Ensemble:
+    """Drive the run and receive the trees; returns the model (to the analyst only)."""
+    p = TrainParams.from_dict(params)
+    box = Mailbox(transport, ANALYST, ("ohello", "obinsum", "ocuts", "oysum", "otree", "abort"), timeout)
+    try:
+        hellos = [box.recv("ohello", q) for q in parties]
+        shapes = [(field(m, "rows", int), field(m, "cols", int)) for m in hellos]
+        horizontal = partition == "horizontal"
+        if horizontal and len({c for _, c in shapes}) != 1:
+            raise ProtocolError(f"horizontal partition: parties have different column counts {shapes}")
+        if not horizontal and len({r for r, _ in shapes}) != 1:
+            raise ProtocolError(f"vertical partition: parties have different row counts {shapes}")
+        for q in parties:
+            transport.send(ANALYST, q, "oplan", {"n_bins": p.max_bin, "partition": partition})
+        if horizontal:
+            def count(level, requests):
+                for q in parties:
+                    transport.send(ANALYST, q, "obinreq", {"level": level, "requests": list(requests)})
+                size = sum(binning.answer_size(r, level) for r in requests)
+                for s in SERVERS:
+                    transport.send(ANALYST, s, "obinround", {"size": size})
+                return _opened(box, "obinsum")["counts"].view(np.int64).astype(np.float64)
+
+            cuts, _ = binning.agree_cuts(shapes[0][1], p.max_bin, count)
+            for q in parties:
+                transport.send(ANALYST, q, "ocuts", {"cuts": list(cuts)})
+        else:
+            cuts = [np.asarray(c, np.float32) for q in parties
+                    for c in field(box.recv("ocuts", q), "cuts", list)]
+        n = sum(r for r, _ in shapes) if horizontal else shapes[0][0]
+        blocks = [[r, c] for r, c in shapes]
+        for s in SERVERS:
+            transport.send(ANALYST, s, "oconfig", {
+                "n_rows": n, "n_features": len(cuts), "n_bins": p.max_bin, "blocks": blocks,
+                "partition": partition, "label_party": label_party, "params": p.to_dict(),
+                "n_trees": num_boost_round})
+        obj = get_objective(p.objective)
+        label_sum = float(decode(_opened(box, "oysum")["share"])[0])
+        base_score = (p.base_score,) if p.base_score is not None else \
+            obj.intercept_from_stats(np.array([label_sum, float(n)]), p.objective_params)
+        margin = obj.base_margin(np.asarray(base_score, np.float32)).astype(np.float64)
+        for s, part in zip(SERVERS, share(encode(margin[:1]), 2)):
+            transport.send(ANALYST, s, "obase", {"share": part})
+        trees = []
+        for _ in range(num_boost_round):
+            got = _opened(box, "otree")
+            trees.append(build_tree(got["valid"].view(np.int64), got["index"].view(np.int64),
+                                    decode(got["weight"]), cuts, p))
+        transport.send(ANALYST, DEALER, "ostop", {})
+        return Ensemble(objective=p.objective, num_feature=len(cuts), trees=tuple(trees),
+                        tree_info=(0,) * len(trees), base_score=tuple(float(b) for b in base_score),
+                        objective_params=obj.json_values(p.objective_params))
+    except PeerFailure:
+        raise
+    except BaseException as exc:
+        transport.abort(ANALYST, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def build_tree(valid: np.ndarray, index: np.ndarray, weight: np.ndarray, cuts: list, p: TrainParams) -> Tree:
+    """XGBoost arrays from the opened full-depth tree: a node that did not split is a
+    leaf whose weight is its leftmost leaf's (every one of its rows went left)."""
+    if np.any((valid != 0) & (valid != 1)):
+        raise ProtocolError("opened split flags are not 0/1: the servers' shares disagree")
+    depth, n_bins = p.max_depth, p.max_bin
+    left, right, feature, threshold, default_left = [], [], [], [], []
+    queue = [(0, 0)]
+    while queue:
+        d, j = queue.pop(0)
+        me = len(left)
+        for arr, v in ((left, -1), (right, -1), (feature, 0), (threshold, 0.0), (default_left, False)):
+            arr.append(v)
+        flat = (1 << d) - 1 + j
+        if d < depth and valid[flat]:
+            f, b = divmod(int(index[flat]), n_bins)
+            if not (0 <= f < len(cuts) and 0 <= b < len(cuts[f])):
+                raise ProtocolError(f"opened split index {int(index[flat])} is outside the cuts")
+            feature[me], threshold[me] = f, float(cuts[f][b])
+            left[me] = len(left) + len(queue)
+            right[me] = left[me] + 1
+            queue += [(d + 1, 2 * j), (d + 1, 2 * j + 1)]
+        else:
+            w = weight[j << (depth - d)]
+            threshold[me] = float(np.float32(np.float32(w) * np.float32(p.eta)))
+    return Tree.from_arrays(left, right, feature, threshold, default_left)

@@ -1,0 +1,81 @@
+"""A compute server of oblivious training: receives shares, runs the learner on them,
+and sends the analyst shares of the trees.  It sees public sizes and masked words only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ppxgb.crypto.sharing import Randomness
+from ppxgb.errors import PeerFailure, ProtocolError
+from ppxgb.transport import Transport
+
+from ..messages import field, report_failure
+from .dealer import Correlations
+from .engine import Engine, encode
+from .learner import Learner
+from .mailbox import Mailbox
+from .stages import ANALYST, DEALER, SERVER_STAGES, SERVERS
+
+
+def _array(msg, key: str, shape: tuple) -> np.ndarray:
+    value = field(msg, key, np.ndarray)
+    if value.dtype != np.uint64 or value.shape != shape:
+        raise ProtocolError(f"stage {msg.stage!r} from {msg.src}: field {key!r} should be uint64 {shape}, "
+                            f"got {value.dtype} {value.shape}")
+    return value
+
+
+def share_from_seed(seed: bytes, shapes: list[tuple]) -> list[np.ndarray]:
+    """Server 0's shares of a party's upload: AES-CTR words from the party's seed."""
+    rng = Randomness(seed)
+    return [rng.uint64(s) for s in shapes]
+
+
+def run_server(transport: Transport, index: int, *, parties: list[str], timeout: float | None = None) -> None:
+    me, peer = SERVERS[index], SERVERS[1 - index]
+    box = Mailbox(transport, me, SERVER_STAGES, timeout)
+    try:
+        key = field(box.recv("oseed", DEALER), "key", bytes)
+        engine = Engine(transport, box, me, peer, index, Correlations(transport, box, me, index, key, DEALER))
+        while True:                                   # horizontal bin agreement, if any
+            msg = box.recv(("obinround", "oconfig"), ANALYST)
+            if msg.stage == "oconfig":
+                break
+            size = field(msg, "size", int)
+            total = np.zeros(size, np.uint64)
+            for p in parties:
+                total += _array(box.recv("obinshare", p), "counts", (size,))
+            transport.send(me, ANALYST, "obinsum", {"counts": total})
+        cfg = msg.payload
+        n, F, nb = field(msg, "n_rows", int), field(msg, "n_features", int), field(msg, "n_bins", int)
+        blocks = field(msg, "blocks", list)          # per party: (rows, features) of its upload
+        horizontal = field(msg, "partition", str) == "horizontal"
+        label_party = field(msg, "label_party", int)
+        onehots, ys = [], []
+        for i, (p, (rows, feats)) in enumerate(zip(parties, blocks)):
+            shapes = [(feats * nb, rows)] + ([(rows,)] if horizontal or i == label_party else [])
+            m = box.recv("odata", p)
+            got = share_from_seed(field(m, "seed", bytes), shapes) if index == 0 else \
+                [_array(m, k, s) for k, s in zip(("onehot", "y"), shapes)]
+            onehots.append(got[0])
+            if len(got) > 1:
+                ys.append(got[1])
+        engine.load_onehot(np.concatenate(onehots, axis=1 if horizontal else 0))
+        del onehots
+        y = np.concatenate(ys)
+        learner = Learner(engine, n, F, nb, cfg["params"])
+        transport.send(me, ANALYST, "oysum", {"share": np.array([y.sum(dtype=np.uint64)])})
+        base = _array(box.recv("obase", ANALYST), "share", (1,))
+        margin = np.repeat(base, n)
+        for _ in range(field(msg, "n_trees", int)):
+            margin, valid, index_, weight = learner.tree(margin, y)
+            transport.send(me, ANALYST, "otree", {"valid": valid, "index": index_, "weight": weight})
+    except PeerFailure:
+        raise
+    except BaseException as exc:
+        report_failure(transport, me, ANALYST, exc)
+        raise
+
+
+def encoded_labels(y: np.ndarray) -> np.ndarray:
+    return encode(np.asarray(y, dtype=np.float32).astype(np.float64))

@@ -1,0 +1,28 @@
+"""Role names and message stages of oblivious training, in one place.
+
+    party   -> analyst  ohello     {rows, cols}                      public sizes
+    analyst -> party    obinreq    {level, requests}                 horizontal bin agreement
+    party   -> server   obinshare  {counts}                          shares of cell counts
+    analyst -> server   obinround  {size}                            a bin-agreement round
+    server  -> analyst  obinsum    {counts}                          shares of the pooled counts
+    analyst -> party    ocuts      {cuts} / party -> analyst ocuts   the cuts (horizontal / vertical)
+    analyst -> server   oconfig    {public sizes and parameters}
+    party   -> server   odata      {seed} to server-0, {onehot, y} shares to server-1
+    server  -> analyst  oysum      {share}                           for the default intercept
+    analyst -> server   obase      {share}                           shares of the base margin
+    server <-> server   oopen      {x: masked words}
+    dealer  -> server   oseed      {key};  server-1 -> dealer oneed {kind, sizes}; dealer -> server-1 ocorr
+    server  -> analyst  otree      {valid, index, weight} shares
+    analyst -> dealer   ostop
+"""
+
+from __future__ import annotations
+
+ANALYST = "analyst"
+DEALER = "dealer"
+SERVERS = ("server-0", "server-1")
+SERVER_STAGES = ("oseed", "oopen", "ocorr", "oconfig", "odata", "obinround", "obinshare", "obase")
+
+
+def party_names(n_parties: int) -> list[str]:
+    return [f"party-{i}" for i in range(n_parties)]
