@@ -14,7 +14,7 @@ from .horizontal import train_horizontal
 from .oblivious import train_oblivious
 from .vertical import train_vertical
 
-__all__ = ["train_horizontal", "train_vertical", "PPXGBClassifier", "PPXGBRegressor"]
+__all__ = ["train_horizontal", "train_oblivious", "train_vertical", "PPXGBClassifier", "PPXGBRegressor"]
 
 
 def __getattr__(name: str):
