@@ -517,3 +517,18 @@ def test_enrollment_refuses_a_threshold_split_on_a_categorical_feature():
                    feature_types=("c", "q"))
     with pytest.raises(ParameterError, match="threshold split on a feature typed 'c'"):
         Proxy(1024, allow_weak_keys=True).enroll(ens, user_id="alice")
+
+
+@pytest.mark.parametrize("scheme", ["ope", "ore"])
+def test_model_of_categorical_features_only_with_pair_tables(scheme):
+    """No numeric column at all (queries carry only tokens), and leaf-pair tables on."""
+    only = make_frame()[0][["ward", "sex"]]
+    y = only["ward"].isin(WARDS[::3]).to_numpy(float) + (only["sex"] == "m").to_numpy(float)
+    booster = xgb.train({"max_depth": 3}, xgb.DMatrix(only, y, enable_categorical=True), 5)
+    e = Proxy(1024, allow_weak_keys=True, scheme=scheme).enroll(booster, user_id="alice")
+    assert e.model.columns == () and len(e.model.cat_columns) > 0
+    server, client = Server(pair_table_mb=16), Client(e.keys)
+    server.add(e.model.to_bytes())
+    got = client.decrypt(server.predict(e.model.model_id, client.encrypt(only).to_bytes()), output_margin=True)
+    ref = booster.predict(xgb.DMatrix(only, enable_categorical=True), output_margin=True)
+    np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
