@@ -242,6 +242,9 @@ def accountant_for(p: Any, n_trees: int | None, n_features: int, who: str,
 def release_sigmas(acc: Accountant | None, stage: str, n_words: int = 0) -> list[float] | None:
     """Charge one release of `stage` and return the noise sigmas of its coordinates
     (None without DP, or for a stage that opens nothing to noise)."""
+    if acc is not None and stage == "evaluate":
+        raise ParameterError("evals: the metric statistics of validation rows are opened without noise; "
+                             "eval sets are not available under dp_epsilon")
     if acc is None or stage not in RELEASES:
         return None
     acc.charge(stage)
