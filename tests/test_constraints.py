@@ -70,8 +70,14 @@ def margins(booster, X):
     return booster.predict(xgb.DMatrix(X), output_margin=True)
 
 
-@pytest.mark.parametrize("mode", ["horizontal", "vertical"])
-@pytest.mark.parametrize("case", list(CASES))
+#: the fast tier runs these (case, mode) pairs; the rest are marked slow
+FAST = {("monotone", "horizontal"), ("monotone-lossguide", "vertical"), ("interaction", "horizontal"),
+        ("lossguide-depth0", "vertical")}
+
+
+@pytest.mark.parametrize("case,mode", [
+    pytest.param(case, mode, marks=() if (case, mode) in FAST else pytest.mark.slow)
+    for case in CASES for mode in ("horizontal", "vertical")])
 def test_matches_xgboost(case, mode):
     extra = CASES[case]
     params = {"objective": "reg:squarederror", **BASE, **extra}
@@ -95,7 +101,8 @@ def _sweep(booster, X, feature):
     return np.stack(out, axis=1)
 
 
-@pytest.mark.parametrize("policy", [{}, {"grow_policy": "lossguide", "max_leaves": 16}])
+@pytest.mark.parametrize("policy", [{}, pytest.param({"grow_policy": "lossguide", "max_leaves": 16},
+                                                     marks=pytest.mark.slow)])
 def test_predictions_are_monotone(policy):
     """Increasing in feature 0, decreasing in feature 1, for every row (the other
     features fixed); without the constraint the same data gives a violation."""
@@ -110,6 +117,7 @@ def test_predictions_are_monotone(policy):
     assert np.any(np.diff(_sweep(free, X[:200], 0), axis=1) < 0)
 
 
+@pytest.mark.slow
 def test_constraints_by_feature_name():
     """With DataFrames, monotone_constraints as a dict and interaction_constraints as
     lists of names, as xgboost's Python API takes them."""
@@ -146,6 +154,7 @@ def test_interaction_paths_stay_inside_a_set():
             assert len(used) <= 1 or any(used <= s for s in sets), used
 
 
+@pytest.mark.slow
 def test_lossguide_respects_max_leaves():
     X, y = data("reg:squarederror", seed=2)
     params = {"objective": "reg:squarederror", **BASE, "grow_policy": "lossguide", "max_depth": 0, "max_leaves": 7}
