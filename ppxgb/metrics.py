@@ -343,7 +343,15 @@ def owner_stats(metrics: list[Metric], objective: str, margin: np.ndarray, y: np
     if len(y) == 0:
         return np.zeros(sum(m.n_stats(n_groups) for m in metrics))
     pred = eval_predictions(objective, margin)
-    return np.concatenate([m.stats(pred, y, w) for m in metrics]) if metrics else np.zeros(0)
+    parts = []
+    for m in metrics:
+        with np.errstate(all="ignore"):
+            part = m.stats(pred, y, w)
+        if not np.all(np.isfinite(part)):
+            raise ParameterError.bad("eval_metric", f"{m.name} finite on the validation rows",
+                                     "NaN or inf (a label outside the metric's domain, e.g. 0 for mape)")
+        parts.append(part)
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def metric_values(metrics: list[Metric], totals: np.ndarray, n_groups: int) -> list[float]:

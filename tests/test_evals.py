@@ -335,3 +335,14 @@ def test_vertical_feature_holder_sees_nothing_of_the_validation_labels(monkeypat
     b = _feature_holder_view(noise, monkeypatch, leak=mutant)
     assert len(a) > 0
     assert (a == b) != mutant
+
+
+def test_a_metric_undefined_on_the_validation_rows_is_named():
+    """mape of a zero label is infinite: the party refuses it naming the metric, and the
+    training stops with that error rather than opening a garbage sum."""
+    train, valid = split_data("real")
+    yv = valid[1].copy()
+    yv[0] = 0.0
+    with pytest.raises(ParameterError, match="mape"):
+        horizontal_run({**BASE, "objective": "reg:squarederror", "eval_metric": "mape"}, train,
+                       (valid[0], yv, valid[2]), 2)
