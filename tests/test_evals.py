@@ -225,6 +225,8 @@ def test_bad_evals_are_refused():
         train_horizontal({"verbosity": 0}, parties, 2, evals=[(halves(valid, 150), "my-valid")])
     with pytest.raises(ParameterError, match="early_stopping_rounds"):
         train_horizontal({"verbosity": 0}, parties, 2, early_stopping_rounds=2)
+    with pytest.raises(ParameterError, match="evals"):
+        train_horizontal({"verbosity": 0}, parties, 2, evals=[halves(valid, 150)])
 
 
 # ------------------------------------------------------------------ privacy
