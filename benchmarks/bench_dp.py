@@ -95,7 +95,7 @@ def main(argv=None) -> int:
                 cells.append(f"{np.mean(aucs):.3f} ± {np.std(aucs):.3f}")
                 print(f"{name} {mode} eps={eps}: {cells[-1]} ({time.monotonic() - started:.0f}s)",
                       file=sys.stderr, flush=True)
-            rows = "heart 920" if name == "heart" else f"{args.rows:,}"
+            rows = "920" if name == "heart" else f"{args.rows:,}"
             lines.append(f"| {name} ({rows}) | {mode} | " + " | ".join(cells) + " |")
     head = (f"Test AUC (30% held out), mean ± sd over {args.seeds} seeds; binary:logistic, "
             f"{ROUNDS} rounds, max_depth {PARAMS['max_depth']}, max_bin {PARAMS['max_bin']}, "
