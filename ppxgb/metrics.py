@@ -228,12 +228,28 @@ class AUC(Metric):
         return np.concatenate([pos, neg])
 
     def value(self, totals):
-        pos, neg = totals[:AUC_BINS], totals[AUC_BINS:]
-        P, N = pos.sum(), neg.sum()
-        if P <= 0 or N <= 0:
-            return math.nan
-        below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
-        return float(np.dot(pos, below + 0.5 * neg) / (P * N))
+        return _auc(totals[:AUC_BINS], totals[AUC_BINS:])
+
+    def exact(self, pred, y, w):
+        """The AUC of rows held in one place (vertical: the label holder): every distinct
+        prediction its own cell, ties counted half, as XGBoost counts them."""
+        pred = np.asarray(pred, np.float64).reshape(-1)
+        wt = np.ones(len(y)) if w is None else np.asarray(w, np.float64)
+        y = np.asarray(y, np.float64)
+        order = np.argsort(pred, kind="stable")
+        p = pred[order]
+        starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]]) if len(p) else np.zeros(0, np.int64)
+        return _auc(np.add.reduceat((wt * y)[order], starts), np.add.reduceat((wt * (1.0 - y))[order], starts))
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AUC from weighted positive and negative counts per cell, cells in increasing order
+    of prediction: pairs in different cells ordered, pairs within a cell count half."""
+    P, N = pos.sum(), neg.sum()
+    if P <= 0 or N <= 0:
+        return math.nan
+    below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
+    return float(np.dot(pos, below + 0.5 * neg) / (P * N))
 
 
 def auc_cells(pred: np.ndarray) -> np.ndarray:
@@ -352,6 +368,18 @@ def owner_stats(metrics: list[Metric], objective: str, margin: np.ndarray, y: np
                                      "NaN or inf (a label outside the metric's domain, e.g. 0 for mape)")
         parts.append(part)
     return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def owner_values(metrics: list[Metric], objective: str, margin: np.ndarray, y: np.ndarray,
+                 w: np.ndarray | None, n_groups: int) -> list[float]:
+    """Every metric's value over rows held in one place: from the statistics, except
+    AUC, which is exact there (no grid)."""
+    stats = owner_stats(metrics, objective, margin, y, w, n_groups)
+    values = metric_values(metrics, stats, n_groups)
+    if len(y):
+        pred = eval_predictions(objective, margin)
+        values = [m.exact(pred, y, w) if isinstance(m, AUC) else v for m, v in zip(metrics, values)]
+    return values
 
 
 def metric_values(metrics: list[Metric], totals: np.ndarray, n_groups: int) -> list[float]:

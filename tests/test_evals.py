@@ -348,3 +348,13 @@ def test_a_metric_undefined_on_the_validation_rows_is_named():
     with pytest.raises(ParameterError, match="mape"):
         horizontal_run({**BASE, "objective": "reg:squarederror", "eval_metric": "mape"}, train,
                        (valid[0], yv, valid[2]), 2)
+
+
+def test_vertical_auc_is_exact():
+    """The label holder holds every validation row: its AUC has no grid, and equals
+    xgboost's to rounding even where the horizontal grid bound is loose."""
+    train, valid = split_data("binary")
+    params = {**BASE, "objective": "binary:logistic", "eval_metric": "auc"}
+    _, ref_hist = oracle(params, train, valid, 10)
+    _, hist = vertical_run(params, train, valid, 10)
+    np.testing.assert_allclose(hist["valid"]["auc"], ref_hist["valid"]["auc"], rtol=0, atol=1e-8)

@@ -77,7 +77,8 @@ class Evaluation:
     """The between-rounds logic of one training (see the module docstring).
 
     score: called after each round, returns the opened statistics of every eval set
-    (one row per name, metrics' statistics concatenated, as metrics.owner_stats)."""
+    (one row per name, metrics' statistics concatenated, as metrics.owner_stats), or,
+    from a role that holds every validation row, a list of each set's metric values."""
 
     def __init__(self, p: TrainParams, names: Sequence[str], score: Callable[[], np.ndarray] | None,
                  callbacks: Sequence[TrainingCallback] | None = None, early_stopping_rounds: int | None = None,
@@ -122,11 +123,14 @@ class Evaluation:
         """Score the eval sets, extend the history, run the callbacks; True: stop."""
         self.model.rounds = rnd + 1
         if self.active:
-            totals = np.asarray(self.score(), np.float64).reshape(len(self.names), -1)
-            for name, row in zip(self.names, totals):
+            scores = self.score()
+            if not isinstance(scores, list):
+                totals = np.asarray(scores, np.float64).reshape(len(self.names), -1)
+                scores = [metric_values(self.metrics, row, self.p.n_groups) for row in totals]
+            for name, values in zip(self.names, scores):
                 data = self.history.setdefault(name, collections.OrderedDict())
-                for metric, value in zip(self.metrics, metric_values(self.metrics, row, self.p.n_groups)):
-                    data.setdefault(metric.name, []).append(value)
+                for metric, value in zip(self.metrics, values):
+                    data.setdefault(metric.name, []).append(float(value))
         return any(cb.after_iteration(self.model, rnd, self.history) for cb in self.callbacks)
 
     # ---- after training

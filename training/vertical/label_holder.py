@@ -268,9 +268,9 @@ class VerticalSource(HistogramSource):
             self.val.score_tree(self.t, self.box, self.me, self.fhs, self.owner, self.tree, self.group,
                                 self.levels, leaves, values)
 
-    def evaluate(self) -> np.ndarray:
-        """Every eval set's metric statistics (the label holder scores them alone)."""
-        return self.val.stats()
+    def evaluate(self) -> list[list[float]]:
+        """Every eval set's metric values (the label holder scores them alone)."""
+        return self.val.values()
 
     def stop(self) -> None:
         self.t.send(self.me, self.dealer, "stop", {})

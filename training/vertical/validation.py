@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ppxgb.errors import ParameterError, ProtocolError
-from ppxgb.metrics import owner_stats
+from ppxgb.metrics import owner_values
 from ppxgb.model import as_float32_matrix
 from ppxgb.objectives import get_objective
 from ppxgb.transport import Transport
@@ -107,11 +107,12 @@ class LabelHolderEvals:
         for pos, margin in zip(positions, self.margin):
             margin[:, group] += value_of[pos]
 
-    def stats(self) -> np.ndarray:
-        """Every eval set's metric statistics (LH holds all the labels: no secure sum)."""
+    def values(self) -> list[list[float]]:
+        """Every eval set's metric values (LH holds all the labels: no secure sum, and
+        AUC exact)."""
         metrics = eval_metrics(self.p)
-        return np.stack([owner_stats(metrics, self.p.objective, m, y, w, self.p.n_groups)
-                         for m, y, w in zip(self.margin, self.y, self.w)])
+        return [owner_values(metrics, self.p.objective, m, y, w, self.p.n_groups)
+                for m, y, w in zip(self.margin, self.y, self.w)]
 
 
 class FeatureHolderEvals:
