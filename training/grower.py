@@ -87,7 +87,7 @@ class HistogramSource(ABC):
     """What a training mode implements for the learner (see the module docstring).
 
     The call order for a whole training: setup, intercept_totals (unless base_score is
-    given), set_base_margin, then per tree start_tree, (histograms, split)* and
+    given), set_base_margin, then per tree start_tree, (histograms, split+)* and
     finish_tree, and at the end stop; abort on any failure.
     """
 
@@ -119,7 +119,10 @@ class HistogramSource(ABC):
     @abstractmethod
     def split(self, new: NewSplits) -> dict[int, float]:
         """Route the rows of the split nodes to their children; the float32 threshold
-        of each split (the source knows the cuts of the features it owns)."""
+        of each split (the source knows the cuts of the features it owns).  Under
+        lossguide it may be called several times before the next histograms or
+        finish_tree (leaves whose children are not evaluated): the source keeps every
+        split until then."""
 
     @abstractmethod
     def child_sizes(self, children: list[int], stats: Mapping[int, tuple[float, float]]) -> dict[int, float]:
