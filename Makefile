@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast postgres bench clean
+.PHONY: demo test test-fast postgres chromium bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/ppxgb demo
 
-test: $(STAMP) postgres
+test: $(STAMP) postgres chromium
 	$(BIN)/python -m pytest -q tests
 
 # the fast tier (no tests marked slow): a quick check while working
@@ -32,6 +32,14 @@ postgres:
 	  if [ "$$(id -u)" -ne 0 ]; then \
 	    echo "make: PostgreSQL (pg_ctl) is missing and installing it needs root: apt-get install -y postgresql" >&2; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+# the report test renders the demo's HTML report in a real headless Chromium (Debian's chromium
+# and chromium-driver packages, driven by selenium); install them when missing (needs root)
+chromium:
+	@{ command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" -ne 0 ]; then \
+	    echo "make: Chromium (chromium, chromedriver) is missing and installing it needs root: apt-get install -y chromium chromium-driver" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 # about an hour on 2 cores; each script prints its table and rewrites benchmarks/RESULTS_*.md
 bench: $(STAMP)

@@ -17,6 +17,13 @@ The ``results`` schema (arrays may be lists or numpy arrays)::
         "auc": {"federated": 0.91, ...},    # optional; computed from scores when absent
         "groups": ["Cleveland", ...],       # optional; hospital of each test row, adds
                                             # a figure of every model's AUC per hospital
+                                            # and a table of AUCs with confidence intervals
+        "settings": {"max_depth": 3, ...},  # optional; training settings, listed
+        "label": "disease: num > 0",        # optional; what the label means
+        "features": ["age", ...],           # optional; the feature columns
+        "importance": {"age": 12.5, ...},   # optional; the federated model's total gain
+                                            # per feature, adds a figure
+        "threshold": 0.5,                   # optional; for sensitivity and specificity
       },
       "timings": {"step name": seconds, ...},   # required (may be empty)
       "vertical": None | {                  # optional section
@@ -35,6 +42,10 @@ The ``results`` schema (arrays may be lists or numpy arrays)::
 
 Model names ``federated`` and ``centralized`` get fixed colours; every other name is
 drawn as a single-hospital model (``hospital:`` prefix stripped in labels).
+
+Every AUC comes with DeLong's 95% confidence interval (app/report_stats.py); the page
+also shows a calibration plot with sensitivity and specificity at the threshold, and
+lists the versions of the libraries that produced it.
 """
 
 from __future__ import annotations
@@ -57,6 +68,8 @@ from ppxgb.errors import ParameterError
 from ppxgb.files import write_atomic
 from ppxgb.wire import missing_extra
 
+from .report_stats import auc_ci, calibration, sensitivity_specificity
+
 try:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -64,6 +77,12 @@ except ImportError as exc:
     raise missing_extra(exc, "report", "the HTML report") from None
 
 DEFAULT_TOLERANCE = 1e-6
+DEFAULT_THRESHOLD = 0.5
+#: Federated and centralized predictions closer than this are said to coincide.
+SAME_CURVE = 1e-4
+#: Libraries whose versions the report lists.
+LIBRARIES = ("ppxgb", "xgboost", "numpy", "pandas", "scikit-learn", "numba", "matplotlib")
+TOP_FEATURES = 15
 _FIXED_COLOURS = {"federated": "#d62728", "centralized": "#1f77b4"}
 _OTHER_COLOURS = ["#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
@@ -162,8 +181,9 @@ def _roc_figure(y: np.ndarray, scores: dict[str, np.ndarray], auc: dict[str, flo
     for m in models:
         fpr, tpr, _ = roc_curve(y, scores[m])
         single = m not in _FIXED_COLOURS
-        ax.plot(fpr, tpr, color=colours[m], lw=1.3 if single else 2.4, ls="--" if single else "-",
-                label=f"{_label(m)} (AUC {auc[m]:.3f})")
+        style = {"lw": 1.3, "ls": "--"} if single else \
+            {"lw": 1.6, "ls": (0, (4, 3))} if m == "centralized" else {"lw": 3.2, "ls": "-"}
+        ax.plot(fpr, tpr, color=colours[m], label=f"{_label(m)} (AUC {auc[m]:.3f})", **style)
     ax.plot([0, 1], [0, 1], color="#999", lw=0.8, ls=":")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(loc="lower right", fontsize=8)
@@ -206,6 +226,38 @@ def _group_bars(y: np.ndarray, scores: dict[str, np.ndarray], groups: np.ndarray
     ax.axhline(0.5, color="#999", lw=0.8, ls=":")
     ax.set(ylim=(0, 1.05), ylabel="AUC", title="AUC on each hospital's test patients")
     ax.legend(fontsize=7, ncol=min(4, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    return _png(fig)
+
+
+def _calibration_figure(y: np.ndarray, scores: dict[str, np.ndarray]) -> str:
+    fig = Figure(figsize=(6.4, 5.4))
+    ax = fig.add_subplot()
+    models = [m for m in ("federated", "centralized") if m in scores] or list(scores)[:1]
+    colours = _colours(models)
+    for m in models:
+        pred, observed, counts = calibration(y, scores[m])
+        ax.plot(pred, observed, marker="o", color=colours[m], lw=1.6 if m == "centralized" else 3.2,
+                ms=4 if m == "centralized" else 7, ls=(0, (4, 3)) if m == "centralized" else "-", label=_label(m))
+        if m == models[0]:
+            for px, oy, c in zip(pred, observed, counts):
+                ax.annotate(str(int(c)), (px, oy), textcoords="offset points", xytext=(4, -10), fontsize=7,
+                            color="#555")
+    ax.plot([0, 1], [0, 1], color="#999", lw=0.8, ls=":", label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="mean predicted probability (bin)",
+           ylabel="observed share of positives", title="Calibration on the held-out set")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _importance_figure(importance: dict[str, float]) -> str:
+    top = sorted(importance.items(), key=lambda kv: -kv[1])[:TOP_FEATURES]
+    fig = Figure(figsize=(6.8, 0.9 + 0.35 * len(top)))
+    ax = fig.add_subplot()
+    ys = np.arange(len(top))[::-1]
+    ax.barh(ys, [v for _, v in top], color=_FIXED_COLOURS["federated"])
+    ax.set_yticks(ys, [k for k, _ in top])
+    ax.set(xlabel="total gain over all splits on the feature", title="Feature importance, federated model")
     return _png(fig)
 
 
@@ -253,9 +305,49 @@ def _table(rows: list[tuple[str, Any]], head: tuple[str, str] = ("", "")) -> str
     return "\n".join(out)
 
 
+def _with_ci(y: np.ndarray, score: np.ndarray, auc: float | None = None) -> str:
+    """'0.912 [0.871, 0.953]': the AUC (given, or computed) and DeLong's 95% interval."""
+    computed, lo, hi = auc_ci(y, score)
+    value = computed if auc is None else auc
+    if not math.isfinite(value):
+        return "n/a (one class only)"
+    ci = f" [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) else " [interval n/a]"
+    return f"{value:.4f}{ci}"
+
+
+def _versions() -> list[tuple[str, Any]]:
+    import platform
+    from importlib import metadata
+
+    rows: list[tuple[str, Any]] = [("python", platform.python_version())]
+    for name in LIBRARIES:
+        try:
+            rows.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            rows.append((name, "not installed"))
+    return rows
+
+
 def _img(figure_id: str, b64: str, alt: str, caption: str) -> str:
     return (f'<figure id="fig-{figure_id}"><img data-figure="{figure_id}" alt="{html.escape(alt)}" '
             f'src="data:image/png;base64,{b64}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+
+
+def _ci_table(y: np.ndarray, scores: dict[str, np.ndarray], groups: np.ndarray) -> str:
+    """AUC [95% CI] of every model on all test patients and on each hospital's."""
+    hospitals = list(dict.fromkeys(groups.tolist()))
+    head = "".join(f"<th>{html.escape(h)} (n={int((groups == h).sum())})</th>" for h in hospitals)
+    rows = [f'<table id="auc-ci"><tr><th>model</th><th>all (n={y.size})</th>{head}</tr>']
+    for m in _order(list(scores)):
+        cells = [_with_ci(y, scores[m])] + [_with_ci(y[groups == h], scores[m][groups == h]) for h in hospitals]
+        rows.append(f"<tr><td>{html.escape(_label(m))}</td>" +
+                    "".join(f'<td class="num">{html.escape(c)}</td>' for c in cells) + "</tr>")
+    rows.append("</table>")
+    note = ('<p class="muted">AUC [95% confidence interval] by DeLong\'s method (normal approximation '
+            "of the Mann-Whitney statistic's variance). With a few dozen patients per hospital the "
+            "intervals are wide, and the normal approximation is itself rough: read differences "
+            "between hospitals with care.</p>")
+    return "\n".join(rows) + "\n" + note
 
 
 def _scalars(block: Mapping, skip: set[str]) -> list[tuple[str, Any]]:
@@ -272,6 +364,16 @@ def _render(results: Mapping) -> str:
         if groups.shape != y.shape:
             raise ParameterError.bad("results['horizontal']['groups']", f"length {y.size} (as y_test)", groups.shape)
         groups = groups.astype(str)
+    settings = _mapping(hz.get("settings") or {}, "results['horizontal']['settings']")
+    features = hz.get("features")
+    if features is not None and (isinstance(features, (str, bytes)) or not hasattr(features, "__iter__")):
+        raise ParameterError.bad("results['horizontal']['features']", "a list of column names", features)
+    importance_in = _mapping(hz.get("importance") or {}, "results['horizontal']['importance']")
+    importance = {str(k): _number(v, f"results['horizontal']['importance'][{k!r}]")
+                  for k, v in importance_in.items()}
+    threshold = _number(hz.get("threshold", DEFAULT_THRESHOLD), "results['horizontal']['threshold']")
+    if not 0 < threshold < 1:
+        raise ParameterError.bad("results['horizontal']['threshold']", "a probability in (0, 1)", threshold)
     timings_in = _mapping(results.get("timings"), "results['timings']")
     timings = {str(k): _number(v, f"results['timings'][{k!r}]") for k, v in timings_in.items()}
     if any(v < 0 for v in timings.values()):
@@ -316,27 +418,65 @@ def _render(results: Mapping) -> str:
     meta_rows = _scalars(meta, {"title", "created"})
     if meta_rows:
         parts += ["<h2>Run</h2>", _table(meta_rows)]
+    setting_rows = [(str(k), v if isinstance(v, (str, numbers.Number)) else str(v)) for k, v in settings.items()]
+    if hz.get("label") is not None:
+        setting_rows.append(("label", str(hz["label"])))
+    if features is not None:
+        names = [str(f) for f in features]
+        setting_rows.append((f"features ({len(names)})", ", ".join(names)))
+    if setting_rows:
+        parts += ["<h2>Settings</h2>", _table(setting_rows, ("setting", "value"))]
+    parts += ["<h2>Library versions</h2>", _table(_versions(), ("library", "version"))]
 
     parts.append("<h2>Summary</h2>")
-    summary: list[tuple[str, Any]] = [(f"AUC, {_label(m)}", auc[m]) for m in _order(list(auc))]
+    summary: list[tuple[str, Any]] = [
+        (f"AUC [95% CI], {_label(m)}", _with_ci(y, scores[m], auc[m]) if m in scores else auc[m])
+        for m in _order(list(auc))]
     summary.append(("held-out patients (positives)", f"{y.size} ({int(y.sum())})"))
-    summary += [(f"vertical AUC, {k}", v) for k, v in v_auc.items()]
+    summary += [(f"vertical AUC [95% CI], {k}", _with_ci(v_roc[0], v_roc[1][k], v) if v_roc and k in v_roc[1]
+                 else v) for k, v in v_auc.items()]
     if has_diff:
         summary.append(("encrypted vs plaintext, max |diff|", diff))
     summary += [(f"time: {k}", _fmt_seconds(v)) for k, v in timings.items()]
     parts.append(_table(summary, ("quantity", "value")))
 
     parts.append("<h2>Horizontal training: hospitals with their own patients</h2>")
+    roc_caption = ("ROC curves of the federated model, the centralized model trained on the pooled rows, "
+                   "and each hospital's model trained on its own rows alone, all on the same held-out set.")
+    roc_note = ""
+    if "federated" in scores and "centralized" in scores:
+        gap = float(np.max(np.abs(scores["federated"] - scores["centralized"])))
+        roc_note = (f"The federated curve (thick, solid) lies under the centralized one (dashed): their "
+                    f"predicted probabilities differ by at most {_fmt(gap)}, so the two curves coincide."
+                    if gap < SAME_CURVE else
+                    f"Federated (solid) and centralized (dashed) predictions differ by up to {_fmt(gap)}.")
     parts.append(_img("roc", _roc_figure(y, scores, auc, "ROC on the shared held-out set"),
-                      "ROC curves: federated, centralized and single-hospital models",
-                      "ROC curves of the federated model, the centralized model trained on the pooled rows, "
-                      "and each hospital's model trained on its own rows alone, all on the same held-out set."))
+                      "ROC curves: federated, centralized and single-hospital models", roc_caption))
+    if roc_note:
+        parts.append(f'<p id="roc-note">{html.escape(roc_note)}</p>')
     parts.append(_img("auc", _auc_bars(auc, "AUC per model"), "AUC bar chart per hospital model, federated and centralized",
                       "AUC of each single-hospital model next to the federated and centralized models."))
     if groups is not None:
         parts.append(_img("auc-by-hospital", _group_bars(y, scores, groups), "AUC of every model on each hospital's test patients",
                           "Each model evaluated on the test patients of one hospital at a time "
                           "(no bar where those patients are all of one class, so AUC is undefined)."))
+        parts.append(_ci_table(y, scores, groups))
+    parts.append("<h3>Calibration and the decision threshold</h3>")
+    parts.append(_img("calibration", _calibration_figure(y, scores), "calibration plot of the federated model",
+                      "Mean predicted probability against the observed share of patients with the disease, in "
+                      "ten equal-width bins (numbers: patients per bin); on the diagonal, a predicted 30% "
+                      "means 30% of such patients are positive."))
+    cut_rows = []
+    for m in _order(list(scores)):
+        sens, spec = sensitivity_specificity(y, scores[m], threshold)
+        cut_rows.append(f"<tr><td>{html.escape(_label(m))}</td><td class=\"num\">{_fmt(sens)}</td>"
+                        f"<td class=\"num\">{_fmt(spec)}</td></tr>")
+    parts.append(f"<table id=\"threshold\"><tr><th>model</th><th>sensitivity at {_fmt(threshold)}</th>"
+                 f"<th>specificity at {_fmt(threshold)}</th></tr>" + "".join(cut_rows) + "</table>")
+    if importance:
+        parts.append(_img("importance", _importance_figure(importance), "feature importance of the federated model",
+                          f"Total gain of the splits on each feature in the federated model (the top "
+                          f"{min(TOP_FEATURES, len(importance))} of {len(importance)} features used)."))
 
     parts.append("<h2>Timings</h2>")
     if timings:

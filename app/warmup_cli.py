@@ -32,7 +32,8 @@ def _data(seed: int = 0, n: int = 80) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 4))
     X[rng.random(X.shape) < 0.05] = np.nan          # the missing-value paths too
-    return X, (np.nan_to_num(X[:, 0]) + 0.5 * np.nan_to_num(X[:, 1]) > 0).astype(np.float64)
+    # the label depends on columns of both vertical parties, so both split nodes
+    return X, (np.nan_to_num(X[:, 0]) + np.nan_to_num(X[:, 2]) > 0).astype(np.float64)
 
 
 def _horizontal() -> Any:
@@ -52,8 +53,8 @@ def _vertical() -> Any:
     ids = np.arange(len(y))
     a = pd.DataFrame({"id": ids, "f0": X[:, 0], "f1": X[:, 1], "y": y})
     b = pd.DataFrame({"id": ids[::-1], "f2": X[::-1, 2], "f3": X[::-1, 3]})
-    return train_vertical({"objective": "binary:logistic", "max_depth": 2}, [a, b], label="y",
-                          num_boost_round=2, id_column="id")
+    return train_vertical({"objective": "binary:logistic", "max_depth": 3}, [a, b], label="y",
+                          num_boost_round=3, id_column="id")
 
 
 def _inference(booster, scheme: str) -> None:
