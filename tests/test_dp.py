@@ -218,13 +218,18 @@ def test_a_run_beyond_the_budget_stops_before_opening_more(source_cls, who):
 def test_unsupported_dp_configurations_are_refused_by_name():
     for params, name in [({"objective": "reg:gamma"}, "dp_epsilon"),
                          ({"objective": "reg:squarederror"}, "base_score"),
-                         ({"scale_pos_weight": 2.0}, "scale_pos_weight")]:
+                         ({"scale_pos_weight": 2.0}, "scale_pos_weight"),
+                         ({"dp_clip": 2.0}, "dp_clip")]:
         p = TrainParams.from_dict({**PARAMS, **params})
         with pytest.raises(Exception, match=name):
             dp.accountant_for(p, 2, 5, "coordinator")
     for bad in [{"dp_epsilon": 0}, {"dp_delta": 1.0}, {"dp_clip": -1}]:
         with pytest.raises(Exception, match=next(iter(bad))):
             TrainParams.from_dict({**PARAMS, **bad})
+    plain = {k: v for k, v in PARAMS.items() if not k.startswith("dp_")}
+    for unused in [{"dp_delta": 1e-6}, {"dp_clip": 2.0}]:        # without dp_epsilon: refused, not ignored
+        with pytest.raises(Exception, match=f"{next(iter(unused))}: used only with dp_epsilon"):
+            TrainParams.from_dict({**plain, **unused})
 
 
 def test_regression_gradients_are_clipped_with_a_warning():

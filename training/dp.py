@@ -71,6 +71,9 @@ def check_params(p: Any) -> None:
     if p.scale_pos_weight != 1.0:
         raise ParameterError("scale_pos_weight: must be 1 under dp_epsilon (it scales a row's "
                              "contribution beyond the documented bounds)")
+    if p.dp_clip != 1.0 and BOUNDS[p.objective][0] is not None:
+        raise ParameterError(f"dp_clip: {p.objective} has fixed bounds (|g| <= {BOUNDS[p.objective][0]:g}); "
+                             f"dp_clip applies to reg:squarederror only")
     if p.objective == "reg:squarederror" and p.base_score is None:
         raise ParameterError("base_score: reg:squarederror under dp_epsilon needs base_score "
                              "(the label mean would need a bound on the labels)")

@@ -313,10 +313,14 @@ def _bool(name: str, value: Any) -> bool:
 
 
 def _dp(p: dict[str, Any]) -> dict[str, Any]:
-    """dp_epsilon > 0 (None: no DP), dp_delta in (0, 1), dp_clip > 0."""
+    """dp_epsilon > 0 (None: no DP), dp_delta in (0, 1), dp_clip > 0; dp_delta and
+    dp_clip other than their defaults need dp_epsilon (nothing is silently ignored)."""
     eps = p["dp_epsilon"]
     if eps is not None:
         eps = _float("dp_epsilon", eps, lo=0.0, lo_open=True)
+    for name in ("dp_delta", "dp_clip"):
+        if eps is None and p[name] != SUPPORTED[name][0]:
+            raise ParameterError(f"{name}: used only with dp_epsilon, which is unset")
     delta = _float("dp_delta", p["dp_delta"], lo=0.0, lo_open=True)
     if delta >= 1.0:
         raise ParameterError.bad("dp_delta", "a number in (0, 1)", delta)
