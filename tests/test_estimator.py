@@ -146,3 +146,21 @@ def test_bad_data_is_named(binary):
         PPXGBClassifier(**SMALL).fit(split_rows(X, y + 1, [300, 300]))
     with pytest.raises(ParameterError, match="y"):
         PPXGBClassifier(**SMALL, partition="vertical").fit(column_blocks(X, 2))
+
+
+@pytest.mark.slow
+def test_vertical_eval_set_and_early_stopping():
+    """eval_set in the vertical form ((blocks, y) per set) reaches train_vertical: the
+    same evals_result and best_iteration as calling it directly."""
+    X, y = make_discrete_data("binary:logistic", 600, 4, 0.1, 3, signal)
+    Xv, yv = X[:200] + 0.5, 1 - y[:200]
+    clf = PPXGBClassifier(**{**SMALL, "n_estimators": 10, "learning_rate": 0.8}, partition="vertical",
+                          early_stopping_rounds=2, eval_metric="logloss")
+    clf.fit(column_blocks(X, 2), y, eval_set=[(column_blocks(Xv, 2), yv)])
+    result: dict = {}
+    booster = train_vertical({"objective": "binary:logistic", "max_depth": 3, "max_bin": 32, "verbosity": 0,
+                              "eta": 0.8, "eval_metric": "logloss"}, column_blocks(X, 2), y, num_boost_round=10,
+                             evals=[(column_blocks(Xv, 2), yv, "validation_0")], early_stopping_rounds=2,
+                             evals_result=result, verbose_eval=False)
+    assert clf.evals_result() == result
+    assert clf.best_iteration == booster.best_iteration < 9
