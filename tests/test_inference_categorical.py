@@ -7,6 +7,8 @@ columns: one-hot splits (max_cat_to_onehot above the number of categories) and
 partition splits (max_cat_to_onehot=1), with missing categories.
 """
 
+import functools
+
 import msgpack
 import numpy as np
 import pandas as pd
@@ -21,6 +23,7 @@ from ppxgb.proxy import Proxy
 
 WARDS = [f"ward{i}" for i in range(11)]
 SPLITS = {"onehot": 64, "partition": 1}
+KEY_BITS = 512            # Paillier size does not change what is tested here; 512 keeps the fast tier fast
 
 
 def make_frame(n=600, seed=0, missing=True):
@@ -41,6 +44,13 @@ def make_frame(n=600, seed=0, missing=True):
 
 
 def train_categorical(split="partition", objective="binary:logistic", rounds=8, seed=0, num_class=0):
+    """An xgboost categorical model and its training frame (a fresh copy per call)."""
+    booster, df = _train_categorical(split, objective, rounds, seed, num_class)
+    return booster, df.copy()
+
+
+@functools.lru_cache(maxsize=None)
+def _train_categorical(split, objective, rounds, seed, num_class):
     df, score = make_frame(seed=seed)
     if num_class:
         y = np.digitize(score, np.quantile(score, [1 / 3, 2 / 3]))
@@ -134,7 +144,7 @@ RTOL, ATOL = 1e-5, 1e-6          # the bound docs/inference.md states
 def encrypted(booster, X, scheme="ope", user="alice", output_margin=True, client_kwargs=None):
     """Enroll, score X through the serialized messages, decrypt; also return the
     enrollment and the query bytes as they crossed to the server."""
-    e = Proxy(1024, allow_weak_keys=True, scheme=scheme).enroll(booster, user_id=user)
+    e = Proxy(KEY_BITS, allow_weak_keys=True, scheme=scheme).enroll(booster, user_id=user)
     server = Server()
     server.add(e.model.to_bytes())
     client = Client(e.keys.to_bytes(), **(client_kwargs or {}))
@@ -196,7 +206,7 @@ def test_model_of_integer_codes_without_category_lists():
 
 def test_client_refuses_categories_it_cannot_encode():
     booster, df = train_categorical("onehot")
-    e = Proxy(1024, allow_weak_keys=True).enroll(booster, user_id="alice")
+    e = Proxy(KEY_BITS, allow_weak_keys=True).enroll(booster, user_id="alice")
     client = Client(e.keys)
     bad = df.head(3).copy()
     bad["ward"] = pd.Categorical(["ward1", "ward99", "ward2"])
@@ -214,7 +224,7 @@ def test_client_refuses_categories_it_cannot_encode():
 # ------------------------------------------------------------------ formats
 def test_key_file_round_trip_versions_and_old_files():
     booster, _ = train_categorical("partition")
-    e = Proxy(1024, allow_weak_keys=True).enroll(booster, user_id="alice")
+    e = Proxy(KEY_BITS, allow_weak_keys=True).enroll(booster, user_id="alice")
     blob = e.keys.to_bytes()
     doc = msgpack.unpackb(blob, raw=False)
     assert doc["v"] == CATEGORICAL_VERSION and doc["feature_types"] == ["q", "c", "q", "c"]
@@ -387,7 +397,7 @@ def test_mutants_that_leak_set_sizes_are_caught(traffic, monkeypatch, mutant):
                             real(key, codes, right, len(codes) + right, nonce))
     else:
         monkeypatch.setattr(cattokens, "blind", lambda toks, nonce: np.asarray(toks, np.uint64))
-    e = Proxy(1024, allow_weak_keys=True, scheme="ore").enroll(traffic["booster"], user_id="alice")
+    e = Proxy(KEY_BITS, allow_weak_keys=True, scheme="ore").enroll(traffic["booster"], user_id="alice")
     _, est = size_attack(EncryptedModel.from_bytes(e.model.to_bytes()))
     assert np.mean(est == true_set_sizes(traffic["booster"], e)) >= 0.5
 
@@ -518,7 +528,7 @@ def test_enrollment_refuses_a_threshold_split_on_a_categorical_feature():
     ens = Ensemble(objective="reg:squarederror", num_feature=2, trees=(tree,), tree_info=(0,), base_score=(0.5,),
                    feature_types=("c", "q"))
     with pytest.raises(ParameterError, match="threshold split on a feature typed 'c'"):
-        Proxy(1024, allow_weak_keys=True).enroll(ens, user_id="alice")
+        Proxy(KEY_BITS, allow_weak_keys=True).enroll(ens, user_id="alice")
 
 
 @pytest.mark.parametrize("scheme", ["ope", "ore"])
@@ -527,7 +537,7 @@ def test_model_of_categorical_features_only_with_pair_tables(scheme):
     only = make_frame()[0][["ward", "sex"]]
     y = only["ward"].isin(WARDS[::3]).to_numpy(float) + (only["sex"] == "m").to_numpy(float)
     booster = xgb.train({"max_depth": 3}, xgb.DMatrix(only, y, enable_categorical=True), 5)
-    e = Proxy(1024, allow_weak_keys=True, scheme=scheme).enroll(booster, user_id="alice")
+    e = Proxy(KEY_BITS, allow_weak_keys=True, scheme=scheme).enroll(booster, user_id="alice")
     assert e.model.columns == () and len(e.model.cat_columns) > 0
     server, client = Server(pair_table_mb=16), Client(e.keys)
     server.add(e.model.to_bytes())
