@@ -79,10 +79,10 @@ def machine() -> str:
 
 
 def table(results: list[dict]) -> list[str]:
-    lines = ["| IDs per side | common | wall (s) | IDs per second per side | bytes sent | peak RSS growth |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| IDs per side | common | worker processes per party | wall (s) | IDs per second per side | "
+             "bytes sent | peak RSS growth |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        lines.append(f"| {r['ids']:,} | {r['common']:,} | {r['seconds']:.1f} | {r['rate']:,.0f} | "
+        lines.append(f"| {r['ids']:,} | {r['common']:,} | {r['workers']} | {r['seconds']:.1f} | {r['rate']:,.0f} | "
                      f"{r['bytes'] / 1e6:.1f} MB | {r['rss_mb']:.0f} MB |")
     return lines
 
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ids", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
                     help="IDs per side, smallest first")
     ap.add_argument("--quick", action="store_true", help="10,000 IDs per side only")
-    ap.add_argument("--workers", type=int, default=2, help="worker processes per party (the machine's cores)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[2],
+                    help="worker processes per party (1: no pool; 2: the machine's cores), one run each")
     ap.add_argument("--budget", type=float, default=300.0,
                     help="skip a size over 100,000 whose estimated time (from the previous size's rate) exceeds this")
     ap.add_argument("--write", metavar="RESULTS.md", help="replace the PSI section of this file")
@@ -111,18 +112,20 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()[0]
     print(f"{machine()}; load average {load0:.1f} at the start", flush=True)
     results, skipped = [], []
-    for n in sizes:
-        if n > 100_000 and results and n / results[-1]["rate"] > args.budget:
-            skipped.append(f"{n:,} per side skipped: about {n / results[-1]['rate']:.0f} s at the last rate "
-                           f"(over --budget {args.budget:.0f} s)")
-            print(skipped[-1], flush=True)
-            continue
-        results.append(run_once(n, args.workers))
-        print(table(results)[-1], flush=True)
+    for workers in args.workers:
+        last = None
+        for n in sizes:
+            if n > 100_000 and last and n / last["rate"] > args.budget:
+                skipped.append(f"{n:,} per side with {workers} workers skipped: about {n / last['rate']:.0f} s "
+                               f"at the last rate (over --budget {args.budget:.0f} s)")
+                print(skipped[-1], flush=True)
+                continue
+            results.append(last := run_once(n, workers))
+            print(table(results)[-1], flush=True)
     load1 = os.getloadavg()[0]
     cmd = "python benchmarks/bench_psi.py " + " ".join(argv if argv is not None else sys.argv[1:])
     block = [f"{TITLE}: Diffie-Hellman in edwards25519's prime-order group through libsodium, two "
-             f"parties, half the IDs common, {args.workers} worker processes per party; `{cmd.strip()}`; "
+             f"parties, half the IDs common; `{cmd.strip()}`; "
              f"{machine()}; load average {load0:.1f} at the start and {load1:.1f} at the end: the machine was "
              "shared with other jobs, so these rates are lower bounds)" + "".join(f"; {s}" for s in skipped) + ":",
              "", *table(results)]

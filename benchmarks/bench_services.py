@@ -93,17 +93,18 @@ def stop(proc: subprocess.Popen) -> None:
 class Postgres:
     """A throwaway PostgreSQL server (Debian's binaries; run as `postgres` when root)."""
 
-    def __init__(self, base: Path):
+    def __init__(self):
         def binary(name: str) -> str | None:
             return shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:]), None)
 
         self.initdb, self.pg_ctl = binary("initdb"), binary("pg_ctl")
-        self.base, self.url, self.as_user = base, None, []
+        self.base, self.url, self.as_user = None, None, []
 
     def start(self) -> str | None:
         if not (self.initdb and self.pg_ctl):
             return None
-        self.base.mkdir()
+        # its own directory: the `postgres` user cannot enter the benchmark's 0700 temp dir
+        self.base = Path(tempfile.mkdtemp(prefix="ppxgb-bench-pg-"))
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")
             os.chown(self.base, pw.pw_uid, pw.pw_gid)
@@ -121,6 +122,8 @@ class Postgres:
         if self.url:
             subprocess.run(self.as_user + [self.pg_ctl, "-D", str(self.base / "data"), "-m", "fast", "stop"],
                            capture_output=True)
+        if self.base:
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- load
@@ -272,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.clients} clients, {args.seconds:.0f} s per cell", flush=True)
     print(HEADER, flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="ppxgb-bench-services-"))
-    pg = Postgres(tmp / "pg")
+    pg = Postgres()
     rows = []
     try:
         booster, model_path, X = make_model(tmp, args.trees, args.depth)
