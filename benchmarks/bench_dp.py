@@ -11,7 +11,8 @@ table gives mean and standard deviation over the seeds.  Datasets:
 
     classification  sklearn make_classification, 50,000 rows x 30 features (--rows)
     ms              datasets/synthetic_ms.py's MS-like generator, 50,000 patients (--rows)
-    heart           the UCI heart-disease hospitals, 920 patients pooled
+    heart           the UCI heart-disease hospitals, 920 patients (horizontal: each
+                    hospital's training rows are one party, 4 parties)
 
 Training parameters are the same with and without DP (PARAMS; DP-friendly: few
 shallow trees over few bins, since every release costs budget).
@@ -43,29 +44,34 @@ PARAMS = {"objective": "binary:logistic", "max_depth": 4, "max_bin": 8, "eta": 0
 ROUNDS = 10
 
 
-def load(name: str, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def load(name: str, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """X, y and the party of each row for horizontal training (None: two halves)."""
     if name == "classification":
         X, y = make_classification(rows, 30, n_informative=10, random_state=seed)
-        return X.astype(np.float32), y.astype(np.float32)
+        return X.astype(np.float32), y.astype(np.float32), None
     if name == "ms":
         frame = make_ms_ehr(rows, seed=seed)
         X = frame.drop(columns=[MS_ID, MS_LABEL]).to_numpy(dtype=np.float32)
-        return X, frame[MS_LABEL].to_numpy(dtype=np.float32)
+        return X, frame[MS_LABEL].to_numpy(dtype=np.float32), None
     if name == "heart":
-        parts = load_heart_disease().values()
+        parts = list(load_heart_disease().values())
         X = np.vstack([x.to_numpy(dtype=np.float32) for x, _ in parts])
-        return X, np.concatenate([y for _, y in parts]).astype(np.float32)
+        hospital = np.concatenate([np.full(len(y), i) for i, (_, y) in enumerate(parts)])
+        return X, np.concatenate([y for _, y in parts]).astype(np.float32), hospital
     raise SystemExit(f"--datasets: unknown {name!r}")
 
 
-def run_one(X, y, mode: str, eps: float | None, seed: int) -> float:
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
+def run_one(X, y, groups, mode: str, eps: float | None, seed: int) -> float:
+    groups = np.zeros(len(y), int) if groups is None else groups
+    Xtr, Xte, ytr, yte, gtr, _ = train_test_split(X, y, groups, test_size=0.3, stratify=y, random_state=seed)
     params = {**PARAMS, "seed": seed, **({"dp_epsilon": eps, "dp_delta": 1e-5} if eps else {})}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if mode == "horizontal":
-            half = len(ytr) // 2
-            model, _ = run_federation(params, [(Xtr[:half], ytr[:half]), (Xtr[half:], ytr[half:])], ROUNDS, 2)
+            if gtr.max() == 0:                              # two halves
+                gtr = (np.arange(len(ytr)) >= len(ytr) // 2).astype(int)
+            parties = [(Xtr[gtr == g], ytr[gtr == g]) for g in np.unique(gtr)]
+            model, _ = run_federation(params, parties, ROUNDS, 2)
         else:
             cut = X.shape[1] // 2
             model, _ = run_vertical_federation(params, [Xtr[:, :cut], Xtr[:, cut:]], ytr, label_party=0,

@@ -319,3 +319,16 @@ def test_eval_sets_are_refused_under_dp_before_their_statistics_are_opened():
     parties = data()
     with pytest.raises(Exception, match="evals: .*not available under dp_epsilon"):
         train_horizontal(PARAMS, parties, 2, evals=[(parties, "valid")])
+
+
+def test_noisy_intercept_statistics_are_clamped_to_what_rows_can_sum_to():
+    # [sum w*y, sum w] hi limbs, then lo limbs: a negative total and a label sum above it
+    out = dp.clamp_intercept(np.array([-5.0, -101.5, 0.3, 0.2]))
+    assert out.tolist() == [0.0, 1.0, 0.0, 0.0]
+    out = dp.clamp_intercept(np.array([7.0, 3.0, 0.1, 0.1]))
+    assert out.tolist() == [3.0, 3.0, 0.0, 0.0]
+    # small data, many parties, small epsilon: training goes through
+    X, y = data(400, 3)[0]
+    parties = [(X[i::4], y[i::4]) for i in range(4)]
+    model, _ = run_federation({**PARAMS, "dp_epsilon": 0.1}, parties, 2, 2)
+    assert 0.0 <= model.base_score[0] <= 1.0 and np.isfinite(model.predict(X)).all()

@@ -213,6 +213,20 @@ def intercept_vector(stats: np.ndarray, stats_bits: int) -> np.ndarray:
     return np.concatenate([hi, np.zeros_like(hi)])
 
 
+def clamp_intercept(totals: np.ndarray) -> np.ndarray:
+    """Post-processing of the noisy intercept limbs ([hi..., lo...] as intercept_vector
+    sends them): every statistic of a DP objective is a sum of per-row terms in [0, w],
+    the last the total weight, so each is clamped to [0, total] and the total to >= 1
+    (noise could make it negative on small data); the low limbs carry only noise."""
+    totals = np.asarray(totals, dtype=np.float64).copy()
+    half = len(totals) // 2
+    total = max(totals[half - 1], 1.0)
+    totals[:half] = np.clip(totals[:half], 0.0, total)
+    totals[half - 1] = total
+    totals[half:] = 0.0
+    return totals
+
+
 def drop_noise_floor(counts: np.ndarray, sigma_counts: float, level: int = 1) -> np.ndarray:
     """Post-processing of noisy bin-agreement counts: rounded and at least 0; at level 1
     (cells of sign and exponent, among them the infinities and NaNs) a cell below 5

@@ -121,7 +121,8 @@ class HorizontalSource(HistogramSource):
         return dp.learner_params(p, self.dp, len(self.servers))
 
     def intercept_totals(self) -> np.ndarray:
-        return FixedPointEncoder(STATS_BITS).decode(self.request("intercept", {}))
+        totals = FixedPointEncoder(STATS_BITS).decode(self.request("intercept", {}))
+        return totals if self.dp is None else dp.clamp_intercept(totals)
 
     def set_base_margin(self, base_margin: np.ndarray) -> None:
         self.broadcast("base", {"base_margin": [float(v) for v in base_margin]})
