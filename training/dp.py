@@ -1,15 +1,18 @@
 """Differentially private training: contribution bounds, the budget rule, the accountant.
 
-Neighbouring datasets differ by one row (added or removed, at any party).  Every value
-that is opened is a sum over rows, made noisy inside the secure computation before
-anyone sees it (each compute server adds its own N_Z noise to its share; see
-docs in the README's "Differential privacy" section).  The releases:
+Horizontal: neighbouring datasets differ by one row (added or removed, at any party).
+Every value that is opened is a sum over rows, made noisy inside the secure computation
+before anyone sees it (each compute server adds its own N_Z noise to its share; the
+README's "Differential privacy" section says what this guarantees to whom).  Vertical:
+one row's values in a feature holder's columns replaced; that holder noises the sums
+the label holder opens (NoisyHistograms).  The horizontal releases:
 
     bins       one per bin-agreement level (at most BIN_LEVELS): per feature the counts
                of the requested cells; a row adds 1 to one cell per feature.
     intercept  one (when base_score is not given): the objective's intercept sums;
                a row adds at most STATS_BOUND to them in L2 (weights capped at 1).
-    level      one per level of every tree (max_depth a tree): the G/H histograms of
+    level      one per histogram request of every tree (max_depth of them, max_builds
+               under lossguide): the G/H histograms of
                the built nodes; a row lies in one node and adds its g to one bin per
                feature and to the node total, and its h likewise.
 
@@ -20,8 +23,9 @@ multi-class Cg = 1, Ch = 1/2; reg:squarederror Cg = dp_clip, Ch = 1.  Other
 objectives are refused under DP.
 
 Noise: coordinate j of a release gets N_Z(0, sigma_j^2) on its fixed-point grid, with
-sigma_j = z * sqrt(m) * B_j for a release whose rows touch m coordinates of each kind,
-B_j the bound of coordinate j (on the grid), so sum_j (D_j / sigma_j)^2 <= 1 / z^2 and
+sigma_j = z * sqrt(2m) * B_j when one row's change moves m coordinates of each of the
+two kinds (g and h; Plan.touched), B_j the bound of coordinate j on the grid, so
+sum_j (D_j / sigma_j)^2 <= 1 / z^2 and
 each release is a Gaussian mechanism of noise multiplier z (CKS Theorem 14 for the
 discrete Gaussian).  Budget rule: every release gets the same z, the smallest for which
 dp-accounting's RDP accountant, composing all planned releases, gives at most
