@@ -54,11 +54,15 @@ class Engine:
         self.AT: np.ndarray | None = None       # this server's share of its mask
 
     # ---------------------------------------------------------------- plumbing
-    def exchange(self, *arrays: np.ndarray) -> list[np.ndarray]:
-        """Send masked arrays to the other server and receive its (same shapes)."""
-        self.transport.send(self.me, self.peer, "oopen", {"x": list(arrays)})
+    def exchange(self, *arrays: np.ndarray, op: str = "add") -> list[np.ndarray]:
+        """Send masked arrays to the other server and receive its (same shapes); `op`
+        says how the two halves combine ("add" mod 2^64, or "xor")."""
+        self.transport.send(self.me, self.peer, "oopen", {"x": list(arrays), "op": op})
         msg = self.mailbox.recv("oopen", self.peer)
         got = msg.payload.get("x")
+        if msg.payload.get("op") != op:
+            raise ProtocolError(f"{self.me}: {self.peer} combined its half by {msg.payload.get('op')!r}, "
+                                f"expected {op!r}")
         if not isinstance(got, list) or len(got) != len(arrays) or any(
                 not isinstance(g, np.ndarray) or g.dtype != np.uint64 or g.shape != a.shape
                 for g, a in zip(got, arrays)):
@@ -101,7 +105,7 @@ class Engine:
         b = [t["and_b"][gate + i] for i in range(len(xs))]
         c = [t["and_c"][gate + i] for i in range(len(xs))]
         masked = [x ^ ai for x, ai in zip(xs, a)] + [y ^ bi for y, bi in zip(ys, b)]
-        theirs = self.exchange(*masked)
+        theirs = self.exchange(*masked, op="xor")
         opened = [m ^ o for m, o in zip(masked, theirs)]
         k = len(xs)
         out = []
@@ -133,7 +137,7 @@ class Engine:
 
     def _to_arith(self, bit: np.ndarray, t: dict) -> np.ndarray:
         """An XOR-shared bit (0/1 words) as an additive share of 0 or 1."""
-        (e,) = self.exchange(bit ^ t["beta_b"])
+        (e,) = self.exchange(bit ^ t["beta_b"], op="xor")
         e = e ^ bit ^ t["beta_b"]
         out = (ONE - np.uint64(2) * e) * t["beta_a"]
         if self.index == 0:
