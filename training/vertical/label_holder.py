@@ -66,7 +66,8 @@ class VerticalSource(HistogramSource):
         self.encoder.dp_bounds = dp.bounds(p) if self.dp is not None else None
         dp_config = {"n_trees": n_trees} if self.dp is not None else {}
         for q in self.fhs:
-            self.t.send(self.me, q, "vconfig", {"params": p.to_dict(), "n_rows": n, "evals": self.val.config() if self.val else [], **dp_config})
+            evals = {"evals": self.val.config()} if self.val else {}      # only with validation sets
+            self.t.send(self.me, q, "vconfig", {"params": p.to_dict(), "n_rows": n, **evals, **dp_config})
         self.fh_bins: dict[str, np.ndarray] = {}
         names: dict[str, list[str] | None] = {self.me: self.own_names}
         kinds, lists = {self.me: self.own_kinds}, {self.me: self.own_lists}
