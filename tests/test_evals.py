@@ -8,7 +8,6 @@ pick the same best_iteration and stop at the same round, and the callbacks must 
 the model as they change xgboost's.
 """
 
-
 import numpy as np
 import pytest
 import xgboost as xgb
