@@ -192,3 +192,27 @@ def test_num_parallel_tree_is_refused_with_a_reason():
     from ppxgb.training.params import TrainParams
     with pytest.raises(UnsupportedParameter, match="num_parallel_tree.*random forests"):
         TrainParams.from_dict({"num_parallel_tree": 4})
+
+
+@pytest.mark.parametrize("mode", [pytest.param("horizontal", marks=pytest.mark.slow), "vertical"])
+def test_lossguide_with_early_stopping(mode):
+    """Validation rows follow loss-guided trees (vertical: the feature holders answer
+    left bits at node ids beyond 2^(max_depth + 1)): the same validation logloss and
+    best_iteration as xgboost.train with the pooled validation set."""
+    X, y = data("binary:logistic", seed=1)
+    Xv, yv = data("binary:logistic", seed=2, n=300)
+    params = {"objective": "binary:logistic", "grow_policy": "lossguide", "max_leaves": 12, "max_depth": 0,
+              "eta": 0.6, "max_bin": 64, "verbosity": 0, "eval_metric": "logloss"}
+    expected: dict = {}
+    reference = xgb.train({**params, "tree_method": "hist"}, xgb.DMatrix(X, label=y), 20,
+                          evals=[(xgb.DMatrix(Xv, label=yv), "valid")], early_stopping_rounds=3,
+                          evals_result=expected, verbose_eval=False)
+    got: dict = {}
+    common = {"num_boost_round": 20, "early_stopping_rounds": 3, "evals_result": got, "verbose_eval": False}
+    if mode == "horizontal":
+        secure = train_horizontal(params, split_rows(X, y, [450, 450]),
+                                  evals=[(split_rows(Xv, yv, [150, 150]), "valid")], **common)
+    else:
+        secure = train_vertical(params, column_blocks(X, 2), y, evals=[(column_blocks(Xv, 2), yv, "valid")], **common)
+    assert secure.best_iteration == reference.best_iteration
+    np.testing.assert_allclose(got["valid"]["logloss"], expected["valid"]["logloss"], rtol=0, atol=1e-6)

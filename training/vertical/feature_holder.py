@@ -76,7 +76,7 @@ def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: s
         if msg.stage == "stop":
             return
         if msg.stage == "veval":
-            val.answer(t, name, lh, msg, tree, n_bins, 2 ** (p.max_depth + 1))
+            val.answer(t, name, lh, msg, tree, n_bins, p.max_nodes)
             continue
         if msg.stage == "vtree":
             tree = field(msg, "tree", int)
