@@ -114,3 +114,20 @@ def test_the_checks_catch_a_broken_figure_and_a_script_error(browser, tmp_path):
     blank.write_text("<!DOCTYPE html><html><body></body></html>")
     problems, _ = page_problems(browser, blank)
     assert any("blank" in p for p in problems), problems
+
+
+def test_the_demo_report_renders_in_chromium(browser, tmp_path):
+    """The report `ppxgb demo` writes, from the real run: all of it loads and shows."""
+    from ppxgb.app.cli import main
+
+    out = tmp_path / "demo.html"
+    assert main(["demo", "--out", str(out), "--queries", "10"]) == 0
+    problems, seen = page_problems(browser, out)
+    assert problems == [], problems
+    figures = browser.execute_script("return Array.from(document.images).map(i => i.dataset.figure)")
+    assert {"roc", "auc-by-hospital", "calibration", "importance", "timings"} <= set(figures), figures
+    text = browser.find_element("tag name", "body").text
+    for needle in ("Library versions", "max_depth", "disease", "DeLong", "sensitivity at 0.5",
+                   "kernel warm-up before timing"):
+        assert needle in text, needle
+    assert browser.find_element("id", "auc-ci").is_displayed()
