@@ -17,6 +17,7 @@ import pytest
 from ppxgb.crypto.sharing import share
 from ppxgb.errors import ParameterError
 from ppxgb.training.oblivious import dealer as dealer_mod
+from ppxgb.training.oblivious import engine as engine_mod
 from ppxgb.training.oblivious import run_oblivious_federation
 from ppxgb.training.oblivious.dealer import Correlations, run_dealer
 from ppxgb.training.oblivious.engine import FRAC, Engine, decode, encode
@@ -107,7 +108,9 @@ def _engines(program):
     return out[0], out[1]
 
 
-def test_engine_primitives_against_numpy():
+@pytest.mark.parametrize("chunk", [1 << 20, 300])
+def test_engine_primitives_against_numpy(chunk, monkeypatch):
+    monkeypatch.setattr(engine_mod, "CHUNK", chunk)          # 300: comparisons in several rounds
     rng = np.random.default_rng(1)
     x = rng.normal(size=2000) * 1000
     y = rng.normal(size=2000)

@@ -30,6 +30,7 @@ from .kernels import gram, route
 from .mailbox import Mailbox
 
 FRAC = 20                    # fractional bits of every fixed-point share
+CHUNK = 1 << 20              # elements per comparison or truncation round
 ONE = np.uint64(1)
 _SHIFTS = (1, 2, 4, 8, 16, 32)
 
@@ -144,10 +145,25 @@ class Engine:
             out += e
         return out
 
-    def ltz(self, x: np.ndarray) -> np.ndarray:
-        """[x < 0] (signed, |x| < 2^63) as integer shares."""
+    def _chunked(self, fn, x: np.ndarray, *args) -> np.ndarray:
+        """fn over x in chunks of at most CHUNK words: the borrow circuit's material is
+        about 40 words per element, so this bounds every role's memory."""
         shape = x.shape
         x = x.ravel()
+        if x.size <= CHUNK:
+            return fn(x, *args).reshape(shape)
+        return np.concatenate([fn(x[i:i + CHUNK], *args) for i in range(0, x.size, CHUNK)]).reshape(shape)
+
+    def ltz(self, x: np.ndarray) -> np.ndarray:
+        """[x < 0] (signed, |x| < 2^63) as integer shares."""
+        return self._chunked(self._ltz, x)
+
+    def trunc(self, x: np.ndarray, d: int) -> np.ndarray:
+        """x / 2^d for signed x with |x| < 2^62 (see the module docstring)."""
+        return self._chunked(self._trunc, x, int(d))
+
+    def _ltz(self, x: np.ndarray) -> np.ndarray:
+        shape = x.shape
         t = self.corr.get("bits", size=x.size, d=None)
         (c,) = self.open(x + t["r"])
         g = self._borrows(c, t)
@@ -156,11 +172,9 @@ class Engine:
             top ^= c >> np.uint64(63)
         return self._to_arith(top, t).reshape(shape)
 
-    def trunc(self, x: np.ndarray, d: int) -> np.ndarray:
-        """x / 2^d for signed x with |x| < 2^62 (see the module docstring)."""
+    def _trunc(self, x: np.ndarray, d: int) -> np.ndarray:
         shape = x.shape
-        x = x.ravel()
-        t = self.corr.get("bits", size=x.size, d=int(d))
+        t = self.corr.get("bits", size=x.size, d=d)
         y = x + self.const(np.uint64(1 << 62), x.shape)
         (c,) = self.open(y + t["r"])
         wrap = self._to_arith(self._borrows(c, t) >> np.uint64(63), t)
