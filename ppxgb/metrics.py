@@ -258,6 +258,83 @@ def auc_cells(pred: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(pred * AUC_BINS), 0, AUC_BINS - 1).astype(np.int64)
 
 
+# ---- exact AUC over owners: refine the grid cells that hold both labels
+#
+# A prediction p in [0, 1] (float32) has the order-preserving key p.view(uint32).  Grid
+# cell k holds the keys [key(k / 2^16), key((k + 1) / 2^16)) (the top cell also p = 1).
+# A cell holding positives and negatives is split into REFINE sub-ranges of keys, and
+# so on until every mixed range is one key (a true tie): the AUC of the final ranges is
+# exactly the AUC of the float32 predictions, ties counted half as XGBoost does.
+REFINE = 256
+
+
+def refinable(objective: str) -> bool:
+    """Predictions in [0, 1] as float32 (the grid cells are then key ranges)."""
+    return get_objective(objective).transform in ("sigmoid", "hinge")
+
+
+def auc_keys(pred: np.ndarray) -> np.ndarray:
+    """The order-preserving uint32 key of each float32 prediction in [0, 1]."""
+    return np.ascontiguousarray(np.asarray(pred, np.float32).reshape(-1)).view(np.uint32).astype(np.int64)
+
+
+def grid_ranges() -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi) key range of every grid cell."""
+    edges = auc_keys(np.arange(AUC_BINS + 1, dtype=np.float64) / AUC_BINS)
+    hi = edges[1:].copy()
+    hi[-1] += 1                                           # p = 1 belongs to the top cell
+    return edges[:-1], hi
+
+
+def refine_counts(keys: np.ndarray, y: np.ndarray, w: np.ndarray | None, lo: np.ndarray,
+                  hi: np.ndarray) -> np.ndarray:
+    """One owner's [w*y, w*(1-y)] per sub-range: REFINE per [lo, hi) range (ranges
+    disjoint and sorted), sub-range s of a range holding (key - lo) * REFINE // (hi - lo) = s."""
+    wt = np.ones(len(y)) if w is None else np.asarray(w, np.float64)
+    y = np.asarray(y, np.float64)
+    n = len(lo)
+    at = np.searchsorted(lo, keys, side="right") - 1
+    inside = (at >= 0) & (keys < hi[np.maximum(at, 0)])
+    at, k = at[inside], keys[inside]
+    cell = at * REFINE + (k - lo[at]) * REFINE // (hi[at] - lo[at])
+    pos = np.bincount(cell, (wt * y)[inside], minlength=n * REFINE)
+    neg = np.bincount(cell, (wt * (1.0 - y))[inside], minlength=n * REFINE)
+    return np.concatenate([pos, neg])
+
+
+def split_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The REFINE sub-ranges of each range, in order (empty ones have lo == hi)."""
+    s = np.arange(REFINE + 1)
+    width = (hi - lo)[:, None]
+    edges = lo[:, None] + (s[None, :] * width + REFINE - 1) // REFINE      # ceil(s * width / REFINE)
+    return edges[:, :-1].ravel(), edges[:, 1:].ravel()
+
+
+def exact_auc_over_owners(grid_totals: np.ndarray, open_counts) -> float:
+    """AUC of the owners' float32 predictions: the grid histogram (summed over owners),
+    refined where a range holds both labels; open_counts(lo, hi) returns refine_counts
+    summed over the owners."""
+    lo, hi = grid_ranges()
+    pos, neg = grid_totals[:AUC_BINS], grid_totals[AUC_BINS:]
+    while True:
+        mixed = (pos > 0) & (neg > 0) & (hi - lo > 1)
+        if not mixed.any():
+            return _auc(pos, neg)
+        sub = open_counts(lo[mixed], hi[mixed])
+        sub_lo, sub_hi = split_ranges(lo[mixed], hi[mixed])
+        m = int(mixed.sum()) * REFINE
+        # replace each mixed range by its sub-ranges, keeping the key order
+        parts = np.where(mixed, REFINE, 1)
+        idx = np.repeat(np.arange(len(lo)), parts)
+        new_lo, new_hi = lo[idx].copy(), hi[idx].copy()
+        new_pos, new_neg = pos[idx].copy(), neg[idx].copy()
+        where = np.repeat(mixed, parts)
+        new_lo[where], new_hi[where] = sub_lo, sub_hi
+        new_pos[where], new_neg[where] = sub[:m], sub[m:]
+        keep = new_hi > new_lo
+        lo, hi, pos, neg = new_lo[keep], new_hi[keep], new_pos[keep], new_neg[keep]
+
+
 def auc_error_bound(totals: np.ndarray) -> float:
     """How far the grid AUC can be from the exact AUC of the same predictions: half the
     weighted fraction of positive-negative pairs that share a cell."""

@@ -17,11 +17,12 @@ import numpy as np
 
 from ppxgb.crypto.fixedpoint import FixedPointEncoder
 from ppxgb.errors import ParameterError, PeerFailure, PeerTimeout, ProtocolError
+from ppxgb.metrics import AUC, exact_auc_over_owners, metric_values, refinable
 from ppxgb.model import Ensemble
 from ppxgb.transport import Transport
 
 from .. import binning, categorical, dp
-from ..evaluation import Evaluation
+from ..evaluation import Evaluation, eval_metrics
 from ..grower import FeatureLayout, HistogramSource, NewSplits, boost
 from ..messages import abort_all, field
 from ..params import TrainParams
@@ -149,9 +150,24 @@ class HorizontalSource(HistogramSource):
         self.broadcast("finish", {"splits": self.pending, "leaf_nodes": leaves, "leaf_values": values})
         self.pending = _no_splits()
 
-    def evaluate(self) -> np.ndarray:
-        """Every eval set's metric statistics, summed over the parties' validation rows."""
-        return FixedPointEncoder(EVAL_BITS).decode(self.request("evaluate", {}))
+    def evaluate(self) -> list[list[float]]:
+        """Every eval set's metric values, from their statistics summed over the parties'
+        validation rows; AUC exact where the predictions are float32 in [0, 1] (mixed
+        grid cells refined over further requests), else from the grid."""
+        enc = FixedPointEncoder(EVAL_BITS)
+        metrics = eval_metrics(self.p)
+        totals = enc.decode(self.request("evaluate", {})).reshape(len(self.eval_names), -1)
+        out = []
+        for e, row in enumerate(totals):
+            values, at = metric_values(metrics, row, self.p.n_groups), 0
+            for j, m in enumerate(metrics):
+                k = m.n_stats(self.p.n_groups)
+                if isinstance(m, AUC) and refinable(self.p.objective):
+                    values[j] = exact_auc_over_owners(row[at:at + k], lambda lo, hi, e=e: enc.decode(
+                        self.request("auc", {"set": e, "lo": lo.astype(np.int64), "hi": hi.astype(np.int64)})))
+                at += k
+            out.append(values)
+        return out
 
     def stop(self) -> None:
         self.broadcast("stop", {}, to=self.parties + self.servers)

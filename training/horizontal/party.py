@@ -21,8 +21,8 @@ import numpy as np
 
 from ppxgb.crypto.fixedpoint import FixedPointEncoder
 from ppxgb.crypto.sharing import Randomness, default_randomness
-from ppxgb.errors import ParameterError, PeerFailure
-from ppxgb.metrics import owner_stats
+from ppxgb.errors import ParameterError, PeerFailure, ProtocolError
+from ppxgb.metrics import REFINE, auc_keys, eval_predictions, owner_stats, refine_counts
 from ppxgb.model import as_float32_matrix
 from ppxgb.objectives import get_objective
 from ppxgb.transport import Transport
@@ -98,6 +98,21 @@ class _PartyState:
         self.rows.add_leaves(self.margin[:, self.group], nodes, values)
         for ev in self.evals:
             ev.rows.add_leaves(ev.margin[:, self.group], nodes, values)
+
+    def auc_counts(self, msg) -> np.ndarray:
+        """Label counts of this party's validation rows in the key ranges the coordinator
+        refines (ppxgb/metrics.py, exact AUC over owners)."""
+        e = field(msg, "set", int)
+        lo, hi = field(msg, "lo", np.ndarray), field(msg, "hi", np.ndarray)
+        if not 0 <= e < len(self.evals) or lo.dtype != np.int64 or hi.shape != lo.shape or hi.dtype != np.int64 \
+                or lo.ndim != 1 or np.any(hi <= lo) or np.any(lo[1:] < hi[:-1]) or np.any(lo < 0) \
+                or np.any(hi > 2 ** 32):
+            raise ProtocolError(f"{self.name}: auc request for set {e!r} with malformed key ranges")
+        ev = self.evals[e]
+        if not len(ev.y):
+            return np.zeros(2 * REFINE * len(lo))
+        keys = auc_keys(eval_predictions(self.p.objective, ev.margin))
+        return refine_counts(keys, ev.y, ev.w, lo, hi)
 
     def eval_stats(self) -> np.ndarray:
         """Every eval set's metric statistics over this party's rows, concatenated."""
@@ -217,3 +232,5 @@ def _party_loop(transport, name, X, y, w, servers, coordinator, timeout, evals, 
                              np.asarray(field(msg, "leaf_values", list), dtype=np.float32))
         elif stage == "evaluate":
             send_shares(transport, name, servers, pl["step"], FixedPointEncoder(EVAL_BITS).encode(state.eval_stats()))
+        elif stage == "auc":
+            send_shares(transport, name, servers, pl["step"], FixedPointEncoder(EVAL_BITS).encode(state.auc_counts(msg)))

@@ -14,6 +14,8 @@ Stages (coordinator C, parties P, servers S):
     C->P level       apply these splits, then build histograms of these nodes
     C->P finish      apply the last splits and add these leaf values to the margins
     C->P evaluate    send the metric statistics of the validation rows (after a round)
+    C->P auc         send the label counts of one eval set's validation rows in these
+                     ranges of prediction keys (exact AUC: mixed grid cells refined)
     P->S share       one additive share of a vector, tagged with the step number
     S->C sum         a server's sum of the parties' shares for one step
     any  stop / abort
@@ -26,7 +28,7 @@ from ppxgb.errors import ParameterError
 COORDINATOR = "coordinator"
 STATS_BITS = 16  # fixed point of counts and intercept sums (range 2^47)
 EVAL_BITS = 24   # fixed point of metric statistics (range 2^39, rounding 2^-25 per party)
-PARTY_STAGES = ("cats", "categories", "bins", "cuts", "intercept", "base", "tree", "level", "finish", "evaluate", "stop")
+PARTY_STAGES = ("cats", "categories", "bins", "cuts", "intercept", "base", "tree", "level", "finish", "evaluate", "auc", "stop")
 
 
 def role_names(n_parties: int, n_servers: int) -> tuple[list[str], list[str], str]:
