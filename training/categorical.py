@@ -23,7 +23,7 @@ failed table holds only pooled sums of the same values and counts.  For columns 
 integer codes the same exchange gives the union of codes, and the feature's bins run to
 the largest.
 
-**Split finding** follows XGBoost's hist evaluator (src/tree/hist/evaluate_splits.h):
+**Split finding** (training/split.py, categorical_splits) follows XGBoost's hist evaluator (src/tree/hist/evaluate_splits.h):
 with fewer than `max_cat_to_onehot` bins a one-hot scan (each category alone to the
 right, missing values left then right), else a partition scan: categories sorted by
 their float32 weight -G/(H + lambda) (stable), then prefixes of at most
@@ -38,11 +38,8 @@ import hashlib
 from typing import Any, Sequence
 
 import numpy as np
-from numba import njit, prange
 
 from ppxgb.errors import ParameterError, ProtocolError
-
-from .split import _gain, _gain_clipped, _loss, _loss_clipped
 
 #: kinds of a feature: numeric, a pandas category column, a numeric column of codes
 NUMERIC, VALUES, CODES = "q", "cat", "c"
@@ -288,115 +285,6 @@ def check_kinds(kinds: Sequence[Sequence[str]]) -> list[str]:
 
 
 _KIND_NAMES = {NUMERIC: "numeric", VALUES: "a category column", CODES: "integer codes typed 'c'"}
-
-
-# ------------------------------------------------------------------ split finding
-def categorical_splits(hists: np.ndarray, inv_scale: float, cut_ptr: np.ndarray, features: np.ndarray,
-                       p, use_mask: bool, mask: np.ndarray):
-    """Best categorical split per node over `features`: (gain float32, feature,
-    default_left, left (g, h), goes-right flags per bin) arrays, gain -inf where none."""
-    n = hists.shape[0]
-    widest = int(max((cut_ptr[f + 1] - cut_ptr[f] for f in features), default=1))
-    gain = np.full(n, -np.inf, dtype=np.float32)
-    feature = np.zeros(n, np.int64)
-    default_left = np.zeros(n, np.bool_)
-    left = np.zeros((n, 2))
-    right_set = np.zeros((n, widest), np.bool_)
-    _cat_best(hists, inv_scale, np.asarray(cut_ptr, np.int64), np.asarray(features, np.int64),
-              float(np.float32(p.reg_lambda)), float(np.float32(p.min_child_weight)), float(np.float32(p.alpha)),
-              float(np.float32(p.max_delta_step)), int(p.max_cat_to_onehot), int(p.max_cat_threshold),
-              use_mask, mask, gain, feature, default_left, left, right_set)
-    return gain, feature, default_left, left, right_set
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _cand(lg, lh, rg, rh, root, lam, mcw, alpha, mds):
-    if mds != 0.0:
-        return _loss_clipped(lg, lh, rg, rh, root, lam, mcw, alpha, mds)
-    return _loss(lg, lh, rg, rh, root, lam, mcw, alpha)
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _weight32(g, h, lam, mcw, alpha, mds):
-    """XGBoost's CalcWeight in double, as the float32 its CalcWeightCat returns."""
-    if h < mcw or h <= 0.0:
-        return np.float32(0.0)
-    t = g
-    if alpha != 0.0:
-        t = g - alpha if g > alpha else (g + alpha if g < -alpha else 0.0)
-    w = -t / (h + lam)
-    if mds != 0.0 and abs(w) > mds:
-        w = mds if w > 0 else -mds
-    return np.float32(w)
-
-
-@njit(parallel=True, nogil=True, cache=True)
-def _cat_best(hists, inv, cut_ptr, features, lam, mcw, alpha, mds, onehot_below, threshold, use_mask, mask,
-              out_gain, out_feature, out_dl, out_left, out_set):
-    n_bins = cut_ptr[-1]
-    for n in prange(hists.shape[0]):
-        gt_i, ht_i = hists[n, n_bins, 0], hists[n, n_bins, 1]
-        gt, ht = gt_i * inv, ht_i * inv
-        root = _gain(gt, ht, lam, mcw, alpha) if mds == 0.0 else float(_gain_clipped(gt, ht, lam, mcw, alpha, mds))
-        best = np.float32(-np.inf)
-        for f in features:
-            if use_mask and not mask[n, f]:
-                continue
-            s, e = cut_ptr[f], cut_ptr[f + 1]
-            m = e - s
-            if m < onehot_below:            # one-hot: each category alone on the right
-                fg, fh = np.int64(0), np.int64(0)
-                for i in range(s, e):
-                    fg += hists[n, i, 0]
-                    fh += hists[n, i, 1]
-                mg, mh = gt_i - fg, ht_i - fh
-                for i in range(s, e):
-                    for dl in (True, False):
-                        rg_i = hists[n, i, 0] + (0 if dl else mg)
-                        rh_i = hists[n, i, 1] + (0 if dl else mh)
-                        rg, rh = rg_i * inv, rh_i * inv
-                        lg, lh = (gt_i - rg_i) * inv, (ht_i - rh_i) * inv
-                        c = _cand(lg, lh, rg, rh, root, lam, mcw, alpha, mds)
-                        if c > best:
-                            best = c
-                            out_gain[n], out_feature[n], out_dl[n] = c, f, dl
-                            out_left[n, 0], out_left[n, 1] = lg, lh
-                            out_set[n, :] = False
-                            out_set[n, i - s] = True
-                continue
-            w = np.empty(m, dtype=np.float32)
-            for k in range(m):
-                w[k] = _weight32(hists[n, s + k, 0] * inv, hists[n, s + k, 1] * inv, lam, mcw, alpha, mds)
-            order = np.argsort(w, kind="mergesort")      # stable, as std::stable_sort
-            use = min(threshold, m)
-            acc_g, acc_h = np.int64(0), np.int64(0)
-            for j in range(use - 1):                     # forward: sorted prefix right, missing left
-                acc_g += hists[n, s + order[j], 0]
-                acc_h += hists[n, s + order[j], 1]
-                rg, rh = acc_g * inv, acc_h * inv
-                lg, lh = (gt_i - acc_g) * inv, (ht_i - acc_h) * inv
-                c = _cand(lg, lh, rg, rh, root, lam, mcw, alpha, mds)
-                if c > best:
-                    best = c
-                    out_gain[n], out_feature[n], out_dl[n] = c, f, True
-                    out_left[n, 0], out_left[n, 1] = lg, lh
-                    out_set[n, :] = False
-                    for q in range(j + 1):
-                        out_set[n, order[q]] = True
-            acc_g, acc_h = np.int64(0), np.int64(0)
-            for j in range(m - 1, m - use, -1):          # backward: sorted suffix left, missing right
-                acc_g += hists[n, s + order[j], 0]
-                acc_h += hists[n, s + order[j], 1]
-                lg, lh = acc_g * inv, acc_h * inv
-                rg, rh = (gt_i - acc_g) * inv, (ht_i - acc_h) * inv
-                c = _cand(lg, lh, rg, rh, root, lam, mcw, alpha, mds)
-                if c > best:
-                    best = c
-                    out_gain[n], out_feature[n], out_dl[n] = c, f, False
-                    out_left[n, 0], out_left[n, 1] = lg, lh
-                    out_set[n, :] = False
-                    for q in range(j):
-                        out_set[n, order[q]] = True
 
 
 # ------------------------------------------------------------------ routing

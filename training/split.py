@@ -144,8 +144,6 @@ def find_splits(hists: np.ndarray, scale: float, cut_ptr: np.ndarray, cuts: np.n
         mono, lims = np.zeros(1, np.int8), np.zeros((4, 1), np.float32)
     cat = None
     if categorical is not None and np.any(categorical):
-        from .categorical import categorical_splits
-
         cat = categorical_splits(np.ascontiguousarray(hists, dtype=np.int64), 1.0 / scale, cut_ptr,
                                  np.flatnonzero(categorical), p, use_mask, mask)
         numeric = np.broadcast_to(~np.asarray(categorical, np.bool_), (n_nodes, len(cut_ptr) - 1))
@@ -360,3 +358,107 @@ def _best_splits(hists, inv_scale, cut_ptr, lam, mcw, alpha, mds, use_mask, mask
                 out_feature[n], out_k[n], out_backward[n] = f, fk, False
                 out_left[n, 0], out_left[n, 1] = flg, flh
         out_gain[n] = best
+
+
+# ------------------------------------------------------------------ categorical features
+def categorical_splits(hists: np.ndarray, inv_scale: float, cut_ptr: np.ndarray, features: np.ndarray,
+                       p, use_mask: bool, mask: np.ndarray):
+    """Best categorical split per node over `features`: (gain float32, feature,
+    default_left, left (g, h), goes-right flags per bin) arrays, gain -inf where none."""
+    n = hists.shape[0]
+    widest = int(max((cut_ptr[f + 1] - cut_ptr[f] for f in features), default=1))
+    gain = np.full(n, -np.inf, dtype=np.float32)
+    feature = np.zeros(n, np.int64)
+    default_left = np.zeros(n, np.bool_)
+    left = np.zeros((n, 2))
+    right_set = np.zeros((n, widest), np.bool_)
+    _cat_best(hists, inv_scale, np.asarray(cut_ptr, np.int64), np.asarray(features, np.int64),
+              float(np.float32(p.reg_lambda)), float(np.float32(p.min_child_weight)), float(np.float32(p.alpha)),
+              float(np.float32(p.max_delta_step)), int(p.max_cat_to_onehot), int(p.max_cat_threshold),
+              use_mask, mask, gain, feature, default_left, left, right_set)
+    return gain, feature, default_left, left, right_set
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _cand(lg, lh, rg, rh, root, lam, mcw, alpha, mds):
+    if mds != 0.0:
+        return _loss_clipped(lg, lh, rg, rh, root, lam, mcw, alpha, mds)
+    return _loss(lg, lh, rg, rh, root, lam, mcw, alpha)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _weight32(g, h, lam, mcw, alpha, mds):
+    """XGBoost's CalcWeight in double, as the float32 its CalcWeightCat returns."""
+    if h < mcw or h <= 0.0:
+        return np.float32(0.0)
+    t = g
+    if alpha != 0.0:
+        t = g - alpha if g > alpha else (g + alpha if g < -alpha else 0.0)
+    w = -t / (h + lam)
+    if mds != 0.0 and abs(w) > mds:
+        w = mds if w > 0 else -mds
+    return np.float32(w)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _record(n, c, f, dl, lg, lh, out_gain, out_feature, out_dl, out_left, out_set):
+    """Node n's best categorical candidate so far (its set, cleared here, is the caller's)."""
+    out_gain[n], out_feature[n], out_dl[n] = c, f, dl
+    out_left[n, 0], out_left[n, 1] = lg, lh
+    out_set[n, :] = False
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _cat_best(hists, inv, cut_ptr, features, lam, mcw, alpha, mds, onehot_below, threshold, use_mask, mask,
+              out_gain, out_feature, out_dl, out_left, out_set):
+    n_bins = cut_ptr[-1]
+    for n in prange(hists.shape[0]):
+        gt_i, ht_i = hists[n, n_bins, 0], hists[n, n_bins, 1]
+        gt, ht = gt_i * inv, ht_i * inv
+        root = _gain(gt, ht, lam, mcw, alpha) if mds == 0.0 else float(_gain_clipped(gt, ht, lam, mcw, alpha, mds))
+        best = np.float32(-np.inf)
+        for f in features:
+            if use_mask and not mask[n, f]:
+                continue
+            s, e = cut_ptr[f], cut_ptr[f + 1]
+            m = e - s
+            if m < onehot_below:            # one-hot: each category alone on the right
+                fg, fh = np.int64(0), np.int64(0)
+                for i in range(s, e):
+                    fg += hists[n, i, 0]
+                    fh += hists[n, i, 1]
+                mg, mh = gt_i - fg, ht_i - fh
+                for i in range(s, e):
+                    for dl in (True, False):
+                        rg_i = hists[n, i, 0] + (0 if dl else mg)
+                        rh_i = hists[n, i, 1] + (0 if dl else mh)
+                        rg, rh = rg_i * inv, rh_i * inv
+                        lg, lh = (gt_i - rg_i) * inv, (ht_i - rh_i) * inv
+                        c = _cand(lg, lh, rg, rh, root, lam, mcw, alpha, mds)
+                        if c > best:
+                            best = c
+                            _record(n, c, f, dl, lg, lh, out_gain, out_feature, out_dl, out_left, out_set)
+                            out_set[n, i - s] = True
+                continue
+            w = np.empty(m, dtype=np.float32)
+            for k in range(m):
+                w[k] = _weight32(hists[n, s + k, 0] * inv, hists[n, s + k, 1] * inv, lam, mcw, alpha, mds)
+            order = np.argsort(w, kind="mergesort")      # stable, as std::stable_sort
+            use = min(threshold, m)
+            for forward in (True, False):
+                # forward: a sorted prefix right, missing left; backward: a sorted suffix
+                # left, missing right (XGBoost's EnumeratePart<+1> and <-1>)
+                acc_g, acc_h = np.int64(0), np.int64(0)
+                for t in range(use - 1):
+                    j = t if forward else m - 1 - t
+                    acc_g += hists[n, s + order[j], 0]
+                    acc_h += hists[n, s + order[j], 1]
+                    ag, ah = acc_g * inv, acc_h * inv
+                    bg, bh = (gt_i - acc_g) * inv, (ht_i - acc_h) * inv
+                    lg, lh, rg, rh = (bg, bh, ag, ah) if forward else (ag, ah, bg, bh)
+                    c = _cand(lg, lh, rg, rh, root, lam, mcw, alpha, mds)
+                    if c > best:
+                        best = c
+                        _record(n, c, f, forward, lg, lh, out_gain, out_feature, out_dl, out_left, out_set)
+                        for q in range(j + 1 if forward else j):
+                            out_set[n, order[q]] = True

@@ -50,7 +50,10 @@ def split_block(block, i: int, id_column: str | None, label: Any, is_label_party
     if is_frame:
         from pandas.api.types import is_numeric_dtype
 
-        bad = [c for c in block.columns if not is_numeric_dtype(block[c].dtype)]
+        import pandas as pd
+
+        bad = [c for c in block.columns
+               if not is_numeric_dtype(block[c].dtype) and not isinstance(block[c].dtype, pd.CategoricalDtype)]
         if bad:
             raise ParameterError.bad(name, "numeric feature columns", f"non-numeric column {bad[0]!r}")
     return block, names, ids, y
@@ -97,7 +100,8 @@ def take_weight(feats: list, names: list, weight, label_party: int):
 def run_vertical_federation(params: dict[str, Any], parties: Sequence[Any], label, label_party: int = 0,
                             num_boost_round: int = 10, n_servers: int = 2, id_column: str | None = None,
                             transport: Transport | None = None, progress=None,
-                            timeout: float | None = 600.0, weight=None, evals=None, evaluation=None) -> tuple[Ensemble, Transport]:
+                            timeout: float | None = 600.0, weight=None,
+                            feature_types=None, evals=None, evaluation=None) -> tuple[Ensemble, Transport]:
     """Run PSI (with id_column), then every vertical role as a thread; returns (model, transport)."""
     TrainParams.from_dict(params)
     feats, names, ids, y = prepare_blocks(parties, label, label_party, id_column)
@@ -117,17 +121,32 @@ def run_vertical_federation(params: dict[str, Any], parties: Sequence[Any], labe
     if any(n is not None for n in names):
         names = [n if n is not None else [f"{party_names[i]}_f{j}" for j in range(_ncols(feats[i]))]
                  for i, n in enumerate(names)]
+    types = _types_per_party(feature_types, feats)
     val_fh, val_lh = eval_blocks(evals, label, weight, label_party, id_column, transport, party_names, lh, timeout)
     if evaluation is None and evals:
         evaluation = Evaluation(TrainParams.from_dict(params), [e[0] for e in val_lh], None, verbose_eval=False)
     helpers = [(q, run_feature_holder, (transport, q, feats[i]),
-                {"label_holder": lh, "dealer": dealer, "evals": val_fh[i], "feature_names": names[i], "timeout": timeout})
+                {"label_holder": lh, "dealer": dealer, "evals": val_fh[i], "feature_names": names[i], "timeout": timeout,
+                 "feature_types": types[i]})
                for i, q in enumerate(party_names) if q != lh]
     helpers.append((dealer, run_dealer, (transport, dealer), {"label_holder": lh, "timeout": timeout}))
     model = run_roles(helpers, lambda: run_label_holder(
         transport, lh, feats[label_party], y, params, num_boost_round, parties=party_names, dealer=dealer,
-        feature_names=names[label_party], progress=progress, timeout=timeout, weight=w, evals=val_lh, evaluation=evaluation))
+        feature_names=names[label_party], progress=progress, timeout=timeout, weight=w, evals=val_lh, evaluation=evaluation,
+        feature_types=types[label_party]))
     return model, transport
+
+
+def _types_per_party(feature_types, feats: list) -> list:
+    """feature_types over the concatenated feature columns (party order), cut per party."""
+    if feature_types is None:
+        return [None] * len(feats)
+    counts = [_ncols(X) for X in feats]
+    if not isinstance(feature_types, (list, tuple)) or len(feature_types) != sum(counts):
+        raise ParameterError.bad("feature_types", f"{sum(counts)} entries (one per feature column, in party order)",
+                                 len(feature_types) if isinstance(feature_types, (list, tuple)) else feature_types)
+    ends = np.cumsum([0] + counts)
+    return [list(feature_types[a:b]) for a, b in zip(ends[:-1], ends[1:])]
 
 
 def _ncols(X) -> int:
@@ -143,7 +162,7 @@ def _take(X, order: np.ndarray):
 def train_vertical(params: dict[str, Any], parties: Sequence[Any], label, label_party: int = 0,
                    num_boost_round: int = 10, n_servers: int = 2, id_column: str | None = None, *,
                    weight=None, evals=None, early_stopping_rounds: int | None = None, evals_result: dict | None = None,
-                   callbacks=None, verbose_eval: bool | int = True, maximize: bool | None = None, progress=None, transport: Transport | None = None,
+                   callbacks=None, verbose_eval: bool | int = True, maximize: bool | None = None, feature_types=None, progress=None, transport: Transport | None = None,
                    timeout: float | None = 600.0):
     """Train one XGBoost model over institutions that hold different columns of the same patients.
 
@@ -164,7 +183,9 @@ def train_vertical(params: dict[str, Any], parties: Sequence[Any], label, label_
 
     Returns an xgboost.Booster over the parties' feature columns concatenated in party
     order (id, label and weight columns removed), with feature names when DataFrames are
-    given.
+    given.  Categorical features: pandas `category` columns, and integer-coded columns
+    marked "c" in feature_types (one entry per feature column, in that order), get
+    XGBoost's categorical splits; each party codes its own columns as XGBoost would.
     """
     p = TrainParams.from_dict(params)
     check_evals_result(evals_result)
@@ -173,7 +194,7 @@ def train_vertical(params: dict[str, Any], parties: Sequence[Any], label, label_
         progress = default_progress()
     evaluation = Evaluation(p, _eval_names(evals), None, callbacks, early_stopping_rounds, verbose_eval, maximize)
     model, _ = run_vertical_federation(params, parties, label, label_party, num_boost_round, n_servers,
-                                       id_column, transport, progress, timeout, weight, evals=evals,
+                                       id_column, transport, progress, timeout, weight, feature_types, evals=evals,
                                        evaluation=evaluation)
     return evaluation.finish(model.to_booster(), evals_result)
 
