@@ -12,7 +12,10 @@ sum is ever opened, so what a metric reveals is exactly its statistics vector:
 - auc: the weighted label histogram of the predictions on a grid of AUC_BINS cells in
   [0, 1] (per cell, sum of w*y and of w*(1-y)); AUC is exact for predictions rounded
   down to the grid, and `auc_error_bound` of the same histogram bounds the difference
-  to the exact AUC.
+  to the exact AUC.  Where predictions are float32 in [0, 1], `exact_auc_over_owners`
+  refines the cells holding both labels (the same sums over sub-ranges of prediction
+  values) until the AUC is exact; where one role holds every row, `AUC.exact` ranks
+  them directly.
 
 The per-row losses are XGBoost's (src/metric/elementwise_metric.cu, multiclass_metric.cu,
 auc.cc), evaluated on the predictions as XGBoost's EvalTransform makes them (softmax
