@@ -236,8 +236,11 @@ def test_regression_gradients_are_clipped_with_a_warning():
     X, y = data()[0]
     p = {"objective": "reg:squarederror", "base_score": 0.0, "max_depth": 2, "max_bin": 8,
          "verbosity": 0, "dp_epsilon": 4.0, "dp_clip": 0.5}
-    with pytest.warns(UserWarning, match=r"rows clipped.*\|g\| <= 0.5"):
-        recorded_federation(run_federation, p, [(X, y * 10), (X, y * 10)], 1, 2)
+    with pytest.warns(UserWarning, match=r"rows clipped.*\|g\| <= 0.5") as caught:
+        recorded_federation(run_federation, p, [(X, y * 10), (X, y * 10)], 3, 2)
+    assert sum("rows clipped" in str(w.message) for w in caught) == 2      # once per party
+    g, h, rows = dp.clip_gh(np.array([[3.0], [0.1]]), np.array([[1.0], [2.0]]), 1.0, 1.0, warn=False)
+    assert rows == 2 and g.tolist() == [[1.0], [0.1]] and h.tolist() == [[1.0], [1.0]]
 
 
 # ------------------------------------------------------------------ vertical

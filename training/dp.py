@@ -189,14 +189,15 @@ class Accountant:
 
 
 # ------------------------------------------------------------------ the data side
-def clip_gh(g: np.ndarray, h: np.ndarray, cg: float, ch: float, who: str) -> tuple[np.ndarray, np.ndarray]:
-    """g to [-cg, cg], h to [0, ch]; warns with the number of rows clipped."""
+def clip_gh(g: np.ndarray, h: np.ndarray, cg: float, ch: float, warn: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    """g to [-cg, cg], h to [0, ch], and the number of rows clipped; with warn, a
+    warning names that number (the encoder warns at the first round that clips)."""
     over = (np.abs(g) > cg) | (h > ch) | (h < 0)
-    rows = int(over.reshape(len(over), -1).any(axis=1).sum()) if over.ndim > 1 else int(over.sum())
-    if rows:
-        warnings.warn(f"{who}: {rows} of {len(g)} rows clipped to the DP bounds |g| <= {cg:g}, "
-                      f"0 <= h <= {ch:g} (dp_clip)", stacklevel=2)
-    return np.clip(g, -cg, cg).astype(g.dtype), np.clip(h, 0.0, ch).astype(h.dtype)
+    rows = int(over.reshape(len(over), -1).any(axis=1).sum())
+    if rows and warn:
+        warnings.warn(f"{rows} of {len(g)} rows clipped to the DP bounds |g| <= {cg:g}, 0 <= h <= {ch:g} "
+                      f"(dp_clip; later rounds are not reported)", stacklevel=3)
+    return np.clip(g, -cg, cg).astype(g.dtype), np.clip(h, 0.0, ch).astype(h.dtype), rows
 
 
 def capped_weights(w: np.ndarray | None, who: str) -> np.ndarray | None:

@@ -35,6 +35,7 @@ class GradientEncoder:
                  params: Mapping[str, float] | None = None, dp_bounds: tuple[float, float] | None = None):
         self.objective = objective
         self.dp_bounds = dp_bounds      # (Cg, Ch) under differential privacy (training/dp.py)
+        self.dp_clipped = False         # a round has clipped (and warned)
         self.params = dict(params or {})
         self.n_groups = n_groups
         self.bits = fixed_point_bits
@@ -49,7 +50,8 @@ class GradientEncoder:
         h = h.reshape(len(y), -1)
         if self.dp_bounds is not None:
             from .dp import clip_gh
-            g, h = clip_gh(g, h, *self.dp_bounds, who="gradients")
+            g, h, rows = clip_gh(g, h, *self.dp_bounds, warn=not self.dp_clipped)
+            self.dp_clipped = self.dp_clipped or rows > 0
         if len(g) and (np.abs(g).sum(axis=0, dtype=np.float64).max() >= self.limit
                        or h.sum(axis=0, dtype=np.float64).max() >= self.limit):
             where = " per party" if self.per_party else ""
