@@ -335,3 +335,11 @@ def test_noisy_intercept_statistics_are_clamped_to_what_rows_can_sum_to():
     parties = [(X[i::4], y[i::4]) for i in range(4)]
     model, _ = run_federation({**PARAMS, "dp_epsilon": 0.1}, parties, 2, 2)
     assert 0.0 <= model.base_score[0] <= 1.0 and np.isfinite(model.predict(X)).all()
+
+
+@pytest.mark.parametrize("spec", [[], [1.0, 2.0, 3.0], ["1"], [0.0], [-1.0], [2.0 ** 51], [float("nan")], "1", {"s": 1}])
+def test_server_refuses_malformed_noise_announcements(spec):
+    from ppxgb.errors import ProtocolError
+    assert server_mod._noise_spec([3.0, 4.0], 8, "server-0", "party-0") == (3.0, 4.0)
+    with pytest.raises(ProtocolError, match="server-0: share from party-0: noise"):
+        server_mod._noise_spec(spec, 8, "server-0", "party-0")

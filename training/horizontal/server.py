@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ppxgb.crypto.dgauss import noise_vector
+from ppxgb.crypto.dgauss import MAX_SIGMA, noise_vector
 from ppxgb.crypto.sharing import Randomness, default_randomness
 from ppxgb.errors import PeerFailure, PeerTimeout, ProtocolError
 from ppxgb.transport import Transport
@@ -61,11 +61,11 @@ def run_server(transport: Transport, name: str, *, parties: Sequence[str],
                         raise ProtocolError(f"{name}: share of {part.size} words, announced {n}")
                 acc = part.copy() if acc is None else acc + part
                 seen.add(msg.src)
-                noise.append(msg.payload.get("noise"))
+                noise.append(_noise_spec(msg.payload.get("noise"), n, name, msg.src))
             if any(s != noise[0] for s in noise):
                 raise ProtocolError(f"{name}: the parties announced different noise for step {step}")
             if noise[0] is not None:
-                acc += noise_vector([float(s) for s in noise[0]], acc.size, rng).view(np.uint64)
+                acc += noise_vector(list(noise[0]), acc.size, rng).view(np.uint64)
             transport.send(name, coordinator, "sum", {"step": step, "data": acc})
     except PeerFailure as exc:
         transport.send(name, coordinator, "abort", {"peer": exc.peer, "reason": exc.reason})
@@ -73,3 +73,16 @@ def run_server(transport: Transport, name: str, *, parties: Sequence[str],
     except Exception as exc:
         report_failure(transport, name, coordinator, exc)
         raise
+
+
+def _noise_spec(spec, n: int, name: str, src: str) -> tuple[float, ...] | None:
+    """A share's announced DP noise: None, or 1 or 2 sigmas (cycled over the n words) in
+    (0, 2^50); anything else is refused, naming the sender."""
+    if spec is None:
+        return None
+    ok = isinstance(spec, list) and len(spec) in (1, 2) and n % len(spec) == 0 and all(
+        isinstance(s, float) and 0.0 < s < MAX_SIGMA for s in spec)
+    if not ok:
+        raise ProtocolError(f"{name}: share from {src}: noise: expected 1 or 2 sigmas in (0, 2^50) "
+                            f"dividing {n} words, got {spec!r}")
+    return tuple(spec)
