@@ -45,7 +45,9 @@ chromium:
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_horizontal.py
 	$(BIN)/python benchmarks/bench_inference.py --write benchmarks/RESULTS_inference.md
-	$(BIN)/python benchmarks/bench_vertical.py --rows 100000 --psi-ids 1000000
+	$(BIN)/python benchmarks/bench_vertical.py --rows 100000 --psi-ids 0
+	$(BIN)/python benchmarks/bench_psi.py --write benchmarks/RESULTS_vertical.md
+	$(BIN)/python benchmarks/bench_services.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
