@@ -74,7 +74,10 @@ def run_services_story(args, clock):
         model_path = work / "model.json"
 
         def federate():
+            from ppxgb.datasets.heart import CATEGORICAL
+
             _ppxgb("federation", "--data", *files, "--label", "disease", "--servers", "2",
+                   "--categorical", ",".join(CATEGORICAL),
                    "--params", json.dumps(HORIZONTAL_PARAMS), "--rounds", str(HORIZONTAL_ROUNDS),
                    "--out", str(model_path), "--timeout", "60")
             return xgb.Booster(model_file=str(model_path))
@@ -117,7 +120,7 @@ def run_services_story(args, clock):
                   "--token-file", str(token), "--server-url", server_url, "--ca-cert", ca,
                   "--input", str(patients), "--output", str(predictions))
         decrypted = pd.read_csv(predictions).iloc[:, -1].to_numpy(dtype=np.float64)
-        plain = booster.predict(xgb.DMatrix(X))
+        plain = booster.predict(xgb.DMatrix(X, enable_categorical=True))
         inference = {"max_abs_diff": float(np.max(np.abs(decrypted - plain))), "n_queries": int(len(X)),
                      "tolerance": 1e-6, "key_bits": args.key_bits, "transport": "HTTPS services"}
         return horizontal, booster, X_test, inference

@@ -47,7 +47,8 @@ from ppxgb.net import NetworkTransport, parse_address
 from ppxgb.tls import TLSConfig, make_test_pki
 
 __all__ = ["PEERS_VERSION", "Peers", "write_peers", "load_data", "load_block", "feature_names_of",
-           "free_ports", "json_arg", "read_csv", "check_numeric", "check_params", "add_dp_options", "dp_summary",
+           "free_ports", "json_arg", "read_csv", "check_numeric", "check_params", "categorize",
+           "numeric_columns_as_float", "add_categorical_option", "add_dp_options", "dp_summary",
            "column_difference", "plural", "human_bytes", "secret_file", "announce_when_ready", "output_path", "federation_tls", "run_role", "blame",
            "add_role_options", "add_net_options", "add_federation_options", "progress_for", "Plan", "run_federation",
            "CLI_COMMAND", "write_atomic", "write_private_file", "Child", "stop_children",
@@ -97,15 +98,53 @@ def check_numeric(frame, path: str, flag: str = "--data") -> None:
             "as numbers first (e.g. 0/1 or one column per category), or drop it")
 
 
-def load_data(path: str, label: str | None) -> tuple[Any, np.ndarray]:
+def categorize(frame, categorical: str | None, path: str, flag: str = "--data", keep=(), named_elsewhere=False):
+    """The columns named in --categorical (comma-separated) and every non-numeric column
+    as pandas `category` columns (XGBoost's categorical features); a non-numeric column
+    not named is said on stderr, so a typo in numeric data does not pass unnoticed.
+    keep: columns left as they are (an id or label column); named_elsewhere: a vertical
+    party's file need not hold every --categorical column."""
+    import sys
+
+    import pandas as pd
+
+    named = [c for c in (categorical or "").split(",") if c and (c in frame.columns or not named_elsewhere)]
+    unknown = [c for c in named if c not in frame.columns]
+    if unknown:
+        raise ParameterError.bad("--categorical", f"columns of {path}", unknown[0])
+    inferred = [c for c in frame.columns if c not in named and c not in keep
+                and not pd.api.types.is_numeric_dtype(frame[c].dtype)]
+    for c in inferred:
+        sample = frame[c].dropna().astype(str).head(3).tolist()
+        print(f"ppxgb: {flag} {path}: column {c!r} is not numeric (values such as {sample}): trained as a "
+              f"categorical feature (name it in --categorical to say so)", file=sys.stderr, flush=True)
+    if not named and not inferred:
+        return frame
+    out = frame.copy()
+    for c in named + inferred:
+        out[c] = out[c].astype("category")
+    return out
+
+
+def numeric_columns_as_float(X):
+    """A DataFrame's numeric columns as float64 (category columns as they are)."""
+    import pandas as pd
+
+    return X.astype({c: np.float64 for c in X.columns if not isinstance(X[c].dtype, pd.CategoricalDtype)})
+
+
+def load_data(path: str, label: str | None, categorical: str | None = None) -> tuple[Any, np.ndarray]:
     """(X, y) from a CSV (header row; empty cells are NaN) or an .npz holding X and y.
 
-    X comes back as a DataFrame for CSV (its columns are the feature names) and as an
-    array for .npz.  A file without rows, or with a non-numeric column, is refused.
+    X comes back as a DataFrame for CSV (its columns are the feature names; the columns
+    of `categorical` and non-numeric ones as category columns, see categorize) and as
+    an array for .npz.  A file without rows is refused.
     """
     if not os.path.isfile(path):
         raise ParameterError.bad("--data", "an existing CSV or .npz file", path)
     if path.endswith(".npz"):
+        if categorical:
+            raise ParameterError.bad("--categorical", "a CSV with a header (an .npz has no column names)", path)
         with _npz(path) as npz:
             if "X" not in npz or "y" not in npz:
                 raise ParameterError.bad("--data", "an .npz with arrays 'X' and 'y'", sorted(npz.files))
@@ -124,9 +163,8 @@ def load_data(path: str, label: str | None) -> tuple[Any, np.ndarray]:
         raise ParameterError.bad("--label", f"one of the columns of {path}", label)
     if len(frame) == 0:
         raise ParameterError.bad("--data", "a CSV with at least one data row", f"{path}: header only")
-    X = frame.drop(columns=[label])
-    check_numeric(X, path)
-    return X.astype(np.float64), frame[label].to_numpy()
+    X = categorize(frame.drop(columns=[label]), categorical, path)
+    return numeric_columns_as_float(X), frame[label].to_numpy()
 
 
 def load_block(path: str):
@@ -185,6 +223,13 @@ def check_params(text: str, args: argparse.Namespace | None = None) -> dict[str,
         params = {**params, key: value}
     TrainParams.from_dict(params)
     return params
+
+
+def add_categorical_option(p: argparse.ArgumentParser) -> None:
+    """--categorical: columns trained as categorical features."""
+    p.add_argument("--categorical", default=None, metavar="COL1,COL2",
+                   help="columns trained as categorical features (XGBoost's categorical splits); "
+                        "non-numeric columns are categorical anyway, with a message (default: none)")
 
 
 def add_dp_options(p: argparse.ArgumentParser) -> None:

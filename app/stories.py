@@ -46,13 +46,14 @@ def say(text: str = "") -> None:
 
 
 def split_hospitals(seed: int):
-    """Each hospital keeps 70% of its patients for training; the rest form a shared test set."""
+    """Each hospital keeps 70% of its patients for training; the rest form a shared test set.
+    Chest pain type, resting ECG, ST slope and thal are category columns (their text)."""
     from sklearn.model_selection import train_test_split
 
     from ppxgb.datasets import load_heart_disease
 
     train, test = {}, {}
-    for name, (X, y) in load_heart_disease().items():
+    for name, (X, y) in load_heart_disease(categorical=True).items():
         Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=seed, stratify=y)
         train[name], test[name] = (Xtr, ytr), (Xte, yte)
     return train, test
@@ -77,14 +78,16 @@ def horizontal_story(clock: Clock, seed: int, train_fn=None) -> tuple[dict[str, 
                                                     progress=progress_for("auto")))
     federated = clock.run("secure horizontal training", trainer)
     X_pool = pd.concat([X for X, _ in parties])
+    for col in X_pool.select_dtypes("category"):     # the list the hospitals agree on: sorted values seen
+        X_pool[col] = X_pool[col].cat.set_categories(sorted(X_pool[col].dropna().unique()))
     y_pool = np.concatenate([y for _, y in parties])
     params = {**HORIZONTAL_PARAMS, "tree_method": "hist"}
     central = clock.run("centralized xgboost (pooled rows)", xgb.train, params,
-                        xgb.DMatrix(X_pool, label=y_pool), HORIZONTAL_ROUNDS)
-    d_test = xgb.DMatrix(X_test)
+                        xgb.DMatrix(X_pool, label=y_pool, enable_categorical=True), HORIZONTAL_ROUNDS)
+    d_test = xgb.DMatrix(X_test, enable_categorical=True)
     scores = {"federated": federated.predict(d_test), "centralized": central.predict(d_test)}
     for name, (X, y) in train.items():
-        local = xgb.train(params, xgb.DMatrix(X, label=y), HORIZONTAL_ROUNDS)
+        local = xgb.train(params, xgb.DMatrix(X, label=y, enable_categorical=True), HORIZONTAL_ROUNDS)
         scores[f"hospital:{name}"] = local.predict(d_test)
     auc = {k: float(roc_auc_score(y_test, v)) for k, v in scores.items()}
     margin_gap = float(np.max(np.abs(federated.predict(d_test, output_margin=True)
@@ -158,6 +161,6 @@ def inference_story(clock: Clock, booster, X_test, n_queries: int, key_bits: int
     queries = clock.run("client: encrypt queries", client.encrypt, X)
     scores = clock.run("server: score encrypted queries", server.predict, enrollment.model.model_id, queries)
     decrypted = clock.run("client: decrypt scores", client.decrypt, scores)
-    plain = booster.predict(xgb.DMatrix(X))
+    plain = booster.predict(xgb.DMatrix(X, enable_categorical=True))
     return {"max_abs_diff": float(np.max(np.abs(decrypted - plain))), "n_queries": int(len(X)),
             "tolerance": 1e-6, "model_id": enrollment.model.model_id, "key_bits": key_bits}

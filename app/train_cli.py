@@ -21,7 +21,7 @@ from pathlib import Path
 from ppxgb.errors import ParameterError
 
 from .evaluation_cli import add_eval_options, check_eval_data, cli_evaluation, eval_flags, model_text
-from .deploy import (Peers, Plan, add_dp_options, add_federation_options, add_role_options, check_params, column_difference,
+from .deploy import (add_categorical_option, Peers, Plan, add_dp_options, add_federation_options, add_role_options, check_params, column_difference,
                      dp_summary,
                      json_arg, load_data, output_path, plural, progress_for, run_federation, run_role,
                      write_atomic)
@@ -30,7 +30,7 @@ from .deploy import (Peers, Plan, add_dp_options, add_federation_options, add_ro
 def cmd_party(args: argparse.Namespace) -> int:
     from ppxgb.training.horizontal import run_party
 
-    X, y = load_data(args.data, args.label)        # a bad data file fails before any connection
+    X, y = load_data(args.data, args.label, args.categorical)    # a bad data file fails before any connection
     evals = {"valid": load_data(args.eval_data, args.label)} if args.eval_data else None
 
     def body(transport, peers):
@@ -82,16 +82,22 @@ def cmd_federation(args: argparse.Namespace) -> int:
     output_path(args.out, overwrite=args.overwrite)
     names = None
     for i, path in enumerate(args.data):
-        X, _ = load_data(path, args.label)          # readable, has rows, numeric
+        X, _ = load_data(path, args.label, args.categorical)    # readable, has rows
         columns = [str(c) for c in X.columns] if hasattr(X, "columns") else X.shape[1]
+        kinds = [str(X[c].dtype) == "category" for c in X.columns] if hasattr(X, "columns") else None
         if i == 0:
-            first = columns
+            first, first_kinds = columns, kinds
             names = columns if isinstance(columns, list) else None
         elif columns != first:
             if isinstance(columns, list) and isinstance(first, list):
                 raise ParameterError(column_difference(path, columns, args.data[0], first))
             raise ParameterError.bad("--data", f"{first} feature columns as in {args.data[0]}",
                                      f"{path}: {columns}")
+        elif kinds != first_kinds:      # text here, numbers in the first file (or the reverse)
+            c = next(c for c, a, b in zip(columns, kinds, first_kinds) if a != b)
+            text, numeric = (path, args.data[0]) if kinds[columns.index(c)] else (args.data[0], path)
+            raise ParameterError(f"--data: {text}: column {c!r} is not numeric there but numeric in {numeric}; "
+                                 f"fix its values, or name it in --categorical to train it as categorical")
     parties, servers, coordinator = role_names(len(args.data), args.servers)
     eval_data = check_eval_data(args.eval_data, args.data, args.early_stopping_rounds)
     for path in eval_data:
@@ -107,6 +113,8 @@ def cmd_federation(args: argparse.Namespace) -> int:
             out[coordinator] += ["--eval"] + eval_flags(args.early_stopping_rounds)
         for i, (name, path) in enumerate(zip(parties, args.data)):
             out[name] = plan.base + ["party", "--name", name, "--data", str(Path(path).resolve())] + plan.common
+            if args.categorical:
+                out[name] += ["--categorical", args.categorical]
             if args.label:
                 out[name] += ["--label", args.label]
             if eval_data:
@@ -125,6 +133,7 @@ def register(subparsers) -> None:
     add_role_options(p)
     p.add_argument("--data", required=True, help="this party's rows: CSV with a header, or .npz with X, y")
     p.add_argument("--label", help="label column of the CSV")
+    add_categorical_option(p)
     p.add_argument("--eval-data", help="this party's validation rows (same format and label column); they stay "
                                        "here, only metric statistics are shared (the coordinator needs --eval)")
     p.set_defaults(func=cmd_party)
@@ -151,6 +160,7 @@ def register(subparsers) -> None:
         "federation", help="simulate a whole federation on loopback, every role a separate process")
     p.add_argument("--data", nargs="+", required=True, help="one CSV or .npz per party")
     p.add_argument("--label", help="label column of the CSVs")
+    add_categorical_option(p)
     p.add_argument("--servers", type=int, default=2, help="number of compute servers, 2..4 (default 2)")
     p.add_argument("--eval-data", nargs="+", help="one validation CSV or .npz per party, in --data order")
     add_eval_options(p, "the --eval-data rows")

@@ -25,7 +25,8 @@ import numpy as np
 from ppxgb.errors import ParameterError
 
 from .evaluation_cli import add_eval_options, check_eval_data, cli_evaluation, eval_flags, model_text
-from .deploy import (Peers, Plan, add_dp_options, add_federation_options, add_role_options, check_numeric,
+from .deploy import (Peers, Plan, add_categorical_option, add_dp_options, add_federation_options, add_role_options,
+                     categorize,
                      check_params, dp_summary, load_block, output_path, plural, progress_for, run_federation, run_role, write_atomic)
 
 
@@ -40,7 +41,8 @@ def cmd_vparty(args: argparse.Namespace) -> int:
             raise ParameterError("vparty: the label holder needs --label, --params, --rounds and --out")
         params = check_params(args.params, args)
         out = output_path(args.out)
-    frame = load_block(args.data)            # the data file is checked before any connection
+    frame = categorize(load_block(args.data), args.categorical, args.data, keep=(args.id_column, args.label),
+                       named_elsewhere=True)    # the data file is checked before any connection
     X, names, ids, y = split_block(frame, 0, args.id_column, args.label if is_lh else None, is_lh)
     Xv = yv = ids_v = None
     if args.eval_data:                       # validation columns: same layout as --data
@@ -103,7 +105,7 @@ def cmd_vfederation(args: argparse.Namespace) -> int:
             if column not in frame.columns:
                 flag = "--id-column" if column == args.id_column else "--label"
                 raise ParameterError.bad(flag, f"a column of {path}", column)
-        check_numeric(frame.drop(columns=drop), path)
+        categorize(frame.drop(columns=drop), args.categorical, path, named_elsewhere=True)
     eval_data = check_eval_data(args.eval_data, args.data, args.early_stopping_rounds)
     for path in eval_data:
         load_block(path)
@@ -113,6 +115,8 @@ def cmd_vfederation(args: argparse.Namespace) -> int:
         out: dict[str, list[str]] = {}
         for name, path in zip(parties, args.data):
             out[name] = plan.base + ["vparty", "--name", name, "--data", str(Path(path).resolve())] + plan.common
+            if args.categorical:
+                out[name] += ["--categorical", args.categorical]
             if args.id_column:
                 out[name] += ["--id-column", args.id_column]
             if eval_data:
@@ -138,6 +142,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, help="this party's columns: CSV with a header, or .npz")
     p.add_argument("--id-column", help="align rows with the other parties by PSI on this column")
     p.add_argument("--label", help="label column (label holder only)")
+    add_categorical_option(p)
     p.add_argument("--params", help="XGBoost parameters as JSON or @file (label holder only)")
     p.add_argument("--rounds", type=int, help="number of boosting rounds (label holder only)")
     p.add_argument("--out", help="model file, written only on success (label holder only)")
@@ -159,6 +164,7 @@ def register(subparsers) -> None:
     p.add_argument("--id-column", help="patient-ID column present in every file (rows aligned by PSI)")
     p.add_argument("--label", help="label column of the label party's file")
     p.add_argument("--label-party", type=int, default=0, help="index of the label holder in --data")
+    add_categorical_option(p)
     p.add_argument("--servers", type=int, default=2, help="compute servers available (server-0 is the dealer)")
     p.add_argument("--eval-data", nargs="+", help="one validation file per party, in --data order and layout")
     add_eval_options(p, "the --eval-data rows")

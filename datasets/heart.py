@@ -7,7 +7,10 @@ and whole columns are missing at some sites, which is the non-IID setting federa
 training has to cope with.
 
 Every feature comes out as float64 with NaN for a missing value, ready for xgboost.
-Categorical text is mapped to the original UCI integer codes (``ENCODINGS``).
+Categorical text is mapped to the original UCI integer codes (``ENCODINGS``); with
+``categorical=True`` the four many-valued ones (``CATEGORICAL``: chest pain type,
+resting ECG, ST slope, thal) instead stay text, as pandas ``category`` columns listing
+every value the UCI documentation defines (for xgboost's ``enable_categorical``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ ENCODINGS: dict[str, dict[object, float]] = {
     "thal": {"normal": 3.0, "fixed defect": 6.0, "reversable defect": 7.0},
 }
 
+#: Columns kept as pandas categories with ``categorical=True`` (the binary ones stay 0/1).
+CATEGORICAL: tuple[str, ...] = ("cp", "restecg", "slope", "thal")
+
 #: Columns where 0 means "not measured" in the source files (a cholesterol or resting
 #: blood pressure of 0 is impossible), so 0 becomes NaN.
 ZERO_MEANS_MISSING: tuple[str, ...] = ("chol", "trestbps")
@@ -57,7 +63,7 @@ def _read_raw(path: Path = DATA_FILE) -> pd.DataFrame:
     return raw
 
 
-def _encode(raw: pd.DataFrame) -> pd.DataFrame:
+def _encode(raw: pd.DataFrame, categorical: bool = False) -> pd.DataFrame:
     out = pd.DataFrame(index=raw.index)
     for col in FEATURES:
         if col in ENCODINGS:
@@ -66,7 +72,10 @@ def _encode(raw: pd.DataFrame) -> pd.DataFrame:
             unknown = set(values.dropna().unique()) - set(mapping)
             if unknown:
                 raise ParameterError.bad(f"{DATA_FILE.name}:{col}", f"one of {sorted(map(str, mapping))}", sorted(map(str, unknown)))
-            out[col] = values.map(mapping).astype("float64")
+            if categorical and col in CATEGORICAL:
+                out[col] = pd.Categorical(values, categories=list(mapping))
+            else:
+                out[col] = values.map(mapping).astype("float64")
         else:
             out[col] = pd.to_numeric(raw[col], errors="raise").astype("float64")
     for col in ZERO_MEANS_MISSING:
@@ -74,9 +83,10 @@ def _encode(raw: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def load_heart_frame() -> pd.DataFrame:
+def load_heart_frame(categorical: bool = False) -> pd.DataFrame:
     """All 920 patients in one frame: ``id``, ``hospital``, the 13 encoded features,
-    ``num`` (0..4) and ``disease`` (``num > 0`` as 0/1).
+    ``num`` (0..4) and ``disease`` (``num > 0`` as 0/1); ``CATEGORICAL`` columns as
+    pandas categories when `categorical`.
 
     Rows are in file order (grouped by hospital in ``HOSPITALS`` order).
     """
@@ -84,7 +94,7 @@ def load_heart_frame() -> pd.DataFrame:
     hospitals = set(raw["dataset"].unique())
     if hospitals != set(HOSPITALS):
         raise ParameterError.bad(f"{DATA_FILE.name}:dataset", f"hospitals {list(HOSPITALS)}", sorted(hospitals))
-    frame = _encode(raw)
+    frame = _encode(raw, categorical)
     frame.insert(0, "hospital", raw["dataset"].astype(str))
     frame.insert(0, "id", raw["id"].astype("int64"))
     frame["num"] = raw["num"].astype("int64")
@@ -94,17 +104,18 @@ def load_heart_frame() -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def load_heart_disease(target: str = "binary") -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
+def load_heart_disease(target: str = "binary", categorical: bool = False) -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
     """The four hospitals' ``(X, y)``, keyed by hospital name in ``HOSPITALS`` order.
 
     ``X`` has the 13 ``FEATURES`` as float64 columns with NaN for missing values and the
     hospital's own row index (0..n-1). ``y`` is an int64 array: with ``target="binary"``
     it is 1 when disease is present (``num > 0``); with ``target="num"`` it is the raw
-    0..4 grade (for ``multi:softprob``).
+    0..4 grade (for ``multi:softprob``).  With ``categorical=True`` the ``CATEGORICAL``
+    columns are pandas ``category`` columns of their text values instead of codes.
     """
     if target not in _TARGETS:
         raise ParameterError.bad("target", f"one of {list(_TARGETS)}", target)
-    frame = load_heart_frame()
+    frame = load_heart_frame(categorical)
     label = "disease" if target == "binary" else "num"
     parties: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
     for hospital in HOSPITALS:

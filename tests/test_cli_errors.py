@@ -66,10 +66,18 @@ FEDERATION_CASES = {
                                                                "No such file"]),
     "unsupported-param": (["good", "good"], json.dumps({"grow_policy": "lossguide"}),
                           ["'grow_policy' is not supported"]),
-    "text-column": (["good", "text"], PARAMS, ["text.csv: column 'b' is not numeric", "encode it"]),
     "reordered-columns": (["good", "reordered"], PARAMS, ["same columns", "different order"]),
     "missing-column": (["good", "renamed"], PARAMS, ["missing: b", "unexpected: c"]),
 }
+
+
+def test_categorical_names_a_column_that_is_not_there(files, tmp_path):
+    """--categorical naming no column of the file is refused in the launcher (a text
+    column is trained as categorical, with a message: tests/test_categorical_training.py)."""
+    line = one_error_line(ppxgb("federation", "--data", files["good"], files["good"], "--label", "y",
+                                "--categorical", "nope", "--params", PARAMS, "--rounds", "2",
+                                "--out", str(tmp_path / "model.json")))
+    assert "--categorical" in line and "'nope'" in line and "good.csv" in line, line
 
 
 @pytest.mark.parametrize("case", sorted(FEDERATION_CASES))
@@ -84,7 +92,7 @@ def test_federation_refuses_bad_input_in_one_line_before_starting_roles(case, fi
     assert not (tmp_path / "model.json").exists()
 
 
-@pytest.mark.parametrize("case", ["header-only", "text-column", "unsupported-param"])
+@pytest.mark.parametrize("case", ["header-only", "unsupported-param"])
 def test_vfederation_checks_the_same_inputs_in_the_launcher(case, files, tmp_path):
     names, params, needles = FEDERATION_CASES[case]
     line = one_error_line(federation(tmp_path, *[files[n] for n in names], params=params,
