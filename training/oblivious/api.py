@@ -43,7 +43,7 @@ def check_params(params: dict[str, Any]) -> TrainParams:
     return p
 
 
-def _matrix(X, name: str) -> np.ndarray:
+def check_matrix(X, name: str) -> np.ndarray:
     X = as_float32_matrix(X, name=name)
     if np.isnan(X).any():
         raise ParameterError.bad(name, "no missing values (oblivious training does not support them yet)",
@@ -71,7 +71,7 @@ def run_oblivious_federation(params: dict[str, Any], parties: Sequence[Any], num
         for i, item in enumerate(parties):
             if not isinstance(item, (list, tuple)) or len(item) != 2:
                 raise ParameterError.bad(f"parties[{i}]", "an (X, y) pair", type(item).__name__)
-            X = _matrix(item[0], f"parties[{i}] X")
+            X = check_matrix(item[0], f"parties[{i}] X")
             y = obj.check_labels(item[1], 0, f"parties[{i}] y")
             if len(y) != X.shape[0]:
                 raise ParameterError.bad(f"parties[{i}] y", f"{X.shape[0]} labels", len(y))
@@ -79,7 +79,7 @@ def run_oblivious_federation(params: dict[str, Any], parties: Sequence[Any], num
     else:
         if isinstance(label_party, bool) or not isinstance(label_party, int) or not 0 <= label_party < len(parties):
             raise ParameterError.bad("label_party", f"an int in [0, {len(parties)})", label_party)
-        blocks = [_matrix(X, f"parties[{i}]") for i, X in enumerate(parties)]
+        blocks = [check_matrix(X, f"parties[{i}]") for i, X in enumerate(parties)]
         if label is None:
             raise ParameterError.bad("label", "the label party's labels (an array)", None)
         y = obj.check_labels(label, 0, "label")

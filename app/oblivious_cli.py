@@ -1,0 +1,105 @@
+"""`ppxgb oblivious-role | oblivious-federation`: oblivious training as OS processes.
+
+Same PEERS.json as the other federations (app/deploy.py), read this way: "coordinator"
+is the analyst (it drives the run and writes the model), "parties" the data owners and
+"servers" the two compute servers and the dealer, named server-0, server-1 and dealer.
+Every role talks over `NetworkTransport`, mutual TLS by default.
+
+    ppxgb oblivious-federation --data a.csv b.csv --label y \\
+        --params '{"objective": "binary:logistic", "max_depth": 4}' --rounds 5 --out model.json
+
+starts one process per party, both servers, the dealer and the analyst on loopback with
+a throw-away test PKI (rows split across the parties: the horizontal partition).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ppxgb.errors import ParameterError
+
+from .deploy import (Plan, add_federation_options, add_role_options, check_params, load_data, output_path, plural,
+                     run_federation, run_role, write_atomic)
+
+
+def cmd_role(args: argparse.Namespace) -> int:
+    from ppxgb.training.oblivious import api, dealer, roles, server, stages
+
+    name = args.name
+    if name == stages.ANALYST:
+        params = check_params(args.params, args)
+        api.check_params(params)
+        out = output_path(args.out)
+
+        def body(transport, peers):
+            model = roles.run_analyst(transport, params, args.rounds, parties=peers.parties,
+                                      partition="horizontal", timeout=args.step_timeout)
+            write_atomic(out, json.dumps(model.to_xgboost_json()))
+    elif name in stages.SERVERS:
+        def body(transport, peers):
+            server.run_server(transport, stages.SERVERS.index(name), parties=peers.parties,
+                              timeout=args.step_timeout)
+    elif name == stages.DEALER:
+        def body(transport, peers):
+            dealer.run_dealer(transport, name, servers=stages.SERVERS, analyst=stages.ANALYST,
+                              timeout=args.step_timeout)
+    else:
+        if not args.data:
+            raise ParameterError.bad("--data", f"the rows of party {name!r}", None)
+        X, y = load_data(args.data, args.label)
+        X = api.check_matrix(X, args.data)
+
+        def body(transport, peers):
+            roles.run_party(transport, name, X, y, timeout=args.step_timeout)
+    return run_role(args, name, body)
+
+
+def cmd_federation(args: argparse.Namespace) -> int:
+    from ppxgb.training.oblivious import api, stages
+
+    params = check_params(args.params, args)
+    api.check_params(params)
+    json_params = json.dumps(params)
+    if args.rounds < 0:
+        raise ParameterError.bad("--rounds", "an int >= 0", args.rounds)
+    output_path(args.out, overwrite=args.overwrite)
+    for path in args.data:
+        X, _ = load_data(path, args.label)
+        api.check_matrix(X, path)
+    parties = stages.party_names(len(args.data))
+    servers = [*stages.SERVERS, stages.DEALER]
+
+    def argvs(plan: Plan) -> dict[str, list[str]]:
+        out = {stages.ANALYST: plan.base + ["oblivious-role", "--name", stages.ANALYST, "--params", json_params,
+                                            "--rounds", str(args.rounds), "--out", str(plan.model_tmp)] + plan.common}
+        for name, path in zip(parties, args.data):
+            out[name] = plan.base + ["oblivious-role", "--name", name, "--data", str(Path(path).resolve())] \
+                + (["--label", args.label] if args.label else []) + plan.common
+        for name in servers:
+            out[name] = plan.base + ["oblivious-role", "--name", name] + plan.common
+        return out
+
+    return run_federation(args, "oblivious-federation", parties, servers, stages.ANALYST, "analyst", argvs,
+                          {"parties": len(parties), "servers": 2},
+                          f"{plural(len(parties), 'party', 'parties')}, 2 servers and a dealer")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("oblivious-role", help="run one role of oblivious training (party-i, server-0, "
+                                                     "server-1, dealer or analyst)")
+    add_role_options(p)
+    p.add_argument("--data", help="a party's rows: CSV with a header, or .npz with X, y")
+    p.add_argument("--label", help="label column of the CSV")
+    p.add_argument("--params", help="the analyst's XGBoost parameters as JSON (or @file)")
+    p.add_argument("--rounds", type=int, default=10, help="the analyst's number of boosting rounds")
+    p.add_argument("--out", help="the analyst's model file (XGBoost JSON), written only on success")
+    p.set_defaults(func=cmd_role)
+
+    p = subparsers.add_parser("oblivious-federation",
+                              help="simulate oblivious training on loopback, every role a separate process")
+    p.add_argument("--data", nargs="+", required=True, help="one CSV or .npz per party (rows split)")
+    p.add_argument("--label", help="label column of the CSVs")
+    add_federation_options(p)
+    p.set_defaults(func=cmd_federation)
