@@ -245,3 +245,32 @@ def test_bad_integer_codes_and_types_are_refused():
         categorical.split_columns(X, ["q"])
     with pytest.raises(ParameterError, match="feature_types"):
         categorical.split_columns(X, ["q", "categorical"])
+
+
+@pytest.mark.slow
+def test_cli_federation_trains_text_columns_as_categories(tmp_path):
+    """ppxgb federation over two hospitals' CSVs: a column named in --categorical and a
+    text column (inferred, with a message) give the model xgboost trains on the pooled rows."""
+    import subprocess
+    import sys
+
+    df, y = make_frame(6, 1400, 7)
+    df["k"] = df["k"].map(lambda v: None if np.isnan(v) else f"code-{int(v)}")      # text: inferred
+    df["c"] = df["c"].astype(object)
+    paths = []
+    for i, (a, b) in enumerate([(0, 700), (700, 1400)]):
+        paths.append(str(tmp_path / f"h{i}.csv"))
+        df.iloc[a:b].assign(y=y[a:b]).to_csv(paths[-1], index=False)
+    out = tmp_path / "model.json"
+    proc = subprocess.run([sys.executable, "-m", "ppxgb.app.cli", "federation", "--data", *paths, "--label", "y",
+                           "--categorical", "c", "--params", json.dumps(PARAMS), "--rounds", str(ROUNDS),
+                           "--out", str(out), "--progress", "off"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "column 'k' is not numeric" in proc.stderr and "categorical" in proc.stderr
+    pooled = pd.concat([pd.read_csv(p) for p in paths])
+    yp = pooled.pop("y").to_numpy()
+    for col in ("c", "k"):
+        pooled[col] = pd.Categorical(pooled[col], categories=sorted(pooled[col].dropna().unique()))
+    secure = xgb.Booster(model_file=str(out))
+    assert_close(secure, oracle(PARAMS, pooled, yp, ROUNDS, ["float", "c", "c"]), pooled, ["float", "c", "c"])
