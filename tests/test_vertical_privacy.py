@@ -23,7 +23,7 @@ FH_FIELDS = {
     "corr": {"tree", "level", "f", "d1", "d2"},
     "vlevel": {"tree", "level", "splits", "goleft", "build", "z"},
     "vsel": {"tree", "level", "z2"},
-    "vsplit": {"node", "feature", "bin", "default_left"},
+    "vsplit": {"node", "feature", "bin", "default_left", "categories"},    # categories: sets of its own splits
     "stop": set(),
 }
 DEALER_FIELDS = {"dconfig": {"n_rows", "max_bin", "max_depth", "grow_policy", "steps", "n_trees", "fhs",
