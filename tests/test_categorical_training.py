@@ -274,3 +274,10 @@ def test_cli_federation_trains_text_columns_as_categories(tmp_path):
         pooled[col] = pd.Categorical(pooled[col], categories=sorted(pooled[col].dropna().unique()))
     secure = xgb.Booster(model_file=str(out))
     assert_close(secure, oracle(PARAMS, pooled, yp, ROUNDS, ["float", "c", "c"]), pooled, ["float", "c", "c"])
+
+
+def test_horizontal_dp_refuses_category_columns():
+    """The category agreement is not noised, so differential privacy refuses it."""
+    df, y = make_frame(8, 600, 4)
+    with pytest.raises(ParameterError, match="dp_epsilon.*categorical"):
+        run_federation({**PARAMS, "dp_epsilon": 1.0, "base_score": 0.0}, [(df, y)], 1, 2, feature_types=["q", "c", "c"])
