@@ -42,6 +42,7 @@ def test_oblivious_federation_equals_xgboost(tmp_path):
                                               X, y, 2), X, tol=1e-3, frac=0.99)
 
 
+@pytest.mark.slow          # starts a process (the project's fast tier leaves those out)
 @pytest.mark.parametrize("params, fix, message", [
     ('{"objective": "binary:logistic", "alpha": 1}', None, "alpha"),
     (PARAMS, "nan", "missing"),
