@@ -25,7 +25,7 @@ from ppxgb.training.oblivious.learner import sigmoid_error
 from ppxgb.training.oblivious.mailbox import Mailbox
 from ppxgb.transport import InMemoryTransport
 
-from helpers import assert_margins_match, assert_uniform_words, centralized, recorded_federation
+from helpers import assert_margins_match, assert_uniform_words, centralized
 from test_vertical_leakage import auc
 
 N = 360

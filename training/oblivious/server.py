@@ -10,8 +10,9 @@ from ppxgb.errors import PeerFailure, ProtocolError
 from ppxgb.transport import Transport
 
 from ..messages import field, report_failure
+from ..params import TrainParams
 from .dealer import Correlations
-from .engine import Engine, encode
+from .engine import Engine
 from .learner import Learner
 from .mailbox import Mailbox
 from .stages import ANALYST, DEALER, SERVER_STAGES, SERVERS
@@ -46,7 +47,6 @@ def run_server(transport: Transport, index: int, *, parties: list[str], timeout:
             for p in parties:
                 total += _array(box.recv("obinshare", p), "counts", (size,))
             transport.send(me, ANALYST, "obinsum", {"counts": total})
-        cfg = msg.payload
         n, F, nb = field(msg, "n_rows", int), field(msg, "n_features", int), field(msg, "n_bins", int)
         blocks = field(msg, "blocks", list)          # per party: (rows, features) of its upload
         horizontal = field(msg, "partition", str) == "horizontal"
@@ -63,7 +63,7 @@ def run_server(transport: Transport, index: int, *, parties: list[str], timeout:
         engine.load_onehot(np.concatenate(onehots, axis=1 if horizontal else 0))
         del onehots
         y = np.concatenate(ys)
-        learner = Learner(engine, n, F, nb, cfg["params"])
+        learner = Learner(engine, n, F, nb, TrainParams.from_dict(field(msg, "params", dict)).to_dict())
         transport.send(me, ANALYST, "oysum", {"share": np.array([y.sum(dtype=np.uint64)])})
         base = _array(box.recv("obase", ANALYST), "share", (1,))
         margin = np.repeat(base, n)
@@ -75,7 +75,3 @@ def run_server(transport: Transport, index: int, *, parties: list[str], timeout:
     except BaseException as exc:
         report_failure(transport, me, ANALYST, exc)
         raise
-
-
-def encoded_labels(y: np.ndarray) -> np.ndarray:
-    return encode(np.asarray(y, dtype=np.float32).astype(np.float64))
