@@ -79,7 +79,7 @@ def peers(tmp_path):
 
 
 BAD_CSV = {
-    "text column": ("a,b,y\n1,red,0\n2,blue,1\n", "'b'"),
+    "not text": (b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x00", "a CSV with a header row"),
     "header only": ("a,b,y\n", "header only"),
     "empty": ("", "empty file"),
     "no label": ("a,b,z\n1,2,0\n", "--label"),
@@ -90,7 +90,7 @@ BAD_CSV = {
 def test_party_refuses_bad_data_before_connecting(case, peers, tmp_path):
     text, expected = BAD_CSV[case]
     data = tmp_path / "data.csv"
-    data.write_text(text)
+    data.write_bytes(text if isinstance(text, bytes) else text.encode())
     path, listeners = peers
     proc, seconds = run("party", "--name", "party-0", "--peers", path, "--data", str(data), "--label", "y",
                         "--insecure", "--connect-timeout", str(CONNECT_TIMEOUT))
@@ -100,14 +100,14 @@ def test_party_refuses_bad_data_before_connecting(case, peers, tmp_path):
     assert listeners.contacted("party-0") == [], "it connected to peers before checking its data"
 
 
-def test_vparty_refuses_a_text_column_before_connecting(peers, tmp_path):
+def test_vparty_refuses_a_block_without_its_id_column_before_connecting(peers, tmp_path):
     data = tmp_path / "block.csv"
-    data.write_text("id,a,b\n1,2,red\n2,3,blue\n")
+    data.write_text("pid,a,b\n1,2,3\n2,3,4\n")
     path, listeners = peers
     proc, seconds = run("vparty", "--name", "party-1", "--peers", path, "--data", str(data),
                         "--id-column", "id", "--insecure", "--connect-timeout", str(CONNECT_TIMEOUT))
     line = error_line(proc)
-    assert "'b'" in line and "numeric" in line, line
+    assert "'id'" in line and "id column" in line, line
     assert seconds < CONNECT_TIMEOUT / 3, f"took {seconds:.1f} s: it waited for peers before reading its data"
     assert listeners.contacted("party-1") == [], "it connected to peers before checking its data"
 
