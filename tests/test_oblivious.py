@@ -20,12 +20,12 @@ from ppxgb.training.oblivious import dealer as dealer_mod
 from ppxgb.training.oblivious import engine as engine_mod
 from ppxgb.training.oblivious import run_oblivious_federation
 from ppxgb.training.oblivious.dealer import Correlations, run_dealer
-from ppxgb.training.oblivious.engine import FRAC, Engine, decode, encode
+from ppxgb.training.oblivious.engine import FRAC, Engine, encode
 from ppxgb.training.oblivious.learner import sigmoid_error
 from ppxgb.training.oblivious.mailbox import Mailbox
 from ppxgb.transport import InMemoryTransport
 
-from helpers import assert_margins_match, assert_uniform_words, centralized
+from helpers import assert_margins_match, assert_uniform_words, centralized, make_discrete_data
 from test_vertical_leakage import auc
 
 N = 360
@@ -71,6 +71,17 @@ def test_model_equals_xgboost(objective, partition):
     assert_margins_match(booster, reference, X, tol=1e-3, frac=0.99)
     # the trees split: the comparison is not between two constant models
     assert len({round(float(v), 4) for v in model.predict_margin(X)}) > 4
+
+
+@pytest.mark.parametrize("objective, partition", [
+    ("binary:logistic", "horizontal"),
+    pytest.param("reg:squarederror", "vertical", marks=pytest.mark.slow),
+])
+def test_missing_values_follow_xgboost_default_directions(objective, partition):
+    X, y = make_discrete_data(objective, N, 4, 0.15, 2, lambda X: X[:, 0] - 0.5 * X[:, 1] + 0.3 * X[:, 2])
+    params, model = federation(objective, partition, X, y)
+    assert_margins_match(model.to_booster(), centralized(params, X, y, 3), X, tol=1e-3, frac=0.99)
+    assert any(t.default_left[t.left >= 0].any() for t in model.trees)      # some split sends missing left
 
 
 def test_gamma_and_min_child_weight_stop_splits_as_xgboost_does():
@@ -127,11 +138,10 @@ def test_engine_primitives_against_numpy(chunk, monkeypatch):
 
     a, b = _engines(program)
     opened = [u + v for u, v in zip(a, b)]
-    exact = decode(encode(x)) * decode(encode(y))                    # the product of the encoded values
-    assert np.abs(decode(opened[0]) - exact).max() <= 2.0 ** -FRAC  # floor, or one unit above
+    exact = encode(x).view(np.int64).astype(object) * encode(y).view(np.int64).astype(object)
+    np.testing.assert_array_equal(opened[0].view(np.int64), [v >> FRAC for v in exact])   # exact floor
     np.testing.assert_array_equal(opened[1], (x < 0).astype(np.uint64))
-    err = decode(opened[2]) - np.floor(encode(x).view(np.int64) / 2 ** 7) / 2 ** FRAC
-    assert set(np.unique(np.rint(err * 2 ** FRAC))) <= {0.0, 1.0}   # exact, or one unit above
+    np.testing.assert_array_equal(opened[2].view(np.int64), encode(x).view(np.int64) >> 7)
     np.testing.assert_array_equal(opened[3], B @ M.T)
     np.testing.assert_array_equal(opened[4], B.T @ W)
 
@@ -302,10 +312,3 @@ X0, Y0 = discrete_data("reg:squarederror", n=40)
 def test_refused_parameters(kwargs, params, match):
     with pytest.raises(ParameterError, match=match):
         run_oblivious_federation({"objective": "reg:squarederror", **params}, [(X0, Y0)], 1, **kwargs)
-
-
-def test_missing_values_refused():
-    X = X0.copy()
-    X[0, 0] = np.nan
-    with pytest.raises(ParameterError, match="missing"):
-        run_oblivious_federation({}, [(X, Y0)], 1)

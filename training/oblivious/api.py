@@ -45,9 +45,6 @@ def check_params(params: dict[str, Any]) -> TrainParams:
 
 def check_matrix(X, name: str) -> np.ndarray:
     X = as_float32_matrix(X, name=name)
-    if np.isnan(X).any():
-        raise ParameterError.bad(name, "no missing values (oblivious training does not support them yet)",
-                                 "NaN")
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise ParameterError.bad(name, "at least one row and one column", X.shape)
     return X

@@ -16,7 +16,8 @@ Kinds (role 0's draws / role 1's draws / the correction for role 1):
     route  m       W0 (K, m), Z0 (n, m) / W1 / Z1       Z = A^T W, for routing rows
     bits   size    r0 rb0 beta_b0 beta_a0 and-triples / r1 beta_b1 and-triples /
                    rb1 = r ^ rb0, beta_a1 = beta - beta_a0, and-triple c1s, and with
-                   a shift d: r>>d shares (d0 drawn, d1 corrected)
+                   a shift d: r>>d shares (d0 drawn, d1 corrected) and a second bit
+                   held both ways
 """
 
 from __future__ import annotations
@@ -63,12 +64,16 @@ def draw(kind: str, rng: Randomness, role: int, sizes: dict) -> dict[str, np.nda
         out = {"r": rng.uint64(s), "beta_b": _bit(rng, s)}
         out["and_a"] = rng.uint64((AND_GATES, s))
         out["and_b"] = rng.uint64((AND_GATES, s))
+        shift = sizes.get("d") is not None
+        if shift:
+            out["beta_b2"] = _bit(rng, s)            # a second bit: the low part's borrow
         if role == 0:
             out["rb"] = rng.uint64(s)
             out["beta_a"] = rng.uint64(s)
             out["and_c"] = rng.uint64((AND_GATES, s))
-            if sizes.get("d") is not None:
+            if shift:
                 out["rd"] = rng.uint64(s)
+                out["beta_a2"] = rng.uint64(s)
         return out
     raise ProtocolError(f"correlation kind {kind!r} is not one of mask, triple, gram, route, bits")
 
@@ -90,6 +95,7 @@ def correct(kind: str, m0: dict, m1: dict, sizes: dict, state: dict) -> dict[str
            "and_c": ((m0["and_a"] ^ m1["and_a"]) & (m0["and_b"] ^ m1["and_b"])) ^ m0["and_c"]}
     if sizes.get("d") is not None:
         out["rd"] = (r >> np.uint64(sizes["d"])) - m0["rd"]
+        out["beta_a2"] = (m0["beta_b2"] ^ m1["beta_b2"]) - m0["beta_a2"]
     return out
 
 
@@ -139,7 +145,7 @@ class Correlations:
             self.transport.send(self.me, self.dealer, "oneed", {"kind": kind, "sizes": sizes})
             msg = self.mailbox.recv("ocorr", self.dealer)
             for key, value in msg.payload.items():
-                if key not in ("c", "Z", "rb", "beta_a", "and_c", "rd") or not isinstance(value, np.ndarray):
+                if key not in ("c", "Z", "rb", "beta_a", "and_c", "rd", "beta_a2") or not isinstance(value, np.ndarray):
                     raise ProtocolError(f"{self.me}: correction field {key!r} is not expected")
                 out[key] = value
         return out

@@ -9,9 +9,10 @@ uniform ring word to its receiver.
 - mul: Beaver triples; a product of two fixed-point values is then truncated.
 - trunc: dealer-assisted exact truncation.  y = x + 2^62 (|x| < 2^62) is masked as
   c = y + r and opened; y >> d = (c >> d) - (r >> d) + 2^(64-d) [c < r], where the
-  wrap bit [c < r] comes from a borrow circuit on the bits of r.  The borrow of the
-  low d bits is dropped, so the result is floor(x / 2^d) or one unit more (error at
-  most 2^-FRAC): no failure probability, unlike the local truncation of SecureML.
+  wrap bit [c < r] and the borrow of the low d bits come from a borrow circuit on the
+  bits of r; the result is exactly floor(x / 2^d): deterministic (equal inputs give
+  equal outputs, so exact ties stay ties) and with no failure probability, unlike the
+  local truncation of SecureML.
 - ltz: [x < 0] as an integer share: the top bit of c - r for c = x + r opened.
 - borrow circuit: Kogge-Stone prefix over the 64 bits of a word (6 rounds of AND
   gates on XOR-shared words, each gate a Beaver AND triple from the dealer), then the
@@ -136,11 +137,15 @@ class Engine:
                 g = g ^ pg
         return g
 
-    def _to_arith(self, bit: np.ndarray, t: dict) -> np.ndarray:
-        """An XOR-shared bit (0/1 words) as an additive share of 0 or 1."""
-        (e,) = self.exchange(bit ^ t["beta_b"], op="xor")
-        e = e ^ bit ^ t["beta_b"]
-        out = (ONE - np.uint64(2) * e) * t["beta_a"]
+    def _to_arith(self, bit: np.ndarray, t: dict, beta_b: np.ndarray | None = None,
+                  beta_a: np.ndarray | None = None) -> np.ndarray:
+        """XOR-shared bits (0/1 words) as additive shares of 0 or 1, with the dealer's
+        bits held both ways (t's beta, unless given)."""
+        beta_b = t["beta_b"] if beta_b is None else beta_b
+        beta_a = t["beta_a"] if beta_a is None else beta_a
+        (e,) = self.exchange(bit ^ beta_b, op="xor")
+        e = e ^ bit ^ beta_b
+        out = (ONE - np.uint64(2) * e) * beta_a
         if self.index == 0:
             out += e
         return out
@@ -173,12 +178,17 @@ class Engine:
         return self._to_arith(top, t).reshape(shape)
 
     def _trunc(self, x: np.ndarray, d: int) -> np.ndarray:
+        """y >> d = (c >> d) - (r >> d) - [c mod 2^d < r mod 2^d] + 2^(64-d) [c < r]."""
         shape = x.shape
         t = self.corr.get("bits", size=x.size, d=d)
         y = x + self.const(np.uint64(1 << 62), x.shape)
         (c,) = self.open(y + t["r"])
-        wrap = self._to_arith(self._borrows(c, t) >> np.uint64(63), t)
-        out = wrap * np.uint64(1 << (64 - d)) - t["rd"]
+        g = self._borrows(c, t)
+        n = x.size
+        bits = self._to_arith(np.concatenate([g >> np.uint64(63), (g >> np.uint64(d - 1)) & ONE]), t,
+                              np.concatenate([t["beta_b"], t["beta_b2"]]), np.concatenate([t["beta_a"], t["beta_a2"]]))
+        wrap, low = bits[:n], bits[n:]
+        out = wrap * np.uint64(1 << (64 - d)) - t["rd"] - low
         if self.index == 0:
             out += (c >> np.uint64(d)) - np.uint64(1 << (62 - d))
         return out.reshape(shape)

@@ -6,7 +6,10 @@ function of the public schedule.  Per level of a tree with N nodes:
 
 1. M = [I * g, I * h] for the rows' node indicators I (n, N); histograms B M over the
    one-hot matrix; prefix sums per feature give every candidate's (G_L, H_L), and
-   (G_R, H_R) = node totals minus them (XGBoost's forward scan; no missing values).
+   (G_R, H_R) = node totals minus them: XGBoost's forward scan (missing values right)
+   and, when any party has missing values (a public bit), its backward scan (missing
+   values left; bins descending), each feature's forward candidates first.  Without
+   missing values in a node a backward candidate ties with a forward one, which wins.
 2. gain of a candidate = G_L^2 / (H_L + lambda) + G_R^2 / (H_R + lambda): each side
    G * w with w = G * z / 2^s, z = 2^s / (H + lambda) by Newton's iteration
    z <- z (2 - x z / 2^s) from z0 = 0.75 * 2^s / 2^J, where J = floor(log2 x) comes
@@ -67,9 +70,15 @@ def sigmoid_error() -> float:
 class Learner:
     """One server's learner state and steps (see the module docstring)."""
 
-    def __init__(self, engine: Engine, n: int, n_features: int, n_bins: int, params: dict):
-        self.e, self.n, self.F, self.nb = engine, n, n_features, n_bins
-        self.K = n_features * n_bins
+    def __init__(self, engine: Engine, n: int, n_features: int, n_bins: int, params: dict,
+                 missing: bool = False, real: np.ndarray | None = None):
+        self.e, self.n, self.F, self.nb, self.missing = engine, n, n_features, n_bins, missing
+        self.width = n_bins + 1 if missing else n_bins          # one-hot columns per feature
+        self.K = n_features * self.width
+        self.cand = n_bins * (2 if missing else 1)               # candidates per feature
+        self.C = n_features * self.cand
+        # shares of 0/1 per candidate: 0 on padding bins (None: every candidate is real)
+        self.real = real
         self.lam = float(params["lambda"])
         self.mcw = max(float(params["min_child_weight"]), 2.0 ** -FRAC)
         self.threshold = max(float(params["gamma"]), T_MIN)
@@ -144,12 +153,16 @@ class Learner:
 
     def level(self, I: np.ndarray, active: np.ndarray, g: np.ndarray, h: np.ndarray):
         """One level: (new indicators, children's active flags, valid flags, winning index)."""
-        e, F, nb, K = self.e, self.F, self.nb, self.K
+        e, F, nb, K = self.e, self.F, self.nb, self.C
         N = I.shape[1]
-        hist = e.histogram(np.ascontiguousarray(self.node_sums(I, g, h).T))      # (K, 2N)
-        cum = np.cumsum(hist.reshape(F, nb, 2 * N), axis=1, dtype=np.uint64)
-        left = cum.transpose(2, 0, 1).reshape(2 * N, K)                        # prefix sums per feature
-        total = cum[0, nb - 1, :]                                              # node totals (2N,)
+        hist = e.histogram(np.ascontiguousarray(self.node_sums(I, g, h).T))      # (F * width, 2N)
+        h3 = hist.reshape(F, self.width, 2 * N)
+        total = h3[0].sum(axis=0, dtype=np.uint64)                             # node totals (2N,)
+        left = np.cumsum(h3[:, :nb], axis=1, dtype=np.uint64)                  # forward: missing go right
+        if self.missing:                                                       # backward, bins descending:
+            right = np.cumsum(h3[:, nb - 1::-1], axis=1, dtype=np.uint64)      # right = bins >= i, missing left
+            left = np.concatenate([left, total[None, None, :] - right], axis=1)
+        left = left.transpose(2, 0, 1).reshape(2 * N, K)
         GL, HL = left[:N], left[N:]
         GT, HT = total[:N], total[N:]
         GR, HR = GT[:, None] - GL, HT[:, None] - HL
@@ -162,6 +175,13 @@ class Learner:
         root = side[2 * N * K:]
         low = e.ltz(np.concatenate([HL.ravel(), HR.ravel()]) - e.fixed(self.mcw, 2 * N * K))
         fine = e.mul(e.const(ONE, N * K) - low[:N * K], e.const(ONE, N * K) - low[N * K:])
+        if self.real is not None:
+            fine = e.mul(fine, np.tile(self.real, N))
+        if self.missing:            # XGBoost scans backward only where the node has missing values
+            miss_h = HT[:, None] - left[N:].reshape(N, F, self.cand)[:, :, nb - 1]       # (N, F)
+            has = e.const(ONE, miss_h.shape) - e.ltz(miss_h - e.const(ONE, miss_h.shape))
+            gate = np.concatenate([e.const(ONE, (N, F, nb)), np.repeat(has[:, :, None], nb, axis=2)], axis=2)
+            fine = e.mul(fine, gate.reshape(N * K))
         big = encode(BIG)
         masked = e.mul(fine, gain + e.const(big, N * K)) - e.const(big, N * K)
         best, sel = self.argmax(masked.reshape(N, K))
@@ -169,12 +189,24 @@ class Learner:
         valid = e.mul(active, ok)
         chosen = e.mul(np.repeat(valid[:, None], K, axis=1), sel)
         index = (sel * np.arange(K, dtype=np.uint64)[None, :]).sum(axis=1)
-        suffix = np.cumsum(chosen.reshape(N, F, nb)[:, :, ::-1], axis=2, dtype=np.uint64)[:, :, ::-1]
-        goes_left = e.route_rows(np.ascontiguousarray(suffix.reshape(N, K).T))   # (n, N)
+        goes_left = e.route_rows(np.ascontiguousarray(self.routing(chosen.reshape(N, F, self.cand)).T))
         goes_left += e.const(ONE, (1, N)) - valid[None, :]
         I_left = e.mul(I, goes_left)
         children = np.stack([I_left, I - I_left], axis=2).reshape(I.shape[0], 2 * N)
         return children, np.repeat(valid, 2), valid, index
+
+    def routing(self, chosen: np.ndarray) -> np.ndarray:
+        """(N, F * width) weight of each one-hot column in 'goes left', from the selected
+        candidates (N, F, cand): forward bin b sends bins <= b left; backward i sends
+        bins < i and the missing column left."""
+        nb = self.nb
+        W = np.cumsum(chosen[:, :, nb - 1::-1], axis=2, dtype=np.uint64)[:, :, ::-1]   # sum over b >= b'
+        if self.missing:
+            back = chosen[:, :, :nb - 1:-1]                           # ascending i
+            above = np.cumsum(back[:, :, ::-1], axis=2, dtype=np.uint64)[:, :, ::-1]   # sum over i >= b'
+            W[:, :, :-1] += above[:, :, 1:]                           # sum over i > b'
+            W = np.concatenate([W, back.sum(axis=2, dtype=np.uint64)[:, :, None]], axis=2)
+        return W.reshape(chosen.shape[0], -1)
 
     def gradients(self, margin: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         e = self.e

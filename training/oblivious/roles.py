@@ -32,24 +32,41 @@ from .server import share_from_seed
 from .stages import ANALYST, DEALER, SERVERS
 
 
-def onehot_transposed(bins: np.ndarray, n_bins: int) -> np.ndarray:
-    """(features * n_bins, rows) 0/1 words: column r has a 1 at f * n_bins + bin[r, f]."""
+def onehot_transposed(bins: np.ndarray, n_bins: int, missing: bool) -> np.ndarray:
+    """(features * width, rows) 0/1 words, width = n_bins (+ 1 for the missing column when
+    `missing`): column r has a 1 at f * width + bin[r, f] (n_bins for a missing value)."""
     rows, feats = bins.shape
-    out = np.zeros((feats * n_bins, rows), np.uint64)
-    out[(np.arange(feats)[None, :] * n_bins + bins.astype(np.int64)).ravel(), np.repeat(np.arange(rows), feats)] = 1
+    width = n_bins + 1 if missing else n_bins
+    b = bins.astype(np.int64)
+    b[bins == np.iinfo(bins.dtype).max] = n_bins          # assign_bins' missing code
+    out = np.zeros((feats * width, rows), np.uint64)
+    out[(np.arange(feats)[None, :] * width + b).ravel(), np.repeat(np.arange(rows), feats)] = 1
     return out
+
+
+def real_candidates(cuts: list, n_bins: int, missing: bool) -> np.ndarray:
+    """(features * candidates,) 0/1: a candidate on a padding bin (beyond a feature's
+    cuts) is 0.  With missing values the forward candidate on the last real bin (all
+    values left, missing right) is a real split, and the padding bins after it would tie
+    with it; the shared mask keeps them out without telling the servers the bin counts."""
+    per = [np.arange(n_bins) < len(c) for c in cuts]
+    # backward bins descending; backward bin 0 (only missing values left) mirrors the
+    # forward last bin exactly, which XGBoost's scan order prefers
+    rows = [np.concatenate([r, (r & (np.arange(n_bins) > 0))[::-1]]) if missing else r for r in per]
+    return np.concatenate(rows).astype(np.uint64)
 
 
 def run_party(transport: Transport, me: str, X: np.ndarray, y: np.ndarray | None, *,
               timeout: float | None = None) -> None:
     try:
         X = np.asfortranarray(X, dtype=np.float32)
-        transport.send(me, ANALYST, "ohello", {"rows": X.shape[0], "cols": X.shape[1]})
+        transport.send(me, ANALYST, "ohello", {"rows": X.shape[0], "cols": X.shape[1],
+                                               "missing": bool(np.isnan(X).any())})
         plan = transport.recv(me, "oplan", ANALYST, timeout=timeout)
-        n_bins = field(plan, "n_bins", int)
+        n_bins, missing = field(plan, "n_bins", int), field(plan, "missing", bool)
         if field(plan, "partition", str) == "vertical":
-            cuts, _ = local_cuts(X, n_bins)
-            transport.send(me, ANALYST, "ocuts", {"cuts": [c for c in cuts]})
+            cuts, mins = local_cuts(X, n_bins)
+            transport.send(me, ANALYST, "ocuts", {"cuts": [c for c in cuts], "mins": np.asarray(mins, np.float32)})
         else:
             while True:
                 msg = transport.recv(me, ("obinreq", "ocuts"), ANALYST, timeout=timeout)
@@ -60,13 +77,13 @@ def run_party(transport: Transport, me: str, X: np.ndarray, y: np.ndarray | None
                                                    [np.asarray(r, np.uint32) for r in field(msg, "requests", list)])
                 for server, part in zip(SERVERS, share(np.rint(counts).astype(np.uint64), 2)):
                     transport.send(me, server, "obinshare", {"counts": part})
-        values = [onehot_transposed(binning.assign_bins(X, cuts), n_bins)]
+        values = [onehot_transposed(binning.assign_bins(X, cuts), n_bins, missing), real_candidates(cuts, n_bins, missing)]
         if y is not None:
             values.append(encode(np.asarray(y, np.float32).astype(np.float64)))
         seed = os.urandom(32)
         mine = share_from_seed(seed, [v.shape for v in values])
         transport.send(me, SERVERS[0], "odata", {"seed": seed})
-        transport.send(me, SERVERS[1], "odata", dict(zip(("onehot", "y"), [v - s for v, s in zip(values, mine)])))
+        transport.send(me, SERVERS[1], "odata", dict(zip(("onehot", "real", "y"), [v - s for v, s in zip(values, mine)])))
     except PeerFailure:
         raise
     except BaseException as exc:
@@ -89,13 +106,14 @@ def run_analyst(transport: Transport, params: dict, num_boost_round: int, *, par
     try:
         hellos = [box.recv("ohello", q) for q in parties]
         shapes = [(field(m, "rows", int), field(m, "cols", int)) for m in hellos]
+        missing = any(field(m, "missing", bool) for m in hellos)     # public: one bit per party
         horizontal = partition == "horizontal"
         if horizontal and len({c for _, c in shapes}) != 1:
             raise ProtocolError(f"horizontal partition: parties have different column counts {shapes}")
         if not horizontal and len({r for r, _ in shapes}) != 1:
             raise ProtocolError(f"vertical partition: parties have different row counts {shapes}")
         for q in parties:
-            transport.send(ANALYST, q, "oplan", {"n_bins": p.max_bin, "partition": partition})
+            transport.send(ANALYST, q, "oplan", {"n_bins": p.max_bin, "partition": partition, "missing": missing})
         if horizontal:
             def count(level, requests):
                 for q in parties:
@@ -105,18 +123,19 @@ def run_analyst(transport: Transport, params: dict, num_boost_round: int, *, par
                     transport.send(ANALYST, s, "obinround", {"size": size})
                 return _opened(box, "obinsum")["counts"].view(np.int64).astype(np.float64)
 
-            cuts, _ = binning.agree_cuts(shapes[0][1], p.max_bin, count)
+            cuts, mins = binning.agree_cuts(shapes[0][1], p.max_bin, count)
             for q in parties:
                 transport.send(ANALYST, q, "ocuts", {"cuts": list(cuts)})
         else:
-            cuts = [np.asarray(c, np.float32) for q in parties
-                    for c in field(box.recv("ocuts", q), "cuts", list)]
+            got = [box.recv("ocuts", q) for q in parties]
+            cuts = [np.asarray(c, np.float32) for m in got for c in field(m, "cuts", list)]
+            mins = np.concatenate([np.asarray(field(m, "mins", np.ndarray), np.float32) for m in got])
         n = sum(r for r, _ in shapes) if horizontal else shapes[0][0]
         blocks = [[r, c] for r, c in shapes]
         for s in SERVERS:
             transport.send(ANALYST, s, "oconfig", {
                 "n_rows": n, "n_features": len(cuts), "n_bins": p.max_bin, "blocks": blocks,
-                "partition": partition, "label_party": label_party, "params": p.to_dict(),
+                "partition": partition, "label_party": label_party, "params": p.to_dict(), "missing": missing,
                 "n_trees": num_boost_round})
         obj = get_objective(p.objective)
         label_sum = float(decode(_opened(box, "oysum")["share"])[0])
@@ -129,7 +148,7 @@ def run_analyst(transport: Transport, params: dict, num_boost_round: int, *, par
         for _ in range(num_boost_round):
             got = _opened(box, "otree")
             trees.append(build_tree(got["valid"].view(np.int64), got["index"].view(np.int64),
-                                    decode(got["weight"]), cuts, p))
+                                    decode(got["weight"]), cuts, mins, p, missing))
         transport.send(ANALYST, DEALER, "ostop", {})
         return Ensemble(objective=p.objective, num_feature=len(cuts), trees=tuple(trees),
                         tree_info=(0,) * len(trees), base_score=tuple(float(b) for b in base_score),
@@ -141,12 +160,17 @@ def run_analyst(transport: Transport, params: dict, num_boost_round: int, *, par
         raise
 
 
-def build_tree(valid: np.ndarray, index: np.ndarray, weight: np.ndarray, cuts: list, p: TrainParams) -> Tree:
+def build_tree(valid: np.ndarray, index: np.ndarray, weight: np.ndarray, cuts: list, mins: np.ndarray,
+               p: TrainParams, missing: bool = False) -> Tree:
     """XGBoost arrays from the opened full-depth tree: a node that did not split is a
-    leaf whose weight is its leftmost leaf's (every one of its rows went left)."""
+    leaf whose weight is its leftmost leaf's (every one of its rows went left).  A
+    winning index is (feature, candidate): forward bin b (x < cut[b] left, missing
+    right), or with missing values backward bin i, stored descending (x < cut[i - 1]
+    left, the feature's minimum for i = 0, missing left), as split.py reads them."""
     if np.any((valid != 0) & (valid != 1)):
         raise ProtocolError("opened split flags are not 0/1: the servers' shares disagree")
     depth, n_bins = p.max_depth, p.max_bin
+    cand = n_bins * (2 if missing else 1)
     left, right, feature, threshold, default_left = [], [], [], [], []
     queue = [(0, 0)]
     while queue:
@@ -156,10 +180,16 @@ def build_tree(valid: np.ndarray, index: np.ndarray, weight: np.ndarray, cuts: l
             arr.append(v)
         flat = (1 << d) - 1 + j
         if d < depth and valid[flat]:
-            f, b = divmod(int(index[flat]), n_bins)
+            f, c = divmod(int(index[flat]), cand)
+            b = c if c < n_bins else 2 * n_bins - 1 - c          # backward: c = n_bins + (n_bins - 1 - i)
             if not (0 <= f < len(cuts) and 0 <= b < len(cuts[f])):
                 raise ProtocolError(f"opened split index {int(index[flat])} is outside the cuts")
-            feature[me], threshold[me] = f, float(cuts[f][b])
+            feature[me] = f
+            if c < n_bins:
+                threshold[me] = float(cuts[f][b])
+            else:
+                threshold[me] = float(mins[f] if b == 0 else cuts[f][b - 1])
+                default_left[me] = True
             left[me] = len(left) + len(queue)
             right[me] = left[me] + 1
             queue += [(d + 1, 2 * j), (d + 1, 2 * j + 1)]

@@ -51,19 +51,25 @@ def run_server(transport: Transport, index: int, *, parties: list[str], timeout:
         blocks = field(msg, "blocks", list)          # per party: (rows, features) of its upload
         horizontal = field(msg, "partition", str) == "horizontal"
         label_party = field(msg, "label_party", int)
-        onehots, ys = [], []
+        missing = field(msg, "missing", bool)
+        width = nb + 1 if missing else nb
+        cand = nb * (2 if missing else 1)
+        onehots, reals, ys = [], [], []
         for i, (p, (rows, feats)) in enumerate(zip(parties, blocks)):
-            shapes = [(feats * nb, rows)] + ([(rows,)] if horizontal or i == label_party else [])
+            shapes = [(feats * width, rows), (feats * cand,)] + ([(rows,)] if horizontal or i == label_party else [])
             m = box.recv("odata", p)
             got = share_from_seed(field(m, "seed", bytes), shapes) if index == 0 else \
-                [_array(m, k, s) for k, s in zip(("onehot", "y"), shapes)]
+                [_array(m, k, s) for k, s in zip(("onehot", "real", "y"), shapes)]
             onehots.append(got[0])
-            if len(got) > 1:
-                ys.append(got[1])
+            reals.append(got[1])
+            if len(got) > 2:
+                ys.append(got[2])
         engine.load_onehot(np.concatenate(onehots, axis=1 if horizontal else 0))
+        real = reals[0] if horizontal else np.concatenate(reals)     # horizontally every party's is the same
         del onehots
         y = np.concatenate(ys)
-        learner = Learner(engine, n, F, nb, TrainParams.from_dict(field(msg, "params", dict)).to_dict())
+        learner = Learner(engine, n, F, nb, TrainParams.from_dict(field(msg, "params", dict)).to_dict(), missing,
+                          real)
         transport.send(me, ANALYST, "oysum", {"share": np.array([y.sum(dtype=np.uint64)])})
         base = _array(box.recv("obase", ANALYST), "share", (1,))
         margin = np.repeat(base, n)
