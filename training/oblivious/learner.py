@@ -8,14 +8,16 @@ function of the public schedule.  Per level of a tree with N nodes:
    one-hot matrix; prefix sums per feature give every candidate's (G_L, H_L), and
    (G_R, H_R) = node totals minus them: XGBoost's forward scan (missing values right)
    and, when any party has missing values (a public bit), its backward scan (missing
-   values left; bins descending), each feature's forward candidates first.  Without
-   missing values in a node a backward candidate ties with a forward one, which wins.
+   values left; bins descending), each feature's forward candidates first; a backward
+   candidate counts only where the node's missing rows have a positive hessian sum
+   (XGBoost scans backward only then).
 2. gain of a candidate = G_L^2 / (H_L + lambda) + G_R^2 / (H_R + lambda): each side
    G * w with w = G * z / 2^s, z = 2^s / (H + lambda) by Newton's iteration
    z <- z (2 - x z / 2^s) from z0 = 0.75 * 2^s / 2^J, where J = floor(log2 x) comes
    from comparisons with the public powers of two in [lambda, n * h_max + lambda] = the
    public scaling range (|e0| <= 1/2, five steps leave 2^-32 before rounding).
-3. candidates with H_L or H_R below min_child_weight get -BIG; a tournament of
+3. candidates with H_L or H_R below min_child_weight, or on a padding bin (the
+   parties' shared mask), get -BIG; a tournament of
    comparisons keeps the first maximum (XGBoost's tie rule) and its path gives a
    one-hot selector; the node splits if it is active and gain - root >= max(gamma, T_MIN).
 4. the winner routes rows: left = B^T W, W the selector's suffix sums per feature
