@@ -73,4 +73,9 @@ def test_after_warmup_no_kernel_is_compiled_again(tmp_path):
     stats = probe(warm)
     missed = {k: v for k, v in stats.items() if v[1]}
     assert not missed, f"compiled after the warm-up: {missed}"
-    assert sum(hits for hits, _ in stats.values()) >= len(compiled), stats
+    # kernels inlined into others are not dispatched on their own once loaded, so count
+    # the entry points: each was loaded from the cache
+    entry = {"ppxgb.training.split._best_splits", "ppxgb.training.kernels._build_hist",
+             "ppxgb.training.kernels._partition", "ppxgb.training.kernels._gather_rows"}
+    assert entry <= compiled, sorted(compiled)
+    assert all(stats.get(k, [0, 0])[0] >= 1 for k in entry), {k: stats.get(k) for k in entry}
