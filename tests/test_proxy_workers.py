@@ -24,7 +24,7 @@ from test_services_hostile import HOST, free_port, predict, secret, start_scorin
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-CLIENTS, PER_CLIENT = 4, 6
+CLIENTS, PER_CLIENT, ROUNDS = 4, 6, 4
 
 
 def start_proxy(tmp, server_url, server_token, proxy_token, master, model_path, workers):
@@ -62,28 +62,36 @@ def test_two_proxy_workers_enrol_concurrently_into_one_keystore(tmp_path):
         assert len(workers) >= 2, [c.cmdline() for c in psutil.Process(proxy.pid).children(recursive=True)]
         before = {w.pid: sum(w.cpu_times()[:2]) for w in workers}
 
-        def one_client(c: int) -> list:
+        def one_client(c: int, rnd: int) -> list:
             out = []
-            with httpx.Client(base_url=url, timeout=300, headers={"authorization": f"Bearer {admin}"}) as http:
+            # a new connection per request, so the workers' shared socket hands them out afresh
+            with httpx.Client(base_url=url, timeout=300, headers={"authorization": f"Bearer {admin}"},
+                              limits=httpx.Limits(max_keepalive_connections=0)) as http:
                 for i in range(PER_CLIENT):
-                    user = f"user-{c}-{i}"
+                    user = f"user-{rnd}-{c}-{i}"
                     r = http.post("/v1/enroll", json={"user_id": user, "model": "heart"})
                     out.append((user, r.status_code, r.json() if r.status_code == 200 else r.text[:300]))
             return out
 
-        started = time.monotonic()
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            answers = [a for part in pool.map(one_client, range(CLIENTS)) for a in part]
-        seconds = time.monotonic() - started
+        answers: list = []
+        # the kernel decides which worker accepts a connection: load again (at most 4 rounds)
+        # until both have done enrolment work
+        for rnd in range(ROUNDS):
+            started = time.monotonic()
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                answers += [a for part in pool.map(one_client, range(CLIENTS), [rnd] * CLIENTS) for a in part]
+            grew = {w.pid: sum(w.cpu_times()[:2]) - before[w.pid] for w in workers}
+            print(f"round {rnd}: {len(answers)} enrolments by {CLIENTS} clients in "
+                  f"{time.monotonic() - started:.1f} s; CPU s per worker: {grew}")
+            if sum(1 for g in grew.values() if g > 0.2) >= 2:
+                break
         errors = [(u, code, body) for u, code, body in answers if code != 200]
         assert errors == [], errors[:3]
-        grew = {w.pid: sum(w.cpu_times()[:2]) - before[w.pid] for w in workers}
-        print(f"{len(answers)} enrolments by {CLIENTS} clients in {seconds:.1f} s; CPU s per worker: {grew}")
         assert sum(1 for g in grew.values() if g > 0.2) >= 2, f"only one worker enrolled: {grew}"
 
         store = KeyStore(str(tmp_path / "keystore"), load_master_key(master))
         sealed = sorted(os.listdir(tmp_path / "keystore"))
-        assert len(sealed) == CLIENTS * PER_CLIENT == len({body["model_id"] for _, _, body in answers})
+        assert len(sealed) == len(answers) == len({body["model_id"] for _, _, body in answers})
         for user, _, body in answers:
             keys = UserKeys.from_bytes(base64.b64decode(body["keys"]))
             held = store.get(body["model_id"], user)
