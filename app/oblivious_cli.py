@@ -9,7 +9,9 @@ Every role talks over `NetworkTransport`, mutual TLS by default.
         --params '{"objective": "binary:logistic", "max_depth": 4}' --rounds 5 --out model.json
 
 starts one process per party, both servers, the dealer and the analyst on loopback with
-a throw-away test PKI (rows split across the parties: the horizontal partition).
+a throw-away test PKI.  Rows split across the parties by default; with --partition
+vertical each file holds other columns of the same rows (aligned row by row), and the
+label column is in the file of --label-party.
 """
 
 from __future__ import annotations
@@ -20,8 +22,20 @@ from pathlib import Path
 
 from ppxgb.errors import ParameterError
 
-from .deploy import (Plan, add_federation_options, add_role_options, check_params, load_data, output_path, plural,
-                     run_federation, run_role, write_atomic)
+from .deploy import (Plan, add_federation_options, add_role_options, check_params, load_block, load_data, output_path,
+                     plural, run_federation, run_role, write_atomic)
+
+
+def load_party(path: str, label: str | None, vertical: bool):
+    """(X, y) of one party: y None for a vertical party without the label column."""
+    if not vertical:
+        return load_data(path, label)
+    frame = load_block(path)
+    if not label:
+        return frame, None
+    if label not in frame.columns:
+        raise ParameterError.bad("--label", f"one of the columns of {path}", label)
+    return frame.drop(columns=[label]), frame[label].to_numpy()
 
 
 def cmd_role(args: argparse.Namespace) -> int:
@@ -35,7 +49,8 @@ def cmd_role(args: argparse.Namespace) -> int:
 
         def body(transport, peers):
             model = roles.run_analyst(transport, params, args.rounds, parties=peers.parties,
-                                      partition="horizontal", timeout=args.step_timeout)
+                                      partition=args.partition, label_party=args.label_party,
+                                      timeout=args.step_timeout)
             write_atomic(out, json.dumps(model.to_xgboost_json()))
     elif name in stages.SERVERS:
         def body(transport, peers):
@@ -48,7 +63,7 @@ def cmd_role(args: argparse.Namespace) -> int:
     else:
         if not args.data:
             raise ParameterError.bad("--data", f"the rows of party {name!r}", None)
-        X, y = load_data(args.data, args.label)
+        X, y = load_party(args.data, args.label, args.partition == "vertical")
         X = api.check_matrix(X, args.data)
 
         def body(transport, peers):
@@ -65,18 +80,28 @@ def cmd_federation(args: argparse.Namespace) -> int:
     if args.rounds < 0:
         raise ParameterError.bad("--rounds", "an int >= 0", args.rounds)
     output_path(args.out, overwrite=args.overwrite)
-    for path in args.data:
-        X, _ = load_data(path, args.label)
-        api.check_matrix(X, path)
+    vertical = args.partition == "vertical"
+    if vertical and not 0 <= args.label_party < len(args.data):
+        raise ParameterError.bad("--label-party", f"an index into --data, 0..{len(args.data) - 1}", args.label_party)
+    rows = set()
+    for i, path in enumerate(args.data):
+        X, _ = load_party(path, args.label if not vertical or i == args.label_party else None, vertical)
+        rows.add(api.check_matrix(X, path).shape[0])
+    if vertical and len(rows) != 1:
+        raise ParameterError.bad("--data", "files with the same number of rows (vertical: aligned rows)",
+                                 sorted(rows))
     parties = stages.party_names(len(args.data))
+    labelled = [not vertical or i == args.label_party for i in range(len(parties))]
     servers = [*stages.SERVERS, stages.DEALER]
 
     def argvs(plan: Plan) -> dict[str, list[str]]:
+        where = ["--partition", args.partition]
         out = {stages.ANALYST: plan.base + ["oblivious-role", "--name", stages.ANALYST, "--params", json_params,
-                                            "--rounds", str(args.rounds), "--out", str(plan.model_tmp)] + plan.common}
-        for name, path in zip(parties, args.data):
+                                            "--rounds", str(args.rounds), "--out", str(plan.model_tmp),
+                                            "--label-party", str(args.label_party)] + where + plan.common}
+        for name, path, has in zip(parties, args.data, labelled):
             out[name] = plan.base + ["oblivious-role", "--name", name, "--data", str(Path(path).resolve())] \
-                + (["--label", args.label] if args.label else []) + plan.common
+                + (["--label", args.label] if args.label and has else []) + where + plan.common
         for name in servers:
             out[name] = plan.base + ["oblivious-role", "--name", name] + plan.common
         return out
@@ -95,11 +120,19 @@ def register(subparsers) -> None:
     p.add_argument("--params", help="the analyst's XGBoost parameters as JSON (or @file)")
     p.add_argument("--rounds", type=int, default=10, help="the analyst's number of boosting rounds")
     p.add_argument("--out", help="the analyst's model file (XGBoost JSON), written only on success")
+    add_partition_options(p)
     p.set_defaults(func=cmd_role)
 
     p = subparsers.add_parser("oblivious-federation",
                               help="simulate oblivious training on loopback, every role a separate process")
     p.add_argument("--data", nargs="+", required=True, help="one CSV or .npz per party (rows split)")
-    p.add_argument("--label", help="label column of the CSVs")
+    p.add_argument("--label", help="label column of the CSVs (vertical: of the --label-party file)")
+    add_partition_options(p)
     add_federation_options(p)
     p.set_defaults(func=cmd_federation)
+
+
+def add_partition_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--partition", choices=("horizontal", "vertical"), default="horizontal",
+                   help="rows split across the parties, or columns of the same rows")
+    p.add_argument("--label-party", type=int, default=0, help="vertical: the party whose file holds the label")

@@ -26,15 +26,28 @@ def write_parties(tmp_path, X, y, cuts):
     return [str(p) for p in paths]
 
 
+def write_columns(tmp_path, X, y):
+    """Vertical: party 0 holds columns a, b and the label, party 1 columns c, d."""
+    first = pd.DataFrame(X[:, :2], columns=["a", "b"])
+    first["y"] = y
+    first.to_csv(tmp_path / "left.csv", index=False)
+    pd.DataFrame(X[:, 2:], columns=["c", "d"]).to_csv(tmp_path / "right.csv", index=False)
+    return [str(tmp_path / "left.csv"), str(tmp_path / "right.csv")]
+
+
 @pytest.mark.slow
-def test_oblivious_federation_equals_xgboost(tmp_path):
+@pytest.mark.parametrize("partition", ["horizontal", "vertical"])
+def test_oblivious_federation_equals_xgboost(tmp_path, partition):
     rng = np.random.default_rng(0)
     X = rng.integers(0, 6, size=(300, 4)).astype(float)
-    y = (X[:, 0] - X[:, 1] + rng.normal(size=300) > 0).astype(float)
-    data = write_parties(tmp_path, X, y, [0, 120, 300])
+    X[rng.random(X.shape) < 0.1] = np.nan                     # missing values take XGBoost's directions
+    y = (np.nan_to_num(X[:, 0]) - np.nan_to_num(X[:, 1]) + rng.normal(size=300) > 0).astype(float)
+    data = write_parties(tmp_path, X, y, [0, 120, 300]) if partition == "horizontal" else \
+        write_columns(tmp_path, X, y)
     out = tmp_path / "model.json"
-    done = subprocess.run(CLI + ["oblivious-federation", "--data", *data, "--label", "y", "--params", PARAMS,
-                                 "--rounds", "2", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(CLI + ["oblivious-federation", "--partition", partition, "--data", *data, "--label", "y",
+                                 "--params", PARAMS, "--rounds", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "over TLS" in done.stdout
     booster = xgb.Booster(model_file=str(out))
