@@ -77,13 +77,15 @@ def run_party(transport: Transport, me: str, X: np.ndarray, y: np.ndarray | None
                                                    [np.asarray(r, np.uint32) for r in field(msg, "requests", list)])
                 for server, part in zip(SERVERS, share(np.rint(counts).astype(np.uint64), 2)):
                     transport.send(me, server, "obinshare", {"counts": part})
-        values = [onehot_transposed(binning.assign_bins(X, cuts), n_bins, missing), real_candidates(cuts, n_bins, missing)]
+        values = [onehot_transposed(binning.assign_bins(X, cuts), n_bins, missing),
+                  real_candidates(cuts, n_bins, missing)]
         if y is not None:
             values.append(encode(np.asarray(y, np.float32).astype(np.float64)))
         seed = os.urandom(32)
         mine = share_from_seed(seed, [v.shape for v in values])
         transport.send(me, SERVERS[0], "odata", {"seed": seed})
-        transport.send(me, SERVERS[1], "odata", dict(zip(("onehot", "real", "y"), [v - s for v, s in zip(values, mine)])))
+        upload = [v - s for v, s in zip(values, mine)]
+        transport.send(me, SERVERS[1], "odata", dict(zip(("onehot", "real", "y"), upload)))
     except PeerFailure:
         raise
     except BaseException as exc:
