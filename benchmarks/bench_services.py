@@ -14,6 +14,10 @@ well-formed EncryptedScores (a sample is decrypted and compared with xgboost's
 predict).  Enrolment: the clients post /v1/enroll to the proxy, which makes fresh
 keys, encrypts the model and uploads it to the scoring server (SQLite, one worker).
 
+Every request opens its own connection unless --keepalive (a kept-alive connection stays
+with the worker that accepted it, so a few clients may all land on one worker); the
+last column shows how the service's CPU split over its processes.
+
 Each cell reports requests/s (completed requests over the measured time), rows/s,
 latency p50/p95/p99, and errors.  The load generator runs on the same machine as the
 services (it takes CPU from them), so these are figures of the whole box.  PostgreSQL
@@ -126,16 +130,34 @@ class Postgres:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
+def worker_cpu(proc: subprocess.Popen) -> dict[int, float]:
+    """CPU seconds so far of the service and each of its worker processes."""
+    import psutil
+
+    procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    return {p.pid: sum(p.cpu_times()[:2]) for p in procs}
+
+
+def cpu_split(before: dict[int, float], after: dict[int, float]) -> str:
+    """Each process's share of the CPU the service used during the cell ("83/17"): with
+    keep-alive connections the kernel may hand most clients to one worker."""
+    used = sorted((after[p] - before.get(p, 0.0) for p in after), reverse=True)
+    total = sum(used) or 1.0
+    return "/".join(f"{100 * u / total:.0f}" for u in used if u / total >= 0.005)
+
+
 # ---------------------------------------------------------------- load
 
 
 async def load(url: str, path: str, bodies: list[bytes], headers: dict, clients: int, seconds: float,
-               check) -> dict:
-    """`clients` tasks post bodies round robin for `seconds`; latencies of completed requests."""
+               check, keepalive: bool = False) -> dict:
+    """`clients` tasks post bodies round robin for `seconds`; latencies of completed requests.
+    Without keep-alive every request opens a connection, so the workers' shared listening
+    socket spreads requests over them (a kept-alive connection stays with one worker)."""
     latencies: list[float] = []
     errors: list[str] = []
     stop_at = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients if keepalive else 0)
 
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600, limits=limits) as http:
         async def one(c: int) -> None:
@@ -207,8 +229,10 @@ def bench_scoring(tmp: Path, db: str, workers: int, booster, X, args) -> list[di
                 want = booster.predict(xgb.DMatrix(X[s:s + batch]))
                 if not np.allclose(got, want, rtol=1e-5, atol=1e-6):
                     raise SystemExit("scoring server answered wrong scores")
+            cpu0 = worker_cpu(proc)
             out = asyncio.run(load(url, path, bodies, headers, args.clients, args.seconds,
-                                   lambda r: r.headers.get("content-type", "").startswith(MSGPACK)))
+                                   lambda r: r.headers.get("content-type", "").startswith(MSGPACK), args.keepalive))
+            out["cpu_split"] = cpu_split(cpu0, worker_cpu(proc))
             rows.append({"service": "scoring", "db": db.split(":", 1)[0].split("+")[0], "workers": workers,
                          "rows": batch, **out})
             print(line(rows[-1]), flush=True)
@@ -230,11 +254,13 @@ def bench_enroll(tmp: Path, workers: int, model_path: Path, args) -> dict:
                             "--keystore", str(tmp / f"keystore-{workers}"), "--master-key-file", master,
                             "--workers", str(workers)], tmp / f"proxy-{workers}.log")
         try:
+            cpu0 = worker_cpu(proxy)
             counter = iter(range(10**9))
             bodies = [b'{"user_id": "u%d", "model": "m"}' % next(counter) for _ in range(100000)]
             out = asyncio.run(load(url, "/v1/enroll", bodies, {"authorization": f"Bearer {proxy_admin}",
                                                                "content-type": "application/json"},
-                                   args.clients, args.seconds, lambda r: "access_token" in r.json()))
+                                   args.clients, args.seconds, lambda r: "access_token" in r.json(), args.keepalive))
+            out["cpu_split"] = cpu_split(cpu0, worker_cpu(proxy))
         finally:
             stop(proxy)
     finally:
@@ -245,15 +271,15 @@ def bench_enroll(tmp: Path, workers: int, model_path: Path, args) -> dict:
 
 
 HEADER = ("| service | scoring store | workers | rows per request | requests/s | rows/s | p50 (ms) | p95 (ms) | "
-          "p99 (ms) | requests | errors |")
+          "p99 (ms) | requests | errors | CPU share per process (%) |")
 
 
 def line(r: dict) -> str:
     if r.get("skipped"):
-        return f"| {r['service']} | {r['db']} | {r['workers']} | {r['rows']} | {r['skipped']} ||||||"
+        return f"| {r['service']} | {r['db']} | {r['workers']} | {r['rows']} | {r['skipped']} |||||||"
     return (f"| {r['service']} | {r['db']} | {r['workers']} | {r['rows']} | {r['rps']:,.1f} | "
             f"{r['rps'] * r['rows']:,.0f} | {r['p50']:,.0f} | {r['p95']:,.0f} | {r['p99']:,.0f} | "
-            f"{r['requests']:,} | {r['errors']} |")
+            f"{r['requests']:,} | {r['errors']} | {r['cpu_split']} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trees", type=int, default=100)
     ap.add_argument("--depth", type=int, default=6)
     ap.add_argument("--no-enroll", action="store_true", help="skip the proxy's enrolment load")
+    ap.add_argument("--keepalive", action="store_true",
+                    help="reuse each client's connection (then each client stays with one worker)")
     ap.add_argument("--quick", action="store_true", help="SQLite, 1 worker, 4 clients, 5 s per cell")
     args = ap.parse_args(argv)
     if args.quick:
@@ -295,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end (the load generator shares the machine)\n")
     print(HEADER)
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         print(line(r))
     return 1 if any(r.get("errors") for r in rows) else 0
