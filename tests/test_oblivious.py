@@ -204,11 +204,20 @@ def check_ring_words(log, role):
     got = [m for m in log if m.dst == role and m.stage == "oopen"]
     sent = [m for m in log if m.src == role and m.stage == "oopen"]
     assert len(got) == len(sent)
+    last: dict[tuple, np.ndarray] = {}
+    steps = []
     for r, s in zip(got, sent):
         assert r.payload["op"] == s.payload["op"] in ("add", "xor")
         for a, b in zip(arrays(r.payload), arrays(s.payload)):
-            add(a + b if r.payload["op"] == "add" else a ^ b)
+            opened = a + b if r.payload["op"] == "add" else a ^ b
+            add(opened)
+            if r.payload["op"] == "add" and opened.size >= 64:
+                # two openings under one reused mask differ by a difference of data
+                if opened.shape in last:
+                    steps.append((opened - last[opened.shape]).ravel())
+                last[opened.shape] = opened
     assert_uniform_words(np.concatenate(words))
+    assert_uniform_words(np.concatenate(steps))
     if bits:
         b = np.concatenate(bits)
         assert abs(b.mean() - 0.5) < 6 * 0.5 / np.sqrt(len(b)), b.mean()
@@ -291,6 +300,24 @@ def test_mutant_dealer_without_histogram_masks_is_caught(monkeypatch):
     y = _vertical_noise_run(log.append)
     a = auc(y, server_attack(log))
     assert max(a, 1 - a) > 0.9, a            # the attack now ranks rows by label
+    with pytest.raises(AssertionError):
+        check_ring_words(log, "server-1")
+
+
+def test_mutant_dealer_reusing_triples_is_caught(monkeypatch):
+    draw = dealer_mod.draw
+    fixed: dict = {}
+
+    def reuse(kind, rng, role, sizes):
+        out = draw(kind, rng, role, sizes)
+        if kind == "triple":                 # the same a and b for every product of a size
+            for key in ("a", "b"):
+                out[key] = fixed.setdefault((role, key, sizes["size"]), out[key])
+        return out
+
+    monkeypatch.setattr(dealer_mod, "draw", reuse)
+    log = []
+    _vertical_noise_run(log.append, n=N)
     with pytest.raises(AssertionError):
         check_ring_words(log, "server-1")
 
