@@ -1,6 +1,7 @@
 """Bin agreement pieces: the order-preserving float32 keys and the cell-count kernel."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -91,3 +92,28 @@ def test_bin_assignment_with_many_cuts_inside_one_key_cell():
     X[:300, 0] = cuts[0]
     want = np.minimum(np.searchsorted(cuts[0], X[:, 0], side="right"), len(cuts[0]) - 1)
     np.testing.assert_array_equal(binning.assign_bins(X, cuts)[:, 0], want)
+
+
+
+def _thin_tailed(max_bin: int) -> np.ndarray:
+    """A discrete column whose extreme values are held by one row each."""
+    rng = np.random.default_rng(0)
+    if max_bin == 8:
+        X = rng.integers(-1, 2, size=(5000, 1)).astype(np.float32)
+        X[:2, 0] = [-7.0, 9.5]
+    else:
+        X = np.round(rng.normal(size=(5000, 1)), 1).astype(np.float32)
+        X[0, 0] = -4.4
+    return X
+
+
+@pytest.mark.parametrize("max_bin", [8, 256])
+def test_discrete_feature_with_thin_tails_gets_every_value_as_a_cut(max_bin):
+    # a value held by one row of 5,000 lies below every quantile target: only the
+    # discrete path (each distinct value a cut, as XGBoost does) keeps it
+    X = _thin_tailed(max_bin)
+    values = np.unique(X[:, 0])
+    assert len(values) <= max_bin
+    cuts, mins = binning.agree_cuts(1, max_bin, lambda level, active: binning.party_cell_counts(X, level, active))
+    np.testing.assert_array_equal(cuts[0][:-1], values[1:])
+    assert cuts[0][-1] > values[-1] and mins[0] < values[0]

@@ -220,12 +220,15 @@ def refine_grid(g: FeatureGrid, c: np.ndarray, max_bin: int, max_level: int = 4)
         g.cells, g.counts = new_cells, new_counts
         g.coarse = np.zeros(len(new_cells), bool)
     g.hide = False
-    if len(g.cells) == 0 or g.level >= max_level:       # all values missing, or deep enough
+    if len(g.cells) == 0:                                # all values missing
         g.done = True
         return
-    if g.level == 4:
+    if g.level == 4:                                     # single float32 values
         g.done = True
         g.discrete = not g.coarse.any() and len(g.cells) <= max_bin
+        return
+    if g.level >= max_level:                             # deep enough (max_level < 4)
+        g.done = True
         return
     if len(g.cells) <= max_bin and not g.coarse.any():
         g.active = g.cells.astype(np.uint32)          # refine everything: may be discrete
