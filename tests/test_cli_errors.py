@@ -64,8 +64,8 @@ FEDERATION_CASES = {
     "header-only": (["good", "header"], PARAMS, ["header.csv: header only", "at least one data row"]),
     "params-file-missing": (["good", "good"], "@missing.json", ["--params", "@missing.json",
                                                                "No such file"]),
-    "unsupported-param": (["good", "good"], json.dumps({"grow_policy": "lossguide"}),
-                          ["'grow_policy' is not supported"]),
+    "unsupported-param": (["good", "good"], json.dumps({"sampling_method": "gradient_based"}),
+                          ["'sampling_method' is not supported"]),
     "reordered-columns": (["good", "reordered"], PARAMS, ["same columns", "different order"]),
     "missing-column": (["good", "renamed"], PARAMS, ["missing: b", "unexpected: c"]),
 }
