@@ -116,6 +116,18 @@ def psi_federation(id_lists, recorder=None, timeout=None):
 # ------------------------------------------------------------------ uniformity
 
 
+def canonical(value):
+    """A message payload as nested tuples of plain values (arrays by dtype, shape and
+    bytes), so two recorded views compare with ==."""
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, dict):
+        return tuple(sorted((k, canonical(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(canonical(v) for v in value)
+    return value
+
+
 def bits_of(words: np.ndarray) -> np.ndarray:
     """Every bit of an array of words or bytes, as 0/1 bytes."""
     return np.unpackbits(words.view(np.uint8))

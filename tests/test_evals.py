@@ -21,7 +21,7 @@ from ppxgb.metrics import AUC_BINS, auc_error_bound, get_metric, metrics_for, ow
 from ppxgb.training import train_horizontal, train_vertical
 from ppxgb.training.horizontal import run_federation
 
-from helpers import column_blocks, recorded_federation
+from helpers import canonical, column_blocks, recorded_federation
 from test_features_oracle import make_data
 
 TOL = 1e-6
@@ -314,17 +314,7 @@ def _feature_holder_view(label_noise, monkeypatch=None, leak=False):
     params = {**BASE, "objective": "binary:logistic", "max_depth": 3}
     log, _ = recorded_federation(run_vertical_federation, params, column_blocks(train[0], 2), train[1], 1, 3,
                                  evals=[(column_blocks(valid[0], 2), yv, "valid")])
-    return [(m.stage, _canon(m.payload)) for m in log if m.dst == "party-0" and m.stage == "veval"]
-
-
-def _canon(value):
-    if isinstance(value, np.ndarray):
-        return ("array", value.dtype.str, value.shape, value.tobytes())
-    if isinstance(value, dict):
-        return tuple(sorted((k, _canon(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(_canon(v) for v in value)
-    return value
+    return [(m.stage, canonical(m.payload)) for m in log if m.dst == "party-0" and m.stage == "veval"]
 
 
 @pytest.mark.parametrize("mutant", [False, True])

@@ -15,7 +15,7 @@ from ppxgb.crypto.fixedpoint import FixedPointEncoder
 from ppxgb.crypto.sharing import Randomness
 from ppxgb.training.horizontal import run_federation
 
-from helpers import bits_of, recorded_federation, split_rows
+from helpers import bits_of, canonical, recorded_federation, split_rows
 
 PARAMS = {"objective": "binary:logistic", "max_depth": 3}
 
@@ -36,16 +36,6 @@ def by_receiver(log, name):
     return [m for m in log if m.dst == name]
 
 
-def _canon(value):
-    if isinstance(value, np.ndarray):
-        return ("array", value.dtype.str, value.shape, value.tobytes())
-    if isinstance(value, dict):
-        return tuple(sorted((k, _canon(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(_canon(v) for v in value)
-    return value
-
-
 def test_parties_receive_only_functions_of_the_pooled_data():
     """Reassigning rows between hospitals changes nothing any hospital receives."""
     X, y = make_data(0)
@@ -56,8 +46,8 @@ def test_parties_receive_only_functions_of_the_pooled_data():
     log_a, model_a = record(a)
     log_b, model_b = record(b)
     for party in ("party-0", "party-1", "party-2"):
-        got_a = [(m.src, m.stage, _canon(m.payload)) for m in by_receiver(log_a, party)]
-        got_b = [(m.src, m.stage, _canon(m.payload)) for m in by_receiver(log_b, party)]
+        got_a = [(m.src, m.stage, canonical(m.payload)) for m in by_receiver(log_a, party)]
+        got_b = [(m.src, m.stage, canonical(m.payload)) for m in by_receiver(log_b, party)]
         assert got_a == got_b
         assert {src for src, _, _ in got_a} == {"coordinator"}
     np.testing.assert_array_equal(model_a.predict_margin(X), model_b.predict_margin(X))
