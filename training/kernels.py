@@ -20,6 +20,7 @@ inner loop has no branch.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
 
 import numba
 import numpy as np

@@ -102,7 +102,7 @@ def _uniform(rng: Randomness, n: int) -> np.ndarray:
 def discrete_gaussian(sigma: float, n: int, rng: Randomness | None = None) -> np.ndarray:
     """n independent N_Z(0, sigma^2) samples as int64 (see the module docstring)."""
     if not (isinstance(sigma, (int, float)) and 0 < sigma < MAX_SIGMA):
-        raise ParameterError.bad("sigma", f"a number in (0, 2^50)", sigma)
+        raise ParameterError.bad("sigma", "a number in (0, 2^50)", sigma)
     rng = rng or default_randomness()
     sigma = float(sigma)
     t = math.floor(sigma) + 1
