@@ -24,7 +24,8 @@ objectives are refused under DP.
 
 Noise: coordinate j of a release gets N_Z(0, sigma_j^2) on its fixed-point grid, with
 sigma_j = z * sqrt(2m) * B_j when one row's change moves m coordinates of each of the
-two kinds (g and h; Plan.touched), B_j the bound of coordinate j on the grid, so
+two kinds (g and h; Plan.touched: horizontally the released features, all of them or
+the tree's colsample_bytree sample, plus the node total), B_j the bound of coordinate j on the grid, so
 sum_j (D_j / sigma_j)^2 <= 1 / z^2 and
 each release is a Gaussian mechanism of noise multiplier z (CKS Theorem 14 for the
 discrete Gaussian).  Budget rule: every release gets the same z, the smallest for which
@@ -78,6 +79,10 @@ def check_params(p: Any) -> None:
     if p.dp_clip != 1.0 and BOUNDS[p.objective][0] is not None:
         raise ParameterError(f"dp_clip: {p.objective} has fixed bounds (|g| <= {BOUNDS[p.objective][0]:g}); "
                              f"dp_clip applies to reg:squarederror only")
+    if p.dp_split == "random" and (p.lossguide or p.max_leaves or p.monotone_constraints is not None
+                                   or p.interaction_constraints is not None):
+        raise ParameterError("dp_split: 'random' grows full depthwise trees without constraints "
+                             "(grow_policy, max_leaves, monotone and interaction constraints must be unset)")
     if p.objective == "reg:squarederror" and p.base_score is None:
         raise ParameterError("base_score: reg:squarederror under dp_epsilon needs base_score "
                              "(the label mean would need a bound on the labels)")
@@ -115,6 +120,41 @@ def noise_multiplier(epsilon: float, delta: float, count: int) -> float:
     return hi
 
 
+def released_count(p: Any, n_features: int) -> int:
+    """Features whose bins a horizontal level release carries: under colsample_bytree < 1
+    only the tree's sampled ones (released_features; the rest are sent as zeros, which no
+    row changes), so one row moves that many bins, not n_features.  colsample_bylevel
+    and bynode do not shrink it: the sibling of a built child is its parent minus the
+    child, so a level needs its parent's histogram over every feature the tree may use."""
+    if p.dp_split == "random":
+        return 0
+    if p.colsample_bytree >= 1.0 or n_features == 0:
+        return n_features
+    return max(1, int(p.colsample_bytree * n_features))
+
+
+def released_features(p: Any, tree_set: np.ndarray | None) -> np.ndarray | None:
+    """The features whose bins a tree's level releases carry: under colsample_bytree < 1
+    the tree's sample (tree_set, the grower's public ColumnSampler draw from the seed);
+    under dp_split="random" none (only node totals); None: all."""
+    if p.dp_split == "random":
+        return np.zeros(0, np.int64)
+    return tree_set if p.colsample_bytree < 1.0 else None
+
+
+def zero_unreleased(hist: np.ndarray, bins_per_feature: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """A (nodes, n_bins + 1, 2) histogram with the bins of features outside `keep` set
+    to zero (the last row, the node totals, kept); unchanged when keep is None."""
+    if keep is None:
+        return hist
+    owner = np.repeat(np.arange(len(bins_per_feature)), bins_per_feature)
+    if hist.shape[1] != len(owner) + 1:
+        raise ParameterError.bad("hist", f"{len(owner) + 1} rows per node (bins and total)", hist.shape[1])
+    out = hist.copy()
+    out[:, :-1][:, ~np.isin(owner, keep)] = 0
+    return out
+
+
 @dataclass(frozen=True)
 class Plan:
     """The releases of one training and their common noise multiplier z."""
@@ -140,11 +180,15 @@ class Plan:
         if isinstance(n_trees, bool) or not isinstance(n_trees, int) or n_trees < 0:
             raise ParameterError.bad("n_trees", "an int >= 0", n_trees)
         per_tree = getattr(p, "max_builds", p.max_depth)       # histogram requests of one tree
+        if p.dp_split == "random":
+            if vertical:
+                raise ParameterError("dp_split: 'random' is implemented for horizontal training only")
+            per_tree = 1                                        # the leaves' totals
         count = n_trees * per_tree + (0 if vertical else BIN_LEVELS + (p.base_score is None))
         cg, ch = bounds(p)
         return cls(p.dp_epsilon, p.dp_delta, count, noise_multiplier(p.dp_epsilon, p.dp_delta, count),
                    cg, ch, n_features, p.fixed_point_bits, stats_bits,
-                   2 * n_features if vertical else n_features + 1)
+                   2 * n_features if vertical else released_count(p, n_features) + 1)
 
     # sigmas on each release's grid (cycled over its coordinates)
     def level_sigmas(self) -> list[float]:
@@ -321,7 +365,8 @@ def learner_params(p: Any, acc: Accountant | None, n_noises: int, touched: int |
 
     plan = acc.plan if touched is None else replace(acc.plan, touched=touched)
     sigma_h = plan.level_sigmas()[1] / 2.0 ** plan.bits
-    floor = 3.0 * math.sqrt(n_noises * (p.max_bin + 1)) * sigma_h
+    prefix = 1 if p.dp_split == "random" else p.max_bin + 1      # random: a leaf is one noisy total
+    floor = 3.0 * math.sqrt(n_noises * prefix) * sigma_h
     return replace(p, min_child_weight=max(p.min_child_weight, floor))
 
 

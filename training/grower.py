@@ -153,6 +153,8 @@ def grow_tree(source: HistogramSource, layout: FeatureLayout, p: TrainParams, sc
     max_leaves counted as XGBoost's driver does (nodes of a level in id order)."""
     if p.lossguide:
         return grow_lossguide(source, layout, p, scale, rnd, group, tree)
+    if p.dp_epsilon is not None and p.dp_split == "random":
+        return grow_random(source, layout, p, scale, rnd, group, tree)
     source.start_tree(rnd, group, tree)
     n_total = layout.n_bins
     columns = ColumnSampler(p, layout.n_features, tree)
@@ -190,9 +192,7 @@ def grow_tree(source: HistogramSource, layout: FeatureLayout, p: TrainParams, sc
                 next_id += 2
         if not new:
             break
-        splits.update(new)
-        thresholds.update(source.split(new))
-        frontier = [c for _, l, r in new.values() for c in (l, r)]
+        frontier = commit_splits(source, new, splits, thresholds)
         if depth[frontier[0]] >= p.max_depth or (p.max_leaves and n_leaves >= p.max_leaves):
             break
         sizes = source.child_sizes(frontier, stats)
@@ -201,6 +201,49 @@ def grow_tree(source: HistogramSource, layout: FeatureLayout, p: TrainParams, sc
     values = [leaf_value(*stats[k], p, cons.value_bounds(k)) for k in leaves]
     source.finish_tree(leaves, values)
     return make_tree(next_id, splits, thresholds, leaves, values, stats, p, cons.value_bounds)
+
+
+def grow_random(source: HistogramSource, layout: FeatureLayout, p: TrainParams, scale: float,
+                rnd: int, group: int, tree: int) -> Tree:
+    """dp_split="random" (training/dp.py): every split is drawn from the seed and the
+    tree index, never from the data (per node a feature with at least two bins, among
+    the column sample, then one of its cuts), down to max_depth; then one histogram
+    request for all the leaves, whose node totals give the leaf values.  That request is
+    the tree's only data-dependent release; internal nodes' sums are their children's."""
+    source.start_tree(rnd, group, tree)
+    rng = Randomness(sampling_key(p.seed, "random-splits", tree))
+    columns = ColumnSampler(p, layout.n_features, tree)
+    usable = np.diff(layout.cut_ptr) >= 2
+    if layout.categorical is not None:
+        usable &= ~np.asarray(layout.categorical, bool)
+    splits: dict[int, tuple[Split, int, int]] = {}
+    thresholds: dict[int, float] = {}
+    frontier, next_id = [0], 1
+    for _ in range(p.max_depth):
+        masks = columns.level_masks(len(frontier))
+        new: dict[int, tuple[Split, int, int]] = {}
+        for i, node in enumerate(frontier):
+            candidates = np.flatnonzero(usable & (masks[i] if masks is not None else True))
+            if not len(candidates):
+                continue
+            word_f, word_b = (int(w) for w in rng.words(2))
+            f = int(candidates[word_f % len(candidates)])
+            b = word_b % (int(layout.cut_ptr[f + 1] - layout.cut_ptr[f]) - 1)
+            thr = float(np.float32(layout.cuts[layout.cut_ptr[f] + b]))
+            new[node] = (Split(f, b, False, thr, 0.0, (0.0, 0.0), (0.0, 0.0)), next_id, next_id + 1)
+            next_id += 2
+        if not new:
+            break
+        frontier = commit_splits(source, new, splits, thresholds)
+    leaves = sorted(set(range(next_id)) - set(splits))
+    stats = {k: (h[layout.n_bins, 0] / scale, h[layout.n_bins, 1] / scale)
+             for k, h in zip(leaves, source.histograms(leaves))}
+    for node in sorted(splits, reverse=True):           # children have larger ids
+        _, l, r = splits[node]
+        stats[node] = (stats[l][0] + stats[r][0], stats[l][1] + stats[r][1])
+    values = [leaf_value(*stats[k], p) for k in leaves]
+    source.finish_tree(leaves, values)
+    return make_tree(next_id, splits, thresholds, leaves, values, stats, p)
 
 
 def grow_lossguide(source: HistogramSource, layout: FeatureLayout, p: TrainParams, scale: float,
@@ -437,6 +480,13 @@ def make_tree(n_nodes: int, splits: Mapping, thresholds: Mapping[int, float], le
     sets = {node: s.categories for node, (s, _, _) in splits.items() if s.categories is not None}
     return Tree.from_arrays(left, right, feature, threshold, default_left, base_weight, loss, hess,
                             categories=sets or None)
+
+
+def commit_splits(source: HistogramSource, new: NewSplits, splits: dict, thresholds: dict) -> list[int]:
+    """Record a level's new splits, route the rows (source.split) and return the children."""
+    splits.update(new)
+    thresholds.update(source.split(new))
+    return [c for _, l, r in new.values() for c in (l, r)]
 
 
 def parent_and_sibling(node: int, splits: Mapping) -> tuple[int, int]:

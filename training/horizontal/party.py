@@ -30,7 +30,7 @@ from ppxgb.transport import Transport
 from .. import binning, categorical, dp, kernels
 from ..gradients import GradientEncoder, check_weights, intercept_limbs
 from ..evaluation import eval_metrics
-from ..grower import row_sample, zero_unsampled
+from ..grower import ColumnSampler, row_sample, zero_unsampled
 from ..messages import field, report_failure
 from ..params import TrainParams
 from .stages import COORDINATOR, EVAL_BITS, PARTY_STAGES, STATS_BITS
@@ -58,6 +58,8 @@ class _PartyState:
         self.encoder = GradientEncoder(get_objective(p.objective), p.n_groups, p.fixed_point_bits, n_parties,
                                        p.objective_params)
         self.rows: kernels.NodeRows | None = None      # set when the cuts arrive
+        self.sizes: np.ndarray | None = None
+        self.released: np.ndarray | None = None         # dp.released_features of the tree
         self.margin: np.ndarray | None = None
         self.gh: np.ndarray | None = None
         self.group = 0
@@ -65,6 +67,7 @@ class _PartyState:
 
     def set_cuts(self, cuts: list[np.ndarray]) -> None:
         sizes = np.array([len(c) for c in cuts], dtype=np.int64)
+        self.sizes = sizes
         self.rows = kernels.NodeRows(binning.assign_bins(self.X, cuts, self.p.nthread), sizes,
                                      self.p.max_nodes, self.p.nthread)
         for ev in self.evals:
@@ -79,6 +82,10 @@ class _PartyState:
         if group == 0:
             self.gh = self.encoder.encode(self.margin, self.y, self.w)
         self.group = group
+        # under dp_epsilon only the tree's colsample_bytree features are released
+        if self.p.dp_epsilon is not None:
+            columns = ColumnSampler(self.p, self.X.shape[1], rnd * self.p.n_groups + group)
+            self.released = dp.released_features(self.p, getattr(columns, "tree_set", None))
         # subsample: this party draws its own rows, keyed by the seed and its name
         keep = row_sample(self.p, self.name, rnd, group, self.X.shape[0])
         self.rows.start_tree(zero_unsampled(self.gh[group], keep))
@@ -87,12 +94,14 @@ class _PartyState:
 
     def apply(self, splits: dict[str, Any]) -> None:
         cats = categorical.split_payload_categories(splits)
-        for rows in [self.rows] + [ev.rows for ev in self.evals]:
-            rows.split(splits["node"], splits["feature"], splits["bin"], splits["default_left"],
-                       splits["left"], splits["right"], categories=cats)
+        for batch in _generations(list(splits["node"]), list(splits["left"]), list(splits["right"])):
+            part = {k: [splits[k][i] for i in batch] for k in ("node", "feature", "bin", "default_left", "left", "right")}
+            for rows in [self.rows] + [ev.rows for ev in self.evals]:
+                rows.split(part["node"], part["feature"], part["bin"], part["default_left"],
+                           part["left"], part["right"], categories=[cats[i] for i in batch])
 
     def histograms(self, build: np.ndarray) -> np.ndarray:
-        return self.rows.histograms(build)
+        return dp.zero_unreleased(self.rows.histograms(build), self.sizes, self.released)
 
     def add_leaves(self, nodes: np.ndarray, values: np.ndarray) -> None:
         self.rows.add_leaves(self.margin[:, self.group], nodes, values)
@@ -119,6 +128,21 @@ class _PartyState:
         metrics = eval_metrics(self.p)
         return np.concatenate([np.zeros(0)] + [
             owner_stats(metrics, self.p.objective, ev.margin, ev.y, ev.w, self.p.n_groups) for ev in self.evals])
+
+
+def _generations(nodes: list[int], left: list[int], right: list[int]) -> list[list[int]]:
+    """Positions of a splits payload in batches the kernel may partition at once: a node
+    split in the same payload as its parent (dp_split="random" sends a whole tree, parents
+    first) waits for a later batch, since its rows are placed by the parent's split."""
+    batches: list[list[int]] = []
+    placed: dict[int, int] = {}                 # node -> batch of the split that made it a child
+    for i, node in enumerate(nodes):
+        k = placed.get(node, -1) + 1
+        if k == len(batches):
+            batches.append([])
+        batches[k].append(i)
+        placed[left[i]] = placed[right[i]] = k
+    return batches
 
 
 class _EvalRows:
