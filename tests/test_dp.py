@@ -21,6 +21,7 @@ from helpers import recorded_federation, split_rows
 from test_vertical_leakage import empty_bins, lh_views, single_row_pins
 from ppxgb.crypto import dgauss
 from ppxgb.crypto.sharing import Randomness
+from ppxgb.errors import ParameterError
 from ppxgb.transport import InMemoryTransport
 from ppxgb.training import dp
 from ppxgb.training.harness import run_roles
@@ -343,3 +344,84 @@ def test_server_refuses_malformed_noise_announcements(spec):
     assert server_mod._noise_spec([3.0, 4.0], 8, "server-0", "party-0") == (3.0, 4.0)
     with pytest.raises(ProtocolError, match="server-0: share from party-0: noise"):
         server_mod._noise_spec(spec, 8, "server-0", "party-0")
+
+
+# ------------------------------------------------------------------ fewer, smaller releases
+RANDOM = {**PARAMS, "dp_split": "random", "max_depth": 2}
+
+
+def test_random_split_plan_is_one_release_per_tree_as_dp_accounting_composes_it():
+    p = TrainParams.from_dict({**RANDOM, "max_depth": 4, "dp_epsilon": 1.0})
+    plan = dp.Plan.make(p, n_trees=9, n_features=5)
+    assert plan.releases == dp.BIN_LEVELS + 1 + 9 and plan.touched == 1
+    acc = rdp.RdpAccountant()
+    for _ in range(plan.releases):
+        acc.compose(dp_accounting.GaussianDpEvent(plan.z))
+    assert plan.spent(plan.releases) == pytest.approx(acc.get_epsilon(1e-5), rel=1e-9)
+    assert plan.spent(plan.releases) <= 1.0 < rdp_eps_slightly_less_noise(plan)
+
+
+def _level_steps(log):
+    return [s for s in _steps(log).values() if len(s["sigmas"]) == 2]
+
+
+def test_random_split_opens_only_noisy_leaf_totals_once_per_tree():
+    log, model = recorded_federation(run_federation, RANDOM, data(), 3, 2)
+    levels = _level_steps(log)
+    assert len(levels) == 3 == int(model.to_booster().attr("dp_releases")) - dp.BIN_LEVELS - 1
+    plan = dp.Plan.make(TrainParams.from_dict(RANDOM), 3, 5)
+    for step in levels:
+        assert step["sigmas"] == pytest.approx(plan.level_sigmas())
+        exact = sum(step["recv"].values()).view(np.int64).reshape(4, -1, 2)   # 4 leaves
+        assert not exact[:, :-1].any() and exact[:, -1, 1].any()   # bins zero, totals not
+        total = sum(step["sent"].values()).view(np.int64).reshape(exact.shape)
+        assert np.mean(total == exact) < 0.01                          # noise everywhere
+
+
+def _structure(model):
+    trees = model.to_xgboost_json()["learner"]["gradient_booster"]["model"]["trees"]
+    return [(t["split_indices"], t["left_children"], t["right_children"]) for t in trees]
+
+
+def _discrete(seed, n=2000):
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 6, size=(n, 4)).astype(np.float32)      # same bin counts for both
+    y = (X[:, 2 * seed] + rng.normal(size=n) > 3).astype(np.float32)      # feature 0 or 2
+    return split_rows(X, y, [n // 2, n - n // 2])
+
+
+@pytest.mark.parametrize("mode,same", [("random", True), ("histogram", False)])
+def test_random_splits_do_not_depend_on_the_data(mode, same):
+    """Two datasets of one shape and bin counts, labels from different features, one
+    seed: dp_split='random' grows the same trees (features and shape; the thresholds are
+    the cuts, which the noisy bin agreement releases, and the leaves are the data's);
+    the histogram search, the mutant here, follows the data."""
+    params = {**RANDOM, "dp_split": mode, "dp_epsilon": 8.0, "max_bin": 8, "seed": 3}
+    a, _ = run_federation(params, _discrete(0), 3, 2)
+    b, _ = run_federation(params, _discrete(1), 3, 2)
+    assert (_structure(a) == _structure(b)) is same
+    if same:
+        assert a.to_xgboost_json() != b.to_xgboost_json()             # the leaves are the data's
+
+
+def test_colsample_bytree_releases_only_the_trees_features_with_their_sensitivity():
+    params = {**PARAMS, "colsample_bytree": 0.4}                      # 2 of 5 features a tree
+    log, _ = recorded_federation(run_federation, params, data(), 2, 2)
+    plan = dp.Plan.make(TrainParams.from_dict(params), 2, 5)
+    assert plan.touched == 2 + 1
+    full = dp.Plan.make(TrainParams.from_dict(PARAMS), 2, 5)
+    assert plan.level_sigmas()[0] < full.level_sigmas()[0]
+    for step in _level_steps(log):
+        assert step["sigmas"] == pytest.approx(plan.level_sigmas())
+        exact = sum(step["recv"].values()).view(np.int64).reshape(-1, 2)
+        # the bins of 3 of the 5 features are zero before the noise: fewer than half remain
+        assert 0 < np.count_nonzero(exact.any(axis=1)) < 0.5 * len(exact)
+
+
+def test_random_split_is_refused_where_it_is_not_built():
+    with pytest.raises(ParameterError, match="dp_split"):
+        dp.Plan.make(TrainParams.from_dict(RANDOM), 2, 5, vertical=True)
+    with pytest.raises(ParameterError, match="dp_split"):
+        dp.check_params(TrainParams.from_dict({**RANDOM, "grow_policy": "lossguide", "max_leaves": 4}))
+    with pytest.raises(ParameterError, match="dp_split"):
+        TrainParams.from_dict({"dp_split": "random"})
