@@ -1,6 +1,7 @@
 """Utility of differentially private training: test AUC against epsilon.
 
-    python benchmarks/bench_dp.py                          # the full grid (hours on 2 cores)
+    python benchmarks/bench_dp.py                          # the full grid (minutes on 2 cores)
+    python benchmarks/bench_dp.py --setting random --modes horizontal --out /tmp/dp.md
     python benchmarks/bench_dp.py --seeds 2 --datasets classification heart --out /tmp/dp.md
 
 For each dataset, mode (horizontal: rows split over 2 parties, 2 compute servers;
