@@ -12,9 +12,11 @@ the label holder opens (NoisyHistograms).  The horizontal releases:
     intercept  one (when base_score is not given): the objective's intercept sums;
                a row adds at most STATS_BOUND to them in L2 (weights capped at 1).
     level      one per histogram request of every tree (max_depth of them, max_builds
-               under lossguide): the G/H histograms of
+               under lossguide, one under dp_split="random"): the G/H histograms of
                the built nodes; a row lies in one node and adds its g to one bin per
-               feature and to the node total, and its h likewise.
+               released feature (released_features: all, the tree's colsample_bytree
+               sample, or none under dp_split="random") and to the node total, and its
+               h likewise.
 
 Contribution bounds (`bounds`): per row |g| <= Cg and 0 <= h <= Ch after the row
 weight, clipped where a row exceeds them (the party warns with the count):
