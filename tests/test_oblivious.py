@@ -335,7 +335,19 @@ X0, Y0 = discrete_data("reg:squarederror", n=40)
     ({}, {"alpha": 1.0}, "alpha"),
     ({}, {"subsample": 0.5}, "subsample"),
     ({}, {"lambda": 0.0}, "lambda"),
+    ({}, {"dp_epsilon": 1.0}, "dp_epsilon"),
+    ({}, {"monotone_constraints": [1]}, "monotone_constraints"),
+    ({}, {"interaction_constraints": [[0]]}, "interaction_constraints"),
+    ({}, {"grow_policy": "lossguide", "max_leaves": 4}, "grow_policy"),
+    ({}, {"eval_metric": "rmse"}, "eval_metric"),
+    ({}, {"max_cat_to_onehot": 8}, "max_cat_to_onehot"),
 ])
 def test_refused_parameters(kwargs, params, match):
     with pytest.raises(ParameterError, match=match):
         run_oblivious_federation({"objective": "reg:squarederror", **params}, [(X0, Y0)], 1, **kwargs)
+
+
+@pytest.mark.parametrize("rounds", [-1, 2.5, True])
+def test_refused_round_counts(rounds):
+    with pytest.raises(ParameterError, match="num_boost_round"):
+        run_oblivious_federation({"objective": "reg:squarederror"}, [(X0, Y0)], rounds)

@@ -17,7 +17,7 @@ from ppxgb.objectives import get_objective
 from ppxgb.transport import InMemoryTransport, Transport
 
 from ..harness import run_roles
-from ..params import SAMPLING, TrainParams
+from ..params import ALIASES, SAMPLING, SUPPORTED, TrainParams
 from .dealer import run_dealer
 from .roles import run_analyst, run_party
 from .server import run_server
@@ -27,11 +27,23 @@ OBJECTIVES = ("reg:squarederror", "binary:logistic")
 MAX_ROWS = 1 << 20          # the public scaling range of the division assumes H < 2^20
 
 
+#: what the oblivious learner implements (or, for the last ones, accepts with no effect on
+#: the model); any other parameter given with a value other than its default is refused
+IMPLEMENTED = frozenset({"objective", "max_depth", "eta", "lambda", "gamma", "min_child_weight", "max_bin",
+                         "base_score", "tree_method", "device", "nthread", "seed", "verbosity",
+                         "validate_parameters"})
+
+
 def check_params(params: dict[str, Any]) -> TrainParams:
     """The parameters the oblivious learner implements; anything else is refused by name."""
     p = TrainParams.from_dict(params)
     if p.objective not in OBJECTIVES:
         raise UnsupportedParameter(f"objective: oblivious training supports {list(OBJECTIVES)}, got {p.objective!r}")
+    for key, value in (params or {}).items():
+        name = ALIASES.get(key, key)
+        if name not in IMPLEMENTED and value != SUPPORTED[name][0]:
+            raise UnsupportedParameter(f"{key}: not available in oblivious training (it implements "
+                                       f"{sorted(IMPLEMENTED)}), got {value!r}")
     for name, value, default in (("alpha", p.alpha, 0.0), ("max_delta_step", p.max_delta_step, 0.0),
                                  ("scale_pos_weight", p.scale_pos_weight, 1.0),
                                  *((s, getattr(p, s), 1.0) for s in SAMPLING)):
@@ -55,6 +67,8 @@ def run_oblivious_federation(params: dict[str, Any], parties: Sequence[Any], num
                              label_party: int = 0, transport: Transport | None = None,
                              timeout: float | None = 600.0) -> tuple[Ensemble, Transport]:
     p = check_params(params)
+    if isinstance(num_boost_round, bool) or not isinstance(num_boost_round, int) or num_boost_round < 0:
+        raise ParameterError.bad("num_boost_round", "an int >= 0", num_boost_round)
     if n_servers != 2:
         raise ParameterError.bad("n_servers", "2 (oblivious training runs two compute servers and a dealer)",
                                  n_servers)
