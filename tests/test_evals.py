@@ -227,6 +227,13 @@ def test_bad_evals_are_refused():
         train_horizontal({"verbosity": 0}, parties, 2, early_stopping_rounds=2)
     with pytest.raises(ParameterError, match="evals"):
         train_horizontal({"verbosity": 0}, parties, 2, evals=[halves(valid, 150)])
+    with pytest.raises(ParameterError, match="early_stopping_rounds.*metric"):
+        train_horizontal({"verbosity": 0, "disable_default_eval_metric": True}, parties, 2,
+                         evals=[(halves(valid, 150), "valid")], early_stopping_rounds=2)
+    for bad in ("x", -1, 1.5):
+        with pytest.raises(ParameterError, match="verbose_eval"):
+            train_horizontal({"verbosity": 0}, parties, 2, evals=[(halves(valid, 150), "valid")],
+                             verbose_eval=bad)
 
 
 # ------------------------------------------------------------------ privacy

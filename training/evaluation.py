@@ -90,6 +90,9 @@ class Evaluation:
             if not isinstance(cb, TrainingCallback):
                 raise ParameterError.bad("callbacks", "xgboost.callback.TrainingCallback objects",
                                          type(cb).__name__)
+        if not isinstance(verbose_eval, (bool, int)) or (not isinstance(verbose_eval, bool) and verbose_eval < 0):
+            raise ParameterError.bad("verbose_eval", "a bool or an int >= 0 (print every that many rounds)",
+                                     verbose_eval)
         if verbose_eval:
             cbs.append(EvaluationMonitor(period=1 if verbose_eval is True else int(verbose_eval)))
         if early_stopping_rounds:
@@ -98,6 +101,9 @@ class Evaluation:
                 raise ParameterError.bad("early_stopping_rounds", "an int >= 1", early_stopping_rounds)
             if not self.names:
                 raise ParameterError.bad("early_stopping_rounds", "at least one eval set in evals", "none")
+            if not self.metrics:
+                raise ParameterError.bad("early_stopping_rounds", "at least one metric (eval_metric, or the "
+                                         "default one without disable_default_eval_metric)", "none")
             cbs.append(EarlyStopping(rounds=early_stopping_rounds, maximize=maximize))
         self.callbacks = list(dict.fromkeys(cbs))
         self.history: collections.OrderedDict = collections.OrderedDict()
