@@ -34,9 +34,12 @@ def decode_cats(doc: dict[str, Any] | None, num_feature: int) -> tuple | None:
         return None
     enc = doc["enc"]
     if not isinstance(enc, list) or len(enc) != num_feature:
-        raise FormatError(f"cats: expected {num_feature} feature encodings, got {len(enc)}")
+        got = f"{len(enc)}" if isinstance(enc, list) else f"a {type(enc).__name__}"
+        raise FormatError(f"cats: expected a list of {num_feature} feature encodings, got {got}")
     out = []
     for entry in enc:
+        if not isinstance(entry, dict):
+            raise FormatError(f"cats: each feature encoding must be an object, got a {type(entry).__name__}")
         values = entry.get("values", [])
         if not values:
             out.append(None)

@@ -164,3 +164,10 @@ def test_vertical_eval_set_and_early_stopping():
                              evals_result=result, verbose_eval=False)
     assert clf.evals_result() == result
     assert clf.best_iteration == booster.best_iteration < 9
+
+
+@pytest.mark.parametrize("label_party", [5, -1, True])
+def test_vertical_label_party_out_of_range_is_refused_by_name(label_party):
+    X = pd.DataFrame({"a": np.arange(20.0), "y": np.arange(20) % 2})
+    with pytest.raises(ParameterError, match="label_party"):
+        PPXGBClassifier(partition="vertical", label_party=label_party).fit([X], "y")

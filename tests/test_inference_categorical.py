@@ -544,3 +544,10 @@ def test_model_of_categorical_features_only_with_pair_tables(scheme):
     got = client.decrypt(server.predict(e.model.model_id, client.encrypt(only).to_bytes()), output_margin=True)
     ref = booster.predict(xgb.DMatrix(only, enable_categorical=True), output_margin=True)
     np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("enc, needle", [(5, "a int"), ({"values": []}, "a dict"), ([1, 2], "object")])
+def test_malformed_category_lists_are_a_format_error(enc, needle):
+    from ppxgb.categories import decode_cats
+    with pytest.raises(FormatError, match=needle):
+        decode_cats({"enc": enc}, 2)

@@ -132,6 +132,10 @@ class _PPXGBModel(BaseEstimator):
     def _vertical_label(self, parties, y) -> np.ndarray:
         if not isinstance(parties, (list, tuple)) or len(parties) < 1:
             raise ParameterError.bad("parties", "a list of column blocks, one per party", type(parties).__name__)
+        if isinstance(self.label_party, bool) or not isinstance(self.label_party, int) \
+                or not 0 <= self.label_party < len(parties):
+            raise ParameterError.bad("label_party", f"an index into the {len(parties)} column blocks",
+                                     self.label_party)
         if isinstance(y, str):
             return np.asarray(parties[self.label_party][y])
         if y is None:
