@@ -17,7 +17,7 @@ from ppxgb.crypto.fixedpoint import FixedPointEncoder
 from ppxgb.errors import ParameterError
 from ppxgb.training.horizontal import run_federation
 from ppxgb.training.horizontal.stages import STATS_BITS
-from ppxgb.training.vertical import run_vertical_federation
+from ppxgb.training.vertical import run_vertical_federation, train_vertical
 
 from helpers import recorded_federation
 
@@ -281,3 +281,19 @@ def test_horizontal_dp_refuses_category_columns():
     df, y = make_frame(8, 600, 4)
     with pytest.raises(ParameterError, match="dp_epsilon.*categorical"):
         run_federation({**PARAMS, "dp_epsilon": 1.0, "base_score": 0.0}, [(df, y)], 1, 2, feature_types=["q", "c", "c"])
+
+
+def test_vertical_refuses_more_categories_than_max_bin_by_name():
+    """The permutation protocol's correlations are sized by max_bin: a feature holder's
+    column with more categories is refused naming max_bin (16 categories still train)."""
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(600, 2)).astype(np.float32)
+    for k, ok in ((16, True), (17, False)):
+        B = rng.integers(0, k, size=(600, 1)).astype(np.float32)
+        y = (A[:, 0] + (B[:, 0] % 3) > 1).astype(np.float32)
+        params = {"objective": "binary:logistic", "max_bin": 16, "verbosity": 0}
+        if ok:
+            train_vertical(params, [A, B], y, num_boost_round=2, feature_types=["q", "q", "c"])
+            continue
+        with pytest.raises(ParameterError, match="max_bin.*17 categories"):
+            train_vertical(params, [A, B], y, num_boost_round=2, feature_types=["q", "q", "c"])

@@ -59,6 +59,10 @@ def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: s
         raise ParameterError.bad(f"{name} X", f"{msg.payload['n_rows']} rows aligned with the label holder", n)
     cuts, mins = local_cuts(X, p.max_bin, p.nthread)
     for f, c in cat_cuts.items():
+        if len(c) > p.max_bin:      # the permutation protocol's correlations hold max_bin bins a feature
+            column = feature_names[f] if feature_names is not None else f"column {f}"
+            raise ParameterError.bad("max_bin", f"at least the {len(c)} categories of {name}'s categorical "
+                                     f"{column} in vertical training", p.max_bin)
         cuts[f], mins[f] = c, np.float32(-1.0)
     n_bins = np.array([len(c) for c in cuts], dtype=np.int64)
     val = FeatureHolderEvals(name, evals, msg.payload.get("evals", []), n_feat)    # validation columns
