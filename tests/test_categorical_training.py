@@ -241,6 +241,10 @@ def test_bad_integer_codes_and_types_are_refused():
     X = np.array([[0.0, 1.5], [1.0, 2.0]])
     with pytest.raises(ParameterError, match="integer category codes"):
         categorical.split_columns(X, ["q", "c"])
+    # a code whose bin would not fit the uint16 bin matrix (with the missing code above it)
+    with pytest.raises(ParameterError, match=r"integer category codes in \[0, 65535\)"):
+        categorical.split_columns(np.array([[0.0, 65535.0], [1.0, 2.0]]), ["q", "c"])
+    categorical.split_columns(np.array([[0.0, 65534.0], [1.0, 2.0]]), ["q", "c"])
     with pytest.raises(ParameterError, match="feature_types"):
         categorical.split_columns(X, ["q"])
     with pytest.raises(ParameterError, match="feature_types"):

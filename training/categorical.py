@@ -43,7 +43,7 @@ from ppxgb.errors import ParameterError, ProtocolError
 
 #: kinds of a feature: numeric, a pandas category column, a numeric column of codes
 NUMERIC, VALUES, CODES = "q", "cat", "c"
-MAX_CODE = 1 << 24               # XGBoost's largest category code (exact in float32)
+MAX_CODE = (1 << 16) - 1       # codes below it: a bin index and the missing code above it fit uint16
 _BYTES = 64                      # an encoded value: length byte, type tag, up to 62 bytes
 _LIMBS = _BYTES // 2
 _FIELDS = 1 + _LIMBS + 2         # count, count * value limbs, count * check limbs
