@@ -23,7 +23,7 @@ from ppxgb.errors import ParameterError
 from .evaluation_cli import add_eval_options, check_eval_data, cli_evaluation, eval_flags, model_text
 from .deploy import (add_categorical_option, Peers, Plan, add_dp_options, add_federation_options, add_role_options, check_params, column_difference,
                      dp_summary,
-                     json_arg, load_data, output_path, plural, progress_for, run_federation, run_role,
+                     load_data, output_path, plural, progress_for, run_federation, run_role,
                      write_atomic)
 
 

@@ -117,8 +117,8 @@ def main() -> None:
                                  args.servers, args.trees, args.depth, args.threads, args.variant)))
         return
     lines = []
-    header = (f"| rows | xgboost hist (s) | ppxgb secure (s) | ratio | AUC xgboost | AUC secure "
-              f"| bytes sent | peak RSS xgboost / secure (MB) |")
+    header = ("| rows | xgboost hist (s) | ppxgb secure (s) | ratio | AUC xgboost | AUC secure "
+              "| bytes sent | peak RSS xgboost / secure (MB) |")
     print(header)
     lines.append(header)
     lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|")

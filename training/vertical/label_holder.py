@@ -149,7 +149,7 @@ class VerticalSource(HistogramSource):
     # ---- one level of histograms
     def histograms(self, build: list[int]) -> np.ndarray:
         n, p = self.n, self.p
-        tree, level, group, pending = self.tree, self.level, self.group, self.pending
+        tree, level, pending = self.tree, self.level, self.pending
         self.pending = _no_pending()       # the splits travel with this level's messages
         self.level += 1
         slot_of_row = slots_of(self.positions, build)
