@@ -176,7 +176,10 @@ def scoring_server(tmp_path, admin_token_file: str):
                 if httpx.get(f"{url}/v1/health").status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"the scoring server at {url} did not become healthy in 40 s")
         yield url
     finally:
         server.terminate()

@@ -322,7 +322,7 @@ def test_cli_federation_prints_the_spent_budget(tmp_path):
 def test_eval_sets_are_refused_under_dp_before_their_statistics_are_opened():
     from ppxgb.training import train_horizontal
     parties = data()
-    with pytest.raises(Exception, match="evals: .*not available under dp_epsilon"):
+    with pytest.raises(ParameterError, match="evals: .*not available under dp_epsilon"):
         train_horizontal(PARAMS, parties, 2, evals=[(parties, "valid")])
 
 
