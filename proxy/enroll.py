@@ -35,6 +35,8 @@ from ppxgb.crypto import ore
 from ppxgb.crypto.ope import OPE, float32_plaintext
 from ppxgb.crypto.paillier import FastEncryptor, generate_keypair
 
+from .keypool import KeyPool, PooledKey
+
 _USER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 
 
@@ -53,16 +55,45 @@ class Proxy:
     for tests, and only when allow_weak_keys=True is passed explicitly).  scheme is
     the threshold comparison: "ope" (the default; the server can estimate values, see
     docs/inference.md) or "ore" (Lewi-Wu: stored thresholds are semantically secure).
+
+    key_pool=N keeps up to N users' Paillier key pairs, with their encryption
+    randomness, ready in memory, made by a low-priority helper process (proxy/keypool.py);
+    an enrolment takes one when it is ready and generates inline otherwise.  0 (the
+    default here; `ppxgb proxy serve` uses 4) makes everything inline.  The helper
+    starts with the first `prepare` or `enroll`; `close` (or `with Proxy(...)`) stops it.
     """
 
-    def __init__(self, key_bits: int = 2048, allow_weak_keys: bool = False, scheme: str = "ope"):
+    def __init__(self, key_bits: int = 2048, allow_weak_keys: bool = False, scheme: str = "ope",
+                 key_pool: int = 0):
         allowed = (2048, 3072) + ((512, 1024) if allow_weak_keys else ())
         if key_bits not in allowed:
             raise ParameterError.bad("key_bits", f"one of {allowed}", key_bits)
         if scheme not in SCHEMES:
             raise ParameterError.bad("scheme", f"one of {SCHEMES}", scheme)
-        self.key_bits = key_bits
+        self._key_bits = key_bits
         self.scheme = scheme
+        self.pool = KeyPool(key_pool, key_bits)
+
+    @property
+    def key_bits(self) -> int:
+        """The Paillier modulus size (fixed: the key pool makes keys of this size)."""
+        return self._key_bits
+
+    def prepare(self, *models) -> None:
+        """Start the key pool, its entries sized for the largest of `models` (Ensembles)."""
+        for ensemble in models:
+            self.pool.expect(_n_ciphertexts(ensemble))
+        self.pool.start()
+
+    def close(self) -> None:
+        """Stop the key pool's helper; the entries not taken are dropped."""
+        self.pool.close()
+
+    def __enter__(self) -> "Proxy":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def enroll(self, model, user_id: str, model_id: str | None = None) -> Enrollment:
         """Fresh keys for `user_id` and `model` encrypted under them."""
@@ -75,10 +106,19 @@ class Proxy:
         ensemble = Ensemble.load(model)
         if not ensemble.trees:
             raise ParameterError.bad("model", "a model with at least one tree", "no trees")
-        public, private = generate_keypair(self.key_bits)
+        self.prepare(ensemble)
+        pooled = self.pool.take(self.key_bits)
+        if pooled is None:
+            pooled = PooledKey(generate_keypair(self.key_bits)[1], ())
         return encrypt_for_user(ensemble, user_id, model_id or "m-" + secrets.token_hex(8),
                                 ope_key=secrets.token_bytes(32), prf_key=secrets.token_bytes(32),
-                                private_key=private, scheme=self.scheme)
+                                private_key=pooled.private_key, scheme=self.scheme,
+                                encryptor=pooled.encryptor())
+
+
+def _n_ciphertexts(ensemble: Ensemble) -> int:
+    """Paillier encryptions of one enrolment: a leaf value per leaf, an intercept per group."""
+    return sum(int(np.count_nonzero(t.left < 0)) for t in ensemble.trees) + ensemble.n_groups
 
 
 def _best_iterations(model):
@@ -108,8 +148,10 @@ def _check_objective(model) -> None:
 
 
 def encrypt_for_user(ensemble: Ensemble, user_id: str, model_id: str, *, ope_key: bytes,
-                     prf_key: bytes, private_key, scheme: str = "ope") -> Enrollment:
-    """Deterministic given the keys (Paillier randomness aside): the proxy's core step."""
+                     prf_key: bytes, private_key, scheme: str = "ope",
+                     encryptor: FastEncryptor | None = None) -> Enrollment:
+    """Deterministic given the keys (Paillier randomness aside): the proxy's core step.
+    `encryptor` (for private_key, e.g. with pooled randomness) encrypts the leaves."""
     trees = ensemble.trees
     sizes = np.array([t.n_nodes for t in trees], dtype=np.int64)
     roots = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
@@ -153,7 +195,7 @@ def encrypt_for_user(ensemble: Ensemble, user_id: str, model_id: str, *, ope_key
     leaf = np.full(left.shape, -1, dtype=np.int32)
     leaf_nodes = np.flatnonzero(~inner)
     leaf[leaf_nodes] = np.arange(leaf_nodes.size, dtype=np.int32)
-    encryptor = FastEncryptor(private_key)
+    encryptor = encryptor or FastEncryptor(private_key)
     leaf_ciphers = encryptor.encrypt_fixed(thr[leaf_nodes])
     base_ciphers = encryptor.encrypt_fixed(ensemble.base_margin())
 

@@ -64,9 +64,15 @@ def private_key_from_factors(n: int, p: int, q: int) -> paillier.PaillierPrivate
 
 
 class FastEncryptor:
-    """Encrypt many small plaintexts under one key whose factors we hold (DJN + CRT)."""
+    """Encrypt many small plaintexts under one key whose factors we hold (DJN + CRT).
 
-    def __init__(self, private_key: paillier.PaillierPrivateKey, randbits=secrets.randbits):
+    masks: random n-th powers precomputed for this key (`random_masks`, e.g. by the
+    proxy's key pool); each encryption consumes one, and computes its own once they
+    are used up (the comb tables are built only then).
+    """
+
+    def __init__(self, private_key: paillier.PaillierPrivateKey, randbits=secrets.randbits,
+                 masks: Sequence[int] = ()):
         self.n = gmpy2.mpz(private_key.public_key.n)
         self.nsquare = self.n * self.n
         p, q = gmpy2.mpz(private_key.p), gmpy2.mpz(private_key.q)
@@ -78,26 +84,31 @@ class FastEncryptor:
         x = gmpy2.mpz(randbits(bits - 1)) | 1
         while gmpy2.gcd(x, self.n) != 1:
             x += 2
-        h = (-x * x) % self.n
-        hs_p, hs_q = (gmpy2.powmod(h, self.n, m) for m in (self.p2, self.q2))
-        self._tables = [_comb_table(hs_p, self.p2, self.exponent_bits),
-                        _comb_table(hs_q, self.q2, self.exponent_bits)]
+        self._h = (-x * x) % self.n
+        self._tables = None
+        self._masks = [gmpy2.mpz(m) for m in reversed(masks)]
 
     def _mask(self, a: int) -> int:
-        """hs**a mod n**2 via the comb tables and CRT."""
+        """hs**a mod n**2 via the comb tables and CRT (one table row per byte of a)."""
+        if self._tables is None:
+            hs_p, hs_q = (gmpy2.powmod(self._h, self.n, m) for m in (self.p2, self.q2))
+            self._tables = [_comb_table(hs_p, self.p2, self.exponent_bits),
+                            _comb_table(hs_q, self.q2, self.exponent_bits)]
+        digits = a.to_bytes(len(self._tables[0]), "little")
         parts = []
         for table, mod in zip(self._tables, (self.p2, self.q2)):
             acc = gmpy2.mpz(1)
-            e, i = a, 0
-            while e:
-                digit = e & 0xFF
+            for row, digit in zip(table, digits):
                 if digit:
-                    acc = acc * table[i][digit] % mod
-                e >>= _WINDOW
-                i += 1
+                    acc = acc * row[digit] % mod
             parts.append(acc)
         rp, rq = parts
         return rq + self.q2 * ((rp - rq) * self._q2_inv % self.p2)
+
+    def random_masks(self, count: int) -> list[int]:
+        """`count` fresh random n-th powers hs**a mod n**2 (the randomness of as many
+        encryptions), each to be used once: the precomputable half of encryption."""
+        return [int(self._mask(self._randbits(self.exponent_bits))) for _ in range(count)]
 
     def encrypt_raw(self, plaintexts: Iterable[int], r_values: Sequence[int] | None = None) -> list[int]:
         """Raw ciphertexts of integer plaintexts (negative ones wrap modulo n, as in phe).
@@ -106,9 +117,12 @@ class FastEncryptor:
         """
         out = []
         for i, m in enumerate(plaintexts):
-            a = r_values[i] if r_values is not None else self._randbits(self.exponent_bits)
+            if r_values is None and self._masks:
+                mask = self._masks.pop()
+            else:
+                mask = self._mask(r_values[i] if r_values is not None else self._randbits(self.exponent_bits))
             gm = (1 + self.n * (gmpy2.mpz(m) % self.n)) % self.nsquare
-            out.append(int(gm * self._mask(a) % self.nsquare))
+            out.append(int(gm * mask % self.nsquare))
         return out
 
     def encrypt_fixed(self, values) -> list[int]:
