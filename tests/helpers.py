@@ -103,14 +103,15 @@ def recorded_federation(run, *args, **kwargs):
     return messages, model
 
 
-def psi_federation(id_lists, recorder=None, timeout=None):
+def psi_federation(id_lists, recorder=None, timeout=None, protocol="auto"):
     """In-process PSI among party-0 (the leader) .. party-k over an InMemoryTransport
     with the given recorder: (each party's aligned rows, the transport)."""
     from ppxgb.training.vertical import psi
 
     transport = InMemoryTransport(recorder=recorder)
     names = [f"party-{i}" for i in range(len(id_lists))]
-    return psi.run_psi_federation(transport, names, names[0], id_lists, timeout=timeout), transport
+    return psi.run_psi_federation(transport, names, names[0], id_lists, timeout=timeout,
+                                  protocol=protocol), transport
 
 
 # ------------------------------------------------------------------ uniformity

@@ -83,16 +83,17 @@ def test_canonical_ids_equal_across_types():
         psi.canonical_id(float("nan"))
 
 
-def _run(id_lists, record=None):
-    return psi_federation(id_lists, record, timeout=30)
+def _run(id_lists, record=None, protocol="auto"):
+    return psi_federation(id_lists, record, timeout=30, protocol=protocol)
 
 
+@pytest.mark.parametrize("protocol", ["ecdh", "oprf"])
 @pytest.mark.parametrize("n_parties", [2, 3, pytest.param(4, marks=pytest.mark.slow)])
-def test_every_party_gets_the_intersection_in_one_aligned_order(n_parties):
+def test_every_party_gets_the_intersection_in_one_aligned_order(n_parties, protocol):
     rng = np.random.default_rng(n_parties)
     universe = [f"P{i:05d}" for i in range(3000)]
     sets = [list(rng.choice(universe, size=1200, replace=False)) for _ in range(n_parties)]
-    orders, _ = _run(sets)
+    orders, _ = _run(sets, protocol=protocol)
     common = set(sets[0]).intersection(*map(set, sets[1:]))
     aligned = [[ids[i] for i in order] for ids, order in zip(sets, orders)]
     assert all(a == aligned[0] for a in aligned) and set(aligned[0]) == common
@@ -101,10 +102,11 @@ def test_every_party_gets_the_intersection_in_one_aligned_order(n_parties):
     assert aligned[0] != [x for x in sets[0] if x in common]
 
 
-def test_disjoint_and_identical_sets():
-    orders, _ = _run([[1, 2, 3], [4, 5, 6]])
+@pytest.mark.parametrize("protocol", ["ecdh", "oprf"])
+def test_disjoint_and_identical_sets(protocol):
+    orders, _ = _run([[1, 2, 3], [4, 5, 6]], protocol=protocol)
     assert [len(o) for o in orders] == [0, 0]
-    orders, _ = _run([[3, 1, 2], [2, 3, 1]])
+    orders, _ = _run([[3, 1, 2], [2, 3, 1]], protocol=protocol)
     assert sorted(orders[0]) == [0, 1, 2]
     assert [[3, 1, 2][i] for i in orders[0]] == [[2, 3, 1][i] for i in orders[1]]
 
@@ -120,7 +122,7 @@ def test_no_id_or_hash_crosses_the_wire():
     ids_a = [f"patient-{i}" for i in range(200)]
     ids_b = [f"patient-{i}" for i in range(100, 300)]
     seen = []
-    _run([ids_a, ids_b], record=seen.append)
+    _run([ids_a, ids_b], record=seen.append, protocol="ecdh")
     digests = psi.hash_ids(ids_a + ids_b)
     forbidden = {bytes(r) for r in psi.hash_to_group(digests)} | {bytes(r[:32]) for r in digests} \
         | {bytes(r[32:]) for r in digests}
@@ -130,17 +132,18 @@ def test_no_id_or_hash_crosses_the_wire():
                 assert v.shape[1] == 32 and not forbidden & {bytes(r) for r in v}, (msg.stage, key)
                 assert all(sodium.crypto_core_ed25519_is_valid_point(bytes(r)) for r in v)
             assert not (isinstance(v, str) and "patient" in v)
-    assert {m.stage for m in seen} == {"psi_a", "psi_b", "psi_result"}
+    assert {m.stage for m in seen} == {"psi_hello", "psi_a", "psi_b", "psi_result"}
 
 
-def test_neither_side_reveals_its_row_order():
+@pytest.mark.parametrize("protocol", ["ecdh", "oprf"])
+def test_neither_side_reveals_its_row_order(protocol):
     """The follower's blinded list and the label holder's list are both shuffled: the
     positions sent back differ between runs on the same IDs."""
     ids = list(range(500))
     firsts, leader_firsts = [], []
     for _ in range(3):
         seen = []
-        orders, _ = _run([ids, ids], record=seen.append)
+        orders, _ = _run([ids, ids], record=seen.append, protocol=protocol)
         res = next(m for m in seen if m.stage == "psi_result")
         firsts.append(tuple(res.payload["rows"][:5]))
         leader_firsts.append(tuple(orders[0][:5]))

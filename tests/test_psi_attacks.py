@@ -11,6 +11,10 @@
 (c) Correctness.  The intersection is the plain set intersection, and the trained model
     does not depend on the secret order.
 
+(a) and (c) run for both protocols (Diffie-Hellman and the OPRF PSI); (b) is about the
+Diffie-Hellman PSI's group elements, and tests/test_psi_oprf.py attacks the OPRF PSI's
+own messages.
+
 Run with -s to see the measured figures that docs/vertical.md quotes.
 """
 
@@ -30,8 +34,8 @@ BASE_RATE = 0.3          # the label holder's share of positive labels, known to
 P25519 = 2**255 - 19
 
 
-def _psi(id_lists, recorder=None):
-    return psi_federation(id_lists, recorder, timeout=120)[0]
+def _psi(id_lists, recorder=None, protocol="ecdh"):
+    return psi_federation(id_lists, recorder, timeout=120, protocol=protocol)[0]
 
 
 def _id_sets(rng, n_leader, n_follower, n_common):
@@ -107,12 +111,13 @@ def position_attack(ids_l, labels, ids_f, f_order):
 
 
 @pytest.mark.slow
-def test_aligned_positions_carry_no_label_signal():
+@pytest.mark.parametrize("protocol", ["ecdh", "oprf"])
+def test_aligned_positions_carry_no_label_signal(protocol):
     """Bound: 5 standard deviations of the no-information distribution, two-sided (a false
     alarm about once in 1.7 million runs; with 3,000 common IDs 5 sd of accuracy is about
     0.038 and of AUC about 0.058).  Below chance would be a signal too."""
     ids_l, labels, ids_f = _sorted_export(seed=1)
-    orders = _psi([ids_l, ids_f])
+    orders = _psi([ids_l, ids_f], protocol=protocol)
     acc, chance, sd, auc, sd_auc = position_attack(ids_l, labels, ids_f, orders[1])
     print(f"\n(a) permuted: accuracy {acc:.4f} (chance {chance:.4f} +- {sd:.4f}, majority {1 - BASE_RATE:.2f}), "
           f"AUC {auc:.4f} (+- {sd_auc:.4f}), {len(orders[1])} common IDs")
@@ -121,9 +126,10 @@ def test_aligned_positions_carry_no_label_signal():
 
 
 @pytest.mark.slow
-def test_attack_catches_the_label_holders_file_order(identity_permutation):
+@pytest.mark.parametrize("protocol", ["ecdh", "oprf"])
+def test_attack_catches_the_label_holders_file_order(identity_permutation, protocol):
     ids_l, labels, ids_f = _sorted_export(seed=1)
-    orders = _psi([ids_l, ids_f])
+    orders = _psi([ids_l, ids_f], protocol=protocol)
     acc, chance, sd, auc, _ = position_attack(ids_l, labels, ids_f, orders[1])
     print(f"\n(a) identity mutant: accuracy {acc:.4f} (chance {chance:.4f}), AUC {auc:.4f}")
     assert acc >= 0.95 and auc > 0.999
@@ -232,10 +238,12 @@ def _cases():
     }
 
 
+@pytest.mark.parametrize("protocol", ["ecdh", "oprf"])
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in _cases()])
-def test_intersection_is_the_plain_set_intersection(case):
+def test_intersection_is_the_plain_set_intersection(case, protocol):
+    """Both protocols give exactly the plain set intersection on every case."""
     sets = _cases()[case]
-    orders = _psi(sets)
+    orders = _psi(sets, protocol=protocol)
     common = set(sets[0]).intersection(*map(set, sets[1:]))
     aligned = [[ids[i] for i in order] for ids, order in zip(sets, orders)]
     assert all(a == aligned[0] for a in aligned)

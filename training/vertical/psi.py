@@ -49,11 +49,14 @@ from ppxgb.crypto.sharing import Randomness
 from ppxgb.errors import FormatError, ParameterError, ProtocolError
 from ppxgb.transport import Transport
 
+from . import psi_oprf
 from .permute import random_permutation
 
 _DOMAIN = b"ppxgb-psi-ed25519-ro-v2|"
 POINT_BYTES = 32            # a canonical edwards25519 encoding
 _PARALLEL_MIN = 4096        # below this, worker processes cost more than they save
+PROTOCOLS = ("auto", "ecdh", "oprf")
+OPRF_MIN = 1_000            # "auto" takes the OPRF PSI from this many label-holder IDs
 
 
 def canonical_id(x: Any) -> bytes:
@@ -75,12 +78,25 @@ def canonical_id(x: Any) -> bytes:
     return b"s" + str(x).encode("utf-8")
 
 
+def canonical_ids(ids: Sequence[Any]) -> list[bytes]:
+    """canonical_id of every ID; lists and arrays of one plain type (str or int, the
+    usual ID columns) take a fast path with the same bytes."""
+    if isinstance(ids, np.ndarray) and ids.dtype.kind in "iuU":
+        ids = ids.tolist()
+    ids = list(ids)
+    kinds = set(map(type, ids))
+    if kinds == {str}:
+        return [b"s" + x.encode("utf-8") for x in ids]
+    if kinds == {int}:
+        return [b"i" + str(x).encode() for x in ids]
+    return [canonical_id(x) for x in ids]
+
+
 def hash_ids(ids: Sequence[Any]) -> np.ndarray:
     """(n, 64) uint8: SHA-512 of each domain-separated canonical ID (the input of hash_to_group)."""
-    out = np.empty((len(ids), 64), dtype=np.uint8)
-    for i, x in enumerate(ids):
-        out[i] = np.frombuffer(hashlib.sha512(_DOMAIN + canonical_id(x)).digest(), dtype=np.uint8)
-    return out
+    sha512 = hashlib.sha512
+    raw = b"".join([sha512(_DOMAIN + c).digest() for c in canonical_ids(ids)])
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, 64)
 
 
 def hash_to_group(digests: np.ndarray) -> np.ndarray:
@@ -175,7 +191,8 @@ def match(double_a: np.ndarray, double_b: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _check_unique(ids: Sequence[Any], who: str) -> np.ndarray:
     h = hash_ids(ids)
-    if len({bytes(r) for r in h}) != len(h):
+    first = np.sort(np.ascontiguousarray(h[:, :8]).view("<u8").reshape(-1))
+    if np.any(first[1:] == first[:-1]) and len({bytes(r) for r in h}) != len(h):
         raise ParameterError.bad(f"{who} ids", "unique IDs", "duplicates")
     return h
 
@@ -199,38 +216,63 @@ def follower_shuffle(rand: Randomness, n: int) -> np.ndarray:
     return random_permutation(rand, n)
 
 
+def choose_protocol(protocol: str, n_leader: int) -> str:
+    """"ecdh" or "oprf" for a leader with n_leader IDs ("auto": OPRF from OPRF_MIN IDs)."""
+    if protocol not in PROTOCOLS:
+        raise ParameterError.bad("psi protocol", f"one of {PROTOCOLS}", protocol)
+    if protocol == "auto":
+        return "oprf" if n_leader >= OPRF_MIN else "ecdh"
+    return protocol
+
+
 def run_psi_leader(transport: Transport, me: str, others: Sequence[str], ids: Sequence[Any],
                    timeout: float | None = None, workers: int = 1,
-                   rand: Randomness | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                   rand: Randomness | None = None,
+                   protocol: str = "auto") -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Label holder's side. Returns (its own rows of the common IDs in the aligned order,
     a secret uniformly random order; and for each other party the positions it was sent).
     `rand`: the CSPRNG stream of the scalar and the permutation (a fresh os.urandom key
-    by default; pass one only to pin a test)."""
+    by default; pass one only to pin a test).  `protocol`: "ecdh", "oprf" (psi_oprf.py)
+    or "auto" (by the label holder's number of IDs); the feature holders follow."""
     rand = rand or Randomness()
     h = _check_unique(ids, me)
-    a = new_scalar(rand)
-    pi = leader_permutation(rand, len(ids))
-    A = hash_blind(h[pi], a, workers)
+    protocol = choose_protocol(protocol, len(ids))
+    for q in others:
+        transport.send(me, q, "psi_hello", {"protocol": protocol})
+    if protocol == "oprf":
+        pi = leader_permutation(rand, len(ids))
+        partner = psi_oprf.leader_rounds(transport, me, others, h[pi], rand, timeout)
+    else:
+        a = new_scalar(rand)
+        pi = leader_permutation(rand, len(ids))
+        partner = _ecdh_leader(transport, me, others, hash_blind(h[pi], a, workers), a, timeout, workers)
+    common = np.ones(len(ids), dtype=bool)
+    for pos in partner.values():
+        common &= pos >= 0
+    rows = np.flatnonzero(common)              # positions in pi's order
+    for q in others:
+        transport.send(me, q, "psi_result", {"rows": partner[q][rows]})
+    return pi[rows].astype(np.int64), {q: partner[q][rows] for q in others}
+
+
+def _ecdh_leader(transport: Transport, me: str, others: Sequence[str], A: np.ndarray, a: bytes,
+                 timeout: float | None, workers: int) -> dict[str, np.ndarray]:
+    """{peer: for each of L's rows in pi's order, its position in the peer's list or -1}."""
     for q in others:
         transport.send(me, q, "psi_a", {"a": A})
-    common = np.ones(len(ids), dtype=bool)
     partner: dict[str, np.ndarray] = {}
     while len(partner) < len(others):
         msg = transport.recv(me, "psi_b", timeout=timeout)
         q = msg.src
         if q not in others or q in partner:
             raise ProtocolError(f"{me}: unexpected psi_b from {q}")
-        AA = _points(msg, "aa", len(ids))
+        AA = _points(msg, "aa", len(A))
         BB = blind(_points(msg, "b"), a, workers)
         i, j = match(AA, BB)
-        pos = np.full(len(ids), -1, dtype=np.int64)
+        pos = np.full(len(A), -1, dtype=np.int64)
         pos[i] = j
         partner[q] = pos
-        common &= pos >= 0
-    rows = np.flatnonzero(common)              # positions in pi's order
-    for q in others:
-        transport.send(me, q, "psi_result", {"rows": partner[q][rows]})
-    return pi[rows].astype(np.int64), {q: partner[q][rows] for q in others}
+    return partner
 
 
 def run_psi_follower(transport: Transport, me: str, leader: str, ids: Sequence[Any],
@@ -239,12 +281,21 @@ def run_psi_follower(transport: Transport, me: str, leader: str, ids: Sequence[A
     """Another party's side. Returns its rows of the common IDs, in the aligned order."""
     rand = rand or Randomness()
     h = _check_unique(ids, me)
-    b = new_scalar(rand)
-    shuffle = follower_shuffle(rand, len(ids))
-    B = hash_blind(h[shuffle], b, workers)
-    msg = transport.recv(me, "psi_a", leader, timeout=timeout)
-    AA = blind(_points(msg, "a"), b, workers)
-    transport.send(me, leader, "psi_b", {"b": B, "aa": AA})
+    hello = transport.recv(me, "psi_hello", leader, timeout=timeout)
+    protocol = hello.payload.get("protocol")
+    if protocol not in ("ecdh", "oprf"):
+        raise ProtocolError(f"{me}: psi_hello names protocol {protocol!r}, expected 'ecdh' or 'oprf'")
+    if protocol == "oprf":
+        shuffle = follower_shuffle(rand, len(ids))
+        setup = transport.recv(me, "psi_oprf_setup", leader, timeout=timeout)
+        psi_oprf.follower(transport, me, setup, h[shuffle], rand, timeout)
+    else:
+        b = new_scalar(rand)
+        shuffle = follower_shuffle(rand, len(ids))
+        B = hash_blind(h[shuffle], b, workers)
+        msg = transport.recv(me, "psi_a", leader, timeout=timeout)
+        AA = blind(_points(msg, "a"), b, workers)
+        transport.send(me, leader, "psi_b", {"b": B, "aa": AA})
     res = transport.recv(me, "psi_result", leader, timeout=timeout)
     rows = res.payload.get("rows")
     if not isinstance(rows, np.ndarray) or rows.dtype.kind not in "iu" or rows.ndim != 1 \
@@ -255,7 +306,7 @@ def run_psi_follower(transport: Transport, me: str, leader: str, ids: Sequence[A
 
 def run_psi_federation(transport: Transport, parties: Sequence[str], leader: str,
                        ids: Sequence[Sequence[Any]], timeout: float | None = None,
-                       workers: int = 1) -> list[np.ndarray]:
+                       workers: int = 1, protocol: str = "auto") -> list[np.ndarray]:
     """In-process PSI: every follower as a thread; returns each party's rows of the
     common IDs in the aligned order (the label holder's secret random order)."""
     import threading
@@ -280,7 +331,7 @@ def run_psi_federation(transport: Transport, parties: Sequence[str], leader: str
         th.start()
     try:
         out[leader], _ = run_psi_leader(transport, leader, [q for q in parties if q != leader],
-                                        ids[parties.index(leader)], timeout, workers)
+                                        ids[parties.index(leader)], timeout, workers, protocol=protocol)
     except BaseException:
         for q in parties:
             if q != leader:
