@@ -28,7 +28,6 @@ from ppxgb.training.harness import run_roles
 from ppxgb.training.horizontal import coordinator as coord_mod
 from ppxgb.training.horizontal import run_federation, run_party, run_server, server as server_mod
 from ppxgb.training.horizontal.stages import role_names
-from ppxgb.training.vertical import run_vertical_federation
 from ppxgb.training.params import TrainParams
 
 PARAMS = {"objective": "binary:logistic", "max_depth": 3, "max_bin": 16, "verbosity": 0,
@@ -420,12 +419,7 @@ def test_colsample_bytree_releases_only_the_trees_features_with_their_sensitivit
 
 
 def test_random_split_is_refused_where_it_is_not_built():
-    with pytest.raises(ParameterError, match="dp_split"):
-        dp.Plan.make(TrainParams.from_dict(RANDOM), 2, 5, vertical=True)
-    X, y = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32), np.arange(200) % 2
-    with pytest.raises(ParameterError, match="horizontal training only"):
-        run_vertical_federation(RANDOM, [X[:, :2], X[:, 2:]], y.astype(np.float32), label_party=0,
-                                num_boost_round=2)
+    # vertical training has it: tests/test_dp_vertical_random.py
     with pytest.raises(ParameterError, match="dp_split"):
         dp.check_params(TrainParams.from_dict({**RANDOM, "grow_policy": "lossguide", "max_leaves": 4}))
     with pytest.raises(ParameterError, match="dp_split"):

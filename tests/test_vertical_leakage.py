@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from ppxgb.training import binning
+from ppxgb.transport import InMemoryTransport
 from ppxgb.training.vertical import run_vertical_federation
 from ppxgb.training.vertical.label_holder import VerticalSource
 from ppxgb.training.vertical.rows import apply_partition, local_cuts
@@ -84,12 +85,12 @@ def test_feature_holder_ranks_labels_from_the_partitions():
 # ------------------------------------------------------------------ 2. LH pins FH bins
 
 
-def lh_views(objective, seed=0, trees=5, max_bin=256, extra=None, record=None):
+def lh_views(objective, seed=0, trees=5, max_bin=256, extra=None, record=None, log=None):
     """LH's view of a run: per node it holds a histogram of (built, or parent minus
     sibling), the node's rows, their fixed-point (g, h) and the histogram; and FH's
     true bins (the answer key, which LH never sees).  extra: more training parameters
     (tests/test_dp.py runs it under dp_epsilon); record: a list that receives the raw
-    histogram and split events."""
+    histogram and split events; log: a list that receives every message sent."""
     rng = np.random.default_rng(seed)
     X_lh = rng.normal(size=(N, 2))
     X_fh = np.column_stack([rng.normal(size=N), rng.integers(0, 10, N), rng.uniform(0, 100, N).round(1),
@@ -114,7 +115,8 @@ def lh_views(objective, seed=0, trees=5, max_bin=256, extra=None, record=None):
         mp.setattr(VerticalSource, "split", spy_split)
         run_vertical_federation({"objective": objective, "max_depth": 4, "max_bin": max_bin, **(extra or {})},
                                 [X_lh, X_fh], y,
-                                label_party=0, num_boost_round=trees)
+                                label_party=0, num_boost_round=trees,
+                                transport=InMemoryTransport(recorder=log.append) if log is not None else None)
     X = np.asfortranarray(X_fh.astype(np.float32))
     truth = binning.assign_bins(X, local_cuts(X, max_bin)[0]).astype(np.int64)
     if record is not None:

@@ -5,7 +5,10 @@ Every value that is opened is a sum over rows, made noisy inside the secure comp
 before anyone sees it (each compute server adds its own N_Z noise to its share; the
 README's "Differential privacy" section says what this guarantees to whom).  Vertical:
 one row's values in a feature holder's columns replaced; that holder noises the sums
-the label holder opens (NoisyHistograms).  The horizontal releases:
+the label holder opens (NoisyHistograms).  Vertical under dp_split="random": no such
+sum exists; the label holder releases each tree's leaf totals and the intercept sums
+with its own noise (noisy_totals, noisy_intercept), for one row's g and h added or
+removed, as the horizontal level and intercept releases.  The horizontal releases:
 
     bins       one per bin-agreement level (at most BIN_LEVELS): per feature the counts
                of the requested cells; a row adds 1 to one cell per feature.
@@ -182,15 +185,18 @@ class Plan:
         if isinstance(n_trees, bool) or not isinstance(n_trees, int) or n_trees < 0:
             raise ParameterError.bad("n_trees", "an int >= 0", n_trees)
         per_tree = getattr(p, "max_builds", p.max_depth)       # histogram requests of one tree
-        if p.dp_split == "random":
-            if vertical:
-                raise ParameterError("dp_split: 'random' is implemented for horizontal training only")
+        random = p.dp_split == "random"
+        if random:
             per_tree = 1                                        # the leaves' totals
-        count = n_trees * per_tree + (0 if vertical else BIN_LEVELS + (p.base_score is None))
+        intercept = int(p.base_score is None)
+        if vertical:        # under "random" the label holder releases the leaves' totals and the intercept
+            count = n_trees * per_tree + (intercept if random else 0)
+        else:
+            count = n_trees * per_tree + BIN_LEVELS + intercept
         cg, ch = bounds(p)
         return cls(p.dp_epsilon, p.dp_delta, count, noise_multiplier(p.dp_epsilon, p.dp_delta, count),
                    cg, ch, n_features, p.fixed_point_bits, stats_bits,
-                   2 * n_features if vertical else released_count(p, n_features) + 1)
+                   2 * n_features if vertical and not random else released_count(p, n_features) + 1)
 
     # sigmas on each release's grid (cycled over its coordinates)
     def level_sigmas(self) -> list[float]:
@@ -335,6 +341,30 @@ def prefix_noise(sums: list[np.ndarray], sigmas: list[float], rng=None) -> list[
         noise = noise_vector(sigmas, s.size, rng).reshape(s.shape)
         out.append(s + np.cumsum(noise, axis=0).view(np.uint64))
     return out
+
+
+def noisy_totals(hist: np.ndarray, acc: Accountant, rng=None) -> np.ndarray:
+    """Vertical, dp_split="random": the label holder's one release of a tree, its leaves'
+    G/H totals (hist's last row per node, int64 on the gradient grid) with its own N_Z
+    noise of the plan's level sigmas added; every bin row stays zero."""
+    from ppxgb.crypto.dgauss import noise_vector
+
+    out = np.zeros_like(hist)
+    out[:, -1] = hist[:, -1] + noise_vector(release_sigmas(acc, "level"), 2 * len(hist), rng).reshape(-1, 2)
+    return out
+
+
+def noisy_intercept(stats: np.ndarray, acc: Accountant, rng=None) -> np.ndarray:
+    """Vertical, dp_split="random": the intercept sums the label holder releases, as the
+    horizontal coordinator opens them (intercept_vector on the stats grid, one N_Z noise
+    of the plan's sigma per coordinate, then clamp_intercept), in join_limbs' layout."""
+    from ppxgb.crypto.dgauss import noise_vector
+
+    bits = acc.plan.stats_bits
+    vec = intercept_vector(stats, bits)
+    grid = np.rint(vec * 2.0 ** bits).astype(np.int64)
+    grid += noise_vector(release_sigmas(acc, "intercept", len(vec)), len(vec), rng)
+    return clamp_intercept(grid / 2.0 ** bits)
 
 
 class NoisyHistograms:

@@ -63,7 +63,7 @@ SUPPORTED: dict[str, tuple[Any, str]] = {
     "dp_delta": (1e-5, "differential privacy delta, in (0, 1); used with dp_epsilon"),
     "dp_clip": (1.0, "under dp_epsilon, bound on each row's |gradient| for reg:squarederror (rows beyond are clipped)"),
     "dp_split": ("histogram", "under dp_epsilon: 'histogram' (split search on noisy G/H histograms) or 'random' "
-                 "(splits drawn from the seed, only the leaves' G/H released; horizontal)"),
+                 "(splits drawn from the seed, only the leaves' G/H released)"),
 }
 
 #: parameters of some objectives only (xgboost ignores them elsewhere; ppxgb refuses

@@ -55,6 +55,8 @@ def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: s
     # under dp_epsilon every vsum carries this holder's noise (training/dp.py)
     dpa = dp.accountant_for(p, msg.payload.get("n_trees"), n_feat, name, vertical=True)
     t = dp.NoisyHistograms(t, dpa) if dpa is not None else t
+    # dp_split="random": no histogram request comes; positions stay at the root (all rows)
+    random_splits = dpa is not None and p.dp_split == "random"
     if field(msg, "n_rows", int) != n:
         raise ParameterError.bad(f"{name} X", f"{msg.payload['n_rows']} rows aligned with the label holder", n)
     cuts, mins = local_cuts(X, p.max_bin, p.nthread)
@@ -87,6 +89,8 @@ def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: s
             positions[:] = 0
             val.start_tree()
         elif msg.stage == "vlevel":
+            if random_splits:
+                raise ProtocolError(f"{name}: vlevel under dp_split='random' (no histogram is built)")
             _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bins, p.max_bin, scratch,
                       p.lossguide)
         elif msg.stage == "vsplit":
@@ -101,9 +105,13 @@ def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: s
                     raise ProtocolError(f"{name}: vsplit names node {node!r} feature {f!r} bin {b!r}")
                 thresholds.append(CATEGORY_THRESHOLD if kinds[f] != categorical.NUMERIC
                                   else float(cuts[f][b]) if b >= 0 else float(mins[f]))
-            goleft = split_rows(positions, bins_t.T, list(zip(nodes, feats, split_bins, map(bool, dls), sets)),
-                                 np.zeros(n, dtype=bool))
-            t.send(name, lh, "vsplit_ok", {"goleft": np.packbits(goleft), "threshold": thresholds})
+            items = list(zip(nodes, feats, split_bins, map(bool, dls), sets))
+            if random_splits:       # no partition reaches this holder: each split's bits over every row
+                bits = [np.packbits(split_rows(positions, bins_t.T, [(0, *it[1:])], np.zeros(n, dtype=bool)))
+                        for it in items]
+            else:
+                bits = np.packbits(split_rows(positions, bins_t.T, items, np.zeros(n, dtype=bool)))
+            t.send(name, lh, "vsplit_ok", {"goleft": bits, "threshold": thresholds})
 
 
 def _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bins, max_bin, scratch,

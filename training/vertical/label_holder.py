@@ -56,6 +56,10 @@ class VerticalSource(HistogramSource):
         self.n = X.shape[0]
         self.tree = self.level = self.group = 0
         self.pending: dict[str, Any] = {}
+        # dp_split="random": splits from the seed, no feature holder's histogram; the label
+        # holder releases noisy leaf totals and intercept itself (training/dp.py)
+        self.random = p.dp_epsilon is not None and p.dp_split == "random"
+        self.rng = None         # the noise's Randomness (None: the operating system's)
 
     # ---- setup
     def setup(self, n_trees: int) -> FeatureLayout:
@@ -64,6 +68,8 @@ class VerticalSource(HistogramSource):
         # accountant refuses early and reports the spent budget
         self.dp = dp.accountant_for(p, n_trees, 0, self.me, vertical=True)
         self.encoder.dp_bounds = dp.bounds(p) if self.dp is not None else None
+        if self.random:
+            self.w = dp.capped_weights(self.w, self.me)
         dp_config = {"n_trees": n_trees} if self.dp is not None else {}
         for q in self.fhs:
             evals = {"evals": self.val.config()} if self.val else {}      # only with validation sets
@@ -122,11 +128,11 @@ class VerticalSource(HistogramSource):
     def learner_params(self, p: TrainParams) -> TrainParams:
         # one noise (the holder's) on each sum, sized by the widest feature holder
         widest = max([len(b) for b in self.fh_bins.values()], default=0)
-        return dp.learner_params(p, self.dp, 1, touched=2 * widest)
+        return dp.learner_params(p, self.dp, 1, touched=None if self.random else 2 * widest)
 
     def intercept_totals(self) -> np.ndarray:
-        return intercept_limbs(self.objective.intercept_stats(self.y, self.p.num_class, self.w,
-                                                              self.p.objective_params))
+        stats = self.objective.intercept_stats(self.y, self.p.num_class, self.w, self.p.objective_params)
+        return dp.noisy_intercept(stats, self.dp, self.rng) if self.random else intercept_limbs(stats)
 
     def set_base_margin(self, base_margin: np.ndarray) -> None:
         self.margin = np.tile(base_margin.astype(np.float32), (self.n, 1)).astype(np.float32)
@@ -148,6 +154,8 @@ class VerticalSource(HistogramSource):
 
     # ---- one level of histograms
     def histograms(self, build: list[int]) -> np.ndarray:
+        if self.random:
+            return dp.noisy_totals(self._totals(build), self.dp, self.rng)
         n, p = self.n, self.p
         tree, level, pending = self.tree, self.level, self.pending
         self.pending = _no_pending()       # the splits travel with this level's messages
@@ -211,6 +219,15 @@ class VerticalSource(HistogramSource):
                 hist[:, lo:lo + int(nbins[f])] = seg
         return hist
 
+    def _totals(self, build: list[int]) -> np.ndarray:
+        """(nodes, bins + 1, 2) int64 with only the nodes' G/H totals, from the label
+        holder's own g and h (under dp_split="random" it asks for no histogram)."""
+        slot = slots_of(self.positions, build)
+        rows = np.flatnonzero(slot >= 0)
+        hist = np.zeros((len(build), int(self.cut_ptr[-1]) + 1, 2), dtype=np.int64)
+        np.add.at(hist[:, -1], slot[rows], self.tree_gh[rows].astype(np.int64))
+        return hist
+
     # ---- partition after splits
     def split(self, new: NewSplits) -> dict[int, float]:
         self.levels.append(dict(new))
@@ -237,13 +254,18 @@ class VerticalSource(HistogramSource):
             if q == self.me:
                 continue
             msg = self.box.get("vsplit_ok", q)
-            bits = packed_bits(array(msg, "goleft", np.uint8), n)
             thr = field(msg, "threshold", list)
             if len(thr) != len(items):
                 raise ProtocolError(f"{self.me}: {len(thr)} thresholds from {q}, expected {len(items)}")
             owned = np.zeros(max(it[0] for it in items) + 1, dtype=np.bool_)
-            owned[[it[0] for it in items]] = True
-            take_bits(self.positions, owned, bits, goleft)
+            if self.random:     # one bit vector per split, over every row (the holder knows no node)
+                for (node, _, _), b in zip(items, arrays(msg, "goleft", len(items))):
+                    owned[:] = False
+                    owned[node] = True
+                    take_bits(self.positions, owned, packed_bits(b, n), goleft)
+            else:
+                owned[[it[0] for it in items]] = True
+                take_bits(self.positions, owned, packed_bits(array(msg, "goleft", np.uint8), n), goleft)
             for (node, _, _), v in zip(items, thr):
                 thresholds[node] = float(np.float32(v))
         nodes = list(new)

@@ -26,7 +26,9 @@ Stages (LH = label holder, FH = feature holder, D = dealer):
                       (one message, sent when FH's last vperm is answered)
     FH->LH vsum       for every feature: k2 and FH's prefix sums at segment ends (masked)
     LH->FH vsplit     split these nodes on your feature f at local bin b
-    FH->LH vsplit_ok  left bits of those nodes' rows and the float32 thresholds
+    FH->LH vsplit_ok  left bits of those nodes' rows and the float32 thresholds (under
+                      dp_split="random", which sends no vlevel: one bit vector per
+                      split, over every row)
     LH->FH veval      after a tree, per level: the validation rows' last partition and
                       this level's splits on FH's features (training/vertical/validation.py)
     FH->LH veval_ok   left bits of the validation rows at those nodes, per eval set
