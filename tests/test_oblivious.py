@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import pytest
 
-from ppxgb.crypto.sharing import share
+from ppxgb.crypto.sharing import Randomness, share
 from ppxgb.errors import ParameterError
 from ppxgb.training.oblivious import dealer as dealer_mod
 from ppxgb.training.oblivious import engine as engine_mod
@@ -119,21 +119,36 @@ def _engines(program):
     return out[0], out[1]
 
 
-@pytest.mark.parametrize("chunk", [1 << 20, 300])
-def test_engine_primitives_against_numpy(chunk, monkeypatch):
+def onehot_blocks(B: np.ndarray, i: int) -> list:
+    """Server i's blocks of B (24, 300), as the servers hold a joined upload: two blocks
+    side by side above a third (rows joined, then features); server 0's share of a block
+    is the stream of its seed, server 1's the block minus that stream."""
+    out = []
+    for j, (r0, r1, c0, c1) in enumerate(((0, 10, 0, 100), (0, 10, 100, 300), (10, 24, 0, 300))):
+        stream = Randomness(bytes([j + 1]) * 32)
+        if i == 0:
+            out.append((r0, c0, np.empty((r1 - r0, c1 - c0), np.uint64), stream))
+        else:
+            out.append((r0, c0, B[r0:r1, c0:c1] - stream.uint64((r1 - r0, c1 - c0)), None))
+    return out
+
+
+@pytest.mark.parametrize("chunk, mask_chunk", [(1 << 20, 1 << 22), (300, 700)])
+def test_engine_primitives_against_numpy(chunk, mask_chunk, monkeypatch):
     monkeypatch.setattr(engine_mod, "CHUNK", chunk)          # 300: comparisons in several rounds
+    monkeypatch.setattr(dealer_mod, "MASK_CHUNK", mask_chunk)  # 700: the mask two rows at a time
     rng = np.random.default_rng(1)
     x = rng.normal(size=2000) * 1000
     y = rng.normal(size=2000)
     B = rng.integers(0, 2, size=(24, 300)).astype(np.uint64)
     M = rng.integers(0, 1000, size=(3, 300)).astype(np.uint64)
     W = rng.integers(0, 7, size=(24, 2)).astype(np.uint64)
-    xs, ys, Bs, Ms, Ws = (share(v, 2) for v in (encode(x), encode(y), B, M, W))
+    xs, ys, Ms, Ws = (share(v, 2) for v in (encode(x), encode(y), M, W))
 
     def program(e):
         i = e.index
         prod = e.mulf(xs[i], ys[i])
-        e.load_onehot(Bs[i])
+        e.load_onehot(24, 300, onehot_blocks(B, i))
         return prod, e.ltz(xs[i]), e.trunc(xs[i], 7), e.histogram(Ms[i]), e.route_rows(Ws[i])
 
     a, b = _engines(program)

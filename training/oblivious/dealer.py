@@ -10,7 +10,8 @@ and public sizes; the dealer sees no share, no opened value and no result.
 
 Kinds (role 0's draws / role 1's draws / the correction for role 1):
 
-    mask   (K, n)  A0 / A1 / none                       mask of the one-hot matrix
+    mask   K, n    key0 / key1 / none                   seeds of the one-hot matrix's mask:
+                                                        A_i = the AES-CTR words of key_i, (K, n)
     triple size    a0 b0 c0 / a1 b1 / c1                elementwise Beaver triple
     gram   m       V0 (m, n), Z0 (K, m) / V1 / Z1       Z = A V^T, for histograms
     route  m       W0 (K, m), Z0 (n, m) / W1 / Z1       Z = A^T W, for routing rows
@@ -18,6 +19,10 @@ Kinds (role 0's draws / role 1's draws / the correction for role 1):
                    rb1 = r ^ rb0, beta_a1 = beta - beta_a0, and-triple c1s, and with
                    a shift d: r>>d shares (d0 drawn, d1 corrected) and a second bit
                    held both ways
+
+The mask of the one-hot matrix is as large as the matrix (K x n words: 7.7 GB at
+25,000 rows x 300 features x 128 bins), so no role keeps it: a server and the dealer
+regenerate it from its seeds, MASK_CHUNK words at a time, for every product with it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,21 @@ from .kernels import gram, route
 
 #: AND gates per word of the borrow circuit: two per round for shifts 1..16, one for 32
 AND_GATES = 11
+#: words of the one-hot matrix's mask regenerated at a time (32 MB)
+MASK_CHUNK = 1 << 22
+
+
+def mask_rows(keys, K: int, n: int):
+    """The mask (K, n) of the one-hot matrix regenerated from its seeds, as (first row,
+    rows) chunks of about MASK_CHUNK words: the sum of the key streams (one key: a
+    server's share; both: the dealer's A)."""
+    streams = [Randomness(np.ascontiguousarray(k, np.uint64).tobytes()) for k in keys]
+    step = max(1, MASK_CHUNK // max(n, 1))
+    for k0 in range(0, K, step):
+        A = streams[0].uint64((min(step, K - k0), n))
+        for s in streams[1:]:
+            A += s.uint64(A.shape)
+        yield k0, A
 
 
 def _bit(rng: Randomness, size: int) -> np.ndarray:
@@ -44,7 +64,7 @@ def _bit(rng: Randomness, size: int) -> np.ndarray:
 def draw(kind: str, rng: Randomness, role: int, sizes: dict) -> dict[str, np.ndarray]:
     """A server's random part of one correlation (the same code replays it at the dealer)."""
     if kind == "mask":
-        return {"A": rng.uint64((sizes["K"], sizes["n"]))}
+        return {"key": rng.uint64(4)}                  # 32 bytes: the seed of this server's A
     if kind == "triple":
         s = sizes["size"]
         out = {"a": rng.uint64(s), "b": rng.uint64(s)}
@@ -81,14 +101,19 @@ def draw(kind: str, rng: Randomness, role: int, sizes: dict) -> dict[str, np.nda
 def correct(kind: str, m0: dict, m1: dict, sizes: dict, state: dict) -> dict[str, np.ndarray]:
     """The dealer's correction for server 1, from both servers' draws."""
     if kind == "mask":
-        state["A"] = m0["A"] + m1["A"]
+        state["mask"] = (m0["key"], m1["key"])
         return {}
     if kind == "triple":
         return {"c": (m0["a"] + m1["a"]) * (m0["b"] + m1["b"]) - m0["c"]}
-    if kind == "gram":
-        return {"Z": gram(state["A"], m0["V"] + m1["V"]) - m0["Z"]}
-    if kind == "route":
-        return {"Z": route(state["A"], m0["V"] + m1["V"]) - m0["Z"]}
+    if kind in ("gram", "route"):
+        V = m0["V"] + m1["V"]
+        Z = np.zeros((sizes["K"], sizes["m"]) if kind == "gram" else (sizes["n"], sizes["m"]), np.uint64)
+        for k0, A in mask_rows(state["mask"], sizes["K"], sizes["n"]):
+            if kind == "gram":
+                Z[k0:k0 + len(A)] = gram(A, V)                 # Z = A V^T
+            else:
+                Z += route(A, V[k0:k0 + len(A)])               # Z = A^T W
+        return {"Z": Z - m0["Z"]}
     r = m0["r"] + m1["r"]
     beta = m0["beta_b"] ^ m1["beta_b"]
     out = {"rb": r ^ m0["rb"], "beta_a": beta - m0["beta_a"],

@@ -26,7 +26,7 @@ import numpy as np
 from ppxgb.errors import ProtocolError
 from ppxgb.transport import Transport
 
-from .dealer import Correlations
+from .dealer import Correlations, mask_rows
 from .kernels import gram, route
 from .mailbox import Mailbox
 
@@ -52,8 +52,9 @@ class Engine:
                  corr: Correlations):
         self.transport, self.mailbox, self.me, self.peer, self.index = transport, mailbox, me, peer, index
         self.corr = corr
-        self.ET: np.ndarray | None = None       # the opened masked one-hot matrix, (K, n)
-        self.AT: np.ndarray | None = None       # this server's share of its mask
+        self.K = self.n = 0                     # the one-hot matrix's shape
+        self.E: list = []                       # its opened masked blocks (first row, first column, E)
+        self.mask_key: np.ndarray | None = None  # the seed of this server's share of the mask
 
     # ---------------------------------------------------------------- plumbing
     def exchange(self, *arrays: np.ndarray, op: str = "add") -> list[np.ndarray]:
@@ -198,26 +199,56 @@ class Engine:
         return self.const(ONE, x.shape) - self.ltz(x - self.fixed(threshold, x.shape))
 
     # ---------------------------------------------------------------- one-hot products
-    def load_onehot(self, BT_share: np.ndarray) -> None:
-        """Mask the shared one-hot matrix (K, n) once: E = B - A is opened, A stays shared."""
-        K, n = BT_share.shape
-        self.AT = self.corr.get("mask", K=K, n=n)["A"]
-        (self.ET,) = self.open(BT_share - self.AT)
+    def load_onehot(self, K: int, n: int, blocks: list) -> None:
+        """Mask the shared one-hot matrix B (K, n) once: E = B - A is opened, A stays
+        shared as the seeds of the dealer's mask (regenerated for every product).
+
+        `blocks` tile B: (first row, first column, store, stream).  This server's share
+        of the block is `stream`'s next words (server 0: a party's seed) or, when stream
+        is None, what `store` holds (server 1: a party's upload); either way `store` ends
+        up holding the block of E.  The opening goes chunk by chunk, so neither B nor A
+        is ever held whole beside E."""
+        if sum(store.size for _, _, store, _ in blocks) != K * n:
+            raise ProtocolError(f"{self.me}: the one-hot blocks do not tile a ({K}, {n}) matrix")
+        self.K, self.n = K, n
+        self.mask_key = self.corr.get("mask", K=K, n=n)["key"]
+        for k0, half in mask_rows([self.mask_key], K, n):
+            k1 = k0 + len(half)
+            np.negative(half, out=half)                     # -A_i, then + B_i block by block
+            spans = []
+            for b0, c0, store, stream in blocks:
+                lo, hi = max(k0, b0), min(k1, b0 + len(store))
+                if lo < hi:
+                    cols = slice(c0, c0 + store.shape[1])
+                    mine = store[lo - b0:hi - b0] if stream is None else stream.uint64((hi - lo, store.shape[1]))
+                    half[lo - k0:hi - k0, cols] += mine
+                    spans.append((store[lo - b0:hi - b0], half[lo - k0:hi - k0, cols]))
+            (theirs,) = self.exchange(half)
+            half += theirs
+            for dst, src in spans:
+                dst[...] = src
+        self.E = [(b0, c0, store) for b0, c0, store, _ in blocks]
 
     def histogram(self, MT: np.ndarray) -> np.ndarray:
         """(K, m) shares of B M for M given transposed, (m, n): per bin, sums over rows."""
-        K, n = self.ET.shape
-        t = self.corr.get("gram", K=K, n=n, m=MT.shape[0])
+        t = self.corr.get("gram", K=self.K, n=self.n, m=MT.shape[0])
         (F,) = self.open(MT - t["V"])
-        out = gram(self.AT, F) + t["Z"]
-        out += gram(self.ET, F + t["V"] if self.index == 0 else t["V"])
+        out = np.array(t["Z"])                  # server 1's came in a message: read-only
+        for k0, A in mask_rows([self.mask_key], self.K, self.n):
+            out[k0:k0 + len(A)] += gram(A, F)
+        G = F + t["V"] if self.index == 0 else t["V"]
+        for k0, c0, E in self.E:
+            out[k0:k0 + len(E)] += gram(E, G[:, c0:c0 + E.shape[1]])
         return out
 
     def route_rows(self, W: np.ndarray) -> np.ndarray:
         """(n, m) shares of B^T W for W (K, m): per row, the weights of its bins."""
-        K, n = self.ET.shape
-        t = self.corr.get("route", K=K, n=n, m=W.shape[1])
+        t = self.corr.get("route", K=self.K, n=self.n, m=W.shape[1])
         (F,) = self.open(W - t["V"])
-        out = route(self.AT, F) + t["Z"]
-        out += route(self.ET, F + t["V"] if self.index == 0 else t["V"])
+        out = np.array(t["Z"])                  # server 1's came in a message: read-only
+        for k0, A in mask_rows([self.mask_key], self.K, self.n):
+            out += route(A, F[k0:k0 + len(A)])
+        G = F + t["V"] if self.index == 0 else t["V"]
+        for k0, c0, E in self.E:
+            out[c0:c0 + E.shape[1]] += route(E, G[k0:k0 + len(E)])
         return out

@@ -16,11 +16,11 @@ import os
 
 import numpy as np
 
-from ppxgb.crypto.sharing import share
+from ppxgb.crypto.sharing import Randomness, share
 from ppxgb.errors import PeerFailure, ProtocolError
 from ppxgb.model import Ensemble, Tree
 from ppxgb.objectives import get_objective
-from ppxgb.transport import Transport
+from ppxgb.transport import Blank, Transport, draft_message
 
 from .. import binning
 from ..messages import field, report_failure
@@ -28,20 +28,24 @@ from ..params import TrainParams
 from ..vertical.rows import local_cuts
 from .engine import decode, encode
 from .mailbox import Mailbox
-from .server import share_from_seed
 from .stages import ANALYST, DEALER, SERVERS
 
 
-def onehot_transposed(bins: np.ndarray, n_bins: int, missing: bool) -> np.ndarray:
-    """(features * width, rows) 0/1 words, width = n_bins (+ 1 for the missing column when
-    `missing`): column r has a 1 at f * width + bin[r, f] (n_bins for a missing value)."""
+def onehot_minus_stream(bins: np.ndarray, n_bins: int, missing: bool, rng: Randomness,
+                        out: np.ndarray) -> None:
+    """out = B - S (mod 2^64): B the one-hot matrix (features * width, rows), width =
+    n_bins (+ 1 for the missing column when `missing`), whose column r has a 1 at
+    f * width + bin[r, f] (n_bins for a missing value); S the next words of `rng`, row
+    by row.  One feature at a time, so B and S are never held whole."""
     rows, feats = bins.shape
     width = n_bins + 1 if missing else n_bins
-    b = bins.astype(np.int64)
-    b[bins == np.iinfo(bins.dtype).max] = n_bins          # assign_bins' missing code
-    out = np.zeros((feats * width, rows), np.uint64)
-    out[(np.arange(feats)[None, :] * width + b).ravel(), np.repeat(np.arange(rows), feats)] = 1
-    return out
+    every = np.arange(rows)
+    for f in range(feats):
+        block = out[f * width:(f + 1) * width]
+        np.negative(rng.uint64(block.shape), out=block)
+        b = bins[:, f].astype(np.int64)
+        b[bins[:, f] == np.iinfo(bins.dtype).max] = n_bins          # assign_bins' missing code
+        block[b, every] += np.uint64(1)
 
 
 def real_candidates(cuts: list, n_bins: int, missing: bool) -> np.ndarray:
@@ -77,15 +81,24 @@ def run_party(transport: Transport, me: str, X: np.ndarray, y: np.ndarray | None
                                                    [np.asarray(r, np.uint32) for r in field(msg, "requests", list)])
                 for server, part in zip(SERVERS, share(np.rint(counts).astype(np.uint64), 2)):
                     transport.send(me, server, "obinshare", {"counts": part})
-        values = [onehot_transposed(binning.assign_bins(X, cuts), n_bins, missing),
-                  real_candidates(cuts, n_bins, missing)]
+        # server 0's share is the stream of a seed: the one-hot matrix's words, then the
+        # candidate mask's and the labels'; server 1's is the values minus it, written
+        # straight into its message (the matrix is 129 x 8 bytes per row and feature)
+        bins = binning.assign_bins(X, cuts)
+        values = [real_candidates(cuts, n_bins, missing)]
         if y is not None:
             values.append(encode(np.asarray(y, np.float32).astype(np.float64)))
+        width = n_bins + 1 if missing else n_bins
         seed = os.urandom(32)
-        mine = share_from_seed(seed, [v.shape for v in values])
+        rng = Randomness(seed)
+        upload = draft_message(me, SERVERS[1], "odata", {
+            "onehot": Blank((X.shape[1] * width, X.shape[0]), np.uint64),
+            **{k: Blank(v.shape, np.uint64) for k, v in zip(("real", "y"), values)}})
+        onehot_minus_stream(bins, n_bins, missing, rng, upload.arrays["onehot"])
+        for k, v in zip(("real", "y"), values):
+            upload.arrays[k][...] = v - rng.uint64(v.shape)
         transport.send(me, SERVERS[0], "odata", {"seed": seed})
-        upload = [v - s for v, s in zip(values, mine)]
-        transport.send(me, SERVERS[1], "odata", dict(zip(("onehot", "real", "y"), upload)))
+        transport.send_draft(upload)
     except PeerFailure:
         raise
     except BaseException as exc:

@@ -26,12 +26,6 @@ def _array(msg, key: str, shape: tuple) -> np.ndarray:
     return value
 
 
-def share_from_seed(seed: bytes, shapes: list[tuple]) -> list[np.ndarray]:
-    """Server 0's shares of a party's upload: AES-CTR words from the party's seed."""
-    rng = Randomness(seed)
-    return [rng.uint64(s) for s in shapes]
-
-
 def run_server(transport: Transport, index: int, *, parties: list[str], timeout: float | None = None) -> None:
     me, peer = SERVERS[index], SERVERS[1 - index]
     box = Mailbox(transport, me, SERVER_STAGES, timeout)
@@ -54,20 +48,29 @@ def run_server(transport: Transport, index: int, *, parties: list[str], timeout:
         missing = field(msg, "missing", bool)
         width = nb + 1 if missing else nb
         cand = nb * (2 if missing else 1)
-        onehots, reals, ys = [], [], []
+        # the one-hot matrix stays in the parties' blocks (joined by rows horizontally, by
+        # features vertically): server 1 turns each upload into E in place, server 0 fills
+        # an empty block from the party's seed stream, whose words after the matrix's are
+        # its shares of the candidate mask and the labels
+        onehot, rest, at = [], [], [0, 0]
         for i, (p, (rows, feats)) in enumerate(zip(parties, blocks)):
             shapes = [(feats * width, rows), (feats * cand,)] + ([(rows,)] if horizontal or i == label_party else [])
             m = box.recv("odata", p)
-            got = share_from_seed(field(m, "seed", bytes), shapes) if index == 0 else \
-                [_array(m, k, s) for k, s in zip(("onehot", "real", "y"), shapes)]
-            onehots.append(got[0])
-            reals.append(got[1])
-            if len(got) > 2:
-                ys.append(got[2])
-        engine.load_onehot(np.concatenate(onehots, axis=1 if horizontal else 0))
-        real = reals[0] if horizontal else np.concatenate(reals)     # horizontally every party's is the same
-        del onehots
-        y = np.concatenate(ys)
+            if index == 0:
+                stream = Randomness(field(m, "seed", bytes))
+                onehot.append((at[0], at[1], np.empty(shapes[0], np.uint64), stream))
+                rest.append((stream, shapes[1:]))
+            else:
+                got = [_array(m, k, s) for k, s in zip(("onehot", "real", "y"), shapes)]
+                store = got[0] if got[0].flags.writeable else got[0].copy()
+                onehot.append((at[0], at[1], store, None))
+                rest.append((None, got[1:]))
+            at[1 if horizontal else 0] += rows if horizontal else feats * width
+        engine.load_onehot(F * width, n, onehot)
+        del onehot
+        got = [[stream.uint64(s) for s in parts] if stream is not None else parts for stream, parts in rest]
+        real = got[0][0] if horizontal else np.concatenate([g[0] for g in got])   # horizontally all the same
+        y = np.concatenate([g[1] for g in got if len(g) > 1])
         learner = Learner(engine, n, F, nb, TrainParams.from_dict(field(msg, "params", dict)).to_dict(), missing,
                           real)
         transport.send(me, ANALYST, "oysum", {"share": np.array([y.sum(dtype=np.uint64)])})
