@@ -215,18 +215,25 @@ def code_rows(code_keys: np.ndarray, items: np.ndarray, fns: np.ndarray) -> np.n
 
 
 @njit(cache=True, nogil=True)
-def _receiver_outputs(t_rows, bins, out):
+def _hash_rows(rows, at, numbers, out):
     w = np.empty(64, np.int64)
     st = np.empty(8, np.int64)
-    for k in range(bins.shape[0]):
-        out[k, 0], out[k, 1] = _hash_row(t_rows[bins[k]], bins[k], w, st)
+    for k in range(at.shape[0]):
+        out[k, 0], out[k, 1] = _hash_row(rows[at[k]], numbers[k], w, st)
     return out
 
 
+def hash_rows(rows: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+    """H(numbers[k], rows[k]) for every k: (len(rows), 2) uint64."""
+    numbers = np.asarray(numbers, dtype=np.int64)
+    return _hash_rows(np.ascontiguousarray(rows, dtype=np.uint64), np.arange(len(numbers)), numbers,
+                      np.empty((len(numbers), 2), np.uint64))
+
+
 def receiver_outputs(t_rows: np.ndarray, bins: np.ndarray) -> np.ndarray:
-    """R's PRF values H(j, t_j) at rows `bins`: (len(bins), 2) uint64."""
+    """R's PRF values H(j, t_j) at rows j in `bins`: (len(bins), 2) uint64."""
     bins = np.asarray(bins, dtype=np.int64)
-    return _receiver_outputs(t_rows, bins, np.empty((len(bins), 2), np.uint64))
+    return _hash_rows(t_rows, bins, bins, np.empty((len(bins), 2), np.uint64))
 
 
 @njit(cache=True, nogil=True)

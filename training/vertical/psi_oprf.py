@@ -39,7 +39,7 @@ from numba import njit
 
 from ppxgb.crypto import aes, ot, prf
 from ppxgb.crypto.sharing import Randomness
-from ppxgb.errors import ProtocolError
+from ppxgb.errors import ParameterError, ProtocolError
 from ppxgb.transport import Transport
 
 N_FUNCTIONS = 3
@@ -112,7 +112,10 @@ def _cuckoo(bins, m, max_kicks, seed):
 def cuckoo(bins: np.ndarray, m: int, rand: Randomness) -> tuple[np.ndarray, np.ndarray] | None:
     """(table, fn): the item in each bin (-1: empty) and the function that put it there,
     or None when insertion failed (the caller draws a new seed)."""
-    table, fn, ok = _cuckoo(np.ascontiguousarray(bins), int(m), MAX_KICKS, int(rand.words(1)[0] >> np.uint64(33)))
+    bins = np.ascontiguousarray(bins, dtype=np.int64)
+    if bins.size and (bins.min() < 0 or bins.max() >= m):
+        raise ParameterError.bad("bins", f"positions in [0, {m})", f"[{bins.min()}, {bins.max()}]")
+    table, fn, ok = _cuckoo(bins, int(m), MAX_KICKS, int(rand.words(1)[0] >> np.uint64(33)))
     return (table, fn) if ok else None
 
 
@@ -185,6 +188,11 @@ class Leader:
         return pos
 
 
+def choice_bits(rand: Randomness) -> np.ndarray:
+    """P's secret choice vector s: WIDTH uniform bits, fresh per run."""
+    return np.unpackbits(rand.words(ot.WORDS).view(np.uint8), bitorder="little").astype(bool)
+
+
 def follower(transport: Transport, me: str, setup, digests: np.ndarray, rand: Randomness,
              timeout: float | None) -> None:
     """P's side, from L's setup message to sending its PRF values (digests in P's
@@ -195,7 +203,7 @@ def follower(transport: Transport, me: str, setup, digests: np.ndarray, rand: Ra
     if not isinstance(m, int) or isinstance(m, bool) or not SPARE_BINS <= m <= 2**40:
         raise ProtocolError(f"stage {setup.stage!r} from {leader}: 'bins' should be an int >= {SPARE_BINS}")
     big_a = _array(setup, "a", np.uint8, (1, ot.POINT)).tobytes()
-    s_bits = np.unpackbits(rand.words(ot.WORDS).view(np.uint8), bitorder="little").astype(bool)
+    s_bits = choice_bits(rand)
     b_points, keys = ot.base_ot_receive(big_a, s_bits, rand)
     transport.send(me, leader, "psi_oprf_ot", {"b": b_points})
     hash_keys, code_keys = public_keys(seed)
