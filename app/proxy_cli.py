@@ -7,7 +7,7 @@
         --model NAME --user alice --key-out alice.key       (through a running proxy service)
     ppxgb proxy serve --model NAME=model.json --server-url https://... \
         --server-admin-token-file server.token --admin-token-file proxy.token \
-        --keystore DIR --master-key-file master.key --tls-cert c.pem --tls-key k.pem [--workers N]
+        --keystore DIR --master-key-file master.key --tls-cert c.pem --tls-key k.pem [--workers N] [--key-pool N]
 """
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ def register(subparsers) -> None:
     _serve_args(p, 8441)
     p.add_argument("--workers", type=int, default=1,
                    help="uvicorn worker processes sharing --keystore (each enrols independently)")
+    p.add_argument("--key-pool", type=int, default=4,
+                   help="users' Paillier key pairs (with encryption randomness) each worker keeps ready, "
+                        "made in the background by a low-priority process; 0 generates every key inline")
     p.set_defaults(func=_serve)
 
 
@@ -198,6 +201,8 @@ def _serve(args) -> int:
 
     if args.workers < 1:
         raise ParameterError.bad("--workers", "an integer >= 1", args.workers)
+    if args.key_pool < 0:
+        raise ParameterError.bad("--key-pool", "an integer >= 0", args.key_pool)
     models = {}
     for spec in args.model:
         name, sep, path = spec.partition("=")
@@ -214,7 +219,8 @@ def _serve(args) -> int:
                              keystore=os.path.abspath(args.keystore),
                              master_key_file=os.path.abspath(args.master_key_file),
                              server_ca=os.path.abspath(args.server_ca) if args.server_ca else None,
-                             insecure_http=args.insecure_http, key_bits=args.key_bits, scheme=args.scheme)
+                             insecure_http=args.insecure_http, key_bits=args.key_bits, scheme=args.scheme,
+                             key_pool=args.key_pool)
     settings.build()                            # every secret readable and well-formed, the key store usable
     os.environ.update(settings.to_env())        # each worker builds its own app from these (uvicorn's factory)
     announce_when_ready("proxy", args.host, args.port, not args.insecure_http)

@@ -19,6 +19,10 @@ can enrol at once.  Each worker builds its app with `app_from_env` from the sett
 PPXGB_PROXY_SETTINGS (file paths and public values only; the secrets stay in their 0600
 files and every worker reads them itself).
 
+Each worker keeps its own key pool (`ProxySettings.key_pool` users' Paillier key pairs
+with their encryption randomness, made by a low-priority helper process; see
+proxy/keypool.py), started and stopped with the app's lifespan.
+
 Enrolling needs only the base install (the upload goes through httpx); the HTTP app
 needs the `serve` extra, so fastapi and pydantic are imported inside `create_app`.
 (No `from __future__ import annotations` here: FastAPI reads the endpoint's parameter
@@ -26,6 +30,7 @@ types from the function, and they are classes local to `create_app`.)
 """
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -104,6 +109,7 @@ class ProxySettings:
     insecure_http: bool = False
     key_bits: int = 2048
     scheme: str = "ope"
+    key_pool: int = 4
 
     def to_env(self) -> dict[str, str]:
         return {ENV_SETTINGS: json.dumps(self.__dict__)}
@@ -125,7 +131,7 @@ class ProxySettings:
         link = ScoringServerLink(lambda: http_client(self.server_url, self.server_ca, self.insecure_http,
                                                      server_token))
         models = {name: Ensemble.load(path) for name, path in self.models.items()}
-        return create_app(Proxy(self.key_bits, scheme=self.scheme), models, link,
+        return create_app(Proxy(self.key_bits, scheme=self.scheme, key_pool=self.key_pool), models, link,
                           KeyStore(self.keystore, load_master_key(self.master_key_file)),
                           read_token(self.admin_token_file))
 
@@ -137,7 +143,8 @@ def app_from_env():
 
 def create_app(proxy: Proxy, models: dict[str, Ensemble], link: ScoringServerLink,
                keystore: KeyStore, admin_token: str):
-    """The proxy's FastAPI app: admin-authorised enrolment of users for `models`."""
+    """The proxy's FastAPI app: admin-authorised enrolment of users for `models`.
+    The app's lifespan runs the proxy's key pool (sized for the largest model)."""
     if not admin_token or len(admin_token) < 16:
         raise ParameterError.bad("admin_token", "a token of at least 16 characters", "a short token")
     try:
@@ -158,7 +165,15 @@ def create_app(proxy: Proxy, models: dict[str, Ensemble], link: ScoringServerLin
         access_token: str
         keys: str = Field(description="the user's key file (ppxgb.keys v1), base64")
 
-    app = FastAPI(title="ppxgb proxy", version="1",
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        proxy.prepare(*models.values())
+        try:
+            yield
+        finally:
+            proxy.close()
+
+    app = FastAPI(title="ppxgb proxy", version="1", lifespan=lifespan,
                   description="Issues per-user keys and encrypted models for encrypted XGBoost inference.")
     declare_bearer(app)
 

@@ -121,8 +121,8 @@ class FastEncryptor:
                 mask = self._masks.pop()
             else:
                 mask = self._mask(r_values[i] if r_values is not None else self._randbits(self.exponent_bits))
-            gm = (1 + self.n * (gmpy2.mpz(m) % self.n)) % self.nsquare
-            out.append(int(gm * mask % self.nsquare))
+            # (1 + n*m) * mask = mask + n * (m * mask mod n)  (mod n**2): no 4096-bit product
+            out.append(int((mask + self.n * ((gmpy2.mpz(m) % self.n) * (mask % self.n) % self.n)) % self.nsquare))
         return out
 
     def encrypt_fixed(self, values) -> list[int]:
