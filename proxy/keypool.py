@@ -87,6 +87,7 @@ class KeyPool:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ParameterError.bad("key_pool", "a whole number of keys, 0 or more", size)
         self.size, self.key_bits, self.ciphertexts = size, key_bits, 0
+        self.taken = 0                       # entries handed out so far
         self._ready: collections.deque[PooledKey] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -128,6 +129,7 @@ class KeyPool:
                 entry = self._ready.popleft()
                 self._cond.notify_all()
                 if entry.private_key.public_key.n.bit_length() == key_bits:
+                    self.taken += 1
                     return entry
             return None
 
