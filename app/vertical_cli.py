@@ -55,10 +55,12 @@ def cmd_vparty(args: argparse.Namespace) -> int:
         others = [q for q in peers.parties if q != lh]
         if is_lh:
             if args.id_column:
-                order, _ = psi.run_psi_leader(transport, args.name, others, ids, timeout=args.step_timeout)
+                order, _ = psi.run_psi_leader(transport, args.name, others, ids, timeout=args.step_timeout,
+                                              protocol=args.psi)
                 X, y = X.iloc[order], np.asarray(y)[order]
                 if args.eval_data:
-                    order, _ = psi.run_psi_leader(transport, args.name, others, ids_v, timeout=args.step_timeout)
+                    order, _ = psi.run_psi_leader(transport, args.name, others, ids_v, timeout=args.step_timeout,
+                                                  protocol=args.psi)
                     Xv, yv = Xv.iloc[order], np.asarray(yv)[order]
             evals = [("valid", Xv, yv, None)] if args.eval_data else None
             model = run_label_holder(transport, args.name, X, y, params, args.rounds, parties=peers.parties,
@@ -124,7 +126,7 @@ def cmd_vfederation(args: argparse.Namespace) -> int:
                 if name == lh:
                     out[name] += eval_flags(args.early_stopping_rounds)
             if name == lh:
-                out[name] += ["--label", args.label or "", "--params", json.dumps(params),
+                out[name] += ["--psi", args.psi, "--label", args.label or "", "--params", json.dumps(params),
                               "--rounds", str(args.rounds), "--out", str(plan.model_tmp),
                               "--progress", plan.progress]
         out[dealer] = plan.base + ["vdealer", "--name", dealer] + plan.common
@@ -141,6 +143,8 @@ def register(subparsers) -> None:
     add_role_options(p)
     p.add_argument("--data", required=True, help="this party's columns: CSV with a header, or .npz")
     p.add_argument("--id-column", help="align rows with the other parties by PSI on this column")
+    p.add_argument("--psi", choices=("auto", "ecdh", "oprf"), default="auto",
+                   help="PSI protocol, chosen by the label holder (auto: OPRF from 1,000 IDs, else Diffie-Hellman)")
     p.add_argument("--label", help="label column (label holder only)")
     add_categorical_option(p)
     p.add_argument("--params", help="XGBoost parameters as JSON or @file (label holder only)")
@@ -162,6 +166,8 @@ def register(subparsers) -> None:
                               help="simulate vertical training on loopback, every role a separate process")
     p.add_argument("--data", nargs="+", required=True, help="one CSV or .npz per party, in party order")
     p.add_argument("--id-column", help="patient-ID column present in every file (rows aligned by PSI)")
+    p.add_argument("--psi", choices=("auto", "ecdh", "oprf"), default="auto",
+                   help="PSI protocol (auto: OPRF from 1,000 label-holder IDs, else Diffie-Hellman)")
     p.add_argument("--label", help="label column of the label party's file")
     p.add_argument("--label-party", type=int, default=0, help="index of the label holder in --data")
     add_categorical_option(p)

@@ -25,6 +25,7 @@ import xgboost as xgb
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from ppxgb.crypto.sharing import Randomness
+from ppxgb.errors import ParameterError
 from ppxgb.training import train_vertical
 from ppxgb.training.vertical import psi
 
@@ -252,8 +253,9 @@ def test_intersection_is_the_plain_set_intersection(case, protocol):
 
 @pytest.mark.slow
 def test_model_does_not_depend_on_the_secret_order(monkeypatch):
-    """Three trainings over PSI: two under fresh secret permutations and one in the label
-    holder's file order give the same model, bit for bit."""
+    """Four trainings over PSI: three under fresh secret permutations (two by the
+    Diffie-Hellman PSI, one by the OPRF PSI) and one in the label holder's file order
+    give the same model, bit for bit."""
     rng = np.random.default_rng(4)
     n = 800
     X = rng.integers(0, 10, size=(n, 6)).astype(float)
@@ -264,11 +266,14 @@ def test_model_does_not_depend_on_the_secret_order(monkeypatch):
     lh = lh.sort_values("y", kind="stable")
     params = {"objective": "binary:logistic", "max_depth": 3}
 
-    def margins():
-        booster = train_vertical(params, [lh, fh], "y", num_boost_round=3, id_column="pid")
+    def margins(protocol="ecdh"):
+        booster = train_vertical(params, [lh, fh], "y", num_boost_round=3, id_column="pid", psi_protocol=protocol)
         return booster.predict(xgb.DMatrix(pd.DataFrame(X, columns=list("abcdef"))), output_margin=True)
 
-    first, second = margins(), margins()
+    first, second, by_oprf = margins(), margins(), margins("oprf")
     monkeypatch.setattr(psi, "leader_permutation", lambda rand, n: np.arange(n))
     np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(first, by_oprf)
     np.testing.assert_array_equal(first, margins())
+    with pytest.raises(ParameterError, match="psi protocol"):
+        train_vertical(params, [lh, fh], "y", num_boost_round=1, id_column="pid", psi_protocol="kkrt")

@@ -101,15 +101,17 @@ def run_vertical_federation(params: dict[str, Any], parties: Sequence[Any], labe
                             num_boost_round: int = 10, n_servers: int = 2, id_column: str | None = None,
                             transport: Transport | None = None, progress=None,
                             timeout: float | None = 600.0, weight=None,
-                            feature_types=None, evals=None, evaluation=None) -> tuple[Ensemble, Transport]:
+                            feature_types=None, evals=None, evaluation=None,
+                            psi_protocol: str = "auto") -> tuple[Ensemble, Transport]:
     """Run PSI (with id_column), then every vertical role as a thread; returns (model, transport)."""
     TrainParams.from_dict(params)
+    psi.choose_protocol(psi_protocol, 0)
     feats, names, ids, y = prepare_blocks(parties, label, label_party, id_column)
     feats, names, w = take_weight(feats, names, weight, label_party)
     party_names, lh, dealer = role_names(len(parties), label_party, n_servers)
     transport = transport or InMemoryTransport()
     if id_column is not None:
-        orders = psi.run_psi_federation(transport, party_names, lh, ids, timeout=timeout)
+        orders = psi.run_psi_federation(transport, party_names, lh, ids, timeout=timeout, protocol=psi_protocol)
         feats = [_take(X, o) for X, o in zip(feats, orders)]
         y = np.asarray(y).ravel()
         if len(y) != len(ids[label_party]):
@@ -122,7 +124,8 @@ def run_vertical_federation(params: dict[str, Any], parties: Sequence[Any], labe
         names = [n if n is not None else [f"{party_names[i]}_f{j}" for j in range(_ncols(feats[i]))]
                  for i, n in enumerate(names)]
     types = _types_per_party(feature_types, feats)
-    val_fh, val_lh = eval_blocks(evals, label, weight, label_party, id_column, transport, party_names, lh, timeout)
+    val_fh, val_lh = eval_blocks(evals, label, weight, label_party, id_column, transport, party_names, lh, timeout,
+                                 psi_protocol)
     if evaluation is None and evals:
         evaluation = Evaluation(TrainParams.from_dict(params), [e[0] for e in val_lh], None, verbose_eval=False)
     helpers = [(q, run_feature_holder, (transport, q, feats[i]),
@@ -163,7 +166,7 @@ def train_vertical(params: dict[str, Any], parties: Sequence[Any], label, label_
                    num_boost_round: int = 10, n_servers: int = 2, id_column: str | None = None, *,
                    weight=None, evals=None, early_stopping_rounds: int | None = None, evals_result: dict | None = None,
                    callbacks=None, verbose_eval: bool | int = True, maximize: bool | None = None, feature_types=None, progress=None, transport: Transport | None = None,
-                   timeout: float | None = 600.0):
+                   timeout: float | None = 600.0, psi_protocol: str = "auto"):
     """Train one XGBoost model over institutions that hold different columns of the same patients.
 
     parties: column blocks (numpy arrays or DataFrames), one per institution; rows must be
@@ -178,6 +181,8 @@ def train_vertical(params: dict[str, Any], parties: Sequence[Any], label, label_
     validation blocks per party, aligned like the training blocks (PSI on id_column,
     else by position); labels from the label column (or y), weights from the weight
     column (or w), at the label holder, which scores every round itself.
+    psi_protocol: "auto" (the default: the OPRF PSI from 1,000 label-holder IDs, the
+    Diffie-Hellman PSI below), "ecdh" or "oprf" (docs/vertical.md compares them).
     early_stopping_rounds, evals_result, callbacks, verbose_eval and maximize as in
     xgboost.train.
 
@@ -195,7 +200,7 @@ def train_vertical(params: dict[str, Any], parties: Sequence[Any], label, label_
     evaluation = Evaluation(p, _eval_names(evals), None, callbacks, early_stopping_rounds, verbose_eval, maximize)
     model, _ = run_vertical_federation(params, parties, label, label_party, num_boost_round, n_servers,
                                        id_column, transport, progress, timeout, weight, feature_types, evals=evals,
-                                       evaluation=evaluation)
+                                       evaluation=evaluation, psi_protocol=psi_protocol)
     return evaluation.finish(model.to_booster(), evals_result)
 
 
@@ -208,7 +213,8 @@ def _eval_names(evals) -> list[str]:
 
 
 def eval_blocks(evals, label, weight, label_party: int, id_column: str | None, transport: Transport,
-                party_names: list[str], lh: str, timeout) -> tuple[list[dict], list[tuple]]:
+                party_names: list[str], lh: str, timeout,
+                psi_protocol: str = "auto") -> tuple[list[dict], list[tuple]]:
     """Each eval set's blocks, aligned as the training blocks are (PSI on id_column, one
     run per set): ({name: block} per party, [(name, X, y, w)] for the label holder)."""
     per_party: list[dict] = [{} for _ in party_names]
@@ -230,7 +236,7 @@ def eval_blocks(evals, label, weight, label_party: int, id_column: str | None, t
         feats, _, w = take_weight(feats, names, w_given, label_party)
         y = np.asarray(y).ravel()
         if id_column is not None:
-            orders = psi.run_psi_federation(transport, party_names, lh, ids, timeout=timeout)
+            orders = psi.run_psi_federation(transport, party_names, lh, ids, timeout=timeout, protocol=psi_protocol)
             feats = [_take(X, o) for X, o in zip(feats, orders)]
             y = y[orders[label_party]]
             w = w[orders[label_party]] if w is not None else None
