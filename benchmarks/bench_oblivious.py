@@ -9,13 +9,16 @@ binary:logistic, max_bin 128, depth 4, rows split evenly over --parties parties
 them sent, encoded as on the network.  Setup (bin agreement and the upload of the
 shared one-hot matrix) is reported apart from the per-tree figures, which are timed
 between the analyst's receipts of consecutive trees.  Plaintext xgboost (hist) runs on
-the same data in the same process first.  Prints one markdown row per configuration.
+the same data in the same process first.  Prints one markdown row per configuration,
+with the process's peak resident memory (every role together) and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import resource
 import time
 
 import numpy as np
@@ -73,9 +76,12 @@ def main() -> None:
     r = run(a.rows, a.features, a.trees, a.parties, a.max_bin, a.depth)
     print(f"# {platform.processor() or platform.machine()}, {a.trees} trees, depth {a.depth}, "
           f"max_bin {a.max_bin}, binary:logistic")
-    print("| rows | features | parties | setup s | setup MB | s per tree | MB per tree | xgboost s per tree |")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6          # kB on Linux
+    print("| rows | features | parties | setup s | setup MB | s per tree | MB per tree | xgboost s per tree "
+          "| peak GB | load |")
     print(f"| {r['rows']:,} | {r['features']} | {r['parties']} | {r['setup_s']:.1f} | {r['setup_bytes'] / 1e6:,.0f} "
-          f"| {r['tree_s']:.1f} | {r['tree_bytes'] / 1e6:,.0f} | {r['plain_s']:.4f} |")
+          f"| {r['tree_s']:.1f} | {r['tree_bytes'] / 1e6:,.0f} | {r['plain_s']:.4f} | {peak:.1f} "
+          f"| {os.getloadavg()[0]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -133,10 +133,11 @@ def onehot_blocks(B: np.ndarray, i: int) -> list:
     return out
 
 
-@pytest.mark.parametrize("chunk, mask_chunk", [(1 << 20, 1 << 22), (300, 700)])
-def test_engine_primitives_against_numpy(chunk, mask_chunk, monkeypatch):
+@pytest.mark.parametrize("chunk, mask_chunk, mask_keep", [(1 << 20, 1 << 22, 1 << 27), (300, 700, 0)])
+def test_engine_primitives_against_numpy(chunk, mask_chunk, mask_keep, monkeypatch):
     monkeypatch.setattr(engine_mod, "CHUNK", chunk)          # 300: comparisons in several rounds
-    monkeypatch.setattr(dealer_mod, "MASK_CHUNK", mask_chunk)  # 700: the mask two rows at a time
+    monkeypatch.setattr(dealer_mod, "MASK_CHUNK", mask_chunk)  # 700: the mask two rows at a time,
+    monkeypatch.setattr(dealer_mod, "MASK_KEEP", mask_keep)    # regenerated for every product
     rng = np.random.default_rng(1)
     x = rng.normal(size=2000) * 1000
     y = rng.normal(size=2000)

@@ -21,8 +21,9 @@ Kinds (role 0's draws / role 1's draws / the correction for role 1):
                    held both ways
 
 The mask of the one-hot matrix is as large as the matrix (K x n words: 7.7 GB at
-25,000 rows x 300 features x 128 bins), so no role keeps it: a server and the dealer
-regenerate it from its seeds, MASK_CHUNK words at a time, for every product with it.
+25,000 rows x 300 features x 128 bins), so a role keeps it only up to MASK_KEEP words:
+beyond that a server and the dealer regenerate it from its seeds, MASK_CHUNK words at a
+time, for every product with it.
 """
 
 from __future__ import annotations
@@ -40,21 +41,39 @@ from .kernels import gram, route
 
 #: AND gates per word of the borrow circuit: two per round for shifts 1..16, one for 32
 AND_GATES = 11
-#: words of the one-hot matrix's mask regenerated at a time (32 MB)
+#: words of the one-hot matrix's mask generated at a time (32 MB)
 MASK_CHUNK = 1 << 22
+#: a mask of at most this many words (1 GiB) is kept once generated; a larger one is
+#: regenerated for every product (7.7 GB at 25,000 rows x 300 features x 128 bins)
+MASK_KEEP = 1 << 27
 
 
-def mask_rows(keys, K: int, n: int):
-    """The mask (K, n) of the one-hot matrix regenerated from its seeds, as (first row,
-    rows) chunks of about MASK_CHUNK words: the sum of the key streams (one key: a
-    server's share; both: the dealer's A)."""
-    streams = [Randomness(np.ascontiguousarray(k, np.uint64).tobytes()) for k in keys]
-    step = max(1, MASK_CHUNK // max(n, 1))
-    for k0 in range(0, K, step):
-        A = streams[0].uint64((min(step, K - k0), n))
-        for s in streams[1:]:
-            A += s.uint64(A.shape)
-        yield k0, A
+class Mask:
+    """The mask (K, n) of the one-hot matrix from its seeds: the sum of the keys'
+    AES-CTR streams (one key: a server's share; both: the dealer's A)."""
+
+    def __init__(self, keys, K: int, n: int):
+        self.keys, self.K, self.n = [np.ascontiguousarray(k, np.uint64).tobytes() for k in keys], K, n
+        self._kept: np.ndarray | None = None
+
+    def rows(self):
+        """(first row, rows) chunks of about MASK_CHUNK words, in order; read-only to
+        the caller (they may be views of the kept mask)."""
+        step = max(1, MASK_CHUNK // max(self.n, 1))
+        if self._kept is not None:
+            for k0 in range(0, self.K, step):
+                yield k0, self._kept[k0:k0 + step]
+            return
+        streams = [Randomness(k) for k in self.keys]
+        keep = np.empty((self.K, self.n), np.uint64) if self.K * self.n <= MASK_KEEP else None
+        for k0 in range(0, self.K, step):
+            A = streams[0].uint64((min(step, self.K - k0), self.n))
+            for s in streams[1:]:
+                A += s.uint64(A.shape)
+            if keep is not None:
+                keep[k0:k0 + len(A)] = A
+            yield k0, A
+        self._kept = keep
 
 
 def _bit(rng: Randomness, size: int) -> np.ndarray:
@@ -101,14 +120,14 @@ def draw(kind: str, rng: Randomness, role: int, sizes: dict) -> dict[str, np.nda
 def correct(kind: str, m0: dict, m1: dict, sizes: dict, state: dict) -> dict[str, np.ndarray]:
     """The dealer's correction for server 1, from both servers' draws."""
     if kind == "mask":
-        state["mask"] = (m0["key"], m1["key"])
+        state["mask"] = Mask((m0["key"], m1["key"]), sizes["K"], sizes["n"])
         return {}
     if kind == "triple":
         return {"c": (m0["a"] + m1["a"]) * (m0["b"] + m1["b"]) - m0["c"]}
     if kind in ("gram", "route"):
         V = m0["V"] + m1["V"]
         Z = np.zeros((sizes["K"], sizes["m"]) if kind == "gram" else (sizes["n"], sizes["m"]), np.uint64)
-        for k0, A in mask_rows(state["mask"], sizes["K"], sizes["n"]):
+        for k0, A in state["mask"].rows():
             if kind == "gram":
                 Z[k0:k0 + len(A)] = gram(A, V)                 # Z = A V^T
             else:

@@ -26,7 +26,7 @@ import numpy as np
 from ppxgb.errors import ProtocolError
 from ppxgb.transport import Transport
 
-from .dealer import Correlations, mask_rows
+from .dealer import Correlations, Mask
 from .kernels import gram, route
 from .mailbox import Mailbox
 
@@ -54,7 +54,7 @@ class Engine:
         self.corr = corr
         self.K = self.n = 0                     # the one-hot matrix's shape
         self.E: list = []                       # its opened masked blocks (first row, first column, E)
-        self.mask_key: np.ndarray | None = None  # the seed of this server's share of the mask
+        self.mask: Mask | None = None            # this server's share of the mask, from its seed
 
     # ---------------------------------------------------------------- plumbing
     def exchange(self, *arrays: np.ndarray, op: str = "add") -> list[np.ndarray]:
@@ -211,10 +211,10 @@ class Engine:
         if sum(store.size for _, _, store, _ in blocks) != K * n:
             raise ProtocolError(f"{self.me}: the one-hot blocks do not tile a ({K}, {n}) matrix")
         self.K, self.n = K, n
-        self.mask_key = self.corr.get("mask", K=K, n=n)["key"]
-        for k0, half in mask_rows([self.mask_key], K, n):
-            k1 = k0 + len(half)
-            np.negative(half, out=half)                     # -A_i, then + B_i block by block
+        self.mask = Mask([self.corr.get("mask", K=K, n=n)["key"]], K, n)
+        for k0, A in self.mask.rows():
+            k1 = k0 + len(A)
+            half = np.negative(A)                           # -A_i, then + B_i block by block
             spans = []
             for b0, c0, store, stream in blocks:
                 lo, hi = max(k0, b0), min(k1, b0 + len(store))
@@ -234,7 +234,7 @@ class Engine:
         t = self.corr.get("gram", K=self.K, n=self.n, m=MT.shape[0])
         (F,) = self.open(MT - t["V"])
         out = np.array(t["Z"])                  # server 1's came in a message: read-only
-        for k0, A in mask_rows([self.mask_key], self.K, self.n):
+        for k0, A in self.mask.rows():
             out[k0:k0 + len(A)] += gram(A, F)
         G = F + t["V"] if self.index == 0 else t["V"]
         for k0, c0, E in self.E:
@@ -246,7 +246,7 @@ class Engine:
         t = self.corr.get("route", K=self.K, n=self.n, m=W.shape[1])
         (F,) = self.open(W - t["V"])
         out = np.array(t["Z"])                  # server 1's came in a message: read-only
-        for k0, A in mask_rows([self.mask_key], self.K, self.n):
+        for k0, A in self.mask.rows():
             out += route(A, F[k0:k0 + len(A)])
         G = F + t["V"] if self.index == 0 else t["V"]
         for k0, c0, E in self.E:
