@@ -179,3 +179,11 @@ def test_the_service_lifespan_starts_and_stops_the_pool(model, tmp_path):
         assert proxy.pool.wait_full(120)
         helper = proxy.pool._helper
     assert helper.poll() is not None and not proxy.pool._thread.is_alive()
+
+
+def test_proxy_serve_refuses_a_negative_key_pool(capsys):
+    from ppxgb.app.cli import main
+
+    code = main(["proxy", "serve", "--model", "m=model.json", "--admin-token-file", "a.token", "--keystore", "ks",
+                 "--master-key-file", "master.key", "--key-pool", "-1", "--insecure-http"])
+    assert code == 2 and "--key-pool" in capsys.readouterr().err
