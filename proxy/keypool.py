@@ -13,7 +13,8 @@ one multiplication per leaf ((1 + n*m) * r mod n**2).
 * It talks to the pool over its stdin/stdout pipes only; key material never touches a
   file.  Request: (key_bits, count), 8 bytes.  Answer: one frame, see `encode_entry`.
 * `take` hands each entry out once and never blocks: with the pool empty, the caller
-  generates inline, exactly as without a pool.
+  generates inline, exactly as without a pool.  A forked child's copy of the pool hands
+  out nothing (its entries are the parent's).
 * `close` stops the helper and the filling thread; so does the end of the interpreter
   (the thread is a daemon, and the helper exits at end of file on its stdin).
 """
@@ -88,6 +89,7 @@ class KeyPool:
             raise ParameterError.bad("key_pool", "a whole number of keys, 0 or more", size)
         self.size, self.key_bits, self.ciphertexts = size, key_bits, 0
         self.taken = 0                       # entries handed out so far
+        self._owner = os.getpid()            # only this process hands entries out
         self._ready: collections.deque[PooledKey] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -125,6 +127,9 @@ class KeyPool:
         """An entry for a key_bits-bit modulus, removed from the pool (it is never handed
         out again); None if none is ready.  Entries of another size are dropped."""
         with self._cond:
+            if os.getpid() != self._owner:
+                self._ready.clear()          # a forked copy of the pool: its entries belong to the parent
+                return None
             while self._ready:
                 entry = self._ready.popleft()
                 self._cond.notify_all()

@@ -187,3 +187,20 @@ def test_proxy_serve_refuses_a_negative_key_pool(capsys):
     code = main(["proxy", "serve", "--model", "m=model.json", "--admin-token-file", "a.token", "--keystore", "ks",
                  "--master-key-file", "master.key", "--key-pool", "-1", "--insecure-http"])
     assert code == 2 and "--key-pool" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_copy_of_the_pool_hands_out_nothing(model):
+    """A fork copies the ready entries; only the process that made the pool may use them."""
+    _, ensemble, _ = model
+    with warm_proxy(ensemble, 1) as proxy:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                            # the child: report what take() gives
+            os.write(write, b"none" if proxy.pool.take(BITS) is None else b"entry")
+            os._exit(0)
+        os.close(write)
+        got = os.read(read, 16)
+        os.waitpid(pid, 0)
+        assert got == b"none"
+        assert proxy.pool.take(BITS) is not None                # the parent still has its entry
