@@ -204,3 +204,17 @@ def test_a_forked_copy_of_the_pool_hands_out_nothing(model):
         os.waitpid(pid, 0)
         assert got == b"none"
         assert proxy.pool.take(BITS) is not None                # the parent still has its entry
+
+
+def test_an_entry_made_for_a_smaller_model_still_enrols_a_larger_one_exactly(model):
+    """Its masks cover the first leaves; the encryptor makes the rest itself."""
+    _, ensemble, X = model
+    y = (X[:, 0] - X[:, 3] > 0).astype(int)
+    larger = xgb.train({"objective": "binary:logistic", "max_depth": 4, "eta": 0.3, "seed": 0},
+                       xgb.DMatrix(X, label=y), 10)
+    with warm_proxy(ensemble, 1) as proxy:
+        entry = proxy.pool._ready[0]
+        enrollment = proxy.enroll(larger, user_id="bob")
+        assert enrollment.keys.paillier_n == entry.private_key.public_key.n
+        assert len(entry.masks) < len(enrollment.model.leaf_ciphers)
+    np.testing.assert_allclose(scores(enrollment, X), larger.predict(xgb.DMatrix(X)), rtol=1e-5, atol=1e-6)
