@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ppxgb demo
+	$(BIN)/ppxgb demo --dp-results benchmarks/RESULTS_dp.json
 
 test: $(STAMP) postgres chromium
 	$(BIN)/python -m pytest -q tests

@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     p.add_argument("--queries", type=int, default=100, help="encrypted patient queries to score")
     p.add_argument("--services", action="store_true",
                    help="run the proxy, the scoring server and every party as separate processes on loopback")
+    p.add_argument("--dp-results", metavar="JSON",
+                   help="add test AUC against epsilon to the report, from this results file of "
+                        "benchmarks/bench_dp.py --json (e.g. benchmarks/RESULTS_dp.json)")
     p.set_defaults(func=main)
 
 
@@ -83,9 +86,27 @@ def report_details(booster, X_test) -> dict[str, Any]:
             "importance": {str(k): float(v) for k, v in booster.get_score(importance_type="total_gain").items()}}
 
 
+def load_dp_results(path: str) -> dict[str, Any]:
+    """bench_dp's results document (app/report_dp.py), read before anything runs."""
+    import json
+
+    from ppxgb.errors import ParameterError
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ParameterError.bad("--dp-results", "a readable JSON file written by bench_dp.py --json",
+                                 f"{path} ({exc})") from None
+    from .report_dp import cells
+
+    cells(doc)
+    return doc
+
+
 def main(args: argparse.Namespace) -> int:
     from .report import write_report  # matplotlib (the `report` extra) only when run
 
+    dp_results = load_dp_results(args.dp_results) if getattr(args, "dp_results", None) else None
     clock = Clock()
     warm = warm_up()
     if args.services:
@@ -110,6 +131,7 @@ def main(args: argparse.Namespace) -> int:
                  "mode": "separate processes on loopback" if args.services else "in-process",
                  "kernel warm-up before timing (not in the timings)": f"{warm:.1f} s",
                  "seed": args.seed},
+        "dp": dp_results,
     }
     report = write_report(Path(args.out), results)
     print_summary(results, Path(report))

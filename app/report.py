@@ -38,6 +38,9 @@ The ``results`` schema (arrays may be lists or numpy arrays)::
         ...                                 # any other scalars are listed
       },
       "meta": {"title": "...", "dataset": "...", ...},   # optional; scalars listed
+      "dp": None | {...},                   # optional: bench_dp's JSON document
+                                            # (app/report_dp.py), adds test AUC
+                                            # against epsilon and its table
     }
 
 Model names ``federated`` and ``centralized`` get fixed colours; every other name is
@@ -53,6 +56,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 import numbers
 import os
@@ -68,6 +72,7 @@ from ppxgb.errors import ParameterError
 from ppxgb.files import write_atomic
 from ppxgb.wire import missing_extra
 
+from . import report_dp
 from .report_stats import auc_ci, calibration, sensitivity_specificity
 
 try:
@@ -328,8 +333,10 @@ def _versions() -> list[tuple[str, Any]]:
     return rows
 
 
-def _img(figure_id: str, b64: str, alt: str, caption: str) -> str:
-    return (f'<figure id="fig-{figure_id}"><img data-figure="{figure_id}" alt="{html.escape(alt)}" '
+def _img(figure_id: str, b64: str, alt: str, caption: str, data: Any = None) -> str:
+    """A figure; data, when given, is what it draws, as JSON in the img's data-series."""
+    series = f' data-series="{html.escape(json.dumps(data))}"' if data is not None else ""
+    return (f'<figure id="fig-{figure_id}"><img data-figure="{figure_id}" alt="{html.escape(alt)}"{series} '
             f'src="data:image/png;base64,{b64}"><figcaption>{html.escape(caption)}</figcaption></figure>')
 
 
@@ -405,6 +412,8 @@ def _render(results: Mapping) -> str:
             if diff < 0:
                 raise ParameterError.bad("results['inference']['max_abs_diff']", "a non-negative number", diff)
             tol = _number(ib.get("tolerance", DEFAULT_TOLERANCE), "results['inference']['tolerance']")
+
+    dp_cells = report_dp.cells(results["dp"]) if results.get("dp") is not None else None
 
     title = str(meta.get("title", "ppxgb demo report"))
     created = str(meta.get("created", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
@@ -496,6 +505,15 @@ def _render(results: Mapping) -> str:
                  for k, v in vb.get("parties", {}).items()]
         if rows:
             parts.append(_table(rows))
+
+    if dp_cells is not None:
+        parts.append("<h2>Differential privacy: test AUC against epsilon</h2>")
+        fig, drawn = report_dp.auc_figure(*dp_cells)
+        parts.append(_img("dp-auc", _png(fig), "test AUC against epsilon per dataset, mode and DP setting",
+                          "Mean test AUC (held-out 30%) over the seeds, shaded +-1 sd, against epsilon; dashed: "
+                          "the same series without DP; stars: published figures (other data). From "
+                          "benchmarks/bench_dp.py's results file.", drawn))
+        parts.append(_table(report_dp.table_rows(dp_cells[0]), ("dataset, mode, setting, epsilon", "test AUC")))
 
     if ib is not None:
         parts.append("<h2>Encrypted inference check</h2>")

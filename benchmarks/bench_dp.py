@@ -3,6 +3,7 @@
     python benchmarks/bench_dp.py                          # the full grid (minutes on 2 cores)
     python benchmarks/bench_dp.py --setting random --modes horizontal --out /tmp/dp.md
     python benchmarks/bench_dp.py --seeds 2 --datasets classification heart --out /tmp/dp.md
+    python benchmarks/bench_dp.py --setting random --modes vertical --json benchmarks/RESULTS_dp.json
 
 For each dataset, mode (horizontal: rows split over 2 parties, 2 compute servers;
 vertical: columns split over 2 parties, the label holder first), epsilon in
@@ -25,13 +26,21 @@ on the test split):
                 30 features: sensitivity sqrt(7) instead of sqrt(31)), depth 2, eta 1;
                 vertical: the same parameters, without the smaller sensitivity
     random      dp_split="random": splits drawn from the seed, one release of the
-                leaves' G/H totals per tree, depth 3, 100 rounds, eta 0.3 (horizontal
-                only; vertical cells are left empty)
+                leaves' G/H totals per tree, depth 3, 100 rounds, eta 0.3 (vertical:
+                the label holder releases them, with the intercept)
+
+--json PATH merges every cell measured (its per-seed AUCs, mean and sd, the setting
+and the command) into a machine-readable file, created if absent: a cell replaces the
+one of the same dataset, rows, mode, setting and epsilon, others are kept.
+benchmarks/RESULTS_dp.json is the one beside RESULTS_dp.md; `ppxgb demo --dp-results`
+draws AUC against epsilon from it in the report (app/report.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import platform
 import sys
@@ -53,6 +62,7 @@ EPSILONS = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0, None)
 PARAMS = {"objective": "binary:logistic", "max_depth": 4, "max_bin": 8, "eta": 0.5,
           "lambda": 1.0, "min_child_weight": 1.0, "verbosity": 0}
 ROUNDS = 10
+SCHEMA = "ppxgb-dp-auc/1"
 SETTINGS = {
     "histogram": ({}, ROUNDS),
     "colsample": ({"colsample_bytree": 0.2, "max_depth": 2, "eta": 1.0}, ROUNDS),
@@ -107,20 +117,23 @@ def main(argv=None) -> int:
     ap.add_argument("--setting", choices=sorted(SETTINGS), default="histogram",
                     help="the DP columns' parameters (module docstring)")
     ap.add_argument("--out", type=Path, help="also write the table (markdown) here")
+    ap.add_argument("--json", type=Path, help="merge the measured cells into this JSON file (module docstring)")
     args = ap.parse_args(argv)
     eps_list = EPSILONS if args.epsilons is None else tuple(e or None for e in args.epsilons)
     started = time.monotonic()
+    measured: list[dict] = []
     lines = ["| dataset | mode | " + " | ".join("no DP" if e is None else f"eps={e:g}" for e in eps_list) + " |",
              "|---|---|" + "---|" * len(eps_list)]
     for name in args.datasets:
         for mode in args.modes:
             cells = []
             for eps in eps_list:
-                if eps and mode == "vertical" and SETTINGS[args.setting][0].get("dp_split") == "random":
-                    cells.append("n/a")
-                    continue
                 aucs = [run_one(*load(name, args.rows, s), mode, eps, s, args.setting) for s in range(args.seeds)]
                 cells.append(f"{np.mean(aucs):.3f} ± {np.std(aucs):.3f}")
+                measured.append({"dataset": name, "rows": 920 if name == "heart" else args.rows, "mode": mode,
+                                 "setting": args.setting, "epsilon": eps, "seeds": args.seeds,
+                                 "mean": round(float(np.mean(aucs)), 4), "sd": round(float(np.std(aucs)), 4),
+                                 "aucs": [round(a, 4) for a in aucs]})
                 print(f"{name} {mode} eps={eps}: {cells[-1]} ({time.monotonic() - started:.0f}s)",
                       file=sys.stderr, flush=True)
             rows = "920" if name == "heart" else f"{args.rows:,}"
@@ -136,7 +149,22 @@ def main(argv=None) -> int:
     print(table)
     if args.out:
         args.out.write_text(table)
+    if args.json:
+        command = "python benchmarks/bench_dp.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        merge_json(args.json, measured, command)
     return 0
+
+
+def merge_json(path: Path, cells: list[dict], command: str) -> None:
+    """Merge measured cells into the results file (schema in the module docstring)."""
+    doc = json.loads(path.read_text()) if path.exists() else {"schema": SCHEMA, "results": []}
+    if doc.get("schema") != SCHEMA:
+        raise SystemExit(f"--json: {path} is not a {SCHEMA} file")
+    day = datetime.date.today().isoformat()
+    key = ("dataset", "rows", "mode", "setting", "epsilon")
+    new = {tuple(c[k] for k in key): {**c, "command": command, "measured": day} for c in cells}
+    doc["results"] = [c for c in doc["results"] if tuple(c[k] for k in key) not in new] + list(new.values())
+    path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":
