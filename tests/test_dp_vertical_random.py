@@ -230,3 +230,17 @@ def test_label_holder_pins_no_bin_from_sums_but_the_partitions_pin_some(extra, l
         assert len(views) == 5 * 16 and all(not hist[:-1].any() for _, _, hist, _, _ in views)
     pinned = partition_pins(log, truth)
     assert low <= pinned <= high, pinned
+
+
+def test_a_feature_holder_refuses_a_histogram_request_under_random_splits(monkeypatch):
+    """A label holder that asks for histograms anyway (the permutation protocol's level
+    request) is refused by the feature holder, naming dp_split, before it answers."""
+    histograms = VerticalSource.histograms
+
+    def asks_histograms(self, build):
+        self.random = False
+        return histograms(self, build)
+    monkeypatch.setattr(VerticalSource, "histograms", asks_histograms)
+    X, y = data(400)
+    with pytest.raises(Exception, match="vlevel under dp_split='random'"):
+        run(RANDOM, X, y, 1, timeout=30)

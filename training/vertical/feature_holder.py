@@ -5,6 +5,8 @@ protocol (k1 positions, from its sort-by-(node, bin) order hidden under the deal
 permutation) and the masked segment sums of the second, and computes the left bits of
 the splits on its own features.  Everything it receives is uniformly random ring words
 (z, z2, delta), the left bits of split nodes, and which of its features and bins split.
+Under dp_split="random" no level request comes: it receives only the splits on its
+features (drawn from the seed) and answers each with the left bit of every row.
 """
 
 from __future__ import annotations
