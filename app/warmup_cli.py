@@ -7,7 +7,8 @@ the first training or enrolment spends most of its time compiling (the demo's
 horizontal training: about 18 s cold, 1.3 s warm), which would read as protocol time.
 
 The warm-up runs each path once on a few dozen synthetic rows, in this process and on
-the in-memory transport: horizontal training, vertical training with PSI alignment,
+the in-memory transport: horizontal training, vertical training with PSI alignment (both
+protocols),
 both with category columns, and enrolment plus scoring under both threshold schemes.  Every kernel those paths call
 gets compiled and written to the cache; a second warm-up only loads it.  `make install`
 (and so `make demo` and `make test`) runs it.
@@ -53,8 +54,11 @@ def _vertical() -> Any:
     ids = np.arange(len(y))
     a = pd.DataFrame({"id": ids, "f0": X[:, 0], "f1": X[:, 1], "y": y})
     b = pd.DataFrame({"id": ids[::-1], "f2": X[::-1, 2], "f3": X[::-1, 3]})
-    return train_vertical({"objective": "binary:logistic", "max_depth": 3}, [a, b], label="y",
-                          num_boost_round=3, id_column="id")
+    booster = train_vertical({"objective": "binary:logistic", "max_depth": 3}, [a, b], label="y",
+                             num_boost_round=3, id_column="id")
+    train_vertical({"objective": "binary:logistic", "max_depth": 1}, [a, b], label="y", num_boost_round=1,
+                   id_column="id", psi_protocol="oprf")          # the OPRF PSI's kernels
+    return booster
 
 
 def _categorical() -> None:
