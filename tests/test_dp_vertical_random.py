@@ -244,3 +244,12 @@ def test_a_feature_holder_refuses_a_histogram_request_under_random_splits(monkey
     X, y = data(400)
     with pytest.raises(Exception, match="vlevel under dp_split='random'"):
         run(RANDOM, X, y, 1, timeout=30)
+
+
+def test_at_the_benchmarks_setting_the_partitions_pin_every_bin():
+    """100 trees of depth 3, max_bin 8 (bench_dp's `random` setting): the random splits'
+    bits narrow every (row, FH feature) pair to its bin (docs/vertical.md, README)."""
+    log: list = []
+    _, truth = lh_views("binary:logistic", max_bin=8, trees=100, log=log,
+                        extra={"dp_epsilon": 1.0, "dp_split": "random", "max_depth": 3})
+    assert partition_pins(log, truth) > 0.99
