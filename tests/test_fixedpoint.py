@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,6 +43,20 @@ def test_known_answer_with_pinned_randomness():
     b = share(ENC.encode(np.array([1.0, -2.0])), 3, rng2)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     np.testing.assert_array_equal(ENC.decode(reconstruct(a)), [1.0, -2.0])
+
+
+def test_stream_is_the_same_whatever_the_draws():
+    """Draws of any sizes (odd word counts split AES blocks; 2^21 + 5 words span the 8 MB
+    zero source), fresh or into a reused array, continue one AES-256-CTR key stream."""
+    key = bytes(range(32))
+    n = 3 + (1 << 21) + 5 + 7
+    enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+    expected = np.frombuffer(enc.update(bytes(8 * n)), np.uint64)
+    rng, buf = Randomness(key), np.empty(9, np.uint64)
+    got = [rng.words(3, buf).copy(), rng.words((1 << 21) + 5), rng.words(7, buf).copy()]
+    np.testing.assert_array_equal(np.concatenate(got), expected)
+    with pytest.raises(ParameterError, match="out"):
+        rng.words(8, buf)                    # 8 words need 10: CTR writes up to 15 bytes beyond
 
 
 def test_encoder_rejects_out_of_range_and_non_finite():

@@ -32,11 +32,18 @@ class Randomness:
             raise ParameterError.bad("key", "32 bytes", f"{len(key)} bytes")
         self._enc = Cipher(algorithms.AES(key), modes.CTR(b"\x00" * 16)).encryptor()
 
-    def words(self, n: int) -> np.ndarray:
+    def words(self, n: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The next n words; written into `out` (a contiguous uint64 array of at least
+        n + 2 words, reused by a caller that draws many chunks) when given."""
         # update_into a preallocated array, from a shared zero source in pieces of at
-        # most 8 MB: about 2.5-4.5 GB/s here, against 0.9 for a fresh zero source per call
-        out = np.empty(n + 2, np.uint64)         # CTR needs block size - 1 spare bytes
-        view = memoryview(out).cast("B")
+        # most 8 MB: about 3 GB/s here (4.8 into a reused array), against 0.9 for a
+        # fresh zero source per call
+        if out is None:
+            out = np.empty(n + 2, np.uint64)     # CTR needs block size - 1 spare bytes
+        elif out.dtype != np.uint64 or not out.flags.c_contiguous or out.size < n + 2:
+            raise ParameterError.bad("out", f"a contiguous uint64 array of at least {n + 2} words",
+                                     f"{out.dtype} {out.shape}")
+        view = memoryview(out.reshape(-1)).cast("B")
         for start in range(0, 8 * n, len(_ZEROS)):
             end = min(8 * n, start + len(_ZEROS))
             self._enc.update_into(_ZEROS[:end - start], view[start:end + 15])

@@ -58,7 +58,8 @@ class Mask:
 
     def rows(self):
         """(first row, rows) chunks of about MASK_CHUNK words, in order; read-only to
-        the caller (they may be views of the kept mask)."""
+        the caller, and valid until the next chunk (views of the kept mask, or of one
+        reused buffer)."""
         step = max(1, MASK_CHUNK // max(self.n, 1))
         if self._kept is not None:
             for k0 in range(0, self.K, step):
@@ -66,10 +67,12 @@ class Mask:
             return
         streams = [Randomness(k) for k in self.keys]
         keep = np.empty((self.K, self.n), np.uint64) if self.K * self.n <= MASK_KEEP else None
+        bufs = [np.empty(step * self.n + 2, np.uint64) for _ in streams]     # reused: no page faults
         for k0 in range(0, self.K, step):
-            A = streams[0].uint64((min(step, self.K - k0), self.n))
-            for s in streams[1:]:
-                A += s.uint64(A.shape)
+            size = min(step, self.K - k0) * self.n
+            A = streams[0].words(size, bufs[0]).reshape(-1, self.n)
+            for s, buf in zip(streams[1:], bufs[1:]):
+                A += s.words(size, buf).reshape(A.shape)
             if keep is not None:
                 keep[k0:k0 + len(A)] = A
             yield k0, A
