@@ -333,7 +333,8 @@ def main(argv=None):
         results = {s: bench_scheme(booster, Xq, args.key_bits, args.users, s) for s in ("ope", "ore")}
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         text = (f"Machine: {os.cpu_count()} cores, load average at the end of the run {load}.\n"
-                f"Command: `python benchmarks/bench_inference.py --schemes{' --quick' if args.quick else ''}`\n\n"
+                f"Command: `python benchmarks/bench_inference.py --schemes{' --quick' if args.quick else ''}"
+                f"{f' --users {args.users}' if args.users != 3 and not args.quick else ''}`\n\n"
                 + schemes_table(results, bench_ore_blocks(), args))
         print(text)
         if args.write:
