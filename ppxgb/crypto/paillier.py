@@ -13,6 +13,8 @@ Encryption (proxy side, which knows p and q).  A Paillier ciphertext is
 R = hs**a with hs = h**n, h = -x**2 mod n fixed per key and a short random exponent
 (`EXPONENT_BITS`), computed with a fixed-base comb table, separately modulo p**2 and
 q**2 and recombined by CRT.  phe decrypts the result like any of its own ciphertexts.
+R does not depend on m, so it can be made ahead of time (`random_masks`, the proxy's
+key pool), leaving (1 + n*m) * R = R + n * (m * R mod n) for the moment of encryption.
 
 Decryption (client side).  A plaintext m with |m| < p/2 is determined by m mod p, so
 only the p half of the CRT decryption is needed (half the work of phe's decrypt).
