@@ -4,6 +4,9 @@
     each common patient's label from its aligned position alone.  It must do no better
     than chance, and the mutant that aligns rows in the label holder's file order (the
     old behaviour: the permutation replaced by the identity) must be caught.
+(a') Feature holders' order.  The label holder learns, for each common ID, its position
+    in a feature holder's list; against the feature holder's file order that must be
+    uncorrelated.  Mutant: the feature holder's shuffle replaced by the identity.
 (b) Blinded values.  Two PSI runs on the same IDs: no bit of a blinded value, and not
     its curve/twist bit, may agree per ID between the runs beyond chance.  Mutants: IDs
     hashed onto X25519 u-coordinates (the old hash, whose curve/twist bit survives
@@ -18,6 +21,8 @@ own messages.
 Run with -s to see the measured figures that docs/vertical.md quotes.
 """
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,6 +33,7 @@ from ppxgb.crypto.sharing import Randomness
 from ppxgb.errors import ParameterError
 from ppxgb.training import train_vertical
 from ppxgb.training.vertical import psi
+from ppxgb.transport import InMemoryTransport
 
 from helpers import psi_federation
 
@@ -134,6 +140,40 @@ def test_attack_catches_the_label_holders_file_order(identity_permutation, proto
     acc, chance, sd, auc, _ = position_attack(ids_l, labels, ids_f, orders[1])
     print(f"\n(a) identity mutant: accuracy {acc:.4f} (chance {chance:.4f}), AUC {auc:.4f}")
     assert acc >= 0.95 and auc > 0.999
+
+
+# ---- (a') the label holder does not learn a feature holder's row order
+
+def follower_order_attack(protocol):
+    """The label holder's view: each common ID (it knows which) with the position it
+    learns in the feature holder's list.  Returns Spearman's rho between those positions
+    and the IDs' rows in the feature holder's file, and its sd under independence."""
+    ids_l, _, ids_f = _sorted_export(seed=2)
+    transport = InMemoryTransport()
+    th = threading.Thread(target=psi.run_psi_follower, args=(transport, "party-1", "party-0", ids_f, 120),
+                          daemon=True)
+    th.start()
+    own_rows, positions = psi.run_psi_leader(transport, "party-0", ["party-1"], ids_l, 120, protocol=protocol)
+    th.join(120)
+    file_row = {x: i for i, x in enumerate(ids_f)}
+    truth = np.array([file_row[ids_l[r]] for r in own_rows])
+    rho = np.corrcoef(np.argsort(np.argsort(positions["party-1"])), np.argsort(np.argsort(truth)))[0, 1]
+    return float(rho), 1 / np.sqrt(len(truth) - 1)
+
+
+@pytest.mark.parametrize("protocol", ["ecdh", "oprf"])
+def test_label_holder_does_not_learn_the_feature_holders_order(protocol):
+    rho, sd = follower_order_attack(protocol)
+    print(f"\n(a') {protocol}: Spearman rho of learned positions against the feature holder's rows "
+          f"{rho:+.4f} (sd {sd:.4f})")
+    assert abs(rho) <= 5 * sd
+
+
+@pytest.mark.parametrize("protocol", ["ecdh", "oprf"])
+def test_order_attack_catches_an_unshuffled_follower(monkeypatch, protocol):
+    monkeypatch.setattr(psi, "follower_shuffle", lambda rand, n: np.arange(n))
+    rho, _ = follower_order_attack(protocol)
+    assert rho > 0.999
 
 
 # ---- (b) no per-ID bit survives blinding

@@ -9,11 +9,17 @@ Attacks (run with -s to see the figures docs/vertical.md quotes):
     the mutant whose label holder uses one key for both messages of every base OT
     (so U is the code matrix in the clear) must be caught.
 (b) A curious label holder tests guessed IDs (not its own) against the feature
-    holder's PRF values, with the PRF values it can compute itself.  It must find none
-    of the feature holder's IDs; the mutant whose feature holder's choice vector is all
-    zero must be caught.
+    holder's PRF values, with the PRF values it can compute itself for any choice
+    vector it can guess: constants, and every vector from a 16-bit seed, each checked
+    against a common ID's value under a second hash function.  It must find none of the
+    feature holder's IDs; the mutants whose feature holder's choice vector is constant
+    or comes from 16 random bits must be caught.  And all 3 |P| values differ (one code
+    for all three functions, the mutant, repeats a value whenever two of an ID's bins
+    coincide, narrowing which ID it is).
 (c) Two runs on the same IDs: no PRF value of the feature holder repeats across runs;
     the mutant that reuses every key of the first run must be caught.
+(d) Base OT: the key the feature holder did not choose is none of those it can form
+    from what it holds (its scalars, A, B_i and their sums).
 """
 
 import hashlib
@@ -22,6 +28,7 @@ import threading
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from nacl import bindings as sodium
 
 from ppxgb.crypto import ot, prf
 from ppxgb.crypto.sharing import Randomness
@@ -167,9 +174,9 @@ def _spy_receiver(monkeypatch):
 
 def feature_holder_guess(seen, kept, guesses):
     """For each guessed ID, the best agreement over its three bins between the bin's U
-    row and the guess's code word: raw (all 512 bits), and on the bits where the
-    feature holder's choice is 1 after removing its own key stream (there U xor G1 =
-    t xor C).  1.0 would mean the ID is in that bin for sure; 0.5 is a coin."""
+    row and the guess's code word, over all 512 bits: of U as sent, and of U after
+    removing the feature holder's own key stream G(k_s).  1.0 would mean the ID is in
+    that bin for sure; 0.5 is a coin."""
     setup = next(m for m in seen if m.stage == "psi_oprf_setup").payload
     u = next(m for m in seen if m.stage == "psi_oprf_u").payload["u"]
     m = setup["bins"]
@@ -184,7 +191,7 @@ def feature_holder_guess(seen, kept, guesses):
                              bitorder="little").astype(bool)
         raw = np.unpackbits(u[bins[f]].view(np.uint8), axis=1, bitorder="little").astype(bool)
         known = np.unpackbits((u[bins[f]] ^ g_s[bins[f]]).view(np.uint8), axis=1, bitorder="little").astype(bool)
-        best = np.maximum(best, np.maximum((raw == code).mean(axis=1), (known == code)[:, s].mean(axis=1)))
+        best = np.maximum(best, np.maximum((raw == code).mean(axis=1), (known == code).mean(axis=1)))
     return best
 
 
@@ -236,26 +243,65 @@ def _spy_sender(monkeypatch):
     return kept
 
 
-def label_holder_guess(seen, kept, guesses):
-    """For each guessed ID (not the label holder's): whether the PRF value it would have
-    if the unknown choice vector s were all ones, H(b, t_b xor C(x_b) xor C(guess)) at
-    each of its bins b, is among those the feature holder sent.  (The guess s = 0,
-    H(b, t_b), only ever finds the label holder's own common IDs.)  Any fixed guess of
-    s is as good; the right s is one of 2^512."""
+def weak_choice(seed: int) -> np.ndarray:
+    """A choice vector from a 16-bit seed (the weak generator of the mutant)."""
+    digest = hashlib.sha512(b"weak-choice" + seed.to_bytes(2, "little")).digest()
+    return np.unpackbits(np.frombuffer(digest, np.uint8), bitorder="little").astype(bool)
+
+
+def candidate_choices() -> np.ndarray:
+    """Every choice vector the curious label holder tries: all ones and 2^16 weak ones
+    (all zeros would break the intersection itself)."""
+    return np.stack([np.ones(ot.WIDTH, bool)] + [weak_choice(k) for k in range(2**16)])
+
+
+def _bits_to_words(bits: np.ndarray) -> np.ndarray:
+    return np.packbits(bits, axis=-1, bitorder="little").view("<u8").astype(np.uint64)
+
+
+def label_holder_guess(seen, kept, ids_l, common_id, guesses):
+    """The label holder's attack on the feature holder's PRF values.
+
+    1. Find the choice vector s among its candidates: for a common ID x (the label
+       holder learns the intersection), the feature holder sent F(b', (x, f')) at x's
+       bin b' under another function f'; the label holder computes
+       H(b', t_b' xor ((C(x_b') xor C(x, f')) and s)) for every candidate s and looks
+       for it among the values sent.
+    2. With s found, compute every guess's PRF values and look them up.
+    Returns (whether s was found, for each guess whether it was found)."""
     setup = next(m for m in seen if m.stage == "psi_oprf_setup").payload
     f = next(m for m in seen if m.stage == "psi_oprf_f").payload["f"]
     m = setup["bins"]
     hash_keys, code_keys = psi_oprf.public_keys(setup["seed"].tobytes())
-    items = psi_oprf.items_of(psi.hash_ids(guesses))
-    bins = psi_oprf.bins_of(hash_keys, items, m)
     t_rows = ot.columns_to_rows(ot.expand_columns(kept["k0"], m), m)
+    codes = kept["codes"]
     sent = {(int(lo), int(hi)) for lo, hi in f.reshape(-1, 2)}
+
+    def values(items, fn, s_words):
+        bins = psi_oprf.bins_of(hash_keys, items, m)[fn]
+        rows = t_rows[bins] ^ ((codes[bins] ^ ot.code_rows(code_keys, items, np.full(len(items), fn))) & s_words)
+        return ot.hash_rows(rows, bins)
+
+    x = psi_oprf.items_of(psi.hash_ids([common_id]))
+    s_found = None
+    cands = _bits_to_words(candidate_choices())
+    for fn in range(psi_oprf.N_FUNCTIONS):
+        bins = psi_oprf.bins_of(hash_keys, x, m)[fn]
+        diff = codes[bins] ^ ot.code_rows(code_keys, x, np.array([fn]))
+        rows = t_rows[bins] ^ (diff & cands)
+        informative = (diff & cands).any(axis=1)      # else the row is t_b': a common ID in b' would match
+        hits = [k for k, v in enumerate(ot.hash_rows(rows, np.repeat(bins, len(cands))))
+                if informative[k] and (int(v[0]), int(v[1])) in sent]
+        if hits:
+            s_found = cands[hits[0]]
+            break
+    if s_found is None:
+        return False, np.zeros(len(guesses), bool)
+    items = psi_oprf.items_of(psi.hash_ids(guesses))
     found = np.zeros(len(guesses), bool)
     for fn in range(psi_oprf.N_FUNCTIONS):
-        rows = t_rows[bins[fn]] ^ kept["codes"][bins[fn]] ^ ot.code_rows(code_keys, items, np.full(len(items), fn))
-        mine = ot.hash_rows(rows, bins[fn])
-        found |= np.array([(int(lo), int(hi)) in sent for lo, hi in mine])
-    return found
+        found |= np.array([(int(lo), int(hi)) in sent for lo, hi in values(items, fn, s_found)])
+    return True, found
 
 
 def _attack_f(monkeypatch):
@@ -263,20 +309,55 @@ def _attack_f(monkeypatch):
     kept = _spy_sender(monkeypatch)
     seen = []
     _run([ids_l, ids_f], recorder=seen.append)
-    return float(label_holder_guess(seen, kept, only_f).mean()), float(label_holder_guess(seen, kept, outside).mean())
+    common = sorted(set(ids_l) & set(ids_f))[0]
+    got_s, found_f = label_holder_guess(seen, kept, ids_l, common, only_f)
+    _, found_o = label_holder_guess(seen, kept, ids_l, common, outside)
+    return got_s, float(found_f.mean()), float(found_o.mean())
 
 
 def test_label_holder_finds_none_of_the_feature_holders_other_ids(monkeypatch):
-    found_f, found_o = _attack_f(monkeypatch)
-    print(f"\n(b) PRF values: feature holder's own IDs found {found_f:.3f}, others {found_o:.3f}")
-    assert found_f == 0 and found_o == 0
+    got_s, found_f, found_o = _attack_f(monkeypatch)
+    print(f"\n(b) PRF values: choice vector found {got_s}; feature holder's own IDs found {found_f:.3f}, "
+          f"others {found_o:.3f}")
+    assert not got_s and found_f == 0 and found_o == 0
 
 
-def test_label_holder_attack_catches_a_constant_choice_vector(monkeypatch):
-    monkeypatch.setattr(psi_oprf, "choice_bits", lambda rand: np.ones(ot.WIDTH, bool))
-    found_f, found_o = _attack_f(monkeypatch)
-    print(f"\n(b) all-ones choice mutant: feature holder's own IDs found {found_f:.3f}, others {found_o:.3f}")
-    assert found_f == 1.0 and found_o == 0
+@pytest.mark.parametrize("weak", ["all ones", "16-bit seed"])
+def test_label_holder_attack_catches_a_guessable_choice_vector(monkeypatch, weak):
+    if weak == "all ones":
+        monkeypatch.setattr(psi_oprf, "choice_bits", lambda rand: np.ones(ot.WIDTH, bool))
+    else:
+        monkeypatch.setattr(psi_oprf, "choice_bits", lambda rand: weak_choice(int(rand.words(1)[0] % 2**16)))
+    got_s, found_f, found_o = _attack_f(monkeypatch)
+    print(f"\n(b) {weak} mutant: choice vector found {got_s}; feature holder's own IDs found {found_f:.3f}, "
+          f"others {found_o:.3f}")
+    assert got_s and found_f == 1.0 and found_o == 0
+
+
+def _f_values():
+    rng = np.random.default_rng(8)
+    ids = [f"MRN{x}" for x in rng.permutation(100_000)[:21_000]]
+    seen = []
+    _run([ids[:1000], ids[500:]], recorder=seen.append)
+    f = next(m for m in seen if m.stage == "psi_oprf_f").payload["f"]
+    return len({(int(lo), int(hi)) for lo, hi in f.reshape(-1, 2)}), f.shape[0] * f.shape[1]
+
+
+def test_the_three_values_of_an_id_all_differ():
+    distinct, total = _f_values()
+    assert distinct == total
+
+
+def test_distinct_values_catch_one_code_for_all_functions(monkeypatch):
+    real = psi_oprf.public_keys
+
+    def one_code(seed):
+        hash_keys, code_keys = real(seed)
+        return hash_keys, np.concatenate([code_keys[:4]] * psi_oprf.N_FUNCTIONS)
+    monkeypatch.setattr(psi_oprf, "public_keys", one_code)
+    distinct, total = _f_values()
+    print(f"\n(b) one-code mutant: {total - distinct} repeated values among {total}")
+    assert total - distinct > 5
 
 
 # ---------------------------------------------------------------- attack (c): linkage across runs
@@ -309,3 +390,42 @@ def test_prf_values_do_not_repeat_across_runs():
 
 def test_linkage_catches_reused_keys():
     assert _repeats(fixed_key=b"\x07" * 32) == 1.0
+
+
+# ---------------------------------------------------------------- (d) the base OT's other key
+
+def _unchosen_keys_formable(monkeypatch):
+    """How many of the 512 keys the receiver did not choose it can form itself: H of
+    (i, A, B_i, X) for X in [b_i]A, [b_i]A +- A, [b_i]G, A, B_i and B_i - A."""
+    drawn = []
+    real = ot._scalar
+
+    def spy(rand):
+        drawn.append(real(rand))
+        return drawn[-1]
+    monkeypatch.setattr(ot, "_scalar", spy)
+    rand = Randomness()
+    a, big_a = ot.base_ot_sender_start(rand)
+    choices = psi_oprf.choice_bits(rand)
+    b_points, _ = ot.base_ot_receive(big_a, choices, rand)
+    k0, k1 = ot.base_ot_sender_keys(a, big_a, b_points)
+    formable = 0
+    for i, (b, big_b) in enumerate(zip(drawn[1:], b_points)):
+        big_b = big_b.tobytes()
+        ba = sodium.crypto_scalarmult_ed25519_noclamp(b, big_a)
+        points = [ba, sodium.crypto_core_ed25519_add(ba, big_a), sodium.crypto_core_ed25519_sub(ba, big_a),
+                  sodium.crypto_scalarmult_ed25519_base_noclamp(b), big_a, big_b,
+                  sodium.crypto_core_ed25519_sub(big_b, big_a)]
+        other = (k0 if choices[i] else k1)[i].tobytes()
+        formable += other in {ot._key(i, big_a, big_b, x) for x in points}
+    return formable
+
+
+def test_the_unchosen_base_ot_key_is_not_formable(monkeypatch):
+    assert _unchosen_keys_formable(monkeypatch) == 0
+
+
+def test_formable_keys_catch_a_key_of_public_values(monkeypatch):
+    monkeypatch.setattr(ot, "_key", lambda i, a_point, b_point, shared:
+                        hashlib.sha256(i.to_bytes(4, "little") + a_point + b_point).digest()[:16])
+    assert _unchosen_keys_formable(monkeypatch) == ot.WIDTH
