@@ -7,7 +7,8 @@ horizontal mode's refinement (counts shared to the servers, pooled counts opened
 the analyst), vertically the party's own cuts, sent to the analyst.  Either way the
 parties and the analyst learn the cuts, as in the other modes; nothing else reaches a
 party.  The analyst opens only the pooled label sum (for the default intercept, which
-the model shows anyway) and the trees.
+the model shows anyway), the pooled sum of squared labels (to check that the gains fit
+the fixed-point ring, before any tree) and the trees.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import numpy as np
 
 from ppxgb.crypto.sharing import Randomness, share
-from ppxgb.errors import PeerFailure, ProtocolError
+from ppxgb.errors import ParameterError, PeerFailure, ProtocolError
 from ppxgb.model import Ensemble, Tree
 from ppxgb.objectives import get_objective
 from ppxgb.transport import Blank, Transport, draft_message
@@ -60,10 +61,42 @@ def real_candidates(cuts: list, n_bins: int, missing: bool) -> np.ndarray:
     return np.concatenate(rows).astype(np.uint64)
 
 
+#: Labels must be below this in magnitude: y^2 then encodes in SQUARE_FRAC fractional bits
+#: and 2^20 rows of it sum without wrapping the ring (for the range check below).
+LABEL_BOUND = 2.0 ** 16
+SQUARE_FRAC = 10
+#: reg:squarederror: the residual sum of squares at the start, sum (y - base_score)^2,
+#: bounds every gain of every tree (a side's G^2 / (H + lambda) is at most the squares
+#: of its residuals, and with eta <= 1 each tree lowers the sum); the fixed point holds
+#: a side's gain below 2^23, so the analyst stops a run whose sum is over 2^22.
+RESIDUAL_BOUND = 2.0 ** 22
+
+
+def check_label_range(y: np.ndarray) -> None:
+    """A party refuses labels too large for the fixed-point range, naming the bound."""
+    big = float(np.max(np.abs(y))) if len(y) else 0.0
+    if not big < LABEL_BOUND:
+        raise ParameterError.bad("labels", f"magnitudes below {LABEL_BOUND:,.0f} in oblivious training "
+                                 "(its fixed-point ring; scale the labels)", big)
+
+
+def check_residual_range(objective: str, label_sum: float, square_sum: float, n: int, base: float) -> None:
+    """The analyst's check, before any tree: see RESIDUAL_BOUND."""
+    if objective != "reg:squarederror":
+        return
+    ssr = square_sum - 2.0 * base * label_sum + n * base * base
+    if ssr > RESIDUAL_BOUND:
+        raise ParameterError.bad("labels", f"a residual sum of squares sum (y - base_score)^2 of at most "
+                                 f"{RESIDUAL_BOUND:,.0f} in oblivious training (the gains must fit its "
+                                 "fixed-point ring; scale the labels down, e.g. to unit variance)", f"{ssr:,.0f}")
+
+
 def run_party(transport: Transport, me: str, X: np.ndarray, y: np.ndarray | None, *,
               timeout: float | None = None) -> None:
     try:
         X = np.asfortranarray(X, dtype=np.float32)
+        if y is not None:
+            check_label_range(np.asarray(y, np.float64))
         transport.send(me, ANALYST, "ohello", {"rows": X.shape[0], "cols": X.shape[1],
                                                "missing": bool(np.isnan(X).any())})
         plan = transport.recv(me, "oplan", ANALYST, timeout=timeout)
@@ -87,15 +120,16 @@ def run_party(transport: Transport, me: str, X: np.ndarray, y: np.ndarray | None
         bins = binning.assign_bins(X, cuts)
         values = [real_candidates(cuts, n_bins, missing)]
         if y is not None:
-            values.append(encode(np.asarray(y, np.float32).astype(np.float64)))
+            y32 = np.asarray(y, np.float32).astype(np.float64)
+            values += [encode(y32), encode(y32 * y32, SQUARE_FRAC)]      # y^2 only for the range check
         width = n_bins + 1 if missing else n_bins
         seed = os.urandom(32)
         rng = Randomness(seed)
         upload = draft_message(me, SERVERS[1], "odata", {
             "onehot": Blank((X.shape[1] * width, X.shape[0]), np.uint64),
-            **{k: Blank(v.shape, np.uint64) for k, v in zip(("real", "y"), values)}})
+            **{k: Blank(v.shape, np.uint64) for k, v in zip(("real", "y", "ysq"), values)}})
         onehot_minus_stream(bins, n_bins, missing, rng, upload.arrays["onehot"])
-        for k, v in zip(("real", "y"), values):
+        for k, v in zip(("real", "y", "ysq"), values):
             upload.arrays[k][...] = v - rng.uint64(v.shape)
         transport.send(me, SERVERS[0], "odata", {"seed": seed})
         transport.send_draft(upload)
@@ -153,9 +187,11 @@ def run_analyst(transport: Transport, params: dict, num_boost_round: int, *, par
                 "partition": partition, "label_party": label_party, "params": p.to_dict(), "missing": missing,
                 "n_trees": num_boost_round})
         obj = get_objective(p.objective)
-        label_sum = float(decode(_opened(box, "oysum")["share"])[0])
+        sums = _opened(box, "oysum")["share"]
+        label_sum, square_sum = float(decode(sums[:1])[0]), float(decode(sums[1:], SQUARE_FRAC)[0])
         base_score = (p.base_score,) if p.base_score is not None else \
             obj.intercept_from_stats(np.array([label_sum, float(n)]), p.objective_params)
+        check_residual_range(p.objective, label_sum, square_sum, n, float(np.float32(base_score[0])))
         margin = obj.base_margin(np.asarray(base_score, np.float32)).astype(np.float64)
         for s, part in zip(SERVERS, share(encode(margin[:1]), 2)):
             transport.send(ANALYST, s, "obase", {"share": part})

@@ -54,14 +54,14 @@ def run_server(transport: Transport, index: int, *, parties: list[str], timeout:
         # its shares of the candidate mask and the labels
         onehot, rest, at = [], [], [0, 0]
         for i, (p, (rows, feats)) in enumerate(zip(parties, blocks)):
-            shapes = [(feats * width, rows), (feats * cand,)] + ([(rows,)] if horizontal or i == label_party else [])
+            shapes = [(feats * width, rows), (feats * cand,)] + ([(rows,)] * 2 if horizontal or i == label_party else [])
             m = box.recv("odata", p)
             if index == 0:
                 stream = Randomness(field(m, "seed", bytes))
                 onehot.append((at[0], at[1], np.empty(shapes[0], np.uint64), stream))
                 rest.append((stream, shapes[1:]))
             else:
-                got = [_array(m, k, s) for k, s in zip(("onehot", "real", "y"), shapes)]
+                got = [_array(m, k, s) for k, s in zip(("onehot", "real", "y", "ysq"), shapes)]
                 store = got[0] if got[0].flags.writeable else got[0].copy()
                 onehot.append((at[0], at[1], store, None))
                 rest.append((None, got[1:]))
@@ -71,9 +71,10 @@ def run_server(transport: Transport, index: int, *, parties: list[str], timeout:
         got = [[stream.uint64(s) for s in parts] if stream is not None else parts for stream, parts in rest]
         real = got[0][0] if horizontal else np.concatenate([g[0] for g in got])   # horizontally all the same
         y = np.concatenate([g[1] for g in got if len(g) > 1])
+        ysq = np.concatenate([g[2] for g in got if len(g) > 1])
         learner = Learner(engine, n, F, nb, TrainParams.from_dict(field(msg, "params", dict)).to_dict(), missing,
                           real)
-        transport.send(me, ANALYST, "oysum", {"share": np.array([y.sum(dtype=np.uint64)])})
+        transport.send(me, ANALYST, "oysum", {"share": np.array([y.sum(dtype=np.uint64), ysq.sum(dtype=np.uint64)])})
         base = _array(box.recv("obase", ANALYST), "share", (1,))
         margin = np.repeat(base, n)
         for _ in range(field(msg, "n_trees", int)):

@@ -7,8 +7,8 @@
     server  -> analyst  obinsum    {counts}                          shares of the pooled counts
     analyst -> party    ocuts      {cuts} / party -> analyst ocuts   the cuts (horizontal / vertical)
     analyst -> server   oconfig    {public sizes and parameters}
-    party   -> server   odata      {seed} to server-0, {onehot, y} shares to server-1
-    server  -> analyst  oysum      {share}                           for the default intercept
+    party   -> server   odata      {seed} to server-0, {onehot, y, y^2} shares to server-1
+    server  -> analyst  oysum      {share}: sums of y and y^2        intercept, range check
     analyst -> server   obase      {share}                           shares of the base margin
     server <-> server   oopen      {x: masked words}
     dealer  -> server   oseed      {key};  server-1 -> dealer oneed {kind, sizes}; dealer -> server-1 ocorr
