@@ -57,14 +57,13 @@ class Mask:
         self._kept: np.ndarray | None = None
 
     def rows(self):
-        """(first row, rows) chunks of about MASK_CHUNK words, in order; read-only to
-        the caller, and valid until the next chunk (views of the kept mask, or of one
-        reused buffer)."""
-        step = max(1, MASK_CHUNK // max(self.n, 1))
+        """(first row, rows) chunks in order: the kept mask whole, or regenerated
+        chunks of about MASK_CHUNK words; read-only to the caller, and valid until the
+        next chunk (one reused buffer)."""
         if self._kept is not None:
-            for k0 in range(0, self.K, step):
-                yield k0, self._kept[k0:k0 + step]
+            yield 0, self._kept
             return
+        step = max(1, MASK_CHUNK // max(self.n, 1))
         streams = [Randomness(k) for k in self.keys]
         keep = np.empty((self.K, self.n), np.uint64) if self.K * self.n <= MASK_KEEP else None
         bufs = [np.empty(step * self.n + 2, np.uint64) for _ in streams]     # reused: no page faults
