@@ -26,6 +26,8 @@ from ppxgb.training.oblivious.mailbox import Mailbox
 from ppxgb.transport import InMemoryTransport
 
 from helpers import assert_margins_match, assert_uniform_words, centralized, make_discrete_data
+from test_oblivious_categorical import dataset as cat_dataset
+from test_oblivious_categorical import run as cat_run
 from test_vertical_leakage import auc
 
 N = 360
@@ -169,7 +171,8 @@ def test_sigmoid_pieces_error():
 # ------------------------------------------------------------------ what each role sees
 
 RING_STAGES = {"oopen", "ocorr", "odata", "obinshare", "obase"}
-CUT_STAGES = {"obinreq", "ocuts", "obinround", "obinshare"}   # the bin agreement: its sizes follow the cuts
+# the bin and category agreements: their sizes follow the cuts and the categories
+CUT_STAGES = {"obinreq", "ocuts", "obinround", "obinshare", "ocatreq", "ocats"}
 
 
 def views(log):
@@ -239,19 +242,69 @@ def check_ring_words(log, role):
         assert abs(b.mean() - 0.5) < 6 * 0.5 / np.sqrt(len(b)), b.mean()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("partition", ["horizontal", "vertical"])
-def test_views_are_uniform_and_independent_of_the_data(partition):
-    objective = "binary:logistic"
+def categorical_run(partition, seed, recorder, transport_class=InMemoryTransport):
+    """A run with categorical features (test_oblivious_categorical.py): seed 0 has 3
+    categories in c, seed 1 has 2, so the trees and the category counts differ (the
+    parties' row counts do not: no party lacks a category)."""
+    df, y = cat_dataset("binary:logistic", 0.1, seed=seed, n_cats=3 - seed)
+    cat_run("binary:logistic", partition, df, y, rounds=2, transport=transport_class(recorder=recorder), drop=())
+
+
+def numeric_run(partition, seed, recorder):
+    X, y = discrete_data("binary:logistic", seed=seed)
+    federation("binary:logistic", partition, X, y, rounds=2, recorder=recorder)
+
+
+class TellingBinCounts(InMemoryTransport):
+    """Mutant: the analyst tells the servers each feature's number of bins (for a
+    categorical feature, its number of categories), which the padding to max_bin hides,
+    as a protocol sizing the one-hot matrix per feature would."""
+
+    counts: list = []
+
+    def send(self, src, dst, stage, payload):
+        if stage == "ocuts":
+            self.counts = [len(c) for c in payload["cuts"]]
+        if stage == "oconfig":
+            payload = {**payload, "bins_per_feature": self.counts}
+        super().send(src, dst, stage, payload)
+
+
+@pytest.mark.parametrize("partition, run", [
+    pytest.param("horizontal", numeric_run, marks=pytest.mark.slow),
+    pytest.param("vertical", numeric_run, marks=pytest.mark.slow),
+    ("horizontal", categorical_run),
+    ("vertical", categorical_run),
+])
+def test_views_are_uniform_and_independent_of_the_data(partition, run):
     logs, logs_raw = [], []
     for seed in (0, 1):
-        X, y = discrete_data(objective, seed=seed)
         log = []
-        federation(objective, partition, X, y, rounds=2, recorder=log.append)
+        run(partition, seed, log.append)
         logs.append(views(log))
         logs_raw.append(log)
-    a, b = logs
-    assert set(a) == set(b) == {"party-0", "party-1", "server-0", "server-1", "dealer"}
+    assert_same_public_views(*logs)
+    for role in ("server-0", "server-1"):
+        check_ring_words(logs_raw[0], role)
+    # a party hears nothing after its upload but the plan and (horizontally) the
+    # agreements' requests, the agreed categories and the cuts
+    assert {m.stage for ms in logs[0]["party-1"].values() for m in ms} <= {"oplan", "obinreq", "ocuts", "ocatreq",
+                                                                          "ocats"}
+
+
+def test_views_test_catches_a_run_telling_the_category_counts():
+    logs = []
+    for seed in (0, 1):
+        log = []
+        categorical_run("horizontal", seed, log.append, TellingBinCounts)
+        logs.append(views(log))
+    with pytest.raises(AssertionError, match="server-0"):
+        assert_same_public_views(*logs)
+
+
+def assert_same_public_views(a, b):
+    """Every role but the analyst receives the same public content in both runs."""
+    assert set(a) == set(b) and {"party-0", "party-1", "server-0", "server-1", "dealer"} <= set(a)
     for role in a:
         assert set(a[role]) == set(b[role]), role
         for src in a[role]:
@@ -259,10 +312,6 @@ def test_views_are_uniform_and_independent_of_the_data(partition):
                    [public_part(m) for m in b[role][src] if m.stage not in CUT_STAGES], (role, src)
         allowed = RING_STAGES | CUT_STAGES | {"oseed", "oplan", "oconfig", "oneed", "ostop"}
         assert {m.stage for ms in a[role].values() for m in ms} <= allowed, role
-    for role in ("server-0", "server-1"):
-        check_ring_words(logs_raw[0], role)
-    # a party hears nothing after its upload but the plan and (horizontally) the cuts
-    assert {m.stage for ms in a["party-1"].values() for m in ms} <= {"oplan", "obinreq", "ocuts"}
 
 
 def server_attack(log, server="server-1", peer="server-0"):
@@ -356,7 +405,7 @@ X0, Y0 = discrete_data("reg:squarederror", n=40)
     ({}, {"interaction_constraints": [[0]]}, "interaction_constraints"),
     ({}, {"grow_policy": "lossguide", "max_leaves": 4}, "grow_policy"),
     ({}, {"eval_metric": "rmse"}, "eval_metric"),
-    ({}, {"max_cat_to_onehot": 8}, "max_cat_to_onehot"),
+    ({}, {"max_cat_threshold": 8}, "max_cat_threshold"),
 ])
 def test_refused_parameters(kwargs, params, match):
     with pytest.raises(ParameterError, match=match):

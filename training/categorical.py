@@ -198,6 +198,11 @@ def _fields(enc: bytes, check: int) -> np.ndarray:
     return np.concatenate([[1], limbs, [check & 0xFFFF, check >> 16]])
 
 
+def sketch_size(buckets: int) -> int:
+    """Length of one column's answer to a sketch request of `buckets` buckets."""
+    return _TABLES * buckets * _FIELDS
+
+
 def party_sketch(columns: Sequence[np.ndarray], salt: int, buckets: int) -> np.ndarray:
     """A party's answer: per categorical column, the 3 x B x _FIELDS table of its values
     (each added n_v times, see the module docstring), concatenated."""

@@ -17,7 +17,9 @@ from ppxgb.objectives import get_objective
 from ppxgb.transport import InMemoryTransport, Transport
 
 from ..harness import run_roles
+from ..categorical import NUMERIC, split_columns
 from ..params import ALIASES, SAMPLING, SUPPORTED, TrainParams
+from ..vertical.api import types_per_party
 from .dealer import run_dealer
 from .roles import run_analyst, run_party
 from .server import run_server
@@ -30,7 +32,7 @@ MAX_ROWS = 1 << 20          # the public scaling range of the division assumes H
 #: what the oblivious learner implements (or, for the last ones, accepts with no effect on
 #: the model); any other parameter given with a value other than its default is refused
 IMPLEMENTED = frozenset({"objective", "max_depth", "eta", "lambda", "gamma", "min_child_weight", "max_bin",
-                         "base_score", "tree_method", "device", "nthread", "seed", "verbosity",
+                         "max_cat_to_onehot", "base_score", "tree_method", "device", "nthread", "seed", "verbosity",
                          "validate_parameters"})
 
 
@@ -55,16 +57,18 @@ def check_params(params: dict[str, Any]) -> TrainParams:
     return p
 
 
-def check_matrix(X, name: str) -> np.ndarray:
-    X = as_float32_matrix(X, name=name)
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ParameterError.bad(name, "at least one row and one column", X.shape)
-    return X
+def check_matrix(X, name: str, feature_types=None):
+    """X checked (rows, columns, category codes); returned as given when it holds
+    categorical columns (the party codes them), else as a float32 matrix."""
+    coded = split_columns(X, feature_types, name)
+    if coded[0].shape[0] == 0 or coded[0].shape[1] == 0:
+        raise ParameterError.bad(name, "at least one row and one column", coded[0].shape)
+    return X if any(k != NUMERIC for k in coded[1]) else as_float32_matrix(X, name=name)
 
 
 def run_oblivious_federation(params: dict[str, Any], parties: Sequence[Any], num_boost_round: int = 10,
                              partition: str = "horizontal", n_servers: int = 2, *, label=None,
-                             label_party: int = 0, transport: Transport | None = None,
+                             label_party: int = 0, feature_types=None, transport: Transport | None = None,
                              timeout: float | None = 600.0) -> tuple[Ensemble, Transport]:
     p = check_params(params)
     if isinstance(num_boost_round, bool) or not isinstance(num_boost_round, int) or num_boost_round < 0:
@@ -82,27 +86,30 @@ def run_oblivious_federation(params: dict[str, Any], parties: Sequence[Any], num
         for i, item in enumerate(parties):
             if not isinstance(item, (list, tuple)) or len(item) != 2:
                 raise ParameterError.bad(f"parties[{i}]", "an (X, y) pair", type(item).__name__)
-            X = check_matrix(item[0], f"parties[{i}] X")
+            X = check_matrix(item[0], f"parties[{i}] X", feature_types)
             y = obj.check_labels(item[1], 0, f"parties[{i}] y")
-            if len(y) != X.shape[0]:
-                raise ParameterError.bad(f"parties[{i}] y", f"{X.shape[0]} labels", len(y))
+            if len(y) != len(X):
+                raise ParameterError.bad(f"parties[{i}] y", f"{len(X)} labels", len(y))
             data.append((X, y))
+        types = [feature_types] * len(data)
     else:
         if isinstance(label_party, bool) or not isinstance(label_party, int) or not 0 <= label_party < len(parties):
             raise ParameterError.bad("label_party", f"an int in [0, {len(parties)})", label_party)
-        blocks = [check_matrix(X, f"parties[{i}]") for i, X in enumerate(parties)]
+        types = types_per_party(feature_types, list(parties))
+        blocks = [check_matrix(X, f"parties[{i}]", t) for i, (X, t) in enumerate(zip(parties, types))]
         if label is None:
             raise ParameterError.bad("label", "the label party's labels (an array)", None)
         y = obj.check_labels(label, 0, "label")
-        if len(y) != blocks[label_party].shape[0]:
-            raise ParameterError.bad("label", f"{blocks[label_party].shape[0]} labels", len(y))
+        if len(y) != len(blocks[label_party]):
+            raise ParameterError.bad("label", f"{len(blocks[label_party])} labels", len(y))
         data = [(X, y if i == label_party else None) for i, X in enumerate(blocks)]
-    rows = sum(X.shape[0] for X, _ in data) if partition == "horizontal" else data[0][0].shape[0]
+    rows = sum(len(X) for X, _ in data) if partition == "horizontal" else len(data[0][0])
     if rows > MAX_ROWS:
         raise ParameterError.bad("parties", f"at most {MAX_ROWS} rows in oblivious training", rows)
     names = party_names(len(data))
     transport = transport or InMemoryTransport(default_timeout=timeout)
-    helpers = [(q, run_party, (transport, q, X, y), {"timeout": timeout}) for q, (X, y) in zip(names, data)]
+    helpers = [(q, run_party, (transport, q, X, y), {"feature_types": t, "timeout": timeout})
+               for q, (X, y), t in zip(names, data, types)]
     helpers += [(s, run_server, (transport, i), {"parties": names, "timeout": timeout})
                 for i, s in enumerate(SERVERS)]
     helpers.append((DEALER, run_dealer, (transport, DEALER), {"servers": SERVERS, "analyst": "analyst",
@@ -115,14 +122,19 @@ def run_oblivious_federation(params: dict[str, Any], parties: Sequence[Any], num
 
 def train_oblivious(params: dict[str, Any], parties: Sequence[Any], num_boost_round: int = 10,
                     partition: str = "horizontal", n_servers: int = 2, *, label=None, label_party: int = 0,
-                    transport: Transport | None = None, timeout: float | None = 600.0):
+                    feature_types=None, transport: Transport | None = None, timeout: float | None = 600.0):
     """Train an XGBoost model that only the analyst sees: no party or server learns a
     split, a threshold, a leaf or which rows went where (docs/oblivious.md).
 
     horizontal: parties = [(X, y), ...], one per hospital.  vertical: parties = column
     blocks of the same rows, `label` the labels held by parties[label_party].
+    Categorical features, as in the other modes: pandas `category` columns, and integer
+    codes typed "c" in feature_types (one entry per column; vertically per feature
+    column in party order); each gets XGBoost's one-hot splits, so it needs fewer
+    categories than max_cat_to_onehot (others are refused by name).
     Returns an xgboost.Booster.
     """
     model, _ = run_oblivious_federation(params, parties, num_boost_round, partition, n_servers, label=label,
-                                        label_party=label_party, transport=transport, timeout=timeout)
+                                        label_party=label_party, feature_types=feature_types, transport=transport,
+                                        timeout=timeout)
     return model.to_booster()

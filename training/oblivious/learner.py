@@ -10,7 +10,10 @@ function of the public schedule.  Per level of a tree with N nodes:
    and, when any party has missing values (a public bit), its backward scan (missing
    values left; bins descending), each feature's forward candidates first; a backward
    candidate counts only where the node's missing rows have a positive hessian sum
-   (XGBoost scans backward only then).
+   (XGBoost scans backward only then).  A categorical feature (the feature types are
+   public) has XGBoost's one-hot candidates instead: category c alone on the right,
+   (G_R, H_R) its own bin's sums (with missing values: also plus the missing column's,
+   as a second candidate after it), and the left side the node total minus them.
 2. gain of a candidate = G_L^2 / (H_L + lambda) + G_R^2 / (H_R + lambda): each side
    G * w with w = G * z / 2^s, z = 2^s / (H + lambda) by Newton's iteration
    z <- z (2 - x z / 2^s) from z0 = 0.75 * 2^s / 2^J, where J = floor(log2 x) comes
@@ -21,8 +24,9 @@ function of the public schedule.  Per level of a tree with N nodes:
    comparisons keeps the first maximum (XGBoost's tie rule) and its path gives a
    one-hot selector; the node splits if it is active and gain - root >= max(gamma, T_MIN).
 4. the winner routes rows: left = B^T W, W the selector's suffix sums per feature
-   (bin <= chosen bin); a node that does not split sends every row left and its
-   children are inactive.  I_left = I * left, I_right = I - I_left.
+   (bin <= chosen bin); on a categorical feature W is 1 on every category but the
+   chosen one (and on the missing column for "missing left"); a node that does not
+   split sends every row left and its children are inactive.  I_left = I * left, I_right = I - I_left.
 At depth max_depth the leaves' weights -G / (H + lambda) are computed the same way and
 the margins updated: m += sum_l I[:, l] * eta * w_l.  The analyst receives shares of
 each node's flag and winning index and of each leaf's weight.
@@ -73,7 +77,7 @@ class Learner:
     """One server's learner state and steps (see the module docstring)."""
 
     def __init__(self, engine: Engine, n: int, n_features: int, n_bins: int, params: dict,
-                 missing: bool = False, real: np.ndarray | None = None):
+                 missing: bool = False, real: np.ndarray | None = None, categorical: np.ndarray | None = None):
         self.e, self.n, self.F, self.nb, self.missing = engine, n, n_features, n_bins, missing
         self.width = n_bins + 1 if missing else n_bins          # one-hot columns per feature
         self.K = n_features * self.width
@@ -81,6 +85,8 @@ class Learner:
         self.C = n_features * self.cand
         # shares of 0/1 per candidate: 0 on padding bins (None: every candidate is real)
         self.real = real
+        # public feature types: a categorical feature's candidates are one-hot splits
+        self.cat = np.zeros(n_features, bool) if categorical is None else np.asarray(categorical, bool)
         self.lam = float(params["lambda"])
         self.mcw = max(float(params["min_child_weight"]), 2.0 ** -FRAC)
         self.threshold = max(float(params["gamma"]), T_MIN)
@@ -164,6 +170,8 @@ class Learner:
         if self.missing:                                                       # backward, bins descending:
             right = np.cumsum(h3[:, nb - 1::-1], axis=1, dtype=np.uint64)      # right = bins >= i, missing left
             left = np.concatenate([left, total[None, None, :] - right], axis=1)
+        if self.cat.any():
+            left[self.cat] = self.onehot_left(h3[self.cat], total)
         left = left.transpose(2, 0, 1).reshape(2 * N, K)
         GL, HL = left[:N], left[N:]
         GT, HT = total[:N], total[N:]
@@ -180,9 +188,10 @@ class Learner:
         if self.real is not None:
             fine = e.mul(fine, np.tile(self.real, N))
         if self.missing:            # XGBoost scans backward only where the node has missing values
-            miss_h = HT[:, None] - left[N:].reshape(N, F, self.cand)[:, :, nb - 1]       # (N, F)
+            miss_h = np.ascontiguousarray(h3[:, nb, N:].T)                             # (N, F)
             has = e.const(ONE, miss_h.shape) - e.ltz(miss_h - e.const(ONE, miss_h.shape))
             gate = np.concatenate([e.const(ONE, (N, F, nb)), np.repeat(has[:, :, None], nb, axis=2)], axis=2)
+            gate[:, self.cat] = e.const(ONE, (N, int(self.cat.sum()), self.cand))   # one-hot: both directions
             fine = e.mul(fine, gate.reshape(N * K))
         big = encode(BIG)
         masked = e.mul(fine, gain + e.const(big, N * K)) - e.const(big, N * K)
@@ -197,6 +206,18 @@ class Learner:
         children = np.stack([I_left, I - I_left], axis=2).reshape(I.shape[0], 2 * N)
         return children, np.repeat(valid, 2), valid, index
 
+    def onehot_left(self, h: np.ndarray, total: np.ndarray) -> np.ndarray:
+        """XGBoost's one-hot candidates of categorical features (h: their histograms,
+        (Fc, width, 2N)): category c alone goes right, so the left side is the node total
+        minus the category's own bin; with missing values each category twice, missing
+        left (2c), then missing right too (2c + 1)."""
+        nb = self.nb
+        left = total[None, None, :] - h[:, :nb]
+        if not self.missing:
+            return left
+        both = np.stack([left, left - h[:, nb:nb + 1]], axis=2)             # (Fc, nb, 2, 2N)
+        return both.reshape(h.shape[0], 2 * nb, h.shape[2])
+
     def routing(self, chosen: np.ndarray) -> np.ndarray:
         """(N, F * width) weight of each one-hot column in 'goes left', from the selected
         candidates (N, F, cand): forward bin b sends bins <= b left; backward i sends
@@ -208,6 +229,12 @@ class Learner:
             above = np.cumsum(back[:, :, ::-1], axis=2, dtype=np.uint64)[:, :, ::-1]   # sum over i >= b'
             W[:, :, :-1] += above[:, :, 1:]                           # sum over i > b'
             W = np.concatenate([W, back.sum(axis=2, dtype=np.uint64)[:, :, None]], axis=2)
+        if self.cat.any():          # one-hot: every category but the chosen one goes left
+            pairs = chosen[:, self.cat].reshape(chosen.shape[0], -1, nb, 2 if self.missing else 1)
+            sel = pairs.sum(axis=3, dtype=np.uint64)
+            W[:, self.cat, :nb] = sel.sum(axis=2, dtype=np.uint64)[:, :, None] - sel
+            if self.missing:        # the missing column goes left with the "missing left" candidates
+                W[:, self.cat, nb] = pairs[:, :, :, 0].sum(axis=2, dtype=np.uint64)
         return W.reshape(chosen.shape[0], -1)
 
     def gradients(self, margin: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -72,8 +72,11 @@ def run_server(transport: Transport, index: int, *, parties: list[str], timeout:
         real = got[0][0] if horizontal else np.concatenate([g[0] for g in got])   # horizontally all the same
         y = np.concatenate([g[1] for g in got if len(g) > 1])
         ysq = np.concatenate([g[2] for g in got if len(g) > 1])
+        categorical = np.asarray(field(msg, "categorical", list), bool)      # public feature types
+        if categorical.shape != (F,):
+            raise ProtocolError(f"oconfig: 'categorical' should hold {F} flags, got {categorical.shape}")
         learner = Learner(engine, n, F, nb, TrainParams.from_dict(field(msg, "params", dict)).to_dict(), missing,
-                          real)
+                          real, categorical)
         transport.send(me, ANALYST, "oysum", {"share": np.array([y.sum(dtype=np.uint64), ysq.sum(dtype=np.uint64)])})
         base = _array(box.recv("obase", ANALYST), "share", (1,))
         margin = np.repeat(base, n)

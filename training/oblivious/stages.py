@@ -1,11 +1,14 @@
 """Role names and message stages of oblivious training, in one place.
 
-    party   -> analyst  ohello     {rows, cols}                      public sizes
+    party   -> analyst  ohello     {rows, cols, missing, kinds}      public sizes and feature types
+    analyst -> party    ocatreq    {columns, salt, buckets}          horizontal category agreement
+    analyst -> party    ocats      {columns, lists}                  the agreed categories
     analyst -> party    obinreq    {level, requests}                 horizontal bin agreement
-    party   -> server   obinshare  {counts}                          shares of cell counts
+    party   -> server   obinshare  {counts}                          shares of cell counts (or sketches)
     analyst -> server   obinround  {size}                            a bin-agreement round
     server  -> analyst  obinsum    {counts}                          shares of the pooled counts
-    analyst -> party    ocuts      {cuts} / party -> analyst ocuts   the cuts (horizontal / vertical)
+    analyst -> party    ocuts      {cuts} / party -> analyst ocuts   the cuts (horizontal / vertical,
+                                   {cuts, mins, lists})               with the category lists)
     analyst -> server   oconfig    {public sizes and parameters}
     party   -> server   odata      {seed} to server-0, {onehot, y, y^2} shares to server-1
     server  -> analyst  oysum      {share}: sums of y and y^2        intercept, range check

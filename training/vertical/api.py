@@ -123,7 +123,7 @@ def run_vertical_federation(params: dict[str, Any], parties: Sequence[Any], labe
     if any(n is not None for n in names):
         names = [n if n is not None else [f"{party_names[i]}_f{j}" for j in range(_ncols(feats[i]))]
                  for i, n in enumerate(names)]
-    types = _types_per_party(feature_types, feats)
+    types = types_per_party(feature_types, feats)
     val_fh, val_lh = eval_blocks(evals, label, weight, label_party, id_column, transport, party_names, lh, timeout,
                                  psi_protocol)
     if evaluation is None and evals:
@@ -140,7 +140,7 @@ def run_vertical_federation(params: dict[str, Any], parties: Sequence[Any], labe
     return model, transport
 
 
-def _types_per_party(feature_types, feats: list) -> list:
+def types_per_party(feature_types, feats: list) -> list:
     """feature_types over the concatenated feature columns (party order), cut per party."""
     if feature_types is None:
         return [None] * len(feats)
