@@ -22,20 +22,20 @@ from pathlib import Path
 
 from ppxgb.errors import ParameterError
 
-from .deploy import (Plan, add_federation_options, add_role_options, check_params, load_block, load_data, output_path,
-                     plural, run_federation, run_role, write_atomic)
+from .deploy import (Plan, add_categorical_option, add_federation_options, add_role_options, categorize, check_params,
+                     load_block, load_data, output_path, plural, run_federation, run_role, write_atomic)
 
 
-def load_party(path: str, label: str | None, vertical: bool):
-    """(X, y) of one party: y None for a vertical party without the label column."""
+def load_party(path: str, label: str | None, vertical: bool, categorical: str | None = None):
+    """(X, y) of one party: y None for a vertical party without the label column.  The
+    columns named in `categorical` (and text columns) come back as category columns."""
     if not vertical:
-        return load_data(path, label)
+        return load_data(path, label, categorical)
     frame = load_block(path)
-    if not label:
-        return frame, None
-    if label not in frame.columns:
+    if label and label not in frame.columns:
         raise ParameterError.bad("--label", f"one of the columns of {path}", label)
-    return frame.drop(columns=[label]), frame[label].to_numpy()
+    X = categorize(frame.drop(columns=[label] if label else []), categorical, path, named_elsewhere=True)
+    return X, (frame[label].to_numpy() if label else None)
 
 
 def cmd_role(args: argparse.Namespace) -> int:
@@ -63,7 +63,7 @@ def cmd_role(args: argparse.Namespace) -> int:
     else:
         if not args.data:
             raise ParameterError.bad("--data", f"the rows of party {name!r}", None)
-        X, y = load_party(args.data, args.label, args.partition == "vertical")
+        X, y = load_party(args.data, args.label, args.partition == "vertical", args.categorical)
         X = api.check_matrix(X, args.data)
 
         def body(transport, peers):
@@ -85,8 +85,9 @@ def cmd_federation(args: argparse.Namespace) -> int:
         raise ParameterError.bad("--label-party", f"an index into --data, 0..{len(args.data) - 1}", args.label_party)
     rows = set()
     for i, path in enumerate(args.data):
-        X, _ = load_party(path, args.label if not vertical or i == args.label_party else None, vertical)
-        rows.add(api.check_matrix(X, path).shape[0])
+        X, _ = load_party(path, args.label if not vertical or i == args.label_party else None, vertical,
+                          args.categorical)
+        rows.add(len(api.check_matrix(X, path)))
     if vertical and len(rows) != 1:
         raise ParameterError.bad("--data", "files with the same number of rows (vertical: aligned rows)",
                                  sorted(rows))
@@ -101,7 +102,8 @@ def cmd_federation(args: argparse.Namespace) -> int:
                                             "--label-party", str(args.label_party)] + where + plan.common}
         for name, path, has in zip(parties, args.data, labelled):
             out[name] = plan.base + ["oblivious-role", "--name", name, "--data", str(Path(path).resolve())] \
-                + (["--label", args.label] if args.label and has else []) + where + plan.common
+                + (["--label", args.label] if args.label and has else []) \
+                + (["--categorical", args.categorical] if args.categorical else []) + where + plan.common
         for name in servers:
             out[name] = plan.base + ["oblivious-role", "--name", name] + plan.common
         return out
@@ -121,6 +123,7 @@ def register(subparsers) -> None:
     p.add_argument("--rounds", type=int, default=10, help="the analyst's number of boosting rounds")
     p.add_argument("--out", help="the analyst's model file (XGBoost JSON), written only on success")
     add_partition_options(p)
+    add_categorical_option(p)
     p.set_defaults(func=cmd_role)
 
     p = subparsers.add_parser("oblivious-federation",
@@ -128,6 +131,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", nargs="+", required=True, help="one CSV or .npz per party (rows split)")
     p.add_argument("--label", help="label column of the CSVs (vertical: of the --label-party file)")
     add_partition_options(p)
+    add_categorical_option(p)
     add_federation_options(p)
     p.set_defaults(func=cmd_federation)
 
