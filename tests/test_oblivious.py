@@ -274,7 +274,7 @@ class TellingBinCounts(InMemoryTransport):
     pytest.param("horizontal", numeric_run, marks=pytest.mark.slow),
     pytest.param("vertical", numeric_run, marks=pytest.mark.slow),
     ("horizontal", categorical_run),
-    ("vertical", categorical_run),
+    pytest.param("vertical", categorical_run, marks=pytest.mark.slow),
 ])
 def test_views_are_uniform_and_independent_of_the_data(partition, run):
     logs, logs_raw = [], []

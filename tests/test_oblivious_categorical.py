@@ -47,9 +47,9 @@ def run(objective, partition, df, y, rounds=3, transport=None, drop=("cat01", "c
 
 @pytest.mark.parametrize("objective, partition, missing", [
     ("reg:squarederror", "horizontal", 0.1),
-    ("binary:logistic", "horizontal", 0.0),
+    pytest.param("binary:logistic", "horizontal", 0.0, marks=pytest.mark.slow),
     ("binary:logistic", "vertical", 0.1),
-    ("reg:squarederror", "vertical", 0.0),
+    pytest.param("reg:squarederror", "vertical", 0.0, marks=pytest.mark.slow),
 ])
 def test_one_hot_splits_equal_xgboost(objective, partition, missing):
     df, y = dataset(objective, missing)
