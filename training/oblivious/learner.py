@@ -26,7 +26,8 @@ function of the public schedule.  Per level of a tree with N nodes:
 4. the winner routes rows: left = B^T W, W the selector's suffix sums per feature
    (bin <= chosen bin); on a categorical feature W is 1 on every category but the
    chosen one (and on the missing column for "missing left"); a node that does not
-   split sends every row left and its children are inactive.  I_left = I * left, I_right = I - I_left.
+   split sends every row left and its children are inactive.
+   I_left = I * left, I_right = I - I_left.
 At depth max_depth the leaves' weights -G / (H + lambda) are computed the same way and
 the margins updated: m += sum_l I[:, l] * eta * w_l.  The analyst receives shares of
 each node's flag and winning index and of each leaf's weight.

@@ -9,9 +9,10 @@ columns are coded as in the other modes (training/categorical.py): horizontally 
 the category agreement (sketches shared to the servers, pooled sums opened by the
 analyst, the agreed lists sent to the parties), vertically by each party alone; their
 cuts put code c in bin c.  Either way the parties and the analyst learn the cuts (and
-the categories), as in the other modes; nothing else reaches a party.  The analyst opens only the pooled label sum (for the default intercept, which
-the model shows anyway), the pooled sum of squared labels (to check that the gains fit
-the fixed-point ring, before any tree) and the trees.
+the categories), as in the other modes; nothing else reaches a party.  The analyst
+opens only the pooled label sum (for the default intercept, which the model shows
+anyway), the pooled sum of squared labels (to check that the gains fit the fixed-point
+ring, before any tree) and the trees.
 """
 
 from __future__ import annotations
