@@ -122,7 +122,12 @@ def categorize(frame, categorical: str | None, path: str, flag: str = "--data", 
         return frame
     out = frame.copy()
     for c in named + inferred:
-        out[c] = out[c].astype("category")
+        col = out[c]
+        if pd.api.types.is_float_dtype(col.dtype) and (col.dropna() == col.dropna().round()).all():
+            # integer codes with empty cells, read as floats: int64 categories, as xgboost takes
+            out[c] = pd.Categorical(col, categories=np.sort(col.dropna().unique()).astype(np.int64))
+        else:
+            out[c] = col.astype("category")
     return out
 
 

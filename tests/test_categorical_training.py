@@ -301,3 +301,24 @@ def test_vertical_refuses_more_categories_than_max_bin_by_name():
             continue
         with pytest.raises(ParameterError, match="max_bin.*17 categories"):
             train_vertical(params, [A, B], y, num_boost_round=2, feature_types=["q", "q", "c"])
+
+
+def test_float_categories_are_refused_and_csv_codes_with_blanks_become_integers():
+    """A pandas category column of floats gave a model xgboost cannot load (xgboost
+    refuses such columns itself): refused by name.  The command line's reading of a
+    --categorical CSV column of integer codes with empty cells (floats to pandas) gives
+    int64 categories instead, and the model equals xgboost's on the same frame."""
+    from ppxgb.app.deploy import categorize
+
+    rng = np.random.default_rng(11)
+    frame = pd.DataFrame({"x": rng.integers(0, 10, 400).astype(float), "c": rng.choice([1.0, 2.0, 3.0, np.nan], 400)})
+    y = ((frame.x > 4) | (frame.c == 2)).astype(float).to_numpy()
+    floats = frame.assign(c=pd.Categorical(frame.c))
+    with pytest.raises(ParameterError, match="column 'c': expected a category column of strings or integers"):
+        run_federation(PARAMS, [(floats[:200], y[:200]), (floats[200:], y[200:])], 1, 2)
+    coded = categorize(frame, "c", "h.csv")
+    assert coded.c.cat.categories.dtype == np.int64 and coded.c.isna().sum() == frame.c.isna().sum()
+    model, _ = run_federation(PARAMS, [(coded[:200], y[:200]), (coded[200:], y[200:])], 2, 2)
+    ref = xgb.train({**PARAMS, "tree_method": "hist"}, xgb.DMatrix(coded, label=y, enable_categorical=True), 2)
+    d = xgb.DMatrix(coded, enable_categorical=True)
+    np.testing.assert_allclose(model.to_booster().predict(d), ref.predict(d), atol=1e-6)

@@ -83,6 +83,10 @@ def split_columns(X, feature_types: Sequence[str] | None, name: str = "X"):
             s = X[col]
             declared = feature_types is not None and feature_types[j] == "c"
             if isinstance(s.dtype, pd.CategoricalDtype):
+                if s.cat.categories.dtype.kind == "f":      # xgboost refuses these too
+                    raise ParameterError.bad(f"{name} column {col!r}", "a category column of strings or "
+                                             "integers (xgboost does not take floating-point categories)",
+                                             f"categories of dtype {s.cat.categories.dtype}")
                 kinds.append(VALUES)
                 raw[j] = np.array([None if pd.isna(v) else _plain(v) for v in s.astype(object)], dtype=object)
                 cols[col] = np.full(len(s), np.nan)
