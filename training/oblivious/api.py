@@ -16,6 +16,7 @@ from ppxgb.model import Ensemble, as_float32_matrix
 from ppxgb.objectives import get_objective
 from ppxgb.transport import InMemoryTransport, Transport
 
+from ..gradients import check_weights
 from ..harness import run_roles
 from ..categorical import NUMERIC, split_columns
 from ..params import ALIASES, SAMPLING, SUPPORTED, TrainParams
@@ -68,7 +69,8 @@ def check_matrix(X, name: str, feature_types=None):
 
 def run_oblivious_federation(params: dict[str, Any], parties: Sequence[Any], num_boost_round: int = 10,
                              partition: str = "horizontal", n_servers: int = 2, *, label=None,
-                             label_party: int = 0, feature_types=None, transport: Transport | None = None,
+                             label_party: int = 0, weight=None, feature_types=None,
+                             transport: Transport | None = None,
                              timeout: float | None = 600.0) -> tuple[Ensemble, Transport]:
     p = check_params(params)
     if isinstance(num_boost_round, bool) or not isinstance(num_boost_round, int) or num_boost_round < 0:
@@ -83,14 +85,17 @@ def run_oblivious_federation(params: dict[str, Any], parties: Sequence[Any], num
     obj = get_objective(p.objective)
     if partition == "horizontal":
         data = []
+        if weight is not None:
+            raise ParameterError.bad("weight", "None in horizontal training (each party's weights come as "
+                                     "the third element of its (X, y, w))", type(weight).__name__)
         for i, item in enumerate(parties):
-            if not isinstance(item, (list, tuple)) or len(item) != 2:
-                raise ParameterError.bad(f"parties[{i}]", "an (X, y) pair", type(item).__name__)
+            if not isinstance(item, (list, tuple)) or len(item) not in (2, 3):
+                raise ParameterError.bad(f"parties[{i}]", "an (X, y) pair or (X, y, w)", type(item).__name__)
             X = check_matrix(item[0], f"parties[{i}] X", feature_types)
             y = obj.check_labels(item[1], 0, f"parties[{i}] y")
             if len(y) != len(X):
                 raise ParameterError.bad(f"parties[{i}] y", f"{len(X)} labels", len(y))
-            data.append((X, y))
+            data.append((X, y, check_weights(item[2] if len(item) == 3 else None, len(X), f"parties[{i}] w")))
         types = [feature_types] * len(data)
     else:
         if isinstance(label_party, bool) or not isinstance(label_party, int) or not 0 <= label_party < len(parties):
@@ -102,14 +107,15 @@ def run_oblivious_federation(params: dict[str, Any], parties: Sequence[Any], num
         y = obj.check_labels(label, 0, "label")
         if len(y) != len(blocks[label_party]):
             raise ParameterError.bad("label", f"{len(blocks[label_party])} labels", len(y))
-        data = [(X, y if i == label_party else None) for i, X in enumerate(blocks)]
-    rows = sum(len(X) for X, _ in data) if partition == "horizontal" else len(data[0][0])
+        w = check_weights(weight, len(y), "weight")
+        data = [(X, y, w) if i == label_party else (X, None, None) for i, X in enumerate(blocks)]
+    rows = sum(len(X) for X, _, _ in data) if partition == "horizontal" else len(data[0][0])
     if rows > MAX_ROWS:
         raise ParameterError.bad("parties", f"at most {MAX_ROWS} rows in oblivious training", rows)
     names = party_names(len(data))
     transport = transport or InMemoryTransport(default_timeout=timeout)
-    helpers = [(q, run_party, (transport, q, X, y), {"feature_types": t, "timeout": timeout})
-               for q, (X, y), t in zip(names, data, types)]
+    helpers = [(q, run_party, (transport, q, X, y), {"weight": w, "feature_types": t, "timeout": timeout})
+               for q, (X, y, w), t in zip(names, data, types)]
     helpers += [(s, run_server, (transport, i), {"parties": names, "timeout": timeout})
                 for i, s in enumerate(SERVERS)]
     helpers.append((DEALER, run_dealer, (transport, DEALER), {"servers": SERVERS, "analyst": "analyst",
@@ -122,12 +128,14 @@ def run_oblivious_federation(params: dict[str, Any], parties: Sequence[Any], num
 
 def train_oblivious(params: dict[str, Any], parties: Sequence[Any], num_boost_round: int = 10,
                     partition: str = "horizontal", n_servers: int = 2, *, label=None, label_party: int = 0,
-                    feature_types=None, transport: Transport | None = None, timeout: float | None = 600.0):
+                    weight=None, feature_types=None, transport: Transport | None = None,
+                    timeout: float | None = 600.0):
     """Train an XGBoost model that only the analyst sees: no party or server learns a
     split, a threshold, a leaf or which rows went where (docs/oblivious.md).
 
-    horizontal: parties = [(X, y), ...], one per hospital.  vertical: parties = column
-    blocks of the same rows, `label` the labels held by parties[label_party].
+    horizontal: parties = [(X, y), ...] or [(X, y, w), ...], one per hospital (w: its
+    sample weights).  vertical: parties = column blocks of the same rows, `label` the
+    labels and `weight` the sample weights held by parties[label_party].
     Categorical features, as in the other modes: pandas `category` columns, and integer
     codes typed "c" in feature_types (one entry per column; vertically per feature
     column in party order); each gets XGBoost's one-hot splits, so it needs fewer
@@ -135,6 +143,6 @@ def train_oblivious(params: dict[str, Any], parties: Sequence[Any], num_boost_ro
     Returns an xgboost.Booster.
     """
     model, _ = run_oblivious_federation(params, parties, num_boost_round, partition, n_servers, label=label,
-                                        label_party=label_party, feature_types=feature_types, transport=transport,
-                                        timeout=timeout)
+                                        label_party=label_party, weight=weight, feature_types=feature_types,
+                                        transport=transport, timeout=timeout)
     return model.to_booster()

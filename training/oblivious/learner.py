@@ -39,6 +39,8 @@ import math
 
 import numpy as np
 
+from ppxgb.errors import ProtocolError
+
 from .engine import FRAC, ONE, Engine, encode
 
 BIG = 2.0 ** 23             # masked candidates score -BIG (gains stay below 2^22)
@@ -74,6 +76,15 @@ def sigmoid_error() -> float:
     return float(np.abs(approx - 1.0 / (1.0 + np.exp(-m))).max())
 
 
+#: the total hessian (sum of w h) must stay below this: the division's tested range
+MAX_HESSIAN = float(1 << 20)
+
+
+def hessian_scale(h_total: float, lam: float) -> int:
+    """s with h_total + lambda < 2^s: the range of the division's reciprocal."""
+    return int(math.floor(math.log2(h_total + lam))) + 1
+
+
 class Learner:
     """One server's learner state and steps (see the module docstring)."""
 
@@ -95,8 +106,16 @@ class Learner:
         self.depth = int(params["max_depth"])
         self.logistic = params["objective"] == "binary:logistic"
         h_max = 0.25 if self.logistic else 1.0
-        self.s = int(math.floor(math.log2(n * h_max + self.lam))) + 1      # x < 2^s
+        self.s = hessian_scale(n * h_max, self.lam)                         # x < 2^s
         self.j_lo = int(math.floor(math.log2(self.lam)))                   # x >= 2^j_lo
+
+    def set_scale(self, s: int) -> None:
+        """The division's range from the analyst: 2^s above the total hessian plus lambda
+        (with sample weights, from their opened sum; public, like the number of rows)."""
+        if isinstance(s, bool) or not isinstance(s, int) or not self.j_lo < s <= hessian_scale(MAX_HESSIAN, self.lam):
+            raise ProtocolError(f"obase: 'scale' should be an int in ({self.j_lo}, "
+                                f"{hessian_scale(MAX_HESSIAN, self.lam)}], got {s!r}")
+        self.s = s
 
     # ------------------------------------------------------------ secure functions
     def sigmoid(self, m: np.ndarray) -> np.ndarray:
@@ -238,17 +257,20 @@ class Learner:
                 W[:, self.cat, nb] = pairs[:, :, :, 0].sum(axis=2, dtype=np.uint64)
         return W.reshape(chosen.shape[0], -1)
 
-    def gradients(self, margin: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def gradients(self, margin: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' g and h times their sample weights (shares of 1 without weights: the
+        products are then exact, so the model is the same)."""
         e = self.e
         if not self.logistic:
-            return margin - y, e.fixed(1.0, margin.shape)
+            return e.mulf(w, margin - y), w
         p = self.sigmoid(margin)
-        return p - y, e.mulf(p, e.fixed(1.0, p.shape) - p)
+        gh = e.mulf(np.concatenate([w, w]), np.concatenate([p - y, e.mulf(p, e.fixed(1.0, p.shape) - p)]))
+        return gh[:len(w)], gh[len(w):]
 
-    def tree(self, margin: np.ndarray, y: np.ndarray):
+    def tree(self, margin: np.ndarray, y: np.ndarray, w: np.ndarray):
         """Grow one tree; returns (new margins, valid flags, indexes, leaf weights) as shares."""
         e = self.e
-        g, h = self.gradients(margin, y)
+        g, h = self.gradients(margin, y, w)
         I = e.const(ONE, (self.n, 1))
         active = e.const(ONE, 1)
         flags, indexes = [], []

@@ -33,6 +33,7 @@ from ..params import TrainParams
 from ..split import CATEGORY_THRESHOLD
 from ..vertical.rows import local_cuts
 from .engine import decode, encode
+from .learner import MAX_HESSIAN, hessian_scale
 from .mailbox import Mailbox
 from .stages import ANALYST, DEALER, SERVERS
 
@@ -74,6 +75,8 @@ def real_candidates(cuts: list, n_bins: int, missing: bool, categorical=None) ->
 #: and 2^20 rows of it sum without wrapping the ring (for the range check below).
 LABEL_BOUND = 2.0 ** 16
 SQUARE_FRAC = 10
+#: what a labelled party uploads beside the one-hot matrix (others: "real" only)
+LABEL_FIELDS = ("real", "y", "w", "wy", "wysq")
 #: reg:squarederror: the residual sum of squares at the start, sum (y - base_score)^2,
 #: bounds every gain of every tree (a side's G^2 / (H + lambda) is at most the squares
 #: of its residuals, and with eta <= 1 each tree lowers the sum); the fixed point holds
@@ -81,16 +84,29 @@ SQUARE_FRAC = 10
 RESIDUAL_BOUND = 2.0 ** 22
 
 
-def check_label_range(y: np.ndarray) -> None:
-    """A party refuses labels too large for the fixed-point range, naming the bound."""
+#: Sample weights must be below this, and a row's w y^2 below 2^32 (so that it encodes in
+#: SQUARE_FRAC bits and 2^20 rows of it sum without wrapping).
+WEIGHT_BOUND = 2.0 ** 10
+
+
+def check_label_range(y: np.ndarray, w: np.ndarray | None = None) -> None:
+    """A party refuses labels (and weights) too large for the fixed-point range, naming the bound."""
     big = float(np.max(np.abs(y))) if len(y) else 0.0
     if not big < LABEL_BOUND:
         raise ParameterError.bad("labels", f"magnitudes below {LABEL_BOUND:,.0f} in oblivious training "
                                  "(its fixed-point ring; scale the labels)", big)
+    if w is not None and len(w):
+        if not float(w.max()) < WEIGHT_BOUND:
+            raise ParameterError.bad("sample weights", f"below {WEIGHT_BOUND:,.0f} in oblivious training (its "
+                                     "fixed-point ring; scale the weights)", float(w.max()))
+        if not float(np.max(w * y * y)) < 2.0 ** 32:
+            raise ParameterError.bad("sample weights and labels", "w y^2 below 2^32 on every row in oblivious "
+                                     "training (its fixed-point ring)", float(np.max(w * y * y)))
 
 
-def check_residual_range(objective: str, label_sum: float, square_sum: float, n: int, base: float) -> None:
-    """The analyst's check, before any tree: see RESIDUAL_BOUND."""
+def check_residual_range(objective: str, label_sum: float, square_sum: float, n: float, base: float) -> None:
+    """The analyst's check, before any tree: see RESIDUAL_BOUND.  With sample weights the
+    sums are weighted (sum w y, sum w y^2, sum w) and the bound holds the same way."""
     if objective != "reg:squarederror":
         return
     ssr = square_sum - 2.0 * base * label_sum + n * base * base
@@ -100,15 +116,18 @@ def check_residual_range(objective: str, label_sum: float, square_sum: float, n:
                                  "fixed-point ring; scale the labels down, e.g. to unit variance)", f"{ssr:,.0f}")
 
 
-def run_party(transport: Transport, me: str, X, y: np.ndarray | None, *, feature_types=None,
-              timeout: float | None = None) -> None:
+def run_party(transport: Transport, me: str, X, y: np.ndarray | None, *, weight: np.ndarray | None = None,
+              feature_types=None, timeout: float | None = None) -> None:
     """X: an array or a DataFrame (pandas `category` columns, and columns typed "c" in
-    feature_types, are categorical; training/categorical.py says how they are coded)."""
+    feature_types, are categorical; training/categorical.py says how they are coded).
+    y, weight: the labels and sample weights of a labelled party (weight None: all 1)."""
     try:
         frame = X if hasattr(X, "columns") else None
         X, kinds, raw = categorical.split_columns(X, feature_types, f"{me} X")
         if y is not None:
-            check_label_range(np.asarray(y, np.float64))
+            y32 = np.asarray(y, np.float32).astype(np.float64)
+            w32 = np.ones(len(y32)) if weight is None else np.asarray(weight, np.float32).astype(np.float64)
+            check_label_range(y32, w32)
         numeric = np.array([k == categorical.NUMERIC for k in kinds], bool)
         has_missing = bool(np.isnan(X[:, numeric]).any()) or any(v is None for r in raw.values() for v in r)
         transport.send(me, ANALYST, "ohello", {"rows": X.shape[0], "cols": X.shape[1], "missing": has_missing,
@@ -144,17 +163,16 @@ def run_party(transport: Transport, me: str, X, y: np.ndarray | None, *, feature
         # straight into its message (the matrix is 129 x 8 bytes per row and feature)
         bins = binning.assign_bins(X, cuts)
         values = [real_candidates(cuts, n_bins, missing, ~numeric)]
-        if y is not None:
-            y32 = np.asarray(y, np.float32).astype(np.float64)
-            values += [encode(y32), encode(y32 * y32, SQUARE_FRAC)]      # y^2 only for the range check
+        if y is not None:        # w y and w y^2 only for the intercept and the range check
+            values += [encode(y32), encode(w32), encode(w32 * y32), encode(w32 * y32 * y32, SQUARE_FRAC)]
         width = n_bins + 1 if missing else n_bins
         seed = os.urandom(32)
         rng = Randomness(seed)
         upload = draft_message(me, SERVERS[1], "odata", {
             "onehot": Blank((X.shape[1] * width, X.shape[0]), np.uint64),
-            **{k: Blank(v.shape, np.uint64) for k, v in zip(("real", "y", "ysq"), values)}})
+            **{k: Blank(v.shape, np.uint64) for k, v in zip(LABEL_FIELDS, values)}})
         onehot_minus_stream(bins, n_bins, missing, rng, upload.arrays["onehot"])
-        for k, v in zip(("real", "y", "ysq"), values):
+        for k, v in zip(LABEL_FIELDS, values):
             upload.arrays[k][...] = v - rng.uint64(v.shape)
         transport.send(me, SERVERS[0], "odata", {"seed": seed})
         transport.send_draft(upload)
@@ -230,13 +248,19 @@ def run_analyst(transport: Transport, params: dict, num_boost_round: int, *, par
                 "categorical": is_cat, "n_trees": num_boost_round})
         obj = get_objective(p.objective)
         sums = _opened(box, "oysum")["share"]
-        label_sum, square_sum = float(decode(sums[:1])[0]), float(decode(sums[1:], SQUARE_FRAC)[0])
+        label_sum, weight_sum = (float(v) for v in decode(sums[:2]))
+        square_sum = float(decode(sums[2:], SQUARE_FRAC)[0])
         base_score = (p.base_score,) if p.base_score is not None else \
-            obj.intercept_from_stats(np.array([label_sum, float(n)]), p.objective_params)
-        check_residual_range(p.objective, label_sum, square_sum, n, float(np.float32(base_score[0])))
+            obj.intercept_from_stats(np.array([label_sum, weight_sum]), p.objective_params)
+        check_residual_range(p.objective, label_sum, square_sum, weight_sum, float(np.float32(base_score[0])))
+        h_total = weight_sum * (0.25 if p.objective == "binary:logistic" else 1.0)
+        if not h_total < MAX_HESSIAN:
+            raise ParameterError.bad("sample weights", f"a total hessian below {MAX_HESSIAN:,.0f} in oblivious "
+                                     "training (the division's range; scale the weights)", h_total)
+        scale = hessian_scale(h_total, p.reg_lambda)        # public: the division's range
         margin = obj.base_margin(np.asarray(base_score, np.float32)).astype(np.float64)
         for s, part in zip(SERVERS, share(encode(margin[:1]), 2)):
-            transport.send(ANALYST, s, "obase", {"share": part})
+            transport.send(ANALYST, s, "obase", {"share": part, "scale": scale})
         trees = []
         for _ in range(num_boost_round):
             got = _opened(box, "otree")

@@ -14,6 +14,7 @@ from ..params import TrainParams
 from .dealer import Correlations
 from .engine import Engine
 from .learner import Learner
+from .roles import LABEL_FIELDS
 from .mailbox import Mailbox
 from .stages import ANALYST, DEALER, SERVER_STAGES, SERVERS
 
@@ -54,14 +55,15 @@ def run_server(transport: Transport, index: int, *, parties: list[str], timeout:
         # its shares of the candidate mask and the labels
         onehot, rest, at = [], [], [0, 0]
         for i, (p, (rows, feats)) in enumerate(zip(parties, blocks)):
-            shapes = [(feats * width, rows), (feats * cand,)] + ([(rows,)] * 2 if horizontal or i == label_party else [])
+            labelled = horizontal or i == label_party
+            shapes = [(feats * width, rows), (feats * cand,)] + ([(rows,)] * (len(LABEL_FIELDS) - 1) if labelled else [])
             m = box.recv("odata", p)
             if index == 0:
                 stream = Randomness(field(m, "seed", bytes))
                 onehot.append((at[0], at[1], np.empty(shapes[0], np.uint64), stream))
                 rest.append((stream, shapes[1:]))
             else:
-                got = [_array(m, k, s) for k, s in zip(("onehot", "real", "y", "ysq"), shapes)]
+                got = [_array(m, k, s) for k, s in zip(("onehot",) + LABEL_FIELDS, shapes)]
                 store = got[0] if got[0].flags.writeable else got[0].copy()
                 onehot.append((at[0], at[1], store, None))
                 rest.append((None, got[1:]))
@@ -70,18 +72,19 @@ def run_server(transport: Transport, index: int, *, parties: list[str], timeout:
         del onehot
         got = [[stream.uint64(s) for s in parts] if stream is not None else parts for stream, parts in rest]
         real = got[0][0] if horizontal else np.concatenate([g[0] for g in got])   # horizontally all the same
-        y = np.concatenate([g[1] for g in got if len(g) > 1])
-        ysq = np.concatenate([g[2] for g in got if len(g) > 1])
+        y, w, wy, wysq = (np.concatenate([g[k] for g in got if len(g) > 1]) for k in range(1, len(LABEL_FIELDS)))
         categorical = np.asarray(field(msg, "categorical", list), bool)      # public feature types
         if categorical.shape != (F,):
             raise ProtocolError(f"oconfig: 'categorical' should hold {F} flags, got {categorical.shape}")
         learner = Learner(engine, n, F, nb, TrainParams.from_dict(field(msg, "params", dict)).to_dict(), missing,
                           real, categorical)
-        transport.send(me, ANALYST, "oysum", {"share": np.array([y.sum(dtype=np.uint64), ysq.sum(dtype=np.uint64)])})
-        base = _array(box.recv("obase", ANALYST), "share", (1,))
+        transport.send(me, ANALYST, "oysum", {"share": np.array([v.sum(dtype=np.uint64) for v in (wy, w, wysq)])})
+        got_base = box.recv("obase", ANALYST)
+        base = _array(got_base, "share", (1,))
+        learner.set_scale(field(got_base, "scale", int))
         margin = np.repeat(base, n)
         for _ in range(field(msg, "n_trees", int)):
-            margin, valid, index_, weight = learner.tree(margin, y)
+            margin, valid, index_, weight = learner.tree(margin, y, w)
             transport.send(me, ANALYST, "otree", {"valid": valid, "index": index_, "weight": weight})
     except PeerFailure:
         raise
