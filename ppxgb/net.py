@@ -163,7 +163,12 @@ class NetworkTransport(Transport):
                 sock.sendall(_HEADER.pack(HELLO, len(name)) + name)
                 out.sock = sock
                 out.ready.set()
-                if self._closing.is_set():
+                if self._closing.is_set():        # closed while connecting: still say goodbye
+                    with out.lock:
+                        try:
+                            sock.sendall(_HEADER.pack(BYE, 0))
+                        except OSError:
+                            pass
                     sock.close()
                 return
             except ssl.SSLError as exc:
@@ -387,6 +392,11 @@ class NetworkTransport(Transport):
         """Say goodbye to every peer, then release sockets; idempotent."""
         if self._closing.is_set():
             return
+        # a connection still being set up (a role that finished before a slow peer was
+        # listening): let it finish, so that peer gets a goodbye and not a lost connection
+        deadline = time.monotonic() + min(5.0, self.connect_timeout)
+        for out in self._out.values():
+            out.ready.wait(max(0.0, deadline - time.monotonic()))
         self._closing.set()
         bye = _HEADER.pack(BYE, 0)
         for out in self._out.values():

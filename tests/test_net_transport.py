@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -186,6 +187,29 @@ def test_clean_close_is_not_a_failure_and_timeout_names_the_awaited_peer(address
             a.send("a", "b", "late", {})
     finally:
         a.close()
+
+
+def test_a_role_that_finishes_before_a_peer_listens_says_goodbye(addresses, pki):
+    """A role done before a slow peer has started (a data party of oblivious training, on
+    a loaded machine) closes while its connection to that peer is still being set up:
+    the peer must get a goodbye, not a lost connection.  (Before: the late connection was
+    closed without one, and the peer failed the run naming this role.)"""
+    addr = {k: addresses[k] for k in "ab"}
+    a = NetworkTransport("a", addr, pki["a"])
+    started = time.monotonic()
+    closer = threading.Thread(target=a.close)
+    closer.start()                                  # b is not listening yet
+    time.sleep(0.8)
+    b = NetworkTransport("b", addr, pki["b"])
+    try:
+        closer.join(10)
+        assert not closer.is_alive() and time.monotonic() - started < 6
+        time.sleep(1.0)
+        assert b.first_failure() is None
+        with pytest.raises(PeerFailure, match="closed"):
+            b.send("b", "a", "late", {})
+    finally:
+        b.close()
 
 
 def test_abort_names_the_culprit(addresses, pki):
