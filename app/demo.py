@@ -99,7 +99,10 @@ def load_dp_results(path: str) -> dict[str, Any]:
                                  f"{path} ({exc})") from None
     from .report_dp import cells
 
-    cells(doc)
+    try:
+        cells(doc)
+    except ParameterError as exc:
+        raise ParameterError(f"--dp-results {path}: {exc}") from None
     return doc
 
 

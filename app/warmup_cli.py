@@ -7,10 +7,10 @@ the first training or enrolment spends most of its time compiling (the demo's
 horizontal training: about 18 s cold, 1.3 s warm), which would read as protocol time.
 
 The warm-up runs each path once on a few dozen synthetic rows, in this process and on
-the in-memory transport: horizontal training, vertical training with PSI alignment (both
-protocols),
-both with category columns, and enrolment plus scoring under both threshold schemes.  Every kernel those paths call
-gets compiled and written to the cache; a second warm-up only loads it.  `make install`
+the in-memory transport: horizontal training, vertical training with PSI alignment
+(both protocols), both with category columns, and enrolment plus scoring under both
+threshold schemes.  Every kernel those paths call gets compiled and written to the
+cache; a second warm-up only loads it.  `make install`
 (and so `make demo` and `make test`) runs it.
 """
 

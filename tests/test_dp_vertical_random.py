@@ -19,6 +19,7 @@ from dp_accounting import rdp
 from helpers import canonical, recorded_federation
 from test_vertical_leakage import lh_views, single_row_pins
 from ppxgb.crypto import dgauss
+from ppxgb.errors import ParameterError
 from ppxgb.training import dp
 from ppxgb.training.params import TrainParams
 from ppxgb.training.vertical import run_vertical_federation
@@ -253,3 +254,14 @@ def test_at_the_benchmarks_setting_the_partitions_pin_every_bin():
     _, truth = lh_views("binary:logistic", max_bin=8, trees=100, log=log,
                         extra={"dp_epsilon": 1.0, "dp_split": "random", "max_depth": 3})
     assert partition_pins(log, truth) > 0.99
+
+
+def test_validation_sets_are_refused_under_random_splits():
+    """Scoring validation rows sends the feature holders their partitions, which this
+    mode keeps from them: refused by name (the histogram mode keeps its eval sets)."""
+    from ppxgb.training import train_vertical
+
+    X, y = data(600)
+    with pytest.raises(ParameterError, match="evals: not available with dp_split='random'"):
+        train_vertical(RANDOM, [X[:, :3], X[:, 3:]], y, num_boost_round=2,
+                       evals=[([X[:100, :3], X[:100, 3:]], y[:100], "valid")])

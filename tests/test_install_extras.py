@@ -74,3 +74,21 @@ def test_a_missing_extra_names_the_pip_command():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "pip install 'ppxgb[serve]'" in run.stdout and "fastapi" in run.stdout
+
+
+def test_the_report_without_matplotlib_names_the_pip_command():
+    """The report's DP figure module draws with matplotlib too: it must not be imported
+    before the report's own check (it was, and a raw ModuleNotFoundError came out)."""
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["matplotlib"] = None
+        try:
+            import ppxgb.app.report
+        except ImportError as exc:
+            from ppxgb.errors import PPXGBError
+            assert isinstance(exc, PPXGBError), type(exc)
+            print(exc)
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "pip install 'ppxgb[report]'" in run.stdout

@@ -63,3 +63,24 @@ def test_the_residual_check_follows_base_score():
     with pytest.raises(ParameterError, match="residual sum of squares"):
         roles.check_residual_range("reg:squarederror", label_sum=1e5, square_sum=1e7 + 1e3, n=1000, base=0.0)
     roles.check_residual_range("binary:logistic", label_sum=1e5, square_sum=1e12, n=1000, base=0.0)
+
+
+def test_eta_above_one_is_refused_and_would_have_overflowed(monkeypatch):
+    """The residual check relies on each tree lowering the residuals, which eta <= 1
+    ensures; with eta 3 these labels pass it (residual sum 1.3e6 < 2^22) yet the
+    overshooting trees wrap the gains (the mutant lets eta 3 through)."""
+    from ppxgb.training.oblivious import api
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 8, size=(400, 3)).astype(float)
+    y = (X[:, 0] - 3.5) * 25 + rng.normal(size=400) * 10
+    params = {"objective": "reg:squarederror", "max_depth": 2, "eta": 3.0}
+    parties = [(X[:200], y[:200]), (X[200:], y[200:])]
+    with pytest.raises(ParameterError, match="eta: expected at most 1 in oblivious training"):
+        train_oblivious(params, parties, num_boost_round=4)
+    real = api.check_params
+    monkeypatch.setattr(api, "check_params", lambda p: (real({**p, "eta": 1.0}), api.TrainParams.from_dict(p))[1])
+    booster = train_oblivious(params, parties, num_boost_round=4)
+    ref = xgb.train({**params, "tree_method": "hist"}, xgb.DMatrix(X, label=y), 4)
+    d = xgb.DMatrix(X)
+    assert np.abs(booster.predict(d, output_margin=True) - ref.predict(d, output_margin=True)).max() > 10

@@ -37,12 +37,18 @@ def test_weighted_model_equals_xgboost(objective, partition):
     assert np.abs(_margins(unweighted, X) - _margins(ref, X)).max() > 1e-2     # the weights matter here
 
 
-def test_unit_weights_give_the_unweighted_model_exactly():
-    X, y, _ = _data(1)
-    params = {"objective": "binary:logistic", "max_depth": 3}
-    plain = train_oblivious(params, [(X[:200], y[:200]), (X[200:], y[200:])], 2)
-    ones = train_oblivious(params, [(X[:200], y[:200], np.ones(200)), (X[200:], y[200:], np.ones(200))], 2)
-    np.testing.assert_array_equal(_margins(plain, X), _margins(ones, X))
+def test_a_product_by_unit_weights_returns_the_gradients_exactly():
+    """Without weights every row's weight is a share of 1.0: the extra product must
+    return g and h unchanged, bit for bit (the truncation is the exact floor)."""
+    from ppxgb.crypto.sharing import share
+    from ppxgb.training.oblivious.engine import encode
+
+    from test_oblivious import _engines
+
+    g = encode(np.random.default_rng(3).normal(size=5000) * 50)
+    gs, ws = share(g, 2), share(encode(np.ones(5000)), 2)
+    a, b = _engines(lambda e: e.mulf(ws[e.index], gs[e.index]))
+    np.testing.assert_array_equal(a + b, g)
 
 
 def test_weights_out_of_range_are_refused_by_name():

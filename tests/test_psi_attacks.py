@@ -315,5 +315,5 @@ def test_model_does_not_depend_on_the_secret_order(monkeypatch):
     np.testing.assert_array_equal(first, second)
     np.testing.assert_array_equal(first, by_oprf)
     np.testing.assert_array_equal(first, margins())
-    with pytest.raises(ParameterError, match="psi protocol"):
+    with pytest.raises(ParameterError, match="psi_protocol"):
         train_vertical(params, [lh, fh], "y", num_boost_round=1, id_column="pid", psi_protocol="kkrt")

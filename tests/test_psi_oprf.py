@@ -126,7 +126,7 @@ def test_protocol_choice():
     assert psi.choose_protocol("auto", psi.OPRF_MIN - 1) == "ecdh"
     assert psi.choose_protocol("auto", psi.OPRF_MIN) == "oprf"
     assert psi.choose_protocol("ecdh", 10**6) == "ecdh"
-    with pytest.raises(ParameterError, match="psi protocol"):
+    with pytest.raises(ParameterError, match="psi_protocol"):
         psi.choose_protocol("kkrt", 10)
 
 

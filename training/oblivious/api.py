@@ -52,6 +52,9 @@ def check_params(params: dict[str, Any]) -> TrainParams:
                                  *((s, getattr(p, s), 1.0) for s in SAMPLING)):
         if value != default:
             raise UnsupportedParameter(f"{name}: oblivious training supports only {default}, got {value}")
+    if not p.eta <= 1.0:
+        raise ParameterError.bad("eta", "at most 1 in oblivious training (its run-time range check relies on "
+                                 "each tree lowering the residuals)", p.eta)
     if not p.reg_lambda >= 2.0 ** -8:
         raise ParameterError.bad("lambda", "at least 2^-8 in oblivious training (the division's range)",
                                  p.reg_lambda)

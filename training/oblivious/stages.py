@@ -10,7 +10,7 @@
     analyst -> party    ocuts      {cuts} / party -> analyst ocuts   the cuts (horizontal / vertical,
                                    {cuts, mins, lists})               with the category lists)
     analyst -> server   oconfig    {public sizes and parameters}
-    party   -> server   odata      {seed} to server-0, {onehot, y, w, w y, w y^2} shares to server-1
+    party   -> server   odata      {seed} to server-0, {onehot, real, y, w, w y, w y^2} shares to server-1
     server  -> analyst  oysum      {share}: sums of w y, w, w y^2    intercept, range check
     analyst -> server   obase      {share}                           shares of the base margin
     server <-> server   oopen      {x: masked words}

@@ -348,6 +348,9 @@ def run_label_holder(transport: Transport, name: str, X, y, params: dict[str, An
 def _with_evals(source: VerticalSource, evals, evaluation: Evaluation | None, p: TrainParams,
                 n_features: int) -> Evaluation | None:
     """Give the source its validation rows and the evaluation its scores."""
+    if evals and p.dp_epsilon is not None and p.dp_split == "random":
+        raise ParameterError("evals: not available with dp_split='random' in vertical training (the validation "
+                             "rows' partitions would reach the feature holders, which this mode keeps from them)")
     if evals:
         source.val = LabelHolderEvals(list(evals), p, n_features)
     if evaluation is not None:

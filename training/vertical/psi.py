@@ -219,7 +219,7 @@ def follower_shuffle(rand: Randomness, n: int) -> np.ndarray:
 def choose_protocol(protocol: str, n_leader: int) -> str:
     """"ecdh" or "oprf" for a leader with n_leader IDs ("auto": OPRF from OPRF_MIN IDs)."""
     if protocol not in PROTOCOLS:
-        raise ParameterError.bad("psi protocol", f"one of {PROTOCOLS}", protocol)
+        raise ParameterError.bad("psi_protocol", f"one of {PROTOCOLS}", protocol)
     if protocol == "auto":
         return "oprf" if n_leader >= OPRF_MIN else "ecdh"
     return protocol
