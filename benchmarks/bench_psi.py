@@ -156,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python benchmarks/bench_psi.py " + " ".join(argv if argv is not None else sys.argv[1:])
     block = [f"{TITLE}: the OPRF PSI (OT extension, cuckoo hashing) and Diffie-Hellman in edwards25519's "
              f"prime-order group through libsodium, two parties, half the IDs common; `{cmd.strip()}`; "
-             f"{machine()}; load average {load0:.1f} at the start and {load1:.1f} at the end: the machine was "
-             "shared with other jobs, so these rates are lower bounds)" + "".join(f"; {s}" for s in skipped) + ":",
+             f"{machine()}; load average {load0:.1f} at the start and {load1:.1f} at the end"
+             + (": the machine was shared with other jobs, so these rates are lower bounds)"
+                if max(load0, load1) > 1.5 else ")") + "".join(f"; {s}" for s in skipped) + ":",
              "", *table(results)]
     print("\n".join(table(results)))
     if args.write:
