@@ -144,7 +144,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, help="this party's columns: CSV with a header, or .npz")
     p.add_argument("--id-column", help="align rows with the other parties by PSI on this column")
     p.add_argument("--psi", choices=("auto", "ecdh", "oprf"), default="auto",
-                   help="PSI protocol, chosen by the label holder (auto: OPRF from 1,000 IDs, else Diffie-Hellman)")
+                   help="PSI protocol, chosen by the label holder (auto: OPRF when a party holds 1,000 IDs, else Diffie-Hellman)")
     p.add_argument("--label", help="label column (label holder only)")
     add_categorical_option(p)
     p.add_argument("--params", help="XGBoost parameters as JSON or @file (label holder only)")
@@ -167,7 +167,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", nargs="+", required=True, help="one CSV or .npz per party, in party order")
     p.add_argument("--id-column", help="patient-ID column present in every file (rows aligned by PSI)")
     p.add_argument("--psi", choices=("auto", "ecdh", "oprf"), default="auto",
-                   help="PSI protocol (auto: OPRF from 1,000 label-holder IDs, else Diffie-Hellman)")
+                   help="PSI protocol (auto: OPRF when a party holds 1,000 IDs, else Diffie-Hellman)")
     p.add_argument("--label", help="label column of the label party's file")
     p.add_argument("--label-party", type=int, default=0, help="index of the label holder in --data")
     add_categorical_option(p)

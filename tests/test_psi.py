@@ -132,7 +132,7 @@ def test_no_id_or_hash_crosses_the_wire():
                 assert v.shape[1] == 32 and not forbidden & {bytes(r) for r in v}, (msg.stage, key)
                 assert all(sodium.crypto_core_ed25519_is_valid_point(bytes(r)) for r in v)
             assert not (isinstance(v, str) and "patient" in v)
-    assert {m.stage for m in seen} == {"psi_hello", "psi_a", "psi_b", "psi_result"}
+    assert {m.stage for m in seen} == {"psi_size", "psi_hello", "psi_a", "psi_b", "psi_result"}
 
 
 @pytest.mark.parametrize("protocol", ["ecdh", "oprf"])

@@ -122,6 +122,17 @@ def test_a_table_that_cannot_be_built_is_a_clear_error(monkeypatch):
         _run([list(range(400)), list(range(10))])
 
 
+def test_auto_chooses_by_the_largest_party():
+    """A small label holder facing a large feature holder gets the OPRF PSI too (the
+    Diffie-Hellman PSI would take minutes at a million IDs)."""
+    for sizes, expected in (([10, 10], "psi_a"), ([10, psi.OPRF_MIN], "psi_oprf_setup"),
+                            ([psi.OPRF_MIN, 10], "psi_oprf_setup")):
+        seen = []
+        orders, _ = psi_federation([list(range(sizes[0])), list(range(5, 5 + sizes[1]))], seen.append, timeout=60)
+        assert expected in {m.stage for m in seen}
+        assert len(orders[0]) == min(sizes[0], sizes[1] + 5) - 5
+
+
 def test_protocol_choice():
     assert psi.choose_protocol("auto", psi.OPRF_MIN - 1) == "ecdh"
     assert psi.choose_protocol("auto", psi.OPRF_MIN) == "oprf"
@@ -143,7 +154,7 @@ def test_no_id_digest_or_item_crosses_the_wire():
                 raw = v.tobytes()
                 assert not any(raw[o:o + 16] in forbidden for o in range(0, len(raw) - 15, 8)), (msg.stage, key)
             assert not (isinstance(v, str) and "patient" in v)
-    assert [m.stage for m in seen] == ["psi_hello", "psi_oprf_setup", "psi_oprf_ot", "psi_oprf_u", "psi_oprf_f",
+    assert [m.stage for m in seen] == ["psi_size", "psi_hello", "psi_oprf_setup", "psi_oprf_ot", "psi_oprf_u", "psi_oprf_f",
                                        "psi_result"]
 
 

@@ -181,7 +181,7 @@ def train_vertical(params: dict[str, Any], parties: Sequence[Any], label, label_
     validation blocks per party, aligned like the training blocks (PSI on id_column,
     else by position); labels from the label column (or y), weights from the weight
     column (or w), at the label holder, which scores every round itself.
-    psi_protocol: "auto" (the default: the OPRF PSI from 1,000 label-holder IDs, the
+    psi_protocol: "auto" (the default: the OPRF PSI when a party holds 1,000 IDs, the
     Diffie-Hellman PSI below), "ecdh" or "oprf" (docs/vertical.md compares them).
     early_stopping_rounds, evals_result, callbacks, verbose_eval and maximize as in
     xgboost.train.

@@ -19,6 +19,8 @@ group element (decisional Diffie-Hellman).
 
 Protocol, label holder L and every other party P (a star, L in the middle):
 
+    P -> L  psi_size    |P| (which the protocol reveals to L anyway)
+    L -> P  psi_hello   the protocol: this one, or the OPRF PSI (psi_oprf.py) for large sets
     L               a secret uniformly random permutation pi of its rows (CSPRNG)
     L -> P  psi_a       A_i  = [a] H(x_pi(i))        in pi's order
     P -> L  psi_b       B_j  = [b] H(y_j)            in a secret random order of P
@@ -56,7 +58,7 @@ _DOMAIN = b"ppxgb-psi-ed25519-ro-v2|"
 POINT_BYTES = 32            # a canonical edwards25519 encoding
 _PARALLEL_MIN = 4096        # below this, worker processes cost more than they save
 PROTOCOLS = ("auto", "ecdh", "oprf")
-OPRF_MIN = 1_000            # "auto" takes the OPRF PSI from this many label-holder IDs
+OPRF_MIN = 1_000            # "auto" takes the OPRF PSI when a party holds this many IDs
 
 
 def canonical_id(x: Any) -> bytes:
@@ -216,12 +218,12 @@ def follower_shuffle(rand: Randomness, n: int) -> np.ndarray:
     return random_permutation(rand, n)
 
 
-def choose_protocol(protocol: str, n_leader: int) -> str:
-    """"ecdh" or "oprf" for a leader with n_leader IDs ("auto": OPRF from OPRF_MIN IDs)."""
+def choose_protocol(protocol: str, n_ids: int) -> str:
+    """"ecdh" or "oprf" when the largest party holds n_ids IDs ("auto": OPRF from OPRF_MIN)."""
     if protocol not in PROTOCOLS:
         raise ParameterError.bad("psi_protocol", f"one of {PROTOCOLS}", protocol)
     if protocol == "auto":
-        return "oprf" if n_leader >= OPRF_MIN else "ecdh"
+        return "oprf" if n_ids >= OPRF_MIN else "ecdh"
     return protocol
 
 
@@ -233,10 +235,19 @@ def run_psi_leader(transport: Transport, me: str, others: Sequence[str], ids: Se
     a secret uniformly random order; and for each other party the positions it was sent).
     `rand`: the CSPRNG stream of the scalar and the permutation (a fresh os.urandom key
     by default; pass one only to pin a test).  `protocol`: "ecdh", "oprf" (psi_oprf.py)
-    or "auto" (by the label holder's number of IDs); the feature holders follow."""
+    or "auto" (by the largest party's number of IDs, which each feature holder sends
+    first: both protocols reveal it to the label holder anyway); the feature holders follow."""
     rand = rand or Randomness()
     h = _check_unique(ids, me)
-    protocol = choose_protocol(protocol, len(ids))
+    choose_protocol(protocol, 0)                  # a bad name fails before any message
+    sizes = {}
+    while len(sizes) < len(others):
+        msg = transport.recv(me, "psi_size", timeout=timeout)
+        n = msg.payload.get("n")
+        if msg.src not in others or msg.src in sizes or not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ProtocolError(f"{me}: unexpected psi_size from {msg.src} (n should be an int >= 0)")
+        sizes[msg.src] = n
+    protocol = choose_protocol(protocol, max([len(ids), *sizes.values()]))
     for q in others:
         transport.send(me, q, "psi_hello", {"protocol": protocol})
     if protocol == "oprf":
@@ -281,6 +292,7 @@ def run_psi_follower(transport: Transport, me: str, leader: str, ids: Sequence[A
     """Another party's side. Returns its rows of the common IDs, in the aligned order."""
     rand = rand or Randomness()
     h = _check_unique(ids, me)
+    transport.send(me, leader, "psi_size", {"n": len(ids)})
     hello = transport.recv(me, "psi_hello", leader, timeout=timeout)
     protocol = hello.payload.get("protocol")
     if protocol not in ("ecdh", "oprf"):
