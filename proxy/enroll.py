@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +74,8 @@ class Proxy:
         self._key_bits = key_bits
         self.scheme = scheme
         self.pool = KeyPool(key_pool, key_bits)
+        # a Proxy dropped without close(): its pool's helper stops with it, not at exit
+        weakref.finalize(self, self.pool.close)
 
     @property
     def key_bits(self) -> int:

@@ -151,6 +151,18 @@ def test_the_helper_holds_no_file_and_stops_on_close(model):
     assert proxy.pool.ready() == 0 and proxy.pool.take(BITS) is None
 
 
+def test_a_proxy_dropped_without_close_stops_its_helper(model):
+    import gc
+
+    _, ensemble, _ = model
+    proxy = warm_proxy(ensemble, 1)
+    helper, thread = proxy.pool._helper, proxy.pool._thread
+    del proxy
+    gc.collect()
+    thread.join(10)
+    assert helper.poll() is not None and not thread.is_alive()
+
+
 def test_the_interpreter_exits_with_a_running_pool_and_the_helper_ends(tmp_path):
     code = ("import sys, time; from ppxgb.proxy import Proxy\n"
             f"p = Proxy({BITS}, allow_weak_keys=True, key_pool=3); p.prepare()\n"
