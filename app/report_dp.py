@@ -129,7 +129,7 @@ def auc_figure(all_cells: list[Cell], refs: list[tuple[str, float, float]]) -> t
                               "auc": [float(y) for y in line.get_ydata()]})
             for c in cs:
                 if c.epsilon is None:
-                    line = ax.axhline(c.mean, color=colour, lw=0.9, ls=(0, (2, 2)), label=f"{series.split(',')[0]}: no DP")
+                    line = ax.axhline(c.mean, color=colour, lw=0.9, ls=(0, (2, 2)), label=f"{c.mode}: no DP")
                     drawn.append({"dataset": dataset, "series": series, "no_dp": float(line.get_ydata()[0])})
         for label, eps, auc in refs:
             ax.plot([eps], [auc], marker="*", ms=12, color="#333", ls="none", label=label)

@@ -99,9 +99,10 @@ def check_label_range(y: np.ndarray, w: np.ndarray | None = None) -> None:
         if not float(w.max()) < WEIGHT_BOUND:
             raise ParameterError.bad("sample weights", f"below {WEIGHT_BOUND:,.0f} in oblivious training (its "
                                      "fixed-point ring; scale the weights)", float(w.max()))
-        if not float(np.max(w * y * y)) < 2.0 ** 32:
+        largest = float(np.max(w * y * y))
+        if not largest < 2.0 ** 32:
             raise ParameterError.bad("sample weights and labels", "w y^2 below 2^32 on every row in oblivious "
-                                     "training (its fixed-point ring)", float(np.max(w * y * y)))
+                                     "training (its fixed-point ring)", largest)
 
 
 def check_residual_range(objective: str, label_sum: float, square_sum: float, n: float, base: float) -> None:
