@@ -409,12 +409,12 @@ def _unchosen_keys_formable(monkeypatch):
     """How many of the 512 keys the receiver did not choose it can form itself: H of
     (i, A, B_i, X) for X in [b_i]A, [b_i]A +- A, [b_i]G, A, B_i and B_i - A."""
     drawn = []
-    real = ot._scalar
+    real = ot.random_scalar
 
     def spy(rand):
         drawn.append(real(rand))
         return drawn[-1]
-    monkeypatch.setattr(ot, "_scalar", spy)
+    monkeypatch.setattr(ot, "random_scalar", spy)
     rand = Randomness()
     a, big_a = ot.base_ot_sender_start(rand)
     choices = psi_oprf.choice_bits(rand)

@@ -51,8 +51,9 @@ _BASE_OT_DOMAIN = b"ppxgb-base-ot-v1|"
 
 
 # ---------------------------------------------------------------- base OT
-def _scalar(rand: Randomness) -> bytes:
-    """A scalar uniform in [1, l): 512 random bits reduced mod l."""
+def random_scalar(rand: Randomness) -> bytes:
+    """A scalar uniform in [1, l): 512 random bits of the stream reduced mod l (bias
+    below 2^-259); the base OTs' and the Diffie-Hellman PSI's secret scalars."""
     while True:
         k = sodium.crypto_core_ed25519_scalar_reduce(rand.words(8).tobytes())
         if any(k):
@@ -65,7 +66,7 @@ def _key(i: int, a_point: bytes, b_point: bytes, shared: bytes) -> bytes:
 
 def base_ot_sender_start(rand: Randomness) -> tuple[bytes, bytes]:
     """(a, A = [a]G): the sender's secret scalar and its one message."""
-    a = _scalar(rand)
+    a = random_scalar(rand)
     return a, sodium.crypto_scalarmult_ed25519_base_noclamp(a)
 
 
@@ -82,7 +83,7 @@ def base_ot_receive(a_point: bytes, choices: np.ndarray, rand: Randomness) -> tu
     out_b = np.empty((len(choices), POINT), np.uint8)
     keys = np.empty((len(choices), 16), np.uint8)
     for i, s in enumerate(np.asarray(choices, dtype=bool)):
-        b = _scalar(rand)
+        b = random_scalar(rand)
         bg = sodium.crypto_scalarmult_ed25519_base_noclamp(b)
         big_b = sodium.crypto_core_ed25519_add(a_point, bg) if s else bg
         out_b[i] = np.frombuffer(big_b, np.uint8)

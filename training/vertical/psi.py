@@ -47,6 +47,7 @@ import numpy as np
 from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
 
+from ppxgb.crypto import ot
 from ppxgb.crypto.sharing import Randomness
 from ppxgb.errors import FormatError, ParameterError, ProtocolError
 from ppxgb.transport import Transport
@@ -119,11 +120,7 @@ def hash_to_group(digests: np.ndarray) -> np.ndarray:
 
 def new_scalar(rand: Randomness | None = None) -> bytes:
     """A blinding scalar uniform in [1, l): 512 random bits reduced mod l (bias < 2^-259)."""
-    rand = rand or Randomness()
-    while True:
-        k = sodium.crypto_core_ed25519_scalar_reduce(rand.words(8).tobytes())
-        if any(k):
-            return k
+    return ot.random_scalar(rand or Randomness())
 
 
 def blind(points: np.ndarray, key: bytes, workers: int = 1) -> np.ndarray:
