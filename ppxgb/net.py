@@ -30,6 +30,7 @@ import ssl
 import struct
 import threading
 import time
+from abc import abstractmethod
 from typing import Callable
 
 from .errors import FormatError, ParameterError, PeerFailure, PeerTimeout
@@ -75,7 +76,130 @@ class _Outgoing:
         self.dead = False
 
 
-class NetworkTransport(Transport):
+def check_tls(tls: TLSConfig | None, insecure: bool) -> None:
+    """TLS material is required; plaintext only with an explicit insecure=True."""
+    if tls is None and not insecure:
+        raise ParameterError(
+            "tls: expected a TLSConfig (certificate, key and CA); plaintext needs an "
+            "explicit insecure=True / --insecure, got None")
+    if tls is not None and not isinstance(tls, TLSConfig):
+        raise ParameterError.bad("tls", "a TLSConfig or None", type(tls).__name__)
+
+
+class PeerTransport(Transport):
+    """What a role's transport in its own process shares, whatever carries its frames:
+    one inbox, liveness by heartbeats, failures turned into an abort naming the peer.
+
+    A subclass supplies `_send_to(dst, data)` (one encoded message to a peer), `abort`
+    and `close`; it calls `_arrived(peer, data)` for each message it receives,
+    `_heard(peer)` for any sign of life, `_bye(peer)` for a clean goodbye, and
+    `_check_liveness()` once per heartbeat.
+    """
+
+    def __init__(self, me: str, peers: list[str], *, connect_timeout: float, peer_timeout: float,
+                 heartbeat: float | None, default_timeout: float | None, send_timeout: float | None,
+                 max_message_bytes: int, recorder: Callable[[Message], None] | None):
+        super().__init__(recorder)
+        for name, value in (("connect_timeout", connect_timeout), ("peer_timeout", peer_timeout)):
+            if not value > 0:
+                raise ParameterError.bad(name, "a positive number of seconds", value)
+        self.me = me
+        self.peers = [name for name in peers if name != me]
+        self.connect_timeout = float(connect_timeout)
+        self.peer_timeout = float(peer_timeout)
+        self.heartbeat = float(heartbeat) if heartbeat else max(0.05, min(1.0, peer_timeout / 5))
+        self.default_timeout = default_timeout
+        self.send_timeout = float(send_timeout) if send_timeout else max(self.peer_timeout, 10.0)
+        self.max_message_bytes = int(max_message_bytes)
+        self._inbox: queue.Queue[Message] = queue.Queue()
+        self._waiting = threading.local()
+        self._state = threading.Lock()
+        self._closing = threading.Event()
+        self._last_seen: dict[str, float] = {}
+        self._said_bye: set[str] = set()
+        self._started = time.monotonic()
+
+    def _fail(self, peer: str, reason: str) -> None:
+        """Record a failure this transport saw first-hand and queue one abort naming
+        `peer`, unless `peer` said goodbye or we are closing."""
+        with self._state:
+            if peer in self._said_bye or self._closing.is_set() or not self._note_failure(peer, reason):
+                return
+        self._inbox.put(Message(peer, self.me, "abort", {"peer": peer, "reason": reason}, 0))
+
+    def _heard(self, peer: str) -> None:
+        self._last_seen[peer] = time.monotonic()
+
+    def _bye(self, peer: str) -> None:
+        with self._state:
+            self._said_bye.add(peer)
+
+    def _arrived(self, peer: str, data) -> str | None:
+        """Queue one message received from `peer`; or the reason to drop the link."""
+        try:
+            msg = decode_message(data)
+        except FormatError as exc:
+            return f"sent a malformed message ({exc})"
+        if msg.src != peer or msg.dst != self.me:
+            return f"sent a message labelled {msg.src}->{msg.dst} on its own connection"
+        self._count(msg)
+        self._inbox.put(msg)
+        return None
+
+    def _check_liveness(self) -> None:
+        """Fail a peer that did not connect within connect_timeout, or went silent."""
+        now = time.monotonic()
+        with self._state:
+            snapshot = dict(self._last_seen)
+        for peer in self.peers:
+            seen = snapshot.get(peer)
+            if seen is None:
+                if now - self._started > self.connect_timeout:
+                    self._fail(peer, f"did not connect within {self.connect_timeout:g}s")
+            elif now - seen > self.peer_timeout:
+                self._fail(peer, f"stopped answering (silent for {now - seen:.1f}s)")
+
+    @abstractmethod
+    def _send_to(self, dst: str, data) -> None:
+        """Send one encoded message to peer `dst`, or raise PeerFailure naming it."""
+
+    def _deliver(self, src: str, dst: str, data) -> None:
+        if src != self.me:
+            raise ParameterError.bad("src", f"this transport's role {self.me!r}", src)
+        if len(data) > self.max_message_bytes:
+            raise ParameterError.bad("payload", f"at most {self.max_message_bytes} encoded bytes", len(data))
+        if dst == self.me:
+            msg = decode_message(data)
+            self._count(msg)
+            self._inbox.put(msg)
+        elif dst not in self.peers:
+            raise ParameterError.bad("dst", f"one of {sorted(self.peers)}", dst)
+        else:
+            self._send_to(dst, data)
+
+    def recv(self, me: str, stage: str, src: str | None = None,
+             timeout: float | None = None) -> Message:
+        self._waiting.what = (stage, src)
+        return super().recv(me, stage, src, timeout)
+
+    def _next(self, me: str, timeout: float | None) -> Message:
+        if me != self.me:
+            raise ParameterError.bad("me", f"this transport's role {self.me!r}", me)
+        timeout = self.default_timeout if timeout is None else timeout
+        try:
+            return self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            stage, src = getattr(self._waiting, "what", ("any", None))
+            raise PeerTimeout(me, f"no {stage!r} message within {timeout:g}s", awaited=src) from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class NetworkTransport(PeerTransport):
     """Transport for one role (`me`) in its own process; see the module docstring."""
 
     def __init__(self, me: str, addresses: dict[str, tuple[str, int]], tls: TLSConfig | None,
@@ -84,40 +208,18 @@ class NetworkTransport(Transport):
                  default_timeout: float | None = 3600.0, send_timeout: float | None = None,
                  max_message_bytes: int = 1 << 30,
                  recorder: Callable[[Message], None] | None = None):
-        super().__init__(recorder)
         if me not in addresses:
             raise ParameterError.bad("me", f"one of {sorted(addresses)}", me)
-        if tls is None and not insecure:
-            raise ParameterError(
-                "tls: expected a TLSConfig (certificate, key and CA); plaintext needs an "
-                "explicit insecure=True / --insecure, got None")
-        if tls is not None and not isinstance(tls, TLSConfig):
-            raise ParameterError.bad("tls", "a TLSConfig or None", type(tls).__name__)
-        for name, value in (("connect_timeout", connect_timeout), ("peer_timeout", peer_timeout)):
-            if not value > 0:
-                raise ParameterError.bad(name, "a positive number of seconds", value)
-        self.me = me
+        check_tls(tls, insecure)
+        super().__init__(me, list(addresses), connect_timeout=connect_timeout, peer_timeout=peer_timeout,
+                         heartbeat=heartbeat, default_timeout=default_timeout, send_timeout=send_timeout,
+                         max_message_bytes=max_message_bytes, recorder=recorder)
         self.addresses = {name: (str(h), int(p)) for name, (h, p) in addresses.items()}
-        self.peers = [name for name in self.addresses if name != me]
         self.tls = tls
-        self.connect_timeout = float(connect_timeout)
-        self.peer_timeout = float(peer_timeout)
-        self.heartbeat = float(heartbeat) if heartbeat else max(0.05, min(1.0, peer_timeout / 5))
-        self.default_timeout = default_timeout
-        self.send_timeout = float(send_timeout) if send_timeout else max(self.peer_timeout, 10.0)
-        self.max_message_bytes = int(max_message_bytes)
-
         self._server_ctx = tls.server_context() if tls else None
         self._client_ctx = tls.client_context() if tls else None
-        self._inbox: queue.Queue[Message] = queue.Queue()
-        self._waiting = threading.local()
-        self._state = threading.Lock()
-        self._closing = threading.Event()
         self._out = {name: _Outgoing() for name in self.peers}
         self._incoming: dict[str, socket.socket] = {}
-        self._last_seen: dict[str, float] = {}
-        self._said_bye: set[str] = set()
-        self._started = time.monotonic()
 
         host, port = self.addresses[me]
         try:
@@ -132,16 +234,6 @@ class NetworkTransport(Transport):
                                            daemon=True) for peer in self.peers]
         for t in self._threads:
             t.start()
-
-    # ----------------------------------------------------------------- failures
-
-    def _fail(self, peer: str, reason: str) -> None:
-        """Record a failure this transport saw first-hand and queue one abort naming
-        `peer`, unless `peer` said goodbye or we are closing."""
-        with self._state:
-            if peer in self._said_bye or self._closing.is_set() or not self._note_failure(peer, reason):
-                return
-        self._inbox.put(Message(peer, self.me, "abort", {"peer": peer, "reason": reason}, 0))
 
     # ------------------------------------------------------------------ dialing
 
@@ -238,7 +330,7 @@ class NetworkTransport(Transport):
                 raise ConnectionError("stream ended inside a frame")
             parts.append(chunk)
             left -= len(chunk)
-            self._last_seen[peer] = time.monotonic()
+            self._heard(peer)
         return b"".join(parts)
 
     def _serve(self, raw: socket.socket) -> None:
@@ -259,25 +351,19 @@ class NetworkTransport(Transport):
                 if header is None:
                     break
                 kind, length = _HEADER.unpack(header)
-                self._last_seen[peer] = time.monotonic()
+                self._heard(peer)
                 if kind == BEAT:
                     continue
                 if kind == BYE:
-                    with self._state:
-                        self._said_bye.add(peer)
+                    self._bye(peer)
                     return
                 if kind != MSG or length > self.max_message_bytes:
                     reason = f"sent an invalid frame (kind {kind}, {length} bytes)"
                     break
-                data = self._read_body(sock, length, peer)
-                msg = decode_message(data)
-                if msg.src != peer or msg.dst != self.me:
-                    reason = f"sent a message labelled {msg.src}->{msg.dst} on its own connection"
+                bad = self._arrived(peer, self._read_body(sock, length, peer))
+                if bad:
+                    reason = bad
                     break
-                self._count(msg)
-                self._inbox.put(msg)
-        except FormatError as exc:
-            reason = f"sent a malformed message ({exc})"
         except (OSError, ConnectionError, ssl.SSLError):
             pass
         finally:
@@ -300,16 +386,7 @@ class NetworkTransport(Transport):
                         out.dead = True  # the reader side reports the failure
                     finally:
                         out.lock.release()
-            now = time.monotonic()
-            with self._state:
-                snapshot = dict(self._last_seen)
-            for peer in self.peers:
-                seen = snapshot.get(peer)
-                if seen is None:
-                    if now - self._started > self.connect_timeout:
-                        self._fail(peer, f"did not connect within {self.connect_timeout:g}s")
-                elif now - seen > self.peer_timeout:
-                    self._fail(peer, f"stopped answering (silent for {now - seen:.1f}s)")
+            self._check_liveness()
 
     # ---------------------------------------------------------------- Transport
 
@@ -341,36 +418,12 @@ class NetworkTransport(Transport):
                 out.dead = True
                 raise PeerFailure(dst, f"connection lost ({exc.__class__.__name__})") from None
 
-    def _deliver(self, src: str, dst: str, data) -> None:
-        if src != self.me:
-            raise ParameterError.bad("src", f"this transport's role {self.me!r}", src)
-        if len(data) > self.max_message_bytes:
-            raise ParameterError.bad("payload", f"at most {self.max_message_bytes} encoded bytes", len(data))
-        if dst == self.me:
-            msg = decode_message(data)
-            self._count(msg)
-            self._inbox.put(msg)
-        else:
-            head = _HEADER.pack(MSG, len(data))
-            if isinstance(data, bytes):         # one write, as before drafts existed
-                self._write(dst, head + data)
-            else:                               # a drafted message: no copy of its arrays
-                self._write(dst, head, data)
-
-    def recv(self, me: str, stage: str, src: str | None = None,
-             timeout: float | None = None) -> Message:
-        self._waiting.what = (stage, src)
-        return super().recv(me, stage, src, timeout)
-
-    def _next(self, me: str, timeout: float | None) -> Message:
-        if me != self.me:
-            raise ParameterError.bad("me", f"this transport's role {self.me!r}", me)
-        timeout = self.default_timeout if timeout is None else timeout
-        try:
-            return self._inbox.get(timeout=timeout)
-        except queue.Empty:
-            stage, src = getattr(self._waiting, "what", ("any", None))
-            raise PeerTimeout(me, f"no {stage!r} message within {timeout:g}s", awaited=src) from None
+    def _send_to(self, dst: str, data) -> None:
+        head = _HEADER.pack(MSG, len(data))
+        if isinstance(data, bytes):         # one write, as before drafts existed
+            self._write(dst, head + data)
+        else:                               # a drafted message: no copy of its arrays
+            self._write(dst, head, data)
 
     def abort(self, peer: str, reason: str, wait: float = 2.0) -> None:
         """Tell every reachable peer that this run failed because of `peer` (best effort).
@@ -424,9 +477,3 @@ class NetworkTransport(Transport):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-
-    def __enter__(self) -> "NetworkTransport":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
