@@ -331,7 +331,11 @@ class InMemoryTransport(Transport):
         self._count(msg)
         if msg.stage == "abort":
             self._note_failure(str(msg.payload.get("peer", src)), str(msg.payload.get("reason", "aborted")))
-        self._queue(dst).put(msg)
+        self._enqueue(msg)
+
+    def _enqueue(self, msg: Message) -> None:
+        """Hand a counted message to its receiver's queue (ppxgb/shaping.py delays it)."""
+        self._queue(msg.dst).put(msg)
 
     def _next(self, me: str, timeout: float | None) -> Message:
         timeout = self.default_timeout if timeout is None else timeout

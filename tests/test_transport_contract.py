@@ -4,8 +4,9 @@ What the launchers (app/deploy.py) and the roles rely on: sent and received coun
 equal the encoded message sizes; `abort` reaches every other role and names the
 culprit; a timeout is a PeerTimeout naming the sender waited for; `first_failure`
 names the first failure a transport saw itself.  Each test runs once over the
-in-memory transport (one object for every role) and once over the network transport
-(one object per role, mutual TLS on loopback).
+in-memory transport (one object for every role), once over the emulated links of
+ppxgb/shaping.py, and once over the network transport (one object per role, mutual
+TLS on loopback).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from ppxgb.errors import PeerFailure, PeerTimeout, ProtocolError
 from ppxgb.net import NetworkTransport
+from ppxgb.shaping import ShapedTransport
 from ppxgb.tls import make_test_pki
 from ppxgb.transport import Blank, InMemoryTransport, Transport, draft_message, encode_message
 
@@ -41,6 +43,13 @@ class MemoryWorld:
         self.transport.close()
 
 
+class ShapedWorld(MemoryWorld):
+    """Every role shares one ShapedTransport (emulated 1 Gbit/s, 1 ms links)."""
+
+    def __init__(self, tmp_path, names, absent=(), connect=20.0):
+        self.transport = ShapedTransport("1gbit,1ms", default_timeout=10)
+
+
 class NetworkWorld:
     """One NetworkTransport per present role; absent roles never come up."""
 
@@ -62,7 +71,7 @@ class NetworkWorld:
             t.close()
 
 
-@pytest.fixture(params=[MemoryWorld, NetworkWorld], ids=["memory", "network"])
+@pytest.fixture(params=[MemoryWorld, ShapedWorld, NetworkWorld], ids=["memory", "shaped", "network"])
 def world(request, tmp_path):
     made = []
 
