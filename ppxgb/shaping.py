@@ -135,6 +135,11 @@ class ShapedTransport(InMemoryTransport):
         with self._lock:
             return self._rounds
 
+    def link_bytes(self) -> dict[tuple[str, str], int]:
+        """Bytes carried so far on each (src, dst) link (a copy)."""
+        with self._lock:
+            return {pair: v[1] for pair, v in self.stats.items()}
+
     def link_of(self, src: str, dst: str) -> Link | None:
         return self.links.get((src, dst), self.link)
 
