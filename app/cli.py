@@ -20,10 +20,10 @@ import sys
 from ppxgb import __version__
 from ppxgb.errors import PPXGBError
 
-from . import certs_cli, demo, inference_cli, oblivious_cli, proxy_cli, train_cli, vertical_cli, warmup_cli
+from . import certs_cli, demo, inference_cli, oblivious_cli, proxy_cli, relay_cli, train_cli, vertical_cli, warmup_cli
 
 #: The modules whose register(subparsers) adds subcommands, in --help order.
-COMMAND_MODULES = (train_cli, vertical_cli, oblivious_cli, certs_cli, proxy_cli, inference_cli, demo, warmup_cli)
+COMMAND_MODULES = (train_cli, vertical_cli, oblivious_cli, certs_cli, relay_cli, proxy_cli, inference_cli, demo, warmup_cli)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

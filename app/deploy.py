@@ -43,8 +43,10 @@ import numpy as np
 
 from ppxgb.errors import ParameterError, PeerFailure, PeerTimeout, PPXGBError
 from ppxgb.files import write_atomic, write_private_file
-from ppxgb.net import NetworkTransport, parse_address
+from ppxgb.net import NetworkTransport, PeerTransport, parse_address
 from ppxgb.tls import TLSConfig, make_test_pki
+
+from .relay_cli import add_relay_federation_option, add_relay_role_option, relay_command, relay_plan
 
 __all__ = ["PEERS_VERSION", "Peers", "write_peers", "load_data", "load_block", "feature_names_of",
            "free_ports", "json_arg", "read_csv", "check_numeric", "check_params", "categorize",
@@ -359,12 +361,15 @@ class Peers:
         self.coordinator = doc.get("coordinator", "coordinator")
         self.parties = list(doc.get("parties") or [])
         self.servers = list(doc.get("servers") or [])
-        raw = doc.get("addresses")
+        self.relay = doc.get("relay")           # "host:port": every role dials out to it
+        self.session = str(doc.get("session") or "")
+        raw = doc.get("addresses") or ({} if self.relay else None)
         if not isinstance(raw, dict):
-            raise ParameterError.bad("peers.addresses", "a map of role -> 'host:port'", raw)
+            raise ParameterError.bad("peers.addresses", "a map of role -> 'host:port' (or a 'relay')", raw)
         self.addresses = {name: parse_address(addr) for name, addr in raw.items()}
-        for name in [self.coordinator, *self.parties, *self.servers]:
-            if name not in self.addresses:
+        self.roles = list(dict.fromkeys([self.coordinator, *self.parties, *self.servers]))
+        for name in self.roles:
+            if name not in self.addresses and not self.relay:
                 raise ParameterError.bad("peers.addresses", f"an address for {name!r}", sorted(raw))
         self.base = base
         self.tls = doc.get("tls") or {}
@@ -403,14 +408,17 @@ class Peers:
 
 
 def write_peers(path: Path, parties: list[str], servers: list[str], coordinator: str,
-                host: str, tls: dict[str, TLSConfig] | None) -> dict[str, Any]:
-    """Write a PEERS.json with free ports on `host` (and absolute TLS paths); return it."""
+                host: str, tls: dict[str, TLSConfig] | None, relay: str | None = None,
+                session: str | None = None) -> dict[str, Any]:
+    """Write a PEERS.json with free ports on `host` (or a relay and session; and
+    absolute TLS paths); return it."""
     names = [coordinator, *parties, *servers]
-    ports = free_ports(len(names), host)
-    doc: dict[str, Any] = {
-        "version": PEERS_VERSION, "coordinator": coordinator, "parties": parties, "servers": servers,
-        "addresses": {name: f"{host}:{port}" for name, port in zip(names, ports)},
-    }
+    doc: dict[str, Any] = {"version": PEERS_VERSION, "coordinator": coordinator, "parties": parties,
+                           "servers": servers}
+    if relay:
+        doc.update(relay=relay, session=session or "")
+    else:
+        doc["addresses"] = {name: f"{host}:{port}" for name, port in zip(names, free_ports(len(names), host))}
     if tls:
         doc["tls"] = {"ca": str(Path(tls[names[0]].ca).resolve()),
                       "roles": {n: {"cert": str(Path(tls[n].cert).resolve()),
@@ -443,7 +451,16 @@ def blame(exc: PeerFailure) -> str | None:
     return exc.peer
 
 
-def _transport(args: argparse.Namespace, peers: Peers, name: str) -> NetworkTransport:
+def _transport(args: argparse.Namespace, peers: Peers, name: str) -> PeerTransport:
+    relay = getattr(args, "relay", None) or peers.relay
+    if relay:
+        from ppxgb.relay import RelayTransport
+        if name not in peers.roles:
+            raise ParameterError.bad("--name", f"one of {peers.roles}", name)
+        return RelayTransport(name, peers.roles, parse_address(relay), peers.tls_for(name, args),
+                              insecure=args.insecure, session=getattr(args, "session", None) or peers.session,
+                              connect_timeout=args.connect_timeout, peer_timeout=args.timeout,
+                              default_timeout=args.step_timeout)
     if name not in peers.addresses:
         raise ParameterError.bad("--name", f"one of {sorted(peers.addresses)}", name)
     return NetworkTransport(name, peers.addresses, peers.tls_for(name, args), insecure=args.insecure,
@@ -451,7 +468,7 @@ def _transport(args: argparse.Namespace, peers: Peers, name: str) -> NetworkTran
                             default_timeout=args.step_timeout)
 
 
-def _root_cause(transport: NetworkTransport, exc: PeerFailure, me: str) -> PeerFailure:
+def _root_cause(transport: PeerTransport, exc: PeerFailure, me: str) -> PeerFailure:
     """Prefer what this role saw first-hand: a relayed abort may blame a bystander, and
     a timeout that named no one blames nobody."""
     seen = transport.first_failure(wait=0.0 if blame(exc) == me else 1.0)
@@ -460,7 +477,7 @@ def _root_cause(transport: NetworkTransport, exc: PeerFailure, me: str) -> PeerF
     return exc
 
 
-def run_role(args: argparse.Namespace, name: str, body: Callable[[NetworkTransport, Peers], None]) -> int:
+def run_role(args: argparse.Namespace, name: str, body: Callable[[PeerTransport, Peers], None]) -> int:
     """Run one role; on failure tell every peer who failed, and write the --report file."""
     peers = Peers.load(args.peers)
     started = time.monotonic()
@@ -520,6 +537,7 @@ def add_role_options(p: argparse.ArgumentParser, name_required: bool = True) -> 
     p.add_argument("--cert", help="this role's certificate (PEM); overrides PEERS.json")
     p.add_argument("--key", help="this role's private key (PEM); overrides PEERS.json")
     p.add_argument("--ca", help="CA certificate that signs every role (PEM); overrides PEERS.json")
+    add_relay_role_option(p)
     add_net_options(p)
     p.add_argument("--report", metavar="FILE", help="write a JSON report (outcome, messages, bytes) here")
 
@@ -537,6 +555,7 @@ def add_federation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
                    help="per-round progress on stderr (auto: only on a terminal)")
     add_dp_options(p)
+    add_relay_federation_option(p)
     add_net_options(p)
 
 
@@ -678,9 +697,9 @@ class Plan:
 
 
 def _plan(args: argparse.Namespace, parties: list[str], servers: list[str], driver: str,
-          roles: list[str], workdir: Path, tls: dict | None) -> Plan:
+          roles: list[str], workdir: Path, tls: dict | None, relay: str | None, session: str | None) -> Plan:
     peers_path = workdir / "peers.json"
-    write_peers(peers_path, parties, servers, driver, args.host, tls)
+    write_peers(peers_path, parties, servers, driver, args.host, tls, relay, session)
     common = ["--peers", str(peers_path), "--timeout", str(args.timeout),
               "--step-timeout", str(args.step_timeout), "--connect-timeout", str(args.connect_timeout)]
     if args.insecure:
@@ -703,9 +722,16 @@ def run_federation(args: argparse.Namespace, command: str, parties: list[str], s
     workdir = Path(tempfile.mkdtemp(prefix=f"ppxgb-{command}-"))
     started = time.monotonic()
     children: list[Child] = []
+    relay_child: Child | None = None
     try:
-        tls = federation_tls(args, roles, workdir)
-        plan = _plan(args, parties, servers, driver, roles, workdir, tls)
+        relay, session = relay_plan(args)
+        tls = federation_tls(args, roles + ["relay"] * (relay == "start"), workdir)
+        if relay == "start":
+            port = free_ports(1, args.host)[0]
+            relay = f"{args.host}:{port}"
+            relay_child = Child("relay", relay_command(list(CLI_COMMAND), args.host, port, tls and tls["relay"]),
+                                raw=False)
+        plan = _plan(args, parties, servers, driver, roles, workdir, tls, relay, session)
         commands = argvs(plan)
         for name in roles:
             argv = commands[name] + ["--report", str(workdir / f"report-{name}.json")]
@@ -717,6 +743,8 @@ def run_federation(args: argparse.Namespace, command: str, parties: list[str], s
         failed = wait_children(children, driver, grace=args.timeout + 5)
         if failed:
             stop_children(children)
+            if relay_child is not None and relay_child.proc.poll() is not None:
+                children.append(relay_child)      # it died by itself: the roles name it
             raise federation_error(children, driver, failed, workdir)
         if not plan.model_tmp.is_file():
             raise PPXGBError(f"{command}: the {driver_role} exited without writing a model")
@@ -742,4 +770,6 @@ def run_federation(args: argparse.Namespace, command: str, parties: list[str], s
         stop_children(children)
         raise
     finally:
+        if relay_child is not None:
+            stop_children([relay_child])
         shutil.rmtree(workdir, ignore_errors=True)

@@ -90,8 +90,8 @@ class PeerTransport(Transport):
     """What a role's transport in its own process shares, whatever carries its frames:
     one inbox, liveness by heartbeats, failures turned into an abort naming the peer.
 
-    A subclass supplies `_send_to(dst, data)` (one encoded message to a peer), `abort`
-    and `close`; it calls `_arrived(peer, data)` for each message it receives,
+    A subclass supplies `_send_to(dst, data)` (one encoded message to a peer),
+    `_reachable(dst, wait)` and `close`; it calls `_arrived(peer, data)` for each message it receives,
     `_heard(peer)` for any sign of life, `_bye(peer)` for a clean goodbye, and
     `_check_liveness()` once per heartbeat.
     """
@@ -176,6 +176,25 @@ class PeerTransport(Transport):
             raise ParameterError.bad("dst", f"one of {sorted(self.peers)}", dst)
         else:
             self._send_to(dst, data)
+
+    @abstractmethod
+    def _reachable(self, dst: str, wait: float) -> bool:
+        """Whether a message to `dst` can go out now, waiting up to `wait` s for its link."""
+
+    def abort(self, peer: str, reason: str, wait: float = 2.0) -> None:
+        """Tell every reachable peer that this run failed because of `peer` (best effort).
+
+        Waits up to `wait` seconds in all for connections that are still being set up.
+        Unlike a failure seen first-hand, this is not recorded for `first_failure`.
+        """
+        deadline = time.monotonic() + wait
+        for dst in self.peers:
+            if not self._reachable(dst, max(0.0, deadline - time.monotonic())) or dst in self._said_bye:
+                continue
+            try:
+                self.send(self.me, dst, "abort", {"peer": peer, "reason": reason})
+            except PeerFailure:
+                pass
 
     def recv(self, me: str, stage: str, src: str | None = None,
              timeout: float | None = None) -> Message:
@@ -425,21 +444,10 @@ class NetworkTransport(PeerTransport):
         else:                               # a drafted message: no copy of its arrays
             self._write(dst, head, data)
 
-    def abort(self, peer: str, reason: str, wait: float = 2.0) -> None:
-        """Tell every reachable peer that this run failed because of `peer` (best effort).
-
-        Waits up to `wait` seconds in all for connections that are still being set up.
-        Unlike a failure seen first-hand, this is not recorded for `first_failure`.
-        """
-        deadline = time.monotonic() + wait
-        for dst, out in self._out.items():
-            out.ready.wait(max(0.0, deadline - time.monotonic()))
-            if dst in self._said_bye or not out.ready.is_set() or out.dead:
-                continue
-            try:
-                self.send(self.me, dst, "abort", {"peer": peer, "reason": reason})
-            except PeerFailure:
-                pass
+    def _reachable(self, dst: str, wait: float) -> bool:
+        out = self._out[dst]
+        out.ready.wait(wait)
+        return out.ready.is_set() and not out.dead
 
     def close(self) -> None:
         """Say goodbye to every peer, then release sockets; idempotent."""
