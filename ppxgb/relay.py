@@ -185,11 +185,8 @@ class Relay:
                 dst, kind, body = _unroute(frame)
                 if not dst or kind not in (HELLO, SEALED):
                     continue
-                target = self._mailbox(session, dst)
-                out = _route(role, kind, body)
-                if self.record is not None:
-                    self.record(role, dst, out)
-                if not self._post(target, out, context):
+                out = self._forward(role, dst, _route(role, kind, body))
+                if out is not None and not self._post(self._mailbox(session, dst), out, context):
                     self._notify(session, STALLED, dst)
         except grpc.RpcError:
             pass
@@ -197,6 +194,12 @@ class Relay:
             pass
         finally:
             self._leave(session, role, box)
+
+    def _forward(self, src: str, dst: str, frame: bytes) -> bytes | None:
+        """The frame as the relay passes it on (None drops it); the hook tests tamper through."""
+        if self.record is not None:
+            self.record(src, dst, frame)
+        return frame
 
     def _post(self, target: _Mailbox, frame: bytes, context) -> bool:
         """Queue one frame; False if its reader stalled (the frame is dropped)."""
