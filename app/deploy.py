@@ -737,7 +737,7 @@ def run_federation(args: argparse.Namespace, command: str, parties: list[str], s
             argv = commands[name] + ["--report", str(workdir / f"report-{name}.json")]
             children.append(Child(name, argv, raw=(name == driver)))
         if getattr(args, "verbose", False):
-            for c in children:
+            for c in children + [relay_child] * (relay_child is not None):
                 print(f"ppxgb {command}: started {c.name} (pid {c.proc.pid})", file=sys.stderr, flush=True)
 
         failed = wait_children(children, driver, grace=args.timeout + 5)
