@@ -1,7 +1,7 @@
 """Training and PSI under emulated network links: bandwidth and latency on every link.
 
     python benchmarks/bench_network.py                       # the table in RESULTS_network.md
-    python benchmarks/bench_network.py --quick --no-write    # small sizes, a minute or two
+    python benchmarks/bench_network.py --quick --no-write    # small sizes, under a minute
 
 Every role runs as a thread of this process over ppxgb/shaping.py's ShapedTransport:
 each direction of each pair of roles is its own link, a message occupies its link for
@@ -16,14 +16,16 @@ workload runs unshaped and at every --links condition:
   holder first), dealer as the helper;
 - PSI: the OPRF PSI between two parties with --psi-ids IDs each (bench_psi.py's sets).
 
-Per tree: the wall time of the boosting loop (after setup: bin agreement or data
-sharing, base score) over the trees, and the bytes, messages and rounds of that loop.
+Per tree: the wall time of the boosting loop over the trees (setup, everything before
+the first tree, is reported apart), and the bytes, messages and rounds of that loop.
 Rounds are counted: the longest chain of messages each sent after its sender received
-the one before (ShapedTransport.rounds).  They are also measured: the per-tree time at
-the second link minus that at the first, over the latency difference (the first two
---links must share a bandwidth).  The ratio is the whole secure training (setup
-included) over plain xgboost hist (DMatrix construction included) on the pooled rows,
-same trees and nthread.
+the one before (ShapedTransport.rounds).  They are also measured: a row's per-tree time
+minus that at the lowest latency of the same bandwidth, over the latency difference
+(so 1gbit,100ms against 1gbit,1ms).  The estimate is the unshaped time + rounds x
+latency + the busiest link's bytes x 8 / bandwidth (no overlap assumed).  The ratio is
+the whole secure training (setup included) over plain xgboost hist (DMatrix
+construction included) on the pooled rows, same trees, the best of nthread 1 and the
+secure run's nthread.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from ppxgb.training.horizontal import run_federation
 from ppxgb.training.vertical import psi, run_vertical_federation
 
 HERE = Path(__file__).resolve().parent
-LINKS = ["1gbit,1ms", "1gbit,10ms", "100mbit,50ms"]
+LINKS = ["1gbit,1ms", "1gbit,10ms", "100mbit,50ms", "1gbit,100ms"]
 
 
 class Phases:
@@ -83,12 +85,16 @@ def per_tree(phases: Phases, began: float, ended: float) -> dict:
 
 
 def xgboost_seconds(X, y, params: dict, trees: int) -> float:
-    """Plain xgboost hist on the pooled rows, DMatrix included: the best of three runs."""
+    """Plain xgboost hist on the pooled rows, DMatrix included: the best of three runs
+    with nthread 1 and three with the secure run's nthread (on a machine with other
+    jobs, xgboost's OpenMP threads can be many times slower than one thread)."""
     times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        xgb.train({**params, "tree_method": "hist"}, xgb.DMatrix(X, label=y, nthread=params["nthread"]), trees)
-        times.append(time.perf_counter() - start)
+    for nthread in sorted({1, params["nthread"]}):
+        for _ in range(3):
+            start = time.perf_counter()
+            xgb.train({**params, "tree_method": "hist", "nthread": nthread},
+                      xgb.DMatrix(X, label=y, nthread=nthread), trees)
+            times.append(time.perf_counter() - start)
     return min(times)
 
 
@@ -157,13 +163,16 @@ def warm_up(args) -> None:
                            list(bench_psi.id_sets(1_000)[:2]), protocol="oprf")
 
 
-def measured_rounds(rows: list[dict], key: str) -> float | None:
-    """(time at the second link - time at the first) / latency difference, if the two
-    links share a bandwidth (so only the latency changed)."""
-    a, b = rows[1], rows[2]
-    if a["link"] is None or b["link"] is None or a["link"].bandwidth != b["link"].bandwidth:
-        return None
-    return (b[key] - a[key]) / (b["link"].latency - a["link"].latency)
+def measured_rounds(rows: list[dict], key: str) -> list[float | None]:
+    """Beside each shaped row: (its time - the time at the lowest latency with the same
+    bandwidth) / the latency difference, when that difference is at least 5 ms."""
+    out = []
+    for row in rows:
+        base = min((r for r in rows if r["link"] is not None and row["link"] is not None
+                    and r["link"].bandwidth == row["link"].bandwidth), key=lambda r: r["link"].latency, default=None)
+        gap = 0.0 if base is None else row["link"].latency - base["link"].latency
+        out.append((row[key] - base[key]) / gap if gap >= 0.005 else None)
+    return out
 
 
 def predicted(unshaped: dict, row: dict, key: str) -> float:
@@ -190,30 +199,22 @@ def fmt_psi(r: dict, unshaped: dict, measured: float | None) -> str:
 
 
 TRAIN_HEAD = ["| training | link | wall (s) | ratio to xgboost | setup (s) | setup MB | setup rounds | per tree (s) "
-              "| per tree predicted (s) | MB per tree | MB per tree, busiest link | messages per tree "
+              "| per tree estimate (s) | MB per tree | MB per tree, busiest link | messages per tree "
               "| rounds per tree (counted) | rounds per tree (measured) |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-PSI_HEAD = ["| link | wall (s) | predicted (s) | MB | MB, busiest link | messages | rounds (counted) "
+PSI_HEAD = ["| link | wall (s) | estimate (s) | MB | MB, busiest link | messages | rounds (counted) "
             "| rounds (measured) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-
-
-def measured_column(rows: list[dict], key: str) -> list[float | None]:
-    """The measured rounds, shown beside the second shaped link only."""
-    measured = [None] * len(rows)
-    if len(rows) > 2:
-        measured[2] = measured_rounds(rows, key)
-    return measured
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--links", nargs="+", default=LINKS, help="link specs, e.g. 1gbit,1ms 100mbit,50ms")
-    ap.add_argument("--h-rows", type=int, default=50_000)
+    ap.add_argument("--h-rows", type=int, default=100_000)
     ap.add_argument("--h-parties", type=int, default=3)
-    ap.add_argument("--v-rows", type=int, default=20_000)
+    ap.add_argument("--v-rows", type=int, default=50_000)
     ap.add_argument("--v-parties", type=int, default=2)
     ap.add_argument("--features", type=int, default=30)
-    ap.add_argument("--trees", type=int, default=10)
+    ap.add_argument("--trees", type=int, default=20)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--nthread", type=int, default=2)
     ap.add_argument("--psi-ids", type=int, default=100_000)
@@ -231,13 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     for workload in (horizontal, vertical):
         rows = training_series(workload, links, args)
         lines += [fmt_training(workload.__name__, r, rows[0], m)
-                  for r, m in zip(rows, measured_column(rows, "tree_s"))]
+                  for r, m in zip(rows, measured_rounds(rows, "tree_s"))]
         plain.append(f"{rows[0]['xgboost']:.2f} s ({workload.__name__})")
     psi_rows = []
     for link in links:
         psi_rows.append({**run_psi(link, args), "link": link})
         print(f"  PSI at {link or 'unshaped'}: {psi_rows[-1]['wall']:.1f} s", flush=True)
-    psi_lines = PSI_HEAD + [fmt_psi(r, psi_rows[0], m) for r, m in zip(psi_rows, measured_column(psi_rows, "wall"))]
+    psi_lines = PSI_HEAD + [fmt_psi(r, psi_rows[0], m) for r, m in zip(psi_rows, measured_rounds(psi_rows, "wall"))]
     load1 = os.getloadavg()[0]
     print("\n".join(lines + [""] + psi_lines))
     cmd = "python benchmarks/bench_network.py " + " ".join(argv if argv is not None else sys.argv[1:])
