@@ -16,6 +16,7 @@ import pytest
 
 from ppxgb.errors import PeerFailure, PeerTimeout, ProtocolError
 from ppxgb.net import NetworkTransport
+from ppxgb.relay import Relay, RelayTransport
 from ppxgb.shaping import ShapedTransport
 from ppxgb.tls import make_test_pki
 from ppxgb.transport import Blank, InMemoryTransport, Transport, draft_message, encode_message
@@ -71,7 +72,23 @@ class NetworkWorld:
             t.close()
 
 
-@pytest.fixture(params=[MemoryWorld, ShapedWorld, NetworkWorld], ids=["memory", "shaped", "network"])
+class RelayWorld(NetworkWorld):
+    """One RelayTransport per present role, all through one relay (TLS to it, sealed end to end)."""
+
+    def __init__(self, tmp_path, names, absent=(), connect=20.0):
+        pki = make_test_pki(tmp_path / "pki", ["relay", *names])
+        self.relay = Relay("127.0.0.1", 0, pki["relay"])
+        self.ends = {n: RelayTransport(n, list(names), self.relay.address, pki[n], session="contract",
+                                       connect_timeout=connect, peer_timeout=10.0)
+                     for n in names if n not in absent}
+
+    def close(self) -> None:
+        super().close()
+        self.relay.stop()
+
+
+@pytest.fixture(params=[MemoryWorld, ShapedWorld, NetworkWorld, RelayWorld],
+                ids=["memory", "shaped", "network", "relay"])
 def world(request, tmp_path):
     made = []
 
