@@ -1,12 +1,12 @@
-"""The Transport contract, run against both transports.
+"""The Transport contract, run against every transport.
 
 What the launchers (app/deploy.py) and the roles rely on: sent and received counts
 equal the encoded message sizes; `abort` reaches every other role and names the
 culprit; a timeout is a PeerTimeout naming the sender waited for; `first_failure`
 names the first failure a transport saw itself.  Each test runs once over the
 in-memory transport (one object for every role), once over the emulated links of
-ppxgb/shaping.py, and once over the network transport (one object per role, mutual
-TLS on loopback).
+ppxgb/shaping.py, once over the network transport (one object per role, mutual
+TLS on loopback), and once through a relay (ppxgb/relay.py).
 """
 
 from __future__ import annotations
