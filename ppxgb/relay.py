@@ -429,8 +429,9 @@ class RelayTransport(PeerTransport):
         if self._closing.is_set():
             return
         deadline = time.monotonic() + min(5.0, self.connect_timeout)
-        for ready in self._ready.values():
-            ready.wait(max(0.0, deadline - time.monotonic()))
+        for peer, ready in self._ready.items():
+            if peer not in self._broken and not self._ended.is_set():
+                ready.wait(max(0.0, deadline - time.monotonic()))
         self._closing.set()
         if not self._ended.is_set():
             for peer, ready in self._ready.items():

@@ -1,0 +1,418 @@
+"""The relay transport in one process: the same models as in memory, and what a curious
+or malicious relay sees and can do.
+
+Every role gets its own RelayTransport (as if in its own process); a small facade lets
+the training code, which takes one transport, drive them all.  The relay's view is its
+`_forward` hook: every frame exactly as it forwards it.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from scipy import stats
+
+from ppxgb import e2e
+from ppxgb.errors import PeerFailure
+from ppxgb.relay import HELLO, METHOD, SEALED, Relay, RelayTransport, _options, _read, _route, _unroute
+from ppxgb.tls import make_test_pki
+from ppxgb.training.horizontal import run_federation, role_names
+from ppxgb.transport import InMemoryTransport, Transport
+
+pytestmark = pytest.mark.timeout(120)
+
+PARAMS = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "max_bin": 16}
+
+
+class PerRole(Transport):
+    """One transport object over per-role transports: role `src` sends with its own, role `me` receives with its own."""
+
+    def __init__(self, ends: dict[str, Transport]):
+        super().__init__()
+        self.ends = ends
+
+    def send(self, src, dst, stage, payload):
+        self.ends[src].send(src, dst, stage, payload)
+
+    def send_draft(self, draft):
+        self.ends[draft.src].send_draft(draft)
+
+    def recv(self, me, stage, src=None, timeout=None):
+        return self.ends[me].recv(me, stage, src, timeout)
+
+    def _deliver(self, src, dst, data):
+        raise AssertionError("unused")
+
+    def _next(self, me, timeout):
+        raise AssertionError("unused")
+
+    def abort(self, peer, reason, wait=2.0):
+        for end in self.ends.values():
+            end.abort(peer, reason, wait=0.5)
+
+
+class RecordingRelay(Relay):
+    """A relay that keeps every frame it forwards and may alter one (the attacker)."""
+
+    def __init__(self, *args, alter=None, **kw):
+        super().__init__(*args, **kw)
+        self.frames: list[tuple[str, str, bytes]] = []
+        self.alter = alter
+        self._frames_lock = threading.Lock()
+
+    def _forward(self, src, dst, frame):
+        with self._frames_lock:
+            self.frames.append((src, dst, frame))
+        return self.alter(src, dst, frame) if self.alter else frame
+
+
+def _data(seed=0, parties=3):
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in (400, 300, 350)[:parties]:
+        X = rng.normal(size=(n, 5))
+        y = (X[:, 0] + 0.5 * X[:, 1] + rng.normal(scale=0.5, size=n) > 0).astype(float)
+        out.append((X, y))
+    return out
+
+
+def _ends(relay, pki, names, session, insecure=False, **kw):
+    return {n: RelayTransport(n, names, relay.address, None if insecure else pki[n], insecure=insecure,
+                              session=session, **kw) for n in names}
+
+
+def _train_through(relay, pki, session, insecure=False):
+    parties, servers, coordinator = role_names(3, 2)
+    names = [coordinator, *parties, *servers]
+    received: list = []
+    ends = _ends(relay, pki, names, session, insecure)
+    for s in servers:
+        ends[s].recorder = received.append
+    try:
+        model, _ = run_federation(PARAMS, _data(), 3, 2, transport=PerRole(ends), timeout=60)
+    finally:
+        for end in ends.values():
+            end.close()
+    shares = [m for m in received if m.src in parties]
+    return model, shares
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One horizontal training sealed end to end, and one in plaintext (the mutant), each
+    through a recording relay; and the in-memory model."""
+    pki = make_test_pki(tmp_path_factory.mktemp("pki"), ["relay", "coordinator", "party-0", "party-1", "party-2",
+                                                         "server-0", "server-1"])
+    out = {"pki": pki}
+    with RecordingRelay("127.0.0.1", 0, pki["relay"]) as relay:
+        out["sealed"] = (*_train_through(relay, pki, "sealed"), relay.frames)
+    with RecordingRelay("127.0.0.1", 0, insecure=True) as relay:
+        out["plain"] = (*_train_through(relay, pki, "plain", insecure=True), relay.frames)
+    out["memory"], _ = run_federation(PARAMS, _data(), 3, 2, transport=InMemoryTransport(), timeout=60)
+    return out
+
+
+def test_training_through_the_relay_gives_the_in_memory_model(runs):
+    memory = runs["memory"].to_booster().save_raw("json")
+    assert runs["sealed"][0].to_booster().save_raw("json") == memory
+    assert runs["plain"][0].to_booster().save_raw("json") == memory
+
+
+def _words(shares, per_message=64, seed=0):
+    """8-byte words of the share arrays the servers received (what a relay must not read)."""
+    rng = np.random.default_rng(seed)
+    words = set()
+    for msg in shares:
+        for value in msg.payload.values():
+            if isinstance(value, np.ndarray) and value.dtype.itemsize == 8 and value.size >= 16:
+                flat = value.reshape(-1)
+                for i in rng.choice(flat.size, size=min(per_message, flat.size), replace=False):
+                    word = flat[i:i + 1].tobytes()
+                    if len(set(word)) > 2:          # skip 0, 1 and other low-entropy words
+                        words.add(word)
+    return words
+
+
+def _hits(words, frames):
+    """How many of the words occur anywhere (at any byte offset) in the relay's frames."""
+    blob = b"".join(f for _, _, f in frames)
+    wanted = np.frombuffer(b"".join(sorted(words)), dtype=np.uint64)
+    found = np.zeros(wanted.size, dtype=bool)
+    for offset in range(8):
+        words_here = np.sort(np.frombuffer(blob, dtype=np.uint64, count=(len(blob) - offset) // 8, offset=offset))
+        at = np.searchsorted(words_here, wanted).clip(0, words_here.size - 1)
+        found |= words_here[at] == wanted
+    return int(found.sum())
+
+
+def test_the_relay_reads_no_share_a_party_sent(runs):
+    _, shares, frames = runs["sealed"]
+    words = _words(shares)
+    assert len(words) > 500
+    assert _hits(words, frames) == 0
+    # the mutant: the same run without end-to-end sealing shows the relay every share
+    _, plain_shares, plain_frames = runs["plain"]
+    plain_words = _words(plain_shares)
+    assert _hits(plain_words, plain_frames) > 0.95 * len(plain_words)
+
+
+def _bodies(frames):
+    """Sealed frame contents past the routing header and the 8-byte counter."""
+    out = []
+    for _, _, f in frames:
+        src, kind, body = _unroute(f)
+        if kind == SEALED and len(body) > 64:
+            out.append(body[8:])
+    return out
+
+
+def test_sealed_frames_look_random_apart_from_their_headers(runs):
+    bodies = _bodies(runs["sealed"][2])
+    data = np.frombuffer(b"".join(bodies), dtype=np.uint8)
+    assert data.size > 1_000_000
+    counts = np.bincount(data, minlength=256)
+    p = stats.chisquare(counts).pvalue
+    assert p > 1e-4, p
+    plain = np.frombuffer(b"".join(_bodies(runs["plain"][2])), dtype=np.uint8)
+    assert stats.chisquare(np.bincount(plain, minlength=256)).pvalue < 1e-12   # the mutant is not
+
+
+def test_the_relay_sees_routing_and_hellos_only(runs):
+    frames = runs["sealed"][2]
+    kinds = collections.Counter(_unroute(f)[1] for _, _, f in frames)
+    assert set(kinds) == {HELLO, SEALED}
+    assert kinds[HELLO] == 6 * 5                       # one per ordered pair of the 6 roles
+    # every routed name is the true sender: the relay stamps it from the authenticated stream
+    assert all(_unroute(f)[0] == src for src, _, f in frames)
+
+
+# ------------------------------------------------------------------ tampering
+
+def _pair(tmp_path, alter=None, chunk_bytes=1 << 20, **kw):
+    pki = make_test_pki(tmp_path / "pki", ["relay", "a", "b"])
+    relay = RecordingRelay("127.0.0.1", 0, pki["relay"], alter=alter)
+    ends = _ends(relay, pki, ["a", "b"], "t", chunk_bytes=chunk_bytes, **kw)
+    return relay, ends
+
+
+def _close(relay, ends):
+    for end in ends.values():
+        end.close()
+    relay.stop()
+
+
+class Tamper:
+    """Alter the n-th sealed frame from a to b: flip a byte, drop it, or send it twice."""
+
+    def __init__(self, how, nth=2):
+        self.how, self.nth, self.seen, self.done = how, nth, 0, False
+
+    def __call__(self, src, dst, frame):
+        name, kind, body = _unroute(frame)
+        if (src, dst, kind) != ("a", "b", SEALED):
+            return frame
+        self.seen += 1
+        if self.seen != self.nth or self.done:
+            return frame
+        self.done = True
+        if self.how == "flip":
+            body = bytearray(body)
+            body[len(body) // 2] ^= 0x01
+            return _route(name, kind, bytes(body))
+        if self.how == "drop":
+            return None
+        if self.how == "replay":
+            self.replayed = frame
+            return frame
+        raise AssertionError(self.how)
+
+
+@pytest.mark.parametrize("how", ["flip", "drop"])
+def test_an_altered_or_dropped_frame_aborts_naming_the_link(tmp_path, how):
+    tamper = Tamper(how)
+    relay, ends = _pair(tmp_path, alter=tamper, heartbeat=60)
+    a, b = ends["a"], ends["b"]
+    try:
+        for i in range(4):
+            a.send("a", "b", "x", {"v": np.arange(1000) + i})
+        got = []
+        with pytest.raises(PeerFailure) as info:
+            for _ in range(4):
+                got.append(b.recv("b", "x", src="a", timeout=20).payload["v"][0])
+        assert tamper.done
+        assert info.value.peer == "a" and "link a -> b through the relay" in info.value.reason
+        assert got == [0]                            # the message before the altered frame arrived intact
+    finally:
+        _close(relay, ends)
+
+
+def test_a_replayed_frame_aborts_naming_the_link(tmp_path):
+    pki = make_test_pki(tmp_path / "pki", ["relay", "a", "b"])
+    held = []
+
+    def replay(src, dst, frame):
+        if (src, dst, _unroute(frame)[1]) == ("a", "b", SEALED):
+            held.append(frame)
+        return frame
+
+    relay = RecordingRelay("127.0.0.1", 0, pki["relay"], alter=replay)
+    ends = _ends(relay, pki, ["a", "b"], "t", heartbeat=60)
+    a, b = ends["a"], ends["b"]
+    try:
+        a.send("a", "b", "x", {"v": np.arange(10)})
+        assert b.recv("b", "x", src="a", timeout=20).payload["v"][0] == 0
+        relay._post(relay._mailbox("t", "b"), held[0], _Active())   # the relay sends it again
+        with pytest.raises(PeerFailure) as info:
+            b.recv("b", "x", src="a", timeout=20)
+        assert info.value.peer == "a" and "arrived where frame 1 was due" in info.value.reason
+    finally:
+        _close(relay, ends)
+
+
+class _Active:
+    @staticmethod
+    def is_active():
+        return True
+
+
+def test_a_flipped_byte_goes_unnoticed_without_sealing(tmp_path):
+    """The mutant for the tamper tests: in plaintext mode the same flip is delivered as data."""
+    tamper = Tamper("flip", nth=1)
+    relay = RecordingRelay("127.0.0.1", 0, insecure=True, alter=tamper)
+    ends = {n: RelayTransport(n, ["a", "b"], relay.address, None, insecure=True, session="t", heartbeat=60)
+            for n in "ab"}
+    try:
+        sent = np.arange(20_000, dtype=np.uint64) * 7919
+        ends["a"].send("a", "b", "x", {"v": sent})
+        got = ends["b"].recv("b", "x", src="a", timeout=20).payload["v"]
+        assert tamper.done and not np.array_equal(got, sent)   # corrupted, and nobody noticed
+    finally:
+        _close(relay, ends)
+
+
+# ------------------------------------------------------------------ handshake
+
+def test_a_relay_cannot_stand_in_for_a_role(tmp_path):
+    """The relay swaps a's hello for one it made: a certificate from its own CA naming a,
+    or b's genuine certificate (a role it could impersonate?); b refuses either."""
+    rogue = make_test_pki(tmp_path / "rogue", ["a"])
+    pki = make_test_pki(tmp_path / "pki", ["relay", "a", "b", "c"])
+    for identity, expected in ((e2e.Identity("a", rogue["a"]), "not signed by the federation's CA"),
+                               (e2e.Identity("c", pki["c"]), "does not name 'a'")):
+        fake = e2e.Channel("a", "b", identity)
+        fake.me = "a"
+
+        def swap(src, dst, frame, fake=fake):
+            if (src, dst, _unroute(frame)[1]) == ("a", "b", HELLO):
+                return _route("a", HELLO, fake.hello())
+            return frame
+
+        relay = RecordingRelay("127.0.0.1", 0, pki["relay"], alter=swap)
+        ends = _ends(relay, pki, ["a", "b"], "h")
+        try:
+            with pytest.raises(PeerFailure) as info:
+                ends["b"].recv("b", "x", src="a", timeout=20)
+            assert info.value.peer == "a" and expected in info.value.reason, info.value.reason
+        finally:
+            _close(relay, ends)
+
+
+def test_the_relay_refuses_a_role_whose_certificate_names_another(tmp_path):
+    pki = make_test_pki(tmp_path / "pki", ["relay", "a", "b"])
+    with Relay("127.0.0.1", 0, pki["relay"]) as relay:
+        # RelayTransport checks its own certificate first, so the lie is told at the gRPC level
+        creds = grpc.ssl_channel_credentials(_read(pki["b"].ca), _read(pki["b"].key), _read(pki["b"].cert))
+        channel = grpc.secure_channel(f"127.0.0.1:{relay.port}", creds,
+                                      _options(1 << 20) + [("grpc.ssl_target_name_override", "relay")])
+        call = channel.stream_stream(METHOD)(iter([_route("b", HELLO, b"x")]),
+                                             metadata=(("ppxgb-role", "a"), ("ppxgb-session", "x")))
+        with pytest.raises(grpc.RpcError) as info:
+            list(call)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "does not name 'a'" in info.value.details()
+        assert relay.sessions() == {}
+        channel.close()
+    with pytest.raises(Exception, match="a certificate that names 'a'"):
+        RelayTransport("a", ["a", "b"], ("127.0.0.1", 1), pki["b"])
+
+
+def test_every_session_has_fresh_keys(tmp_path, monkeypatch):
+    """The same message in two sessions never gives the same ciphertext; the mutant that
+    reuses one X25519 key (and so one session key) does, and the check sees it."""
+    def first_sealed(fixed_key=None):
+        if fixed_key is not None:
+            monkeypatch.setattr(e2e.X25519PrivateKey, "generate", staticmethod(lambda: fixed_key))
+        relay, ends = _pair(tmp_path / str(time.monotonic_ns()), heartbeat=60)
+        try:
+            ends["a"].send("a", "b", "x", {"v": np.arange(64)})
+            ends["b"].recv("b", "x", src="a", timeout=20)
+            return next(_unroute(f)[2] for s, d, f in relay.frames if (s, d) == ("a", "b") and _unroute(f)[1] == SEALED)
+        finally:
+            _close(relay, ends)
+
+    assert first_sealed() != first_sealed()
+    fixed = e2e.X25519PrivateKey.generate()
+    # with reused keys and a new certificate each time the signature still differs,
+    # but the sealed frame (same key, same counter, same message) repeats
+    assert first_sealed(fixed) == first_sealed(fixed)
+
+
+# ------------------------------------------------------------------ sizes and failures
+
+def test_a_large_message_crosses_in_chunks_no_larger_than_the_limit(tmp_path):
+    relay, ends = _pair(tmp_path, chunk_bytes=64 << 10, heartbeat=60)
+    try:
+        big = np.random.default_rng(1).integers(0, 2**63, size=600_000, dtype=np.uint64)   # 4.8 MB
+        ends["a"].send("a", "b", "big", {"v": big})
+        assert np.array_equal(ends["b"].recv("b", "big", src="a", timeout=60).payload["v"], big)
+        sealed = [len(f) for s, d, f in relay.frames if (s, d) == ("a", "b") and _unroute(f)[1] == SEALED]
+        assert len(sealed) >= 4_800_000 // (64 << 10) and max(sealed) <= (64 << 10) + 64
+    finally:
+        _close(relay, ends)
+
+
+def test_a_role_that_drops_off_is_named_at_once(tmp_path):
+    relay, ends = _pair(tmp_path, peer_timeout=60)
+    try:
+        ends["a"].send("a", "b", "x", {})
+        ends["b"].recv("b", "x", src="a", timeout=20)
+        ends["a"]._grpc.close()                 # its process died: no goodbye
+        started = time.monotonic()
+        with pytest.raises(PeerFailure) as info:
+            ends["b"].recv("b", "y", src="a", timeout=30)
+        assert info.value.peer == "a" and "lost its connection to the relay" in info.value.reason
+        assert time.monotonic() - started < 10            # long before the 60 s peer timeout
+    finally:
+        _close(relay, ends)
+
+
+def test_a_lost_relay_is_named(tmp_path):
+    relay, ends = _pair(tmp_path)
+    try:
+        ends["a"].send("a", "b", "x", {})
+        ends["b"].recv("b", "x", src="a", timeout=20)
+        relay.stop(grace=0)
+        for me in "ab":
+            with pytest.raises(PeerFailure) as info:
+                ends[me].recv(me, "y", timeout=30)
+            assert info.value.peer == "relay", info.value
+    finally:
+        for end in ends.values():
+            end.close()
+
+
+def test_a_goodbye_is_not_a_failure(tmp_path):
+    relay, ends = _pair(tmp_path)
+    try:
+        ends["a"].send("a", "b", "x", {"k": 1})
+        ends["a"].close()
+        assert ends["b"].recv("b", "x", src="a", timeout=20).payload == {"k": 1}
+        time.sleep(1.0)                      # the relay's notice that a left arrives after a's goodbye
+        assert ends["b"].first_failure(wait=0.0) is None
+    finally:
+        _close(relay, ends)
