@@ -363,14 +363,11 @@ class Peers:
         self.servers = list(doc.get("servers") or [])
         self.relay = doc.get("relay")           # "host:port": every role dials out to it
         self.session = str(doc.get("session") or "")
-        raw = doc.get("addresses") or ({} if self.relay else None)
+        raw = doc.get("addresses") or {}         # none at all: every role goes through a relay
         if not isinstance(raw, dict):
-            raise ParameterError.bad("peers.addresses", "a map of role -> 'host:port' (or a 'relay')", raw)
+            raise ParameterError.bad("peers.addresses", "a map of role -> 'host:port'", raw)
         self.addresses = {name: parse_address(addr) for name, addr in raw.items()}
         self.roles = list(dict.fromkeys([self.coordinator, *self.parties, *self.servers]))
-        for name in self.roles:
-            if name not in self.addresses and not self.relay:
-                raise ParameterError.bad("peers.addresses", f"an address for {name!r}", sorted(raw))
         self.base = base
         self.tls = doc.get("tls") or {}
 
@@ -461,6 +458,10 @@ def _transport(args: argparse.Namespace, peers: Peers, name: str) -> PeerTranspo
                               insecure=args.insecure, session=getattr(args, "session", None) or peers.session,
                               connect_timeout=args.connect_timeout, peer_timeout=args.timeout,
                               default_timeout=args.step_timeout)
+    for role in peers.roles:                 # a mesh needs every role's address
+        if role not in peers.addresses:
+            raise ParameterError.bad("peers.addresses", f"an address for {role!r} (or a 'relay', or --relay)",
+                                     sorted(peers.addresses))
     if name not in peers.addresses:
         raise ParameterError.bad("--name", f"one of {sorted(peers.addresses)}", name)
     return NetworkTransport(name, peers.addresses, peers.tls_for(name, args), insecure=args.insecure,
