@@ -20,6 +20,14 @@ removed, as the horizontal level and intercept releases.  The horizontal release
                released feature (released_features: all, the tree's colsample_bytree
                sample, or none under dp_split="random") and to the node total, and its
                h likewise.
+    select     one under dp_select_features (dp_split="random", horizontal): the root's
+               G/H sums at the base margin, before the first tree, over SELECT_GROUPS
+               groups of consecutive bins per feature (select_groups, public); a row
+               adds its g to one group per feature and to the total (F + 1
+               coordinates), and its h likewise.  The learner keeps the k features of
+               largest root split gain between groups (feature_scores, top_features:
+               post-processing) and draws every random split among them.  Wide groups
+               keep the noise on a prefix small (at most SELECT_GROUPS - 1 noises).
 
 Contribution bounds (`bounds`): per row |g| <= Cg and 0 <= h <= Ch after the row
 weight, clipped where a row exceeds them (the party warns with the count):
@@ -35,7 +43,8 @@ sum_j (D_j / sigma_j)^2 <= 1 / z^2 and
 each release is a Gaussian mechanism of noise multiplier z (CKS Theorem 14 for the
 discrete Gaussian).  Budget rule: every release gets the same z, the smallest for which
 dp-accounting's RDP accountant, composing all planned releases, gives at most
-dp_epsilon at dp_delta.  Leaf values, gains and the model are computed from the noisy
+dp_epsilon at dp_delta; the selection release alone gets z / sqrt(SELECT_WEIGHT), which
+in RDP (alpha / 2z^2 per Gaussian release) costs exactly SELECT_WEIGHT ordinary releases.  Leaf values, gains and the model are computed from the noisy
 G/H only: post-processing, no further cost.
 """
 
@@ -55,6 +64,10 @@ BIN_LEVELS = 2          # bin agreement under DP stops at level 2 (training/binn
 STATS_BITS_DEFAULT = 16
 STATS_BOUND = math.sqrt(2.0)     # a row's (w * label-part, w) with w <= 1
 MECHANISM = "discrete Gaussian (CKS), RDP accountant of dp-accounting"
+#: the selection release's share of the budget, in ordinary releases (README: chosen by
+#: validation AUC at epsilon = 1, benchmarks/RESULTS_dp.md)
+SELECT_WEIGHT = 10
+SELECT_GROUPS = 4       # groups of consecutive bins per feature in the selection release
 
 #: objective -> (Cg, Ch); None: the user's dp_clip
 BOUNDS: dict[str, tuple[float | None, float]] = {
@@ -88,6 +101,9 @@ def check_params(p: Any) -> None:
                                    or p.interaction_constraints is not None):
         raise ParameterError("dp_split: 'random' grows full depthwise trees without constraints "
                              "(grow_policy, max_leaves, monotone and interaction constraints must be unset)")
+    if p.dp_select_features and p.n_groups > 1:
+        raise ParameterError("dp_select_features: scores features by one output's gradients; not available "
+                             f"with {p.objective} (num_class > 1)")
     if p.objective == "reg:squarederror" and p.base_score is None:
         raise ParameterError("base_score: reg:squarederror under dp_epsilon needs base_score "
                              "(the label mean would need a bound on the labels)")
@@ -99,26 +115,34 @@ def bounds(p: Any) -> tuple[float, float]:
     return (p.dp_clip if cg is None else cg), ch
 
 
-def rdp_epsilon(z: float, count: int, delta: float) -> float:
-    """epsilon at delta of `count` Gaussian releases of noise multiplier z (dp-accounting)."""
+def rdp_epsilon(z: float, count: int, delta: float, single: tuple[float, ...] = ()) -> float:
+    """epsilon at delta of `count` Gaussian releases of noise multiplier z, composed with
+    one Gaussian release of each noise multiplier in `single` (dp-accounting)."""
     import dp_accounting
     from dp_accounting import rdp
 
-    if count == 0:
+    if count == 0 and not single:
         return 0.0
     acc = rdp.RdpAccountant()
-    acc.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z), count))
+    acc.compose(dp_accounting.ComposedDpEvent(
+        [dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z), count)]
+        + [dp_accounting.GaussianDpEvent(s) for s in single]))
     return float(acc.get_epsilon(delta))
 
 
-def noise_multiplier(epsilon: float, delta: float, count: int) -> float:
-    """The smallest z (to 0.1%) with rdp_epsilon(z, count, delta) <= epsilon."""
+def noise_multiplier(epsilon: float, delta: float, count: int, select: bool = False) -> float:
+    """The smallest z (to 0.1%) with rdp_epsilon(z, count, delta) <= epsilon; with select,
+    one more release of multiplier z / sqrt(SELECT_WEIGHT) composed with them."""
     lo, hi = 1e-3, 1e7
-    if rdp_epsilon(hi, count, delta) > epsilon:
-        raise ParameterError.bad("dp_epsilon", f"a budget reachable by {count} releases", epsilon)
+
+    def eps(z: float) -> float:
+        return rdp_epsilon(z, count, delta, (z / math.sqrt(SELECT_WEIGHT),) if select else ())
+
+    if eps(hi) > epsilon:
+        raise ParameterError.bad("dp_epsilon", f"a budget reachable by {count + select} releases", epsilon)
     while hi / lo > 1.001:
         mid = math.sqrt(lo * hi)
-        if rdp_epsilon(mid, count, delta) <= epsilon:
+        if eps(mid) <= epsilon:
             hi = mid
         else:
             lo = mid
@@ -173,6 +197,7 @@ class Plan:
     bits: int
     stats_bits: int = STATS_BITS_DEFAULT
     touched: int = 0        # histogram coordinates of each kind (g, h) one row's change moves
+    select: int = 0         # 1: one selection release planned (counted in releases)
 
     @classmethod
     def make(cls, p: Any, n_trees: int, n_features: int, stats_bits: int = STATS_BITS_DEFAULT,
@@ -189,20 +214,36 @@ class Plan:
         if random:
             per_tree = 1                                        # the leaves' totals
         intercept = int(p.base_score is None)
+        select = int(bool(p.dp_select_features))
+        if vertical and select:
+            raise ParameterError("dp_select_features: horizontal training only (vertical feature holders "
+                                 "build no histogram under dp_split='random')")
         if vertical:        # under "random" the label holder releases the leaves' totals and the intercept
             count = n_trees * per_tree + (intercept if random else 0)
         else:
             count = n_trees * per_tree + BIN_LEVELS + intercept
         cg, ch = bounds(p)
-        return cls(p.dp_epsilon, p.dp_delta, count, noise_multiplier(p.dp_epsilon, p.dp_delta, count),
+        return cls(p.dp_epsilon, p.dp_delta, count + select,
+                   noise_multiplier(p.dp_epsilon, p.dp_delta, count, bool(select)),
                    cg, ch, n_features, p.fixed_point_bits, stats_bits,
-                   2 * n_features if vertical and not random else released_count(p, n_features) + 1)
+                   2 * n_features if vertical and not random else released_count(p, n_features) + 1, select)
+
+    @property
+    def z_select(self) -> float:
+        """The selection release's noise multiplier (the budget rule in the module docstring)."""
+        return self.z / math.sqrt(SELECT_WEIGHT)
 
     # sigmas on each release's grid (cycled over its coordinates)
     def level_sigmas(self) -> list[float]:
         m = math.sqrt(2.0 * self.touched)
         scale = 2.0 ** self.bits
         return [self.z * m * math.ceil(self.cg * scale), self.z * m * math.ceil(self.ch * scale)]
+
+    def select_sigmas(self) -> list[float]:
+        """The root histogram of every feature: n_features + 1 coordinates of each kind."""
+        m = math.sqrt(2.0 * (self.n_features + 1))
+        scale = 2.0 ** self.bits
+        return [self.z_select * m * math.ceil(self.cg * scale), self.z_select * m * math.ceil(self.ch * scale)]
 
     def bins_sigmas(self) -> list[float]:
         return [self.z * math.sqrt(max(self.n_features, 1)) * 2.0 ** self.stats_bits]
@@ -211,31 +252,42 @@ class Plan:
         # per-party sums are rounded to the grid: one more unit per coordinate
         return [self.z * (STATS_BOUND * 2.0 ** self.stats_bits + math.sqrt(n_stats))]
 
-    def spent(self, count: int) -> float:
-        return rdp_epsilon(self.z, count, self.delta)
+    def spent(self, count: int, selected: bool = False) -> float:
+        """epsilon of `count` releases, the selection release among them when selected."""
+        single = (self.z_select,) if selected else ()
+        return rdp_epsilon(self.z, count - len(single), self.delta, single)
 
     def describe(self) -> dict[str, str]:
+        select = {"dp_select_noise_multiplier": f"{self.z_select:.6g}"} if self.select else {}
         return {"dp_mechanism": MECHANISM, "dp_noise_multiplier": f"{self.z:.6g}",
-                "dp_releases_planned": str(self.releases)}
+                "dp_releases_planned": str(self.releases), **select}
 
 
 class Accountant:
-    """Counts releases against the plan; refuses the one that would exceed it."""
+    """Counts releases against the plan; refuses the one that would exceed it (the
+    selection release at most once, and only when planned)."""
 
     def __init__(self, plan: Plan, who: str):
-        self.plan, self.who, self.used = plan, who, 0
+        self.plan, self.who, self.used, self.selected = plan, who, 0, False
 
     def charge(self, what: str) -> None:
-        if self.used + 1 > self.plan.releases or self.plan.spent(self.used + 1) > self.plan.epsilon * (1 + 1e-9):
+        select = what == "select"
+        ordinary = self.used - self.selected + (not select)
+        planned = ordinary <= self.plan.releases - self.plan.select and (
+            not select or (self.plan.select and not self.selected))
+        if not planned or self.plan.spent(self.used + 1, self.selected or select) > \
+                self.plan.epsilon * (1 + 1e-9):
             raise BudgetExceeded(
                 f"dp_epsilon: {self.who} refuses to open {what}: it would be release {self.used + 1} "
                 f"of a budget (epsilon={self.plan.epsilon:g}, delta={self.plan.delta:g}) planned for "
-                f"{self.plan.releases}")
+                f"{self.plan.releases}" + (" (the selection release is not planned or was made)" if select else ""))
         self.used += 1
+        self.selected = self.selected or select
 
     def attributes(self) -> dict[str, str]:
         """What the Booster carries (booster.attr)."""
-        return {"dp_epsilon_spent": f"{self.plan.spent(self.used):.6g}", "dp_delta": f"{self.plan.delta:g}",
+        return {"dp_epsilon_spent": f"{self.plan.spent(self.used, self.selected):.6g}",
+                "dp_delta": f"{self.plan.delta:g}",
                 "dp_epsilon_budget": f"{self.plan.epsilon:g}", "dp_releases": str(self.used),
                 **self.plan.describe()}
 
@@ -298,7 +350,7 @@ def drop_noise_floor(counts: np.ndarray, sigma_counts: float, level: int = 1) ->
 
 # ------------------------------------------------------------------ the roles' glue
 #: the stages whose answers are opened sums (each one release)
-RELEASES = ("bins", "intercept", "level")
+RELEASES = ("bins", "intercept", "level", "select")
 
 
 def accountant_for(p: Any, n_trees: int | None, n_features: int, who: str,
@@ -324,6 +376,8 @@ def release_sigmas(acc: Accountant | None, stage: str, n_words: int = 0) -> list
     acc.charge(stage)
     if stage == "level":
         return acc.plan.level_sigmas()
+    if stage == "select":
+        return acc.plan.select_sigmas()
     if stage == "bins":
         return acc.plan.bins_sigmas()
     return acc.plan.intercept_sigmas(n_words // 2)
@@ -400,6 +454,66 @@ def learner_params(p: Any, acc: Accountant | None, n_noises: int, touched: int |
     prefix = 1 if p.dp_split == "random" else p.max_bin + 1      # random: a leaf is one noisy total
     floor = 3.0 * math.sqrt(n_noises * prefix) * sigma_h
     return replace(p, min_child_weight=max(p.min_child_weight, floor))
+
+
+def select_groups(cut_ptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The public grouping of the selection release: (group_of_bin, group_ptr).  Feature
+    f's bins are cut into min(SELECT_GROUPS, its bins) runs of consecutive bins of
+    near-equal length (bin agreement's quantile bins: near-equal row counts);
+    group_of_bin[j] is the global group of global bin j, group_ptr[f]:group_ptr[f + 1]
+    feature f's groups."""
+    sizes = np.diff(np.asarray(cut_ptr, dtype=np.int64))
+    groups = np.minimum(sizes, SELECT_GROUPS)
+    group_ptr = np.concatenate([[0], np.cumsum(groups)]).astype(np.int64)
+    of_bin = [group_ptr[f] + (np.arange(n) * groups[f]) // max(n, 1) for f, n in enumerate(sizes)]
+    return (np.concatenate(of_bin).astype(np.int64) if len(of_bin) else np.zeros(0, np.int64)), group_ptr
+
+
+def group_histogram(hist: np.ndarray, cut_ptr: np.ndarray) -> np.ndarray:
+    """A root histogram (n_bins + 1, 2) summed over select_groups (n_groups + 1, 2), the
+    last row the totals: what a party sends for the selection release."""
+    of_bin, group_ptr = select_groups(cut_ptr)
+    out = np.zeros((int(group_ptr[-1]) + 1, 2), dtype=hist.dtype)
+    np.add.at(out, of_bin, hist[:-1])
+    out[-1] = hist[-1]
+    return out
+
+
+def selection_floor(acc: Accountant, n_noises: int) -> float:
+    """The smallest hessian sum a child may hold in feature_scores: 3 standard deviations
+    of the noise on a prefix of up to SELECT_GROUPS groups of the selection release, each
+    carrying n_noises independent noises (a lighter child's gain is noise)."""
+    sigma_h = acc.plan.select_sigmas()[1] / 2.0 ** acc.plan.bits
+    return 3.0 * math.sqrt(n_noises * SELECT_GROUPS) * sigma_h
+
+
+def feature_scores(hist: np.ndarray, group_ptr: np.ndarray, reg_lambda: float, floor: float) -> np.ndarray:
+    """Per feature the largest gain of one split of the root, from its (n_groups + 1, 2) G/H
+    sums over select_groups (float, the last row the totals): over every cut b between
+    groups (groups <= b left, the rest and the missing values right), G_L^2/(H_L + lambda) + G_R^2/(H_R + lambda) -
+    G^2/(H + lambda) where both children hold at least `floor` hessian; -inf for a
+    feature without such a cut.  Post-processing of the selection release."""
+    hist = np.asarray(hist, dtype=np.float64)
+    G, H = hist[-1]
+    parent = G * G / (H + reg_lambda)
+    out = np.full(len(group_ptr) - 1, -np.inf)
+    for f in range(len(out)):
+        lo, hi = int(group_ptr[f]), int(group_ptr[f + 1])
+        gl = np.cumsum(hist[lo:hi, 0])[:-1]
+        hl = np.cumsum(hist[lo:hi, 1])[:-1]
+        ok = (hl >= floor) & (H - hl >= floor)
+        if ok.any():
+            gain = gl ** 2 / (hl + reg_lambda) + (G - gl) ** 2 / (H - hl + reg_lambda) - parent
+            out[f] = gain[ok].max()
+    return out
+
+
+def top_features(scores: np.ndarray, k: int) -> np.ndarray:
+    """A bool mask of the k features of largest score (ties: the lower index first)."""
+    order = np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64)))
+    keep = np.zeros(len(scores), dtype=np.bool_)
+    keep[order[:k]] = True
+    return keep
 
 
 def with_attributes(ensemble: Any, acc: Accountant | None) -> Any:

@@ -26,7 +26,7 @@ import hashlib
 import heapq
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -41,6 +41,7 @@ from ppxgb.transport import Transport
 from .gradients import join_limbs
 from .params import TrainParams
 from .constraints import TreeConstraints
+from .dp import feature_scores, select_groups, top_features
 from .split import RT_EPS, Split, find_splits, is_valid, leaf_value
 
 
@@ -54,6 +55,7 @@ class FeatureLayout:
     the cuts of features it does not own (zeros), and then supplies the thresholds.
     `categorical` marks categorical features (one bin per code, training/categorical.py)
     and `categories` holds, per feature, its list of categories when it has one.
+    `selected` marks the features random splits may use (dp_select_features; None: all).
     """
     cut_ptr: np.ndarray
     cuts: np.ndarray
@@ -61,6 +63,7 @@ class FeatureLayout:
     names: tuple[str, ...] | None = None
     categorical: np.ndarray | None = None
     categories: tuple | None = None
+    selected: np.ndarray | None = None
 
     @classmethod
     def from_cuts(cls, cuts: Sequence[np.ndarray], mins: Sequence[float],
@@ -145,6 +148,13 @@ class HistogramSource(ABC):
         tighten them (under dp_epsilon, min_child_weight above the noise: training/dp.py)."""
         return p
 
+    def selection_histogram(self) -> tuple[np.ndarray, float]:
+        """dp_select_features: the root's opened (noisy) G/H sums of every feature at the
+        base margin over training/dp.py's select_groups, (n_groups + 1, 2) int64, one DP
+        release; and the smallest hessian sum a child may hold when it is scored
+        (dp.selection_floor)."""
+        raise ParameterError("dp_select_features: not available in this training mode")
+
 
 def grow_tree(source: HistogramSource, layout: FeatureLayout, p: TrainParams, scale: float,
               rnd: int, group: int, tree: int) -> Tree:
@@ -216,6 +226,8 @@ def grow_random(source: HistogramSource, layout: FeatureLayout, p: TrainParams, 
     usable = np.diff(layout.cut_ptr) >= 2
     if layout.categorical is not None:
         usable &= ~np.asarray(layout.categorical, bool)
+    if layout.selected is not None:
+        usable &= layout.selected
     splits: dict[int, tuple[Split, int, int]] = {}
     thresholds: dict[int, float] = {}
     frontier, next_id = [0], 1
@@ -244,6 +256,15 @@ def grow_random(source: HistogramSource, layout: FeatureLayout, p: TrainParams, 
     values = [leaf_value(*stats[k], p) for k in leaves]
     source.finish_tree(leaves, values)
     return make_tree(next_id, splits, thresholds, leaves, values, stats, p)
+
+
+def select_features(source: HistogramSource, layout: FeatureLayout, p: TrainParams, scale: float) -> FeatureLayout:
+    """dp_select_features (training/dp.py): the layout with `selected` set to the k
+    features of largest root split gain on the one noisy selection release."""
+    hist, floor = source.selection_histogram()
+    scores = feature_scores(np.asarray(hist, dtype=np.float64) / scale, select_groups(layout.cut_ptr)[1],
+                            p.reg_lambda, floor)
+    return replace(layout, selected=top_features(scores, p.dp_select_features))
 
 
 def grow_lossguide(source: HistogramSource, layout: FeatureLayout, p: TrainParams, scale: float,
@@ -331,6 +352,8 @@ def boost(source: HistogramSource, p: TrainParams, num_boost_round: int, progres
                                                             p.objective_params, p.nthread)
         probe = Ensemble(p.objective, layout.n_features, (), (), base_score, p.num_class if p.n_groups > 1 else 0)
         source.set_base_margin(probe.base_margin())
+        if p.dp_epsilon is not None and p.dp_select_features:
+            layout = select_features(source, layout, p, scale)
         trees, info = [], []
         if progress is not None:
             progress.start(num_boost_round)

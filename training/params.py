@@ -64,6 +64,8 @@ SUPPORTED: dict[str, tuple[Any, str]] = {
     "dp_clip": (1.0, "under dp_epsilon, bound on each row's |gradient| for reg:squarederror (rows beyond are clipped)"),
     "dp_split": ("histogram", "under dp_epsilon: 'histogram' (split search on noisy G/H histograms) or 'random' "
                  "(splits drawn from the seed, only the leaves' G/H released)"),
+    "dp_select_features": (0, "under dp_split='random': random splits use only the k features of largest noisy "
+                           "root split gain, chosen by one more DP release (0: all features)"),
 }
 
 #: parameters of some objectives only (xgboost ignores them elsewhere; ppxgb refuses
@@ -124,6 +126,7 @@ class TrainParams:
     dp_delta: float = 1e-5
     dp_clip: float = 1.0
     dp_split: str = "histogram"
+    dp_select_features: int = 0
     grow_policy: str = "depthwise"
     max_leaves: int = 0
     monotone_constraints: tuple | None = None      # ints by position, or (name, int) pairs
@@ -277,7 +280,7 @@ class TrainParams:
             "max_cat_to_onehot": self.max_cat_to_onehot, "max_cat_threshold": self.max_cat_threshold,
             **({} if self.dp_epsilon is None else
                {"dp_epsilon": self.dp_epsilon, "dp_delta": self.dp_delta, "dp_clip": self.dp_clip,
-                "dp_split": self.dp_split}),
+                "dp_split": self.dp_split, "dp_select_features": self.dp_select_features}),
             "grow_policy": self.grow_policy, "max_leaves": self.max_leaves,
             "monotone_constraints": _monotone_out(self.monotone_constraints),
             "interaction_constraints": [list(c) for c in self.interaction_constraints]
@@ -317,12 +320,13 @@ def _bool(name: str, value: Any) -> bool:
 
 
 def _dp(p: dict[str, Any]) -> dict[str, Any]:
-    """dp_epsilon > 0 (None: no DP), dp_delta in (0, 1), dp_clip > 0; dp_delta and
-    dp_clip other than their defaults need dp_epsilon, as does dp_split (nothing is silently ignored)."""
+    """dp_epsilon > 0 (None: no DP), dp_delta in (0, 1), dp_clip > 0, dp_select_features >= 0
+    (only with dp_split='random'); dp_delta, dp_clip, dp_split and dp_select_features other
+    than their defaults need dp_epsilon (nothing is silently ignored)."""
     eps = p["dp_epsilon"]
     if eps is not None:
         eps = _float("dp_epsilon", eps, lo=0.0, lo_open=True)
-    for name in ("dp_delta", "dp_clip", "dp_split"):
+    for name in ("dp_delta", "dp_clip", "dp_split", "dp_select_features"):
         if eps is None and p[name] != SUPPORTED[name][0]:
             raise ParameterError(f"{name}: used only with dp_epsilon, which is unset")
     delta = _float("dp_delta", p["dp_delta"], lo=0.0, lo_open=True)
@@ -330,8 +334,12 @@ def _dp(p: dict[str, Any]) -> dict[str, Any]:
         raise ParameterError.bad("dp_delta", "a number in (0, 1)", delta)
     if p["dp_split"] not in ("histogram", "random"):
         raise ParameterError.bad("dp_split", "'histogram' or 'random'", p["dp_split"])
+    select = _int("dp_select_features", p["dp_select_features"], 0, 2 ** 31 - 1)
+    if select and p["dp_split"] != "random":
+        raise ParameterError("dp_select_features: used only with dp_split='random' (the histogram search "
+                             "chooses its own features)")
     return {"dp_epsilon": eps, "dp_delta": delta, "dp_clip": _float("dp_clip", p["dp_clip"], lo=0.0, lo_open=True),
-            "dp_split": p["dp_split"]}
+            "dp_split": p["dp_split"], "dp_select_features": select}
 
 
 def _metrics(value: Any) -> tuple[str, ...] | None:

@@ -92,6 +92,13 @@ class _PartyState:
         for ev in self.evals:
             ev.rows.start_tree(np.zeros((ev.X.shape[0], 2), np.int64))
 
+    def selection_histogram(self) -> np.ndarray:
+        """dp_select_features: the root's G/H sums of every feature at the base margin over
+        dp.select_groups (no feature zeroed: the selection release carries them all)."""
+        self.rows.start_tree(self.encoder.encode(self.margin, self.y, self.w)[0])
+        cut_ptr = np.concatenate([[0], np.cumsum(self.sizes)])
+        return dp.group_histogram(self.rows.histograms(np.zeros(1, np.int64))[0], cut_ptr)
+
     def apply(self, splits: dict[str, Any]) -> None:
         cats = categorical.split_payload_categories(splits)
         for batch in _generations(list(splits["node"]), list(splits["left"]), list(splits["right"])):
@@ -242,6 +249,12 @@ def _party_loop(transport, name, X, y, w, servers, coordinator, timeout, evals, 
                         noise=dp.release_sigmas(dpa, "intercept", len(vec)))
         elif stage == "base":
             state.set_base(np.asarray(field(msg, "base_margin", list), dtype=np.float32))
+        elif stage == "select":
+            if dpa is None or not p.dp_select_features:
+                raise ProtocolError(f"{name}: select request without dp_select_features")
+            noise = dp.release_sigmas(dpa, "select")         # refused beyond the plan, before building
+            send_shares(transport, name, servers, pl["step"], state.selection_histogram().view(np.uint64),
+                        noise=noise)
         elif stage == "tree":
             state.start_tree(field(msg, "group", int), field(msg, "round", int))
         elif stage == "level":

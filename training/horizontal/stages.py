@@ -10,6 +10,8 @@ Stages (coordinator C, parties P, servers S):
     C->P cuts        the agreed bin edges
     C->P intercept   send the intercept statistics (only when base_score is unset)
     C->P base        the intercept, in margin space
+    C->P select      (dp_select_features) build the root histogram of every feature
+                     at the base margin: one DP release, before the first tree
     C->P tree        start tree (round, group); parties compute g, h on group 0
     C->P level       apply these splits, then build histograms of these nodes
     C->P finish      apply the last splits and add these leaf values to the margins
@@ -28,7 +30,7 @@ from ppxgb.errors import ParameterError
 COORDINATOR = "coordinator"
 STATS_BITS = 16  # fixed point of counts and intercept sums (range 2^47)
 EVAL_BITS = 24   # fixed point of metric statistics (range 2^39, rounding 2^-25 per party)
-PARTY_STAGES = ("cats", "categories", "bins", "cuts", "intercept", "base", "tree", "level", "finish", "evaluate", "auc", "stop")
+PARTY_STAGES = ("cats", "categories", "bins", "cuts", "intercept", "base", "select", "tree", "level", "finish", "evaluate", "auc", "stop")
 
 
 def role_names(n_parties: int, n_servers: int) -> tuple[list[str], list[str], str]:
