@@ -5,14 +5,15 @@ them, and the relay holds no key:
 
 1. Each role makes a fresh X25519 key pair per peer and sends a *hello*: its role
    certificate, the X25519 public key, and an ECDSA signature (with the certificate's
-   key) over ``ppxgb-e2e-1 | sender | receiver | public key``.
+   key) over ``[ppxgb-e2e-1, sender, receiver, public key]`` (msgpack, so no two
+   name pairs give the same text).
 2. The receiver checks that the CA signed the certificate, that it is valid now and
    names the sender, and the signature.  A relay cannot forge a hello (it has no role
    key), and a replayed old hello is useless: its X25519 secret is gone.
 3. Both derive two ChaCha20-Poly1305 keys (one per direction) with HKDF-SHA256 from the
    X25519 secret, bound to both names and both public keys.
 4. Every later frame is ``counter (8 bytes) | AEAD(kind | body)``, the nonce being the
-   counter and the associated data ``sender | receiver``.  The receiver expects the
+   counter and the associated data ``[ppxgb-e2e-1, sender, receiver]``.  The receiver expects the
    counters 0, 1, 2, ... in order, so a dropped, replayed, reordered or altered frame
    fails to open, and the link is dropped naming its sender.
 
@@ -59,7 +60,7 @@ def certificate_names(cert: x509.Certificate) -> set[str]:
 
 
 def _signed_text(src: str, dst: str, public: bytes) -> bytes:
-    return b"|".join([LABEL, src.encode(), dst.encode(), public])
+    return msgpack.packb([LABEL, src, dst, public])
 
 
 class Identity:
@@ -144,7 +145,7 @@ class Channel:
         except (InvalidSignature, ValueError, TypeError, AttributeError):
             raise ChannelError("hello signature or key does not verify") from None
         low, high = sorted([(self.me, self._public), (self.peer, public)])
-        info = b"|".join([LABEL, low[0].encode(), high[0].encode(), low[1], high[1]])
+        info = msgpack.packb([LABEL, low[0], high[0], low[1], high[1]])
         keys = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=info).derive(shared)
         first, second = ChaCha20Poly1305(keys[:32]), ChaCha20Poly1305(keys[32:])
         self._seal_key, self._open_key = (first, second) if self.me == low[0] else (second, first)
@@ -183,4 +184,4 @@ class Channel:
 
     @staticmethod
     def _aad(src: str, dst: str) -> bytes:
-        return LABEL + b"|" + src.encode() + b"|" + dst.encode()
+        return msgpack.packb([LABEL, src, dst])

@@ -290,6 +290,7 @@ class RelayTransport(PeerTransport):
         self._locks = {p: threading.Lock() for p in self.peers}
         self._broken: set[str] = set()
         self._parts: dict[str, list[bytes]] = {p: [] for p in self.peers}
+        self._part_bytes = dict.fromkeys(self.peers, 0)
         self._outq: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
         self._ended = threading.Event()       # the relay closed our stream (or it broke)
 
@@ -334,7 +335,11 @@ class RelayTransport(PeerTransport):
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             detail = exc.details() if hasattr(exc, "details") else ""
-            reason = f"connection lost ({code.name if code else 'error'}{': ' + detail if detail else ''})"
+            if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.ALREADY_EXISTS,
+                        grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED):
+                reason = f"refused {self.me!r} ({code.name}: {detail})"
+            else:
+                reason = f"connection lost ({code.name if code else 'error'}{': ' + detail if detail else ''})"
         finally:
             self._ended.set()
         if not self._closing.is_set():
@@ -371,13 +376,14 @@ class RelayTransport(PeerTransport):
             return
         parts = self._parts[src]
         parts.append(chunk)
+        self._part_bytes[src] += len(chunk)
         if part == LAST:
-            self._parts[src] = []
+            self._parts[src], self._part_bytes[src] = [], 0
             bad = self._arrived(src, b"".join(parts))
             if bad:
                 self._broken.add(src)
                 self._fail(src, bad)
-        elif sum(map(len, parts)) > self.max_message_bytes:
+        elif self._part_bytes[src] > self.max_message_bytes:
             self._broken.add(src)
             self._fail(src, f"sent a message over {self.max_message_bytes} bytes")
 

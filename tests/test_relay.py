@@ -196,6 +196,7 @@ def test_the_relay_sees_routing_and_hellos_only(runs):
 def _pair(tmp_path, alter=None, chunk_bytes=1 << 20, **kw):
     pki = make_test_pki(tmp_path / "pki", ["relay", "a", "b"])
     relay = RecordingRelay("127.0.0.1", 0, pki["relay"], alter=alter)
+    relay.pki = pki
     ends = _ends(relay, pki, ["a", "b"], "t", chunk_bytes=chunk_bytes, **kw)
     return relay, ends
 
@@ -415,4 +416,21 @@ def test_a_goodbye_is_not_a_failure(tmp_path):
         time.sleep(1.0)                      # the relay's notice that a left arrives after a's goodbye
         assert ends["b"].first_failure(wait=0.0) is None
     finally:
+        _close(relay, ends)
+
+
+def test_a_second_role_of_the_same_name_is_refused_by_name(tmp_path):
+    relay, ends = _pair(tmp_path)
+    twin = RelayTransport("a", ["a", "b"], relay.address, relay.pki["a"], session="t")
+    try:
+        ends["a"].send("a", "b", "x", {})
+        ends["b"].recv("b", "x", src="a", timeout=20)
+        with pytest.raises(PeerFailure) as info:
+            twin.recv("a", "x", timeout=20)
+        assert info.value.peer == "relay" and "refused 'a' (ALREADY_EXISTS" in info.value.reason
+        assert relay.sessions() == {"t": ["a", "b"]}        # the first 'a' is untouched
+        ends["a"].send("a", "b", "y", {})
+        ends["b"].recv("b", "y", src="a", timeout=20)
+    finally:
+        twin.close()
         _close(relay, ends)
