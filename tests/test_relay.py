@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from cryptography.exceptions import InvalidTag
+
 from ppxgb import e2e
 from ppxgb.errors import PeerFailure
 from ppxgb.relay import HELLO, METHOD, SEALED, Relay, RelayTransport, _options, _read, _route, _unroute
@@ -99,7 +101,7 @@ def _train_through(relay, pki, session, insecure=False):
         for end in ends.values():
             end.close()
     shares = [m for m in received if m.src in parties]
-    return model, shares
+    return model, shares, ends
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +117,52 @@ def runs(tmp_path_factory):
         out["plain"] = (*_train_through(relay, pki, "plain", insecure=True), relay.frames)
     out["memory"], _ = run_federation(PARAMS, _data(), 3, 2, transport=InMemoryTransport(), timeout=60)
     return out
+
+
+def _opens(channel, src, dst, frame) -> bool:
+    """Whether either of `channel`'s keys opens a sealed frame of the link src -> dst."""
+    _, _, body = _unroute(frame)
+    for key in (channel._open_key, channel._seal_key):
+        try:
+            key.decrypt(b"\0\0\0\0" + body[:8], body[8:], e2e.Channel._aad(src, dst))
+            return True
+        except InvalidTag:
+            pass
+    return False
+
+
+def _party_to_server(frames):
+    return [(s, d, f) for s, d, f in frames if s.startswith("party") and d.startswith("server")
+            and _unroute(f)[1] == SEALED]
+
+
+def test_a_relay_run_by_the_coordinator_cannot_open_the_shares(runs, monkeypatch):
+    """The relay operator also holds the coordinator's keys: they open none of the frames
+    parties send to servers.  The mutant gives every link the same keys; then the
+    coordinator's keys open them all."""
+    _, _, ends, frames = runs["sealed"]
+    mine = ends["coordinator"]._channels
+    to_servers = _party_to_server(frames)
+    assert len(to_servers) > 50
+    assert all(mine[p]._open_key is not None for p in mine)
+    assert not any(_opens(c, s, d, f) for s, d, f in to_servers for c in mine.values())
+
+    class OneKey:                      # the mutant: a federation-wide key, whatever the pair
+        def __init__(self, **kw):
+            pass
+
+        def derive(self, secret):
+            return bytes(range(64))
+
+    monkeypatch.setattr(e2e, "HKDF", OneKey)
+    pki = runs["pki"]
+    with RecordingRelay("127.0.0.1", 0, pki["relay"]) as relay:
+        _, _, bad_ends = _train_through(relay, pki, "one-key")
+        leaked = _party_to_server(relay.frames)
+    monkeypatch.undo()
+    coordinator = bad_ends["coordinator"]._channels
+    opened = sum(any(_opens(c, s, d, f) for c in coordinator.values()) for s, d, f in leaked)
+    assert opened == len(leaked) > 50
 
 
 def test_training_through_the_relay_gives_the_in_memory_model(runs):
@@ -151,12 +199,12 @@ def _hits(words, frames):
 
 
 def test_the_relay_reads_no_share_a_party_sent(runs):
-    _, shares, frames = runs["sealed"]
+    _, shares, _, frames = runs["sealed"]
     words = _words(shares)
     assert len(words) > 500
     assert _hits(words, frames) == 0
     # the mutant: the same run without end-to-end sealing shows the relay every share
-    _, plain_shares, plain_frames = runs["plain"]
+    _, plain_shares, _, plain_frames = runs["plain"]
     plain_words = _words(plain_shares)
     assert _hits(plain_words, plain_frames) > 0.95 * len(plain_words)
 
@@ -172,18 +220,18 @@ def _bodies(frames):
 
 
 def test_sealed_frames_look_random_apart_from_their_headers(runs):
-    bodies = _bodies(runs["sealed"][2])
+    bodies = _bodies(runs["sealed"][3])
     data = np.frombuffer(b"".join(bodies), dtype=np.uint8)
     assert data.size > 1_000_000
     counts = np.bincount(data, minlength=256)
     p = stats.chisquare(counts).pvalue
     assert p > 1e-4, p
-    plain = np.frombuffer(b"".join(_bodies(runs["plain"][2])), dtype=np.uint8)
+    plain = np.frombuffer(b"".join(_bodies(runs["plain"][3])), dtype=np.uint8)
     assert stats.chisquare(np.bincount(plain, minlength=256)).pvalue < 1e-12   # the mutant is not
 
 
 def test_the_relay_sees_routing_and_hellos_only(runs):
-    frames = runs["sealed"][2]
+    frames = runs["sealed"][3]
     kinds = collections.Counter(_unroute(f)[1] for _, _, f in frames)
     assert set(kinds) == {HELLO, SEALED}
     assert kinds[HELLO] == 6 * 5                       # one per ordered pair of the 6 roles
