@@ -34,6 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--ca", help="the CA that signs every role's certificate (PEM)")
     p.add_argument("--stall-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="a role that stops reading this long is reported to its session as stalled")
+    p.add_argument("--quiet", action="store_true", help="no line per role joining or leaving a session")
     p.add_argument("--insecure", action="store_true",
                    help="DEBUGGING ONLY: no TLS to the relay and no end-to-end encryption between roles")
     p.set_defaults(func=cmd_relay)
@@ -54,7 +55,8 @@ def cmd_relay(args: argparse.Namespace) -> int:
             raise ParameterError(f"relay: give {', '.join(missing)} (plaintext only with an explicit --insecure)")
         tls = TLSConfig(args.cert, args.key, args.ca)
         tls.check()
-    relay = Relay(args.host, args.port, tls, insecure=args.insecure, stall_timeout=args.stall_timeout)
+    relay = Relay(args.host, args.port, tls, insecure=args.insecure, stall_timeout=args.stall_timeout,
+                  log=None if args.quiet else lambda line: print(f"ppxgb relay: {line}", file=sys.stderr, flush=True))
     print(f"ppxgb relay: listening on {args.host}:{relay.port} ({'mutual TLS' if tls else 'PLAINTEXT'})",
           file=sys.stderr, flush=True)
     done = threading.Event()
@@ -96,7 +98,7 @@ def relay_plan(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 def relay_command(base: list[str], host: str, port: int, tls: TLSConfig | None) -> list[str]:
     """The command line that starts a local relay for a federation."""
-    argv = base + ["relay", "--host", host, "--port", str(port)]
+    argv = base + ["relay", "--host", host, "--port", str(port), "--quiet"]
     if tls is None:
         return argv + ["--insecure"]
     return argv + ["--cert", tls.cert, "--key", tls.key, "--ca", tls.ca]

@@ -92,7 +92,8 @@ class _Mailbox:
 class Relay:
     """The relay service: forwards frames between the roles of each session.
 
-    `record(src, dst, frame)` (tests) sees every frame it forwards, as it forwards it.
+    `record(src, dst, frame)` (tests) sees every frame it forwards, as it forwards it;
+    `log(line)` gets one line per role joining or leaving a session.
     A role whose mailbox stays full for `stall_timeout` seconds is declared stalled to
     its session.  The relay keeps no state of a session once all its roles have left.
     """
@@ -100,7 +101,8 @@ class Relay:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: TLSConfig | None = None, *,
                  insecure: bool = False, chunk_bytes: int = CHUNK_BYTES, mailbox_frames: int = 64,
                  stall_timeout: float = 30.0, workers: int = 256,
-                 record: Callable[[str, str, bytes], None] | None = None):
+                 record: Callable[[str, str, bytes], None] | None = None,
+                 log: Callable[[str], None] | None = None):
         check_tls(tls, insecure)
         if not stall_timeout > 0:
             raise ParameterError.bad("stall_timeout", "a positive number of seconds", stall_timeout)
@@ -108,6 +110,7 @@ class Relay:
         self.stall_timeout = float(stall_timeout)
         self.mailbox_frames = int(mailbox_frames)
         self.record = record
+        self.log = log or (lambda line: None)
         self._lock = threading.Lock()
         self._sessions: dict[str, dict[str, _Mailbox]] = {}
         self._stopping = threading.Event()
@@ -180,6 +183,8 @@ class Relay:
 
     def _pump(self, requests, context, session: str, role: str, box: _Mailbox) -> None:
         """Forward every frame `role` sends; then tell its session it has gone."""
+        self.log(f"session {session!r}: {role} joined")
+        how = "left"
         try:
             for frame in requests:
                 dst, kind, body = _unroute(frame)
@@ -187,13 +192,15 @@ class Relay:
                     continue
                 out = self._forward(role, dst, _route(role, kind, body))
                 if out is not None and not self._post(self._mailbox(session, dst), out, context):
+                    self.log(f"session {session!r}: {dst} stopped reading for {self.stall_timeout:g}s")
                     self._notify(session, STALLED, dst)
         except grpc.RpcError:
-            pass
+            how = "lost its connection"
         except Exception:    # a malformed frame ends this role's stream, nothing else
-            pass
+            how = "sent a malformed frame"
         finally:
             self._leave(session, role, box)
+            self.log(f"session {session!r}: {role} {how}")
 
     def _forward(self, src: str, dst: str, frame: bytes) -> bytes | None:
         """The frame as the relay passes it on (None drops it); the hook tests tamper through."""
