@@ -123,6 +123,9 @@ class ShapedTransport(InMemoryTransport):
         super().__init__(recorder, default_timeout)
         self.link = _as_link(link, "link")
         self.links = {pair: _as_link(v, f"links[{pair!r}]") for pair, v in (links or {}).items()}
+        for pair in self.links:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(r, str) for r in pair)):
+                raise ParameterError.bad("links", "keys that are (src, dst) pairs of role names", pair)
         self._queues = defaultdict(_Inbox)
         self._busy: dict[tuple[str, str], float] = defaultdict(float)  # when each link is free
         self._clock: dict[str, int] = defaultdict(int)                 # longest chain each role has seen

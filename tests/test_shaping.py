@@ -181,6 +181,8 @@ def test_bad_transport_arguments_are_refused_by_name():
         ShapedTransport(1e9)
     with pytest.raises(ParameterError, match="links"):
         ShapedTransport(links={("a", "b"): 5})
+    with pytest.raises(ParameterError, match="links: expected keys"):
+        ShapedTransport(links={"a->b": "1gbit,1ms"})
 
 
 # ------------------------------------------------------------------ training through links
