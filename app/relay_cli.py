@@ -34,7 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--ca", help="the CA that signs every role's certificate (PEM)")
     p.add_argument("--stall-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="a role that stops reading this long is reported to its session as stalled")
-    p.add_argument("--quiet", action="store_true", help="no line per role joining or leaving a session")
+    p.add_argument("--quiet", action="store_true", help="print only warnings and errors (no line per role "
+                   "joining or leaving a session)")
     p.add_argument("--insecure", action="store_true",
                    help="DEBUGGING ONLY: no TLS to the relay and no end-to-end encryption between roles")
     p.set_defaults(func=cmd_relay)
@@ -57,14 +58,16 @@ def cmd_relay(args: argparse.Namespace) -> int:
         tls.check()
     relay = Relay(args.host, args.port, tls, insecure=args.insecure, stall_timeout=args.stall_timeout,
                   log=None if args.quiet else lambda line: print(f"ppxgb relay: {line}", file=sys.stderr, flush=True))
-    print(f"ppxgb relay: listening on {args.host}:{relay.port} ({'mutual TLS' if tls else 'PLAINTEXT'})",
-          file=sys.stderr, flush=True)
+    if not args.quiet:
+        print(f"ppxgb relay: listening on {args.host}:{relay.port} ({'mutual TLS' if tls else 'PLAINTEXT'})",
+              file=sys.stderr, flush=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     done.wait()
     relay.stop(grace=1.0)
-    print("ppxgb relay: stopped", file=sys.stderr, flush=True)
+    if not args.quiet:
+        print("ppxgb relay: stopped", file=sys.stderr, flush=True)
     return 0
 
 
