@@ -100,8 +100,11 @@ def exact_selection_sums(log, parties, base_margin: float) -> np.ndarray:
     """numpy: the root's (g, h) sums per group of bins at the base margin, pooled rows,
     from the cuts the coordinator broadcast (bins as binning.assign_bins: value < cut)."""
     cuts = next(m.payload["cuts"] for m in log if m.stage == "cuts")
-    X = np.vstack([x for x, _ in parties])
-    y = np.concatenate([y for _, y in parties])
+    return grouped_sums(np.vstack([x for x, _ in parties]), np.concatenate([y for _, y in parties]),
+                        cuts, base_margin)
+
+
+def grouped_sums(X, y, cuts, base_margin: float) -> np.ndarray:
     prob = 1.0 / (1.0 + np.exp(-base_margin))
     g, h = prob - y, np.full(len(y), prob * (1.0 - prob))
     rows = []
@@ -199,8 +202,6 @@ def test_selection_is_refused_by_name_where_it_is_not_built():
     multi = TrainParams.from_dict({**SELECT, "objective": "multi:softprob", "num_class": 3})
     with pytest.raises(ParameterError, match="dp_select_features: .*num_class"):
         dp.check_params(multi)
-    with pytest.raises(ParameterError, match="dp_select_features: horizontal training only"):
-        dp.Plan.make(TrainParams.from_dict(SELECT), 2, 4, vertical=True)
 
 
 # ------------------------------------------------------------------ the selected set

@@ -20,7 +20,7 @@ removed, as the horizontal level and intercept releases.  The horizontal release
                released feature (released_features: all, the tree's colsample_bytree
                sample, or none under dp_split="random") and to the node total, and its
                h likewise.
-    select     one under dp_select_features (dp_split="random", horizontal): the root's
+    select     one under dp_select_features (dp_split="random"): the root's
                G/H sums at the base margin, before the first tree, over SELECT_GROUPS
                groups of consecutive bins per feature (select_groups, public); a row
                adds its g to one group per feature and to the total (F + 1
@@ -28,6 +28,11 @@ removed, as the horizontal level and intercept releases.  The horizontal release
                largest root split gain between groups (feature_scores, top_features:
                post-processing) and draws every random split among them.  Wide groups
                keep the noise on a prefix small (at most SELECT_GROUPS - 1 noises).
+               Vertical: the label holder opens the root histogram of the feature
+               holders' columns through the permutation protocol, each holder noising
+               its prefix sums as in the histogram search (sensitivity sqrt(2 * 2F_j),
+               its feature values against the label holder), then groups it with its
+               own columns' and adds its own noise (for one row's g and h, as here).
 
 Contribution bounds (`bounds`): per row |g| <= Cg and 0 <= h <= Ch after the row
 weight, clipped where a row exceeds them (the party warns with the count):
@@ -215,9 +220,6 @@ class Plan:
             per_tree = 1                                        # the leaves' totals
         intercept = int(p.base_score is None)
         select = int(bool(p.dp_select_features))
-        if vertical and select:
-            raise ParameterError("dp_select_features: horizontal training only (vertical feature holders "
-                                 "build no histogram under dp_split='random')")
         if vertical:        # under "random" the label holder releases the leaves' totals and the intercept
             count = n_trees * per_tree + (intercept if random else 0)
         else:
@@ -239,9 +241,10 @@ class Plan:
         scale = 2.0 ** self.bits
         return [self.z * m * math.ceil(self.cg * scale), self.z * m * math.ceil(self.ch * scale)]
 
-    def select_sigmas(self) -> list[float]:
-        """The root histogram of every feature: n_features + 1 coordinates of each kind."""
-        m = math.sqrt(2.0 * (self.n_features + 1))
+    def select_sigmas(self, touched: int | None = None) -> list[float]:
+        """The selection release: the root sums of every feature, n_features + 1
+        coordinates of each kind (touched: another count, a vertical feature holder's 2F)."""
+        m = math.sqrt(2.0 * (self.n_features + 1 if touched is None else touched))
         scale = 2.0 ** self.bits
         return [self.z_select * m * math.ceil(self.cg * scale), self.z_select * m * math.ceil(self.ch * scale)]
 
@@ -408,6 +411,18 @@ def noisy_totals(hist: np.ndarray, acc: Accountant, rng=None) -> np.ndarray:
     return out
 
 
+def noisy_selection(hist: np.ndarray, cut_ptr: np.ndarray, acc: Accountant, rng=None) -> np.ndarray:
+    """Vertical, dp_select_features: the label holder's selection release, the root
+    histogram (n_bins + 1, 2) int64 over every party's features (the feature holders'
+    already noised by them) grouped by select_groups, with its own N_Z noise of the
+    selection's sigmas for all n_features + 1 coordinates (charged by the caller)."""
+    from ppxgb.crypto.dgauss import noise_vector
+
+    grouped = group_histogram(hist, cut_ptr)
+    sigmas = acc.plan.select_sigmas(len(cut_ptr))           # n_features + 1
+    return grouped + noise_vector(sigmas, grouped.size, rng).reshape(grouped.shape)
+
+
 def noisy_intercept(stats: np.ndarray, acc: Accountant, rng=None) -> np.ndarray:
     """Vertical, dp_split="random": the intercept sums the label holder releases, as the
     horizontal coordinator opens them (intercept_vector on the stats grid, one N_Z noise
@@ -424,13 +439,19 @@ def noisy_intercept(stats: np.ndarray, acc: Accountant, rng=None) -> np.ndarray:
 class NoisyHistograms:
     """A feature holder's transport under dp_epsilon: every "vsum" it sends is charged to
     its accountant (refused beyond the plan) and its prefix sums get prefix_noise; every
-    other call goes to the wrapped transport unchanged."""
+    other call goes to the wrapped transport unchanged.  select: its only vsum is the
+    selection release (dp_split="random"), noised with the selection's multiplier for
+    this holder's 2F coordinates of each kind."""
 
-    def __init__(self, transport: Any, acc: Accountant, rng=None):
-        self._t, self._acc, self._rng = transport, acc, rng
+    def __init__(self, transport: Any, acc: Accountant, rng=None, select: bool = False):
+        self._t, self._acc, self._rng, self._select = transport, acc, rng, select
 
     def send(self, src: str, dst: str, stage: str, payload: dict[str, Any]) -> None:
-        if stage == "vsum":
+        if stage == "vsum" and self._select:
+            self._acc.charge("select")
+            sigmas = self._acc.plan.select_sigmas(2 * self._acc.plan.n_features)
+            payload = {**payload, "s": prefix_noise(list(payload["s"]), sigmas, self._rng)}
+        elif stage == "vsum":
             sigmas = release_sigmas(self._acc, "level")
             payload = {**payload, "s": prefix_noise(list(payload["s"]), sigmas, self._rng)}
         self._t.send(src, dst, stage, payload)
@@ -479,31 +500,59 @@ def group_histogram(hist: np.ndarray, cut_ptr: np.ndarray) -> np.ndarray:
     return out
 
 
-def selection_floor(acc: Accountant, n_noises: int) -> float:
+def selection_g_variance(acc: Accountant, cut_ptr: np.ndarray, n_noises: int,
+                         holder_features: list[np.ndarray] = ()) -> np.ndarray:
+    """The noise variance (value units) of each G the learner scores (select_groups' rows,
+    then the total): n_noises noises of the selection's sigma (horizontal: the servers';
+    vertical: the label holder's, for all features), plus, for each feature holder's
+    features (holder_features: global indices), one noise per bin of a group of the
+    holder's own sigma (prefix_noise: each bin sum carries a fresh one)."""
+    scale = 2.0 ** acc.plan.bits
+    n_features = len(cut_ptr) - 1
+    of_bin, group_ptr = select_groups(cut_ptr)
+    var = np.full(int(group_ptr[-1]) + 1, n_noises * (acc.plan.select_sigmas(n_features + 1)[0] / scale) ** 2)
+    bins_per_group = np.bincount(of_bin, minlength=int(group_ptr[-1]))
+    for feats in holder_features:
+        sigma = acc.plan.select_sigmas(2 * len(feats))[0] / scale
+        for f in feats:
+            at = slice(int(group_ptr[f]), int(group_ptr[f + 1]))
+            var[at] += bins_per_group[at] * sigma ** 2
+    return var
+
+
+def selection_floor(acc: Accountant, n_noises: int, n_features: int | None = None) -> float:
     """The smallest hessian sum a child may hold in feature_scores: 3 standard deviations
     of the noise on a prefix of up to SELECT_GROUPS groups of the selection release, each
-    carrying n_noises independent noises (a lighter child's gain is noise)."""
-    sigma_h = acc.plan.select_sigmas()[1] / 2.0 ** acc.plan.bits
+    carrying n_noises independent noises (a lighter child's gain is noise); n_features:
+    the release's features when the plan's count is another (the vertical label holder)."""
+    touched = None if n_features is None else n_features + 1
+    sigma_h = acc.plan.select_sigmas(touched)[1] / 2.0 ** acc.plan.bits
     return 3.0 * math.sqrt(n_noises * SELECT_GROUPS) * sigma_h
 
 
-def feature_scores(hist: np.ndarray, group_ptr: np.ndarray, reg_lambda: float, floor: float) -> np.ndarray:
+def feature_scores(hist: np.ndarray, group_ptr: np.ndarray, reg_lambda: float, floor: float,
+                   g_var: np.ndarray | None = None) -> np.ndarray:
     """Per feature the largest gain of one split of the root, from its (n_groups + 1, 2) G/H
     sums over select_groups (float, the last row the totals): over every cut b between
-    groups (groups <= b left, the rest and the missing values right), G_L^2/(H_L + lambda) + G_R^2/(H_R + lambda) -
-    G^2/(H + lambda) where both children hold at least `floor` hessian; -inf for a
-    feature without such a cut.  Post-processing of the selection release."""
+    groups (groups <= b left, the rest and the missing values right),
+    G_L^2/(H_L + lambda) + G_R^2/(H_R + lambda) - G^2/(H + lambda) where both children
+    hold at least `floor` hessian; -inf for a feature without such a cut.  g_var: the
+    noise variance of each row's G (None: none); each squared sum is debiased by its
+    noise variance (E[(G + e)^2] = G^2 + var e), so a feature whose sums carry more noise
+    (a vertical feature holder's) does not rank higher for it.  Post-processing."""
     hist = np.asarray(hist, dtype=np.float64)
+    var = np.zeros(len(hist)) if g_var is None else np.asarray(g_var, dtype=np.float64)
     G, H = hist[-1]
-    parent = G * G / (H + reg_lambda)
+    parent = (G * G - var[-1]) / (H + reg_lambda)
     out = np.full(len(group_ptr) - 1, -np.inf)
     for f in range(len(out)):
         lo, hi = int(group_ptr[f]), int(group_ptr[f + 1])
         gl = np.cumsum(hist[lo:hi, 0])[:-1]
         hl = np.cumsum(hist[lo:hi, 1])[:-1]
+        vl = np.cumsum(var[lo:hi])[:-1]
         ok = (hl >= floor) & (H - hl >= floor)
         if ok.any():
-            gain = gl ** 2 / (hl + reg_lambda) + (G - gl) ** 2 / (H - hl + reg_lambda) - parent
+            gain = (gl ** 2 - vl) / (hl + reg_lambda) + ((G - gl) ** 2 - vl - var[-1]) / (H - hl + reg_lambda) - parent
             out[f] = gain[ok].max()
     return out
 

@@ -148,11 +148,11 @@ class HistogramSource(ABC):
         tighten them (under dp_epsilon, min_child_weight above the noise: training/dp.py)."""
         return p
 
-    def selection_histogram(self) -> tuple[np.ndarray, float]:
+    def selection_histogram(self) -> tuple[np.ndarray, float, np.ndarray]:
         """dp_select_features: the root's opened (noisy) G/H sums of every feature at the
         base margin over training/dp.py's select_groups, (n_groups + 1, 2) int64, one DP
-        release; and the smallest hessian sum a child may hold when it is scored
-        (dp.selection_floor)."""
+        release; the smallest hessian sum a child may hold when it is scored
+        (dp.selection_floor); the noise variance of each G (dp.selection_g_variance)."""
         raise ParameterError("dp_select_features: not available in this training mode")
 
 
@@ -261,9 +261,9 @@ def grow_random(source: HistogramSource, layout: FeatureLayout, p: TrainParams, 
 def select_features(source: HistogramSource, layout: FeatureLayout, p: TrainParams, scale: float) -> FeatureLayout:
     """dp_select_features (training/dp.py): the layout with `selected` set to the k
     features of largest root split gain on the one noisy selection release."""
-    hist, floor = source.selection_histogram()
+    hist, floor, g_var = source.selection_histogram()
     scores = feature_scores(np.asarray(hist, dtype=np.float64) / scale, select_groups(layout.cut_ptr)[1],
-                            p.reg_lambda, floor)
+                            p.reg_lambda, floor, g_var)
     return replace(layout, selected=top_features(scores, p.dp_select_features))
 
 

@@ -128,13 +128,14 @@ class HorizontalSource(HistogramSource):
     def set_base_margin(self, base_margin: np.ndarray) -> None:
         self.broadcast("base", {"base_margin": [float(v) for v in base_margin]})
 
-    def selection_histogram(self) -> tuple[np.ndarray, float]:
+    def selection_histogram(self) -> tuple[np.ndarray, float, np.ndarray]:
         opened = self.request("select", {})
         hist = opened.view(np.int64).reshape(-1, 2)
         groups = int(dp.select_groups(self.cut_ptr)[1][-1])
         if hist.shape[0] != groups + 1:
             raise ProtocolError(f"coordinator: selection sums of {hist.shape[0]} rows, expected {groups + 1}")
-        return hist, dp.selection_floor(self.dp, len(self.servers))
+        k = len(self.servers)
+        return hist, dp.selection_floor(self.dp, k), dp.selection_g_variance(self.dp, self.cut_ptr, k)
 
     def start_tree(self, rnd: int, group: int, tree: int) -> None:
         self.broadcast("tree", {"round": rnd, "group": group})

@@ -56,9 +56,11 @@ def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: s
     p = TrainParams.from_dict(field(msg, "params", dict))
     # under dp_epsilon every vsum carries this holder's noise (training/dp.py)
     dpa = dp.accountant_for(p, msg.payload.get("n_trees"), n_feat, name, vertical=True)
-    t = dp.NoisyHistograms(t, dpa) if dpa is not None else t
-    # dp_split="random": no histogram request comes; positions stay at the root (all rows)
+    # dp_split="random": no histogram request comes but the selection's (dp_select_features:
+    # one, at the root of tree 0); positions stay at the root (all rows)
     random_splits = dpa is not None and p.dp_split == "random"
+    t = dp.NoisyHistograms(t, dpa, select=random_splits) if dpa is not None else t
+    selection = 1 if random_splits and p.dp_select_features else 0     # level requests still allowed
     if field(msg, "n_rows", int) != n:
         raise ParameterError.bad(f"{name} X", f"{msg.payload['n_rows']} rows aligned with the label holder", n)
     cuts, mins = local_cuts(X, p.max_bin, p.nthread)
@@ -91,8 +93,10 @@ def _feature_holder(box: Mailbox, t: Transport, name: str, X, lh: str, dealer: s
             positions[:] = 0
             val.start_tree()
         elif msg.stage == "vlevel":
-            if random_splits:
-                raise ProtocolError(f"{name}: vlevel under dp_split='random' (no histogram is built)")
+            if random_splits and (not selection or tree != 0 or field(msg, "build", list) != [0]):
+                raise ProtocolError(f"{name}: vlevel under dp_split='random' (no histogram is built but "
+                                    f"one selection at the root of tree 0 under dp_select_features)")
+            selection = 0
             _fh_level(box, t, name, lh, dealer, msg, key, tree, positions, bins_t, n_bins, p.max_bin, scratch,
                       p.lossguide)
         elif msg.stage == "vsplit":

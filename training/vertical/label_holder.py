@@ -90,9 +90,10 @@ class VerticalSource(HistogramSource):
         all_names = _merge_names(self.parties, names)
         if all_names is not None and len(set(all_names)) != len(all_names):
             raise ParameterError("parties: feature names must be unique across parties")
+        # dp_split="random" builds at most one histogram, the selection's (tree 0, level 0)
         self.t.send(self.me, self.dealer, "dconfig", {
-            "n_rows": n, "max_bin": p.max_bin, "max_depth": p.max_depth, "n_trees": n_trees, "fhs": self.fhs,
-            "grow_policy": p.grow_policy, "steps": p.max_builds,
+            "n_rows": n, "max_bin": p.max_bin, "max_depth": p.max_depth, "n_trees": 1 if self.random else n_trees,
+            "fhs": self.fhs, "grow_policy": p.grow_policy, "steps": 1 if self.random else p.max_builds,
             "n_features": [len(self.fh_bins[q]) for q in self.fhs]})
         self.keys = field(self.box.get("dkeys", self.dealer), "keys", dict)
         cuts, mins = local_cuts(self.X, p.max_bin, p.nthread)
@@ -152,10 +153,26 @@ class VerticalSource(HistogramSource):
         self.rows.start_tree(self.tree_gh)
         self.pending = _no_pending()
 
+    def selection_histogram(self) -> tuple[np.ndarray, float, np.ndarray]:
+        """dp_select_features: the root histogram at the base margin, the feature holders'
+        columns through the permutation protocol (tree 0, level 0; each holder noises its
+        sums), grouped and noised by the label holder (training/dp.py)."""
+        self.start_tree(0, 0, 0)
+        hist = self._permuted([0], "select")[0]
+        holders = [[self.global_index[(q, f)] for f in range(len(self.fh_bins[q]))] for q in self.fhs]
+        return (dp.noisy_selection(hist, self.cut_ptr, self.dp, self.rng),
+                dp.selection_floor(self.dp, 1, len(self.cut_ptr) - 1),
+                dp.selection_g_variance(self.dp, self.cut_ptr, 1, [np.array(h) for h in holders]))
+
     # ---- one level of histograms
     def histograms(self, build: list[int]) -> np.ndarray:
         if self.random:
             return dp.noisy_totals(self._totals(build), self.dp, self.rng)
+        return self._permuted(build, "level")
+
+    def _permuted(self, build: list[int], release: str) -> np.ndarray:
+        """The nodes' histograms: the label holder's own columns in the clear, the feature
+        holders' through the permutation protocol (one release of `release` under DP)."""
         n, p = self.n, self.p
         tree, level, pending = self.tree, self.level, self.pending
         self.pending = _no_pending()       # the splits travel with this level's messages
@@ -166,7 +183,7 @@ class VerticalSource(HistogramSource):
         shape = pm.shape_level(level, p.lossguide)
         N = pm.correlation_size(n, shape, p.max_bin)
         beta = pm.block_size(n, shape, p.max_bin)
-        dp.release_sigmas(self.dp, "level")
+        dp.release_sigmas(self.dp, release)
         self.t.send(self.me, self.dealer, "dlevel", {"tree": tree, "level": level})
         gh = self.tree_gh[rows].view(np.uint64)
         for q in self.fhs:
