@@ -484,6 +484,8 @@ def run_role(args: argparse.Namespace, name: str, body: Callable[[PeerTransport,
     started = time.monotonic()
     report: dict[str, Any] = {"role": name, "ok": False}
     transport = _transport(args, peers, name)
+    relay = getattr(transport, "relay_address", None)
+    report["relay"] = f"{relay[0]}:{relay[1]}" if relay else None      # None: the direct mesh
     try:
         try:
             body(transport, peers)
