@@ -242,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nthread", type=int, default=2)
     ap.add_argument("--psi-ids", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true", help="3,000 / 2,000 rows, 2 trees, 10,000 IDs")
-    ap.add_argument("--no-write", action="store_true", help="print only; do not write RESULTS_network.md")
+    ap.add_argument("--workloads", nargs="+", choices=("horizontal", "vertical", "psi"),
+                    default=["horizontal", "vertical", "psi"])
+    ap.add_argument("--out", default=str(HERE / "RESULTS_network.md"))
+    ap.add_argument("--no-write", action="store_true", help="print only; do not write --out")
     args = ap.parse_args(argv)
     if args.quick:
         args.h_rows, args.v_rows, args.trees, args.psi_ids = 3_000, 2_000, 2, 10_000
@@ -252,18 +255,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{info}; load average {load0:.2f} at the start", flush=True)
     warm_up(args)
     lines, plain = list(TRAIN_HEAD), []
-    for workload in (horizontal, vertical):
+    for workload in (w for w in (horizontal, vertical) if w.__name__ in args.workloads):
         rows = training_series(workload, links, args)
         lines += [fmt_training(workload.__name__, r, rows[0], m)
                   for r, m in zip(rows, measured_rounds(rows, "tree_s"))]
         plain.append(f"{rows[0]['xgboost']:.2f} s ({workload.__name__})")
     psi_rows = []
-    for link in links:
+    for link in links if "psi" in args.workloads else []:
         psi_rows.append({**run_psi(link, args), "link": link})
         print(f"  PSI at {link or 'unshaped'}: {psi_rows[-1]['wall']:.1f} s", flush=True)
-    psi_lines = PSI_HEAD + [fmt_psi(r, psi_rows[0], m) for r, m in zip(psi_rows, measured_rounds(psi_rows, "wall"))]
+    psi_lines = [] if not psi_rows else PSI_HEAD + [fmt_psi(r, psi_rows[0], m) for r, m in zip(psi_rows, measured_rounds(psi_rows, "wall"))]
     load1 = os.getloadavg()[0]
-    print("\n".join(lines + [""] + psi_lines))
+    print("\n".join((lines if plain else []) + [""] + psi_lines))
     cmd = "python benchmarks/bench_network.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not args.no_write:
         text = ["# Training and PSI under emulated network links", "",
@@ -277,10 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"features over {args.v_parties} institutions (label holder first), dealer. Both "
                 f"binary:logistic, {args.trees} trees of depth {args.depth}, eta 0.3, max_bin 256, nthread "
                 f"{args.nthread}. PSI: the OPRF PSI, {args.psi_ids:,} IDs per side, half common.", "",
-                *lines, "", f"Plain xgboost hist on the pooled rows: {' and '.join(plain)}.", "",
-                *psi_lines, "", *NOTES, ""]
-        (HERE / "RESULTS_network.md").write_text("\n".join(text))
-        print("wrote benchmarks/RESULTS_network.md")
+                *(lines + ["", f"Plain xgboost hist on the pooled rows: {' and '.join(plain)}.", ""]
+                  if plain else []), *psi_lines, "", *NOTES, ""]
+        Path(args.out).write_text("\n".join(text))
+        print(f"wrote {args.out}")
     return 0
 
 
