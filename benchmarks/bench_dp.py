@@ -28,6 +28,9 @@ on the test split):
     random      dp_split="random": splits drawn from the seed, one release of the
                 leaves' G/H totals per tree, depth 3, 100 rounds, eta 0.3 (vertical:
                 the label holder releases them, with the intercept)
+    select      random, after one more release that keeps the 10 features of largest
+                noisy root split gain (dp_select_features 10); depth 4, max_bin 16,
+                200 rounds, eta 0.2
 
 --json PATH merges every cell measured (its per-seed AUCs, mean and sd, the setting
 and the command) into a machine-readable file, created if absent: a cell replaces the
@@ -67,6 +70,7 @@ SETTINGS = {
     "histogram": ({}, ROUNDS),
     "colsample": ({"colsample_bytree": 0.2, "max_depth": 2, "eta": 1.0}, ROUNDS),
     "random": ({"dp_split": "random", "max_depth": 3, "eta": 0.3}, 100),
+    "select": ({"dp_split": "random", "dp_select_features": 10, "max_depth": 4, "max_bin": 16, "eta": 0.2}, 200),
 }
 
 

@@ -234,3 +234,19 @@ def test_selected_set_without_noise_is_numpys_top_k_of_the_same_score(seed):
     # the mutant: with every feature (dp_select_features 0) the trees use the others too
     _, everything = recorded_federation(run_federation, {**params, "dp_select_features": 0}, parties, 12, 2)
     assert used_features(everything) - expected
+
+
+def test_a_light_child_is_shrunk_to_the_floor_not_dropped():
+    """A rare binary feature (a group of 10 hessian) keeps a score: its child's H is taken
+    as the floor (50) instead of the cut being dropped (the mutant gives -inf)."""
+    hist = np.array([[-30.0, 10.0], [30.0, 990.0],              # feature 0: a rare group
+                     [5.0, 500.0], [-5.0, 500.0],               # feature 1: little signal
+                     [0.0, 1000.0]])
+    scores = dp.feature_scores(hist, np.array([0, 2, 4]), 1.0, 50.0)
+    assert scores[0] == pytest.approx(900 / 51 + 900 / 991)
+    assert scores[1] == pytest.approx(25 / 501 + 25 / 501)
+    assert dp.top_features(scores, 1).tolist() == [True, False]
+    # noise variance is subtracted from each squared sum (and from the parent's)
+    var = np.array([100.0, 100.0, 0.0, 0.0, 4.0])
+    debiased = dp.feature_scores(hist, np.array([0, 2, 4]), 1.0, 50.0, var)
+    assert debiased[0] == pytest.approx((900 - 100) / 51 + (900 - 100 - 4) / 991 + 4 / 1001)

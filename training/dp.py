@@ -71,7 +71,7 @@ STATS_BOUND = math.sqrt(2.0)     # a row's (w * label-part, w) with w <= 1
 MECHANISM = "discrete Gaussian (CKS), RDP accountant of dp-accounting"
 #: the selection release's share of the budget, in ordinary releases (README: chosen by
 #: validation AUC at epsilon = 1, benchmarks/RESULTS_dp.md)
-SELECT_WEIGHT = 10
+SELECT_WEIGHT = 30
 SELECT_GROUPS = 4       # groups of consecutive bins per feature in the selection release
 
 #: objective -> (Cg, Ch); None: the user's dp_clip
@@ -521,9 +521,10 @@ def selection_g_variance(acc: Accountant, cut_ptr: np.ndarray, n_noises: int,
 
 
 def selection_floor(acc: Accountant, n_noises: int, n_features: int | None = None) -> float:
-    """The smallest hessian sum a child may hold in feature_scores: 3 standard deviations
-    of the noise on a prefix of up to SELECT_GROUPS groups of the selection release, each
-    carrying n_noises independent noises (a lighter child's gain is noise); n_features:
+    """The smallest hessian sum feature_scores divides a child's G^2 by: 3 standard
+    deviations of the noise on a prefix of up to SELECT_GROUPS groups of the selection
+    release, each carrying n_noises independent noises (a noisy H near 0, or below it,
+    would make any G look like a large gain); n_features:
     the release's features when the plan's count is another (the vertical label holder)."""
     touched = None if n_features is None else n_features + 1
     sigma_h = acc.plan.select_sigmas(touched)[1] / 2.0 ** acc.plan.bits
@@ -535,8 +536,9 @@ def feature_scores(hist: np.ndarray, group_ptr: np.ndarray, reg_lambda: float, f
     """Per feature the largest gain of one split of the root, from its (n_groups + 1, 2) G/H
     sums over select_groups (float, the last row the totals): over every cut b between
     groups (groups <= b left, the rest and the missing values right),
-    G_L^2/(H_L + lambda) + G_R^2/(H_R + lambda) - G^2/(H + lambda) where both children
-    hold at least `floor` hessian; -inf for a feature without such a cut.  g_var: the
+    G_L^2/(H_L + lambda) + G_R^2/(H_R + lambda) - G^2/(H + lambda), each child's H taken
+    as at least `floor` (a cut with a light child is shrunk, not dropped: a rare binary
+    feature keeps its score); -inf for a feature with one group.  g_var: the
     noise variance of each row's G (None: none); each squared sum is debiased by its
     noise variance (E[(G + e)^2] = G^2 + var e), so a feature whose sums carry more noise
     (a vertical feature holder's) does not rank higher for it.  Post-processing."""
@@ -550,10 +552,10 @@ def feature_scores(hist: np.ndarray, group_ptr: np.ndarray, reg_lambda: float, f
         gl = np.cumsum(hist[lo:hi, 0])[:-1]
         hl = np.cumsum(hist[lo:hi, 1])[:-1]
         vl = np.cumsum(var[lo:hi])[:-1]
-        ok = (hl >= floor) & (H - hl >= floor)
-        if ok.any():
-            gain = (gl ** 2 - vl) / (hl + reg_lambda) + ((G - gl) ** 2 - vl - var[-1]) / (H - hl + reg_lambda) - parent
-            out[f] = gain[ok].max()
+        if len(gl):
+            hl, hr = np.maximum(hl, floor), np.maximum(H - hl, floor)
+            gain = (gl ** 2 - vl) / (hl + reg_lambda) + ((G - gl) ** 2 - vl - var[-1]) / (hr + reg_lambda) - parent
+            out[f] = gain.max()
     return out
 
 
