@@ -454,8 +454,12 @@ def _transport(args: argparse.Namespace, peers: Peers, name: str) -> PeerTranspo
         from ppxgb.relay import RelayTransport
         if name not in peers.roles:
             raise ParameterError.bad("--name", f"one of {peers.roles}", name)
+        session = getattr(args, "session", None) or peers.session
+        if not session:
+            raise ParameterError("--session: a run through a relay needs a session name, the same for every "
+                                 "role (--session NAME, or \"session\" in PEERS.json)")
         return RelayTransport(name, peers.roles, parse_address(relay), peers.tls_for(name, args),
-                              insecure=args.insecure, session=getattr(args, "session", None) or peers.session,
+                              insecure=args.insecure, session=session,
                               connect_timeout=args.connect_timeout, peer_timeout=args.timeout,
                               default_timeout=args.step_timeout)
     for role in peers.roles:                 # a mesh needs every role's address

@@ -5,17 +5,20 @@ them, and the relay holds no key:
 
 1. Each role makes a fresh X25519 key pair per peer and sends a *hello*: its role
    certificate, the X25519 public key, and an ECDSA signature (with the certificate's
-   key) over ``[ppxgb-e2e-1, sender, receiver, public key]`` (msgpack, so no two
-   name pairs give the same text).
-2. The receiver checks that the CA signed the certificate, that it is valid now and
-   names the sender, and the signature.  A relay cannot forge a hello (it has no role
-   key), and a replayed old hello is useless: its X25519 secret is gone.
+   key) over ``[ppxgb-e2e-1, session, sender, receiver, public key]`` (msgpack, so no
+   two name lists give the same text).
+2. The receiver checks that the CA signed the certificate, that it is valid now, that
+   its common name is exactly the sender's role name, and the signature.  A relay
+   cannot forge a hello (it has no role key) nor move one to another session or pair.
+   A hello it recorded earlier and replays opens nothing (its X25519 secret is gone),
+   but the receiver cannot tell it is stale: the run then fails on the first frame
+   (or on the real hello), an abort, not a leak.
 3. Both derive two ChaCha20-Poly1305 keys (one per direction) with HKDF-SHA256 from the
-   X25519 secret, bound to both names and both public keys.
+   X25519 secret, bound to the session, both names and both public keys.
 4. Every later frame is ``counter (8 bytes) | AEAD(kind | body)``, the nonce being the
-   counter and the associated data ``[ppxgb-e2e-1, sender, receiver]``.  The receiver expects the
-   counters 0, 1, 2, ... in order, so a dropped, replayed, reordered or altered frame
-   fails to open, and the link is dropped naming its sender.
+   counter and the associated data ``[ppxgb-e2e-1, session, sender, receiver]``.  The
+   receiver expects the counters 0, 1, 2, ... in order, so a dropped, replayed,
+   reordered or altered frame fails to open, and the link is dropped naming its sender.
 
 With `insecure=True` (tests, and deployments that accepted plaintext explicitly) the
 channel is a pass-through with the same framing and counters but no secrecy.
@@ -48,19 +51,15 @@ class ChannelError(Exception):
     """A frame or hello that fails to verify; the caller drops the link."""
 
 
-def certificate_names(cert: x509.Certificate) -> set[str]:
-    """Role names a certificate vouches for: its DNS names and common name."""
-    names = {attr.value for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names.update(san.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        pass
-    return {str(n) for n in names}
+def certificate_role(cert: x509.Certificate) -> str | None:
+    """The role a certificate is for: its one common name (its DNS names, which also
+    carry "localhost", are for TLS host checks, not identities)."""
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if len(names) == 1 else None
 
 
-def _signed_text(src: str, dst: str, public: bytes) -> bytes:
-    return msgpack.packb([LABEL, src, dst, public])
+def _signed_text(session: str, src: str, dst: str, public: bytes) -> bytes:
+    return msgpack.packb([LABEL, session, src, dst, public])
 
 
 class Identity:
@@ -78,9 +77,9 @@ class Identity:
         if not isinstance(self.key, ec.EllipticCurvePrivateKey):
             raise ParameterError.bad("tls.key", "an elliptic-curve private key (as `ppxgb certs` makes)",
                                      type(self.key).__name__)
-        if name not in certificate_names(self.cert):
-            raise ParameterError.bad("tls.cert", f"a certificate that names {name!r}",
-                                     sorted(certificate_names(self.cert)))
+        if certificate_role(self.cert) != name:
+            raise ParameterError.bad("tls.cert", f"a certificate whose common name is {name!r}",
+                                     certificate_role(self.cert))
         self.name = name
 
     def verify_peer(self, pem: bytes, peer: str) -> x509.Certificate:
@@ -93,16 +92,16 @@ class Identity:
         now = _dt.datetime.now(_dt.timezone.utc)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise ChannelError("certificate is not valid now")
-        if peer not in certificate_names(cert):
-            raise ChannelError(f"certificate does not name {peer!r}")
+        if certificate_role(cert) != peer:
+            raise ChannelError(f"certificate is for {certificate_role(cert)!r}, not {peer!r}")
         return cert
 
 
 class Channel:
     """Sealing and opening frames between `me` and one `peer` (see the module docstring)."""
 
-    def __init__(self, me: str, peer: str, identity: Identity | None):
-        self.me, self.peer = me, peer
+    def __init__(self, me: str, peer: str, identity: Identity | None, session: str = ""):
+        self.me, self.peer, self.session = me, peer, session
         self.identity = identity
         self._secret = X25519PrivateKey.generate() if identity is not None else None
         self._public = (self._secret.public_key().public_bytes(serialization.Encoding.Raw,
@@ -120,7 +119,7 @@ class Channel:
         """This side's hello for the peer (an empty certificate in plaintext mode)."""
         if self.identity is None:
             return msgpack.packb({"cert": b"", "public": b"", "sig": b""})
-        sig = self.identity.key.sign(_signed_text(self.me, self.peer, self._public),
+        sig = self.identity.key.sign(_signed_text(self.session, self.me, self.peer, self._public),
                                      ec.ECDSA(hashes.SHA256()))
         return msgpack.packb({"cert": self.identity.cert_pem, "public": self._public, "sig": sig})
 
@@ -140,12 +139,13 @@ class Channel:
             raise ChannelError("a second hello on an established channel")
         cert = self.identity.verify_peer(pem, self.peer)
         try:
-            cert.public_key().verify(sig, _signed_text(self.peer, self.me, public), ec.ECDSA(hashes.SHA256()))
+            cert.public_key().verify(sig, _signed_text(self.session, self.peer, self.me, public),
+                                     ec.ECDSA(hashes.SHA256()))
             shared = self._secret.exchange(X25519PublicKey.from_public_bytes(public))
         except (InvalidSignature, ValueError, TypeError, AttributeError):
             raise ChannelError("hello signature or key does not verify") from None
         low, high = sorted([(self.me, self._public), (self.peer, public)])
-        info = msgpack.packb([LABEL, low[0], high[0], low[1], high[1]])
+        info = msgpack.packb([LABEL, self.session, low[0], high[0], low[1], high[1]])
         keys = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=info).derive(shared)
         first, second = ChaCha20Poly1305(keys[:32]), ChaCha20Poly1305(keys[32:])
         self._seal_key, self._open_key = (first, second) if self.me == low[0] else (second, first)
@@ -162,7 +162,7 @@ class Channel:
         if self._seal_key is None:
             return head + plain
         nonce = b"\0\0\0\0" + head
-        return head + self._seal_key.encrypt(nonce, plain, self._aad(self.me, self.peer))
+        return head + self._seal_key.encrypt(nonce, plain, self._aad(self.session, self.me, self.peer))
 
     def open(self, frame: bytes) -> tuple[int, bytes]:
         """(kind, body) of the peer's next frame; ChannelError if it is not exactly that."""
@@ -176,12 +176,12 @@ class Channel:
         else:
             try:
                 plain = self._open_key.decrypt(b"\0\0\0\0" + frame[:_COUNTER.size], frame[_COUNTER.size:],
-                                               self._aad(self.peer, self.me))
+                                               self._aad(self.session, self.peer, self.me))
             except InvalidTag:
                 raise ChannelError(f"frame {counter} fails authentication") from None
         self._received += 1
         return plain[0], plain[1:]
 
     @staticmethod
-    def _aad(src: str, dst: str) -> bytes:
-        return msgpack.packb([LABEL, src, dst])
+    def _aad(session: str, src: str, dst: str) -> bytes:
+        return msgpack.packb([LABEL, session, src, dst])

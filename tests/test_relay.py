@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidTag
 
 from ppxgb import e2e
 from ppxgb.errors import PeerFailure
-from ppxgb.relay import HELLO, METHOD, SEALED, Relay, RelayTransport, _options, _read, _route, _unroute
+from ppxgb.relay import BEAT, HELLO, METHOD, SEALED, Relay, RelayTransport, _options, _read, _route, _unroute
 from ppxgb.tls import make_test_pki
 from ppxgb.training.horizontal import run_federation, role_names
 from ppxgb.transport import InMemoryTransport, Transport
@@ -124,7 +124,7 @@ def _opens(channel, src, dst, frame) -> bool:
     _, _, body = _unroute(frame)
     for key in (channel._open_key, channel._seal_key):
         try:
-            key.decrypt(b"\0\0\0\0" + body[:8], body[8:], e2e.Channel._aad(src, dst))
+            key.decrypt(b"\0\0\0\0" + body[:8], body[8:], e2e.Channel._aad(channel.session, src, dst))
             return True
         except InvalidTag:
             pass
@@ -315,7 +315,7 @@ def test_a_replayed_frame_aborts_naming_the_link(tmp_path):
     try:
         a.send("a", "b", "x", {"v": np.arange(10)})
         assert b.recv("b", "x", src="a", timeout=20).payload["v"][0] == 0
-        relay._post(relay._mailbox("t", "b"), held[0], _Active())   # the relay sends it again
+        relay._post(relay._sessions["t"].boxes["b"], held[0], _Active())   # the relay sends it again
         with pytest.raises(PeerFailure) as info:
             b.recv("b", "x", src="a", timeout=20)
         assert info.value.peer == "a" and "arrived where frame 1 was due" in info.value.reason
@@ -352,9 +352,8 @@ def test_a_relay_cannot_stand_in_for_a_role(tmp_path):
     rogue = make_test_pki(tmp_path / "rogue", ["a"])
     pki = make_test_pki(tmp_path / "pki", ["relay", "a", "b", "c"])
     for identity, expected in ((e2e.Identity("a", rogue["a"]), "not signed by the federation's CA"),
-                               (e2e.Identity("c", pki["c"]), "does not name 'a'")):
-        fake = e2e.Channel("a", "b", identity)
-        fake.me = "a"
+                               (e2e.Identity("c", pki["c"]), "certificate is for 'c', not 'a'")):
+        fake = e2e.Channel("a", "b", identity, "h")
 
         def swap(src, dst, frame, fake=fake):
             if (src, dst, _unroute(frame)[1]) == ("a", "b", HELLO):
@@ -378,16 +377,16 @@ def test_the_relay_refuses_a_role_whose_certificate_names_another(tmp_path):
         creds = grpc.ssl_channel_credentials(_read(pki["b"].ca), _read(pki["b"].key), _read(pki["b"].cert))
         channel = grpc.secure_channel(f"127.0.0.1:{relay.port}", creds,
                                       _options(1 << 20) + [("grpc.ssl_target_name_override", "relay")])
-        call = channel.stream_stream(METHOD)(iter([_route("b", HELLO, b"x")]),
-                                             metadata=(("ppxgb-role", "a"), ("ppxgb-session", "x")))
+        call = channel.stream_stream(METHOD)(iter([_route("b", HELLO, b"x")]), metadata=(
+            ("ppxgb-role", "a"), ("ppxgb-session", "x"), ("ppxgb-roles", "a,b")))
         with pytest.raises(grpc.RpcError) as info:
             list(call)
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert "does not name 'a'" in info.value.details()
+        assert "common name is not 'a'" in info.value.details()
         assert relay.sessions() == {}
         channel.close()
-    with pytest.raises(Exception, match="a certificate that names 'a'"):
-        RelayTransport("a", ["a", "b"], ("127.0.0.1", 1), pki["b"])
+    with pytest.raises(Exception, match="common name is 'a'"):
+        RelayTransport("a", ["a", "b"], ("127.0.0.1", 1), pki["b"], session="x")
 
 
 def test_every_session_has_fresh_keys(tmp_path, monkeypatch):
@@ -481,4 +480,160 @@ def test_a_second_role_of_the_same_name_is_refused_by_name(tmp_path):
         ends["b"].recv("b", "y", src="a", timeout=20)
     finally:
         twin.close()
+        _close(relay, ends)
+
+
+# ------------------------------------------------------------------ findings of the review
+
+class SealAtEnqueue(RelayTransport):
+    """The mutant: heartbeats sealed before they are queued, dropped when the queue is full."""
+
+    def _watch_loop(self):
+        import queue as _queue
+        while not self._closing.wait(self.heartbeat):
+            for peer, ready in self._ready.items():
+                if ready.is_set() and self._locks[peer].acquire(blocking=False):
+                    try:
+                        self._outq.put_nowait(_route(peer, SEALED, self._channels[peer].seal(BEAT)))
+                    except _queue.Full:
+                        pass
+                    finally:
+                        self._locks[peer].release()
+            self._check_liveness()
+
+
+def _slow_uplink_run(tmp_path, cls):
+    """a sends 12 MB to b over a slow uplink (the relay forwards a's big frames slowly) while
+    heartbeats to b and to an idle c keep being due; returns the first failure b or c saw
+    (None when healthy)."""
+    def slow(src, dst, frame):
+        if (src, dst) == ("a", "b") and len(frame) > 60_000:
+            time.sleep(0.004)
+        return frame
+
+    pki = make_test_pki(tmp_path / "pki", ["relay", "a", "b", "c"])
+    relay = RecordingRelay("127.0.0.1", 0, pki["relay"], alter=slow)
+    ends = {n: (cls if n == "a" else RelayTransport)(n, ["a", "b", "c"], relay.address, pki[n], session="s",
+                                                   heartbeat=0.02, chunk_bytes=64 << 10, peer_timeout=20)
+            for n in "abc"}
+    try:
+        for n in "bc":
+            ends["a"].send("a", n, "hi", {})
+            ends[n].recv(n, "hi", src="a", timeout=20)
+        try:
+            ends["a"].send("a", "b", "big", {"v": np.zeros(1_500_000, dtype=np.uint64)})
+            ends["b"].recv("b", "big", src="a", timeout=60)
+            ends["a"].send("a", "c", "after", {})
+            ends["c"].recv("c", "after", src="a", timeout=20)
+        except PeerFailure:
+            pass
+        return ends["b"].first_failure(wait=0.0) or ends["c"].first_failure(wait=0.0)
+    finally:
+        _close(relay, ends)
+
+
+def test_heartbeats_skipped_on_a_busy_stream_leave_no_gap(tmp_path):
+    assert _slow_uplink_run(tmp_path / "real", RelayTransport) is None
+    failure = _slow_uplink_run(tmp_path / "mutant", SealAtEnqueue)
+    assert failure is not None and failure[0] == "a" and "was due" in failure[1]
+
+
+def test_a_hello_is_bound_to_its_session(tmp_path, monkeypatch):
+    """A relay serving two runs of the same roles cannot splice them: a hello from one
+    session does not verify in the other.  The mutant leaves the session out of the
+    signed text, and the spliced hello is accepted."""
+    pki = make_test_pki(tmp_path / "pki", ["a", "b"])
+    ids = {n: e2e.Identity(n, pki[n]) for n in "ab"}
+
+    def splice():
+        other = e2e.Channel("a", "b", ids["a"], "run-1")
+        mine = e2e.Channel("b", "a", ids["b"], "run-2")
+        try:
+            mine.accept_hello(other.hello())
+            return True
+        except e2e.ChannelError:
+            return False
+
+    assert not splice()
+    monkeypatch.setattr(e2e, "_signed_text", lambda session, src, dst, public: e2e.msgpack.packb([src, dst, public]))
+    assert splice()
+
+
+def test_the_relay_keeps_mailboxes_for_the_roster_only(tmp_path):
+    """A role that sends to a name outside its session's roster loses its stream; no
+    mailbox is made for the name (a relay's memory is bounded by the rosters)."""
+    relay, ends = _pair(tmp_path, peer_timeout=60)
+    try:
+        ends["a"].send("a", "b", "x", {})
+        ends["b"].recv("b", "x", src="a", timeout=20)
+        ends["a"]._outq.put(_route("nobody", HELLO, b"x"))
+        with pytest.raises(PeerFailure) as info:
+            ends["a"].recv("a", "y", timeout=20)
+        assert info.value.peer == "relay"
+        assert set(relay._sessions.get("t").boxes) == {"a", "b"}
+        with pytest.raises(PeerFailure) as info:
+            ends["b"].recv("b", "y", timeout=20)
+        assert info.value.peer == "a" and "as the relay reports" in info.value.reason
+    finally:
+        _close(relay, ends)
+
+
+def test_a_role_with_another_roster_cannot_join_a_session(tmp_path):
+    pki = make_test_pki(tmp_path / "pki", ["relay", "a", "b", "x"])
+    with Relay("127.0.0.1", 0, pki["relay"]) as relay:
+        ends = _ends(relay, pki, ["a", "b"], "t")
+        intruder = RelayTransport("x", ["a", "b", "x"], relay.address, pki["x"], session="t")
+        try:
+            with pytest.raises(PeerFailure) as info:
+                intruder.recv("x", "y", timeout=20)
+            assert info.value.peer == "relay" and "FAILED_PRECONDITION" in info.value.reason
+            assert "another roster" in info.value.reason
+            ends["a"].send("a", "b", "x", {})
+            ends["b"].recv("b", "x", src="a", timeout=20)
+        finally:
+            intruder.close()
+            for end in ends.values():
+                end.close()
+
+
+def test_one_role_name_holds_a_bounded_number_of_streams(tmp_path):
+    pki = make_test_pki(tmp_path / "pki", ["relay", "a", "b"])
+    with Relay("127.0.0.1", 0, pki["relay"], max_streams_per_role=2) as relay:
+        hogs = [RelayTransport("a", ["a", "b"], relay.address, pki["a"], session=f"s{i}", connect_timeout=60)
+                for i in range(3)]
+        try:
+            refused = []
+            for hog in hogs:
+                try:
+                    hog.recv("a", "y", timeout=3)
+                except PeerFailure as exc:
+                    refused.append(exc)
+            assert len(refused) == 3     # two time out waiting for b, one is refused
+            assert sum("RESOURCE_EXHAUSTED" in e.reason and e.peer == "relay" for e in refused) == 1
+        finally:
+            for hog in hogs:
+                hog.close()
+
+
+def test_names_are_checked_before_anything_is_sent(tmp_path):
+    pki = make_test_pki(tmp_path / "pki", ["a", "b"])
+    for roles, me, session, match in ((["a", "localhost"], "a", "s", "none of"),
+                                      (["a", "relay"], "a", "s", "none of"),
+                                      (["a", "b\n"], "a", "s", "roles"),
+                                      (["a", "b"], "a", "", "session"),
+                                      (["a", "b"], "a", "x y", "session")):
+        with pytest.raises(Exception, match=match):
+            RelayTransport(me, roles, ("127.0.0.1", 1), pki["a"], session=session)
+
+
+def test_tiny_message_parts_are_refused(tmp_path):
+    relay, ends = _pair(tmp_path)
+    try:
+        ends["a"].send("a", "b", "x", {})
+        ends["b"].recv("b", "x", src="a", timeout=20)
+        ends["a"]._outq.put(("b", 1, b"z"))          # a PART of one byte
+        with pytest.raises(PeerFailure) as info:
+            ends["b"].recv("b", "y", src="a", timeout=20)
+        assert info.value.peer == "a" and "message part of 1 bytes" in info.value.reason
+    finally:
         _close(relay, ends)
