@@ -47,6 +47,8 @@ def cmd_relay(args: argparse.Namespace) -> int:
     if not 0 <= args.port < 65536:
         raise ParameterError.bad("--port", "a port number (0 picks a free one)", args.port)
     tls = None
+    if args.insecure and (args.cert or args.key or args.ca):
+        raise ParameterError("relay: --insecure with --cert/--key/--ca: choose one (the files would be ignored)")
     if args.insecure:
         print("ppxgb relay: WARNING: running WITHOUT TLS (--insecure): roles must run --insecure too, "
               "and their traffic is plaintext", file=sys.stderr)
