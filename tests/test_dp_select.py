@@ -18,7 +18,7 @@ import pytest
 from dp_accounting import rdp
 
 from helpers import recorded_federation, split_rows
-from test_dp import PARAMS, _noise, _run, _steps, rdp_eps_slightly_less_noise
+from test_dp import PARAMS, _noise, _run, _steps, coalition_recovers_exact, rdp_eps_slightly_less_noise
 from ppxgb.errors import ParameterError, ProtocolError
 from ppxgb.training import dp
 from ppxgb.training.horizontal import coordinator as coord_mod
@@ -150,6 +150,23 @@ def test_mutant_selection_without_noise_is_caught(monkeypatch):
     assert len(unannounced) == 1 and not select_steps(log, plan)
     (step,) = unannounced
     assert np.array_equal(sum(step["sent"].values()), sum(step["recv"].values()))   # opened exactly
+
+
+@pytest.mark.parametrize("reused", [False, True])
+def test_coalition_of_coordinator_and_one_server_sees_no_exact_selection_sum(monkeypatch, reused):
+    """The coalition removes server-0's own noise from the opened selection sums; one
+    honest server's noise remains.  Mutant: servers drawing one noise stream."""
+    from ppxgb.crypto.sharing import Randomness
+    from ppxgb.training.horizontal import server as server_mod
+
+    if reused:
+        monkeypatch.setattr(server_mod, "default_randomness", lambda: Randomness(b"\x02" * 32))
+    log, _ = recorded_federation(run_federation, SELECT, signal_data(), 1, 2)
+    plan = dp.Plan.make(TrainParams.from_dict(SELECT), 1, 8)
+    steps = [k for k, v in _steps(log).items() if v["sigmas"] == pytest.approx(plan.select_sigmas())]
+    assert len(steps) == 1
+    only = [m for m in log if m.payload.get("step") in steps]
+    assert coalition_recovers_exact(only, 2) == (1.0 if reused else pytest.approx(0.0, abs=0.01))
 
 
 # ------------------------------------------------------------------ the budget

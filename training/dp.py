@@ -211,7 +211,8 @@ class Plan:
         total, and the bins and intercept are released too.  Vertical (a feature holder's
         columns, against the label holder): one row's feature values replaced move its g
         and h between two bins of each of the holder's features; the holder releases only
-        histograms (its cuts are its own, the intercept is the label holder's)."""
+        histograms (its cuts are its own, the intercept is the label holder's).  Under
+        dp_select_features one selection release more, of multiplier z_select."""
         if isinstance(n_trees, bool) or not isinstance(n_trees, int) or n_trees < 0:
             raise ParameterError.bad("n_trees", "an int >= 0", n_trees)
         per_tree = getattr(p, "max_builds", p.max_depth)       # histogram requests of one tree
