@@ -146,7 +146,8 @@ class Relay:
         self._stopping = threading.Event()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="relay"),
                                    maximum_concurrent_rpcs=workers, options=_options(chunk_bytes) + [
-                                       ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000)])
+                                       ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+                                       ("grpc.so_reuseport", 0)])   # a second relay on the port fails
         handler = grpc.method_handlers_generic_handler("ppxgb.Relay", {
             "Connect": grpc.stream_stream_rpc_method_handler(self._connect)})
         self._server.add_generic_rpc_handlers((handler,))
@@ -357,6 +358,7 @@ class RelayTransport(PeerTransport):
         self._part_bytes = dict.fromkeys(self.peers, 0)
         self._outq: queue.Queue[bytes | tuple | None] = queue.Queue(maxsize=64)
         self._ended = threading.Event()       # the relay closed our stream (or it broke)
+        self._stream_up = threading.Event()   # connected to the relay (TLS handshake done)
 
         target = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
         options = _options(self.chunk_bytes)
@@ -392,8 +394,10 @@ class RelayTransport(PeerTransport):
             grpc.channel_ready_future(self._grpc).result(timeout=self.connect_timeout)
         except grpc.FutureTimeoutError:
             self._ended.set()
-            self._fail(RELAY, f"could not connect to the relay at {host}:{port} within {self.connect_timeout:g}s")
+            self._fail(RELAY, f"could not connect to the relay at {host}:{port} within {self.connect_timeout:g}s "
+                       "(is it running, and did one CA sign its certificate and this role's?)")
             return
+        self._stream_up.set()
         reason = "closed the stream"
         try:
             call = self._grpc.stream_stream(METHOD)(self._requests(), metadata=(
@@ -459,6 +463,12 @@ class RelayTransport(PeerTransport):
         elif self._part_bytes[src] > self.max_message_bytes:
             self._broken.add(src)
             self._fail(src, f"sent a message over {self.max_message_bytes} bytes")
+
+    def _check_liveness(self) -> None:
+        """Peers are judged only once this role reaches the relay: until then, a late
+        peer and an unreachable relay look alike, and the relay is the one to name."""
+        if self._stream_up.is_set():
+            super()._check_liveness()
 
     def _watch_loop(self) -> None:
         while not self._closing.wait(self.heartbeat):

@@ -637,3 +637,26 @@ def test_tiny_message_parts_are_refused(tmp_path):
         assert info.value.peer == "a" and "message part of 1 bytes" in info.value.reason
     finally:
         _close(relay, ends)
+
+
+def test_a_second_relay_cannot_share_a_port():
+    from ppxgb.errors import ParameterError
+    with Relay("127.0.0.1", 0, insecure=True) as first:
+        with pytest.raises(ParameterError, match="cannot listen on"):
+            Relay("127.0.0.1", first.port, insecure=True)
+
+
+def test_an_unreachable_relay_is_named_not_the_peers(tmp_path):
+    """Until this role reaches the relay, a late peer and a missing relay look alike:
+    the failure names the relay, every time."""
+    from helpers import free_ports
+    port = free_ports(1)[0]
+    for _ in range(4):
+        end = RelayTransport("p", ["c", "p"], ("127.0.0.1", port), None, insecure=True, session="s",
+                             connect_timeout=1.0)
+        try:
+            with pytest.raises(PeerFailure) as info:
+                end.recv("p", "x", timeout=10)
+            assert info.value.peer == "relay" and "could not connect to the relay" in info.value.reason
+        finally:
+            end.close()
