@@ -599,16 +599,16 @@ def test_a_role_with_another_roster_cannot_join_a_session(tmp_path):
 def test_one_role_name_holds_a_bounded_number_of_streams(tmp_path):
     pki = make_test_pki(tmp_path / "pki", ["relay", "a", "b"])
     with Relay("127.0.0.1", 0, pki["relay"], max_streams_per_role=2) as relay:
-        hogs = [RelayTransport("a", ["a", "b"], relay.address, pki["a"], session=f"s{i}", connect_timeout=60)
+        hogs = [RelayTransport("a", ["a", "b"], relay.address, pki["a"], session=f"s{i}", connect_timeout=1.5)
                 for i in range(3)]
         try:
             refused = []
             for hog in hogs:
                 try:
-                    hog.recv("a", "y", timeout=3)
+                    hog.recv("a", "y", timeout=10)
                 except PeerFailure as exc:
                     refused.append(exc)
-            assert len(refused) == 3     # two time out waiting for b, one is refused
+            assert len(refused) == 3     # two give up waiting for b, one is refused
             assert sum("RESOURCE_EXHAUSTED" in e.reason and e.peer == "relay" for e in refused) == 1
         finally:
             for hog in hogs:
