@@ -71,7 +71,7 @@ STATS_BOUND = math.sqrt(2.0)     # a row's (w * label-part, w) with w <= 1
 MECHANISM = "discrete Gaussian (CKS), RDP accountant of dp-accounting"
 #: the selection release's share of the budget, in ordinary releases (README: chosen by
 #: validation AUC at epsilon = 1, benchmarks/RESULTS_dp.md)
-SELECT_WEIGHT = 30
+SELECT_WEIGHT = 60
 SELECT_GROUPS = 4       # groups of consecutive bins per feature in the selection release
 
 #: objective -> (Cg, Ch); None: the user's dp_clip
