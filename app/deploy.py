@@ -6,7 +6,8 @@ and vertical command lines:
 
 - the peers file (PEERS.json): who plays which role, where each listens, its TLS files;
 - loading a party's data file (CSV or .npz);
-- running one role over a `NetworkTransport`, reporting the root cause when it fails;
+- running one role over a `NetworkTransport` (or a `RelayTransport`), reporting the
+  root cause when it fails;
 - supervising a whole federation on loopback: one child process per role, their
   output relayed, the first failure named, the model written only on success;
 - the atomic file writers of ppxgb.files, re-exported for launchers.
@@ -20,6 +21,9 @@ The peers file, read the same way by every role:
 
 Relative paths are taken from the directory of PEERS.json; `--cert/--key/--ca` override
 the "tls" section.  Without TLS material a role refuses to start, unless `--insecure`.
+Instead of "addresses", a file may name a relay that every role dials out to, and the
+run's session: `"relay": "relay.example.org:7443", "session": "study-7"` (or
+`--relay/--session` on each role; see ppxgb.relay).
 """
 
 from __future__ import annotations
