@@ -58,8 +58,15 @@ def cmd_relay(args: argparse.Namespace) -> int:
             raise ParameterError(f"relay: give {', '.join(missing)} (plaintext only with an explicit --insecure)")
         tls = TLSConfig(args.cert, args.key, args.ca)
         tls.check()
+    lock = threading.Lock()
+
+    def log(line: str) -> None:          # whole lines: roles join and leave from many threads
+        with lock:
+            sys.stderr.write(f"ppxgb relay: {line}\n")
+            sys.stderr.flush()
+
     relay = Relay(args.host, args.port, tls, insecure=args.insecure, stall_timeout=args.stall_timeout,
-                  log=None if args.quiet else lambda line: print(f"ppxgb relay: {line}", file=sys.stderr, flush=True))
+                  log=None if args.quiet else log)
     if not args.quiet:
         print(f"ppxgb relay: listening on {args.host}:{relay.port} ({'mutual TLS' if tls else 'PLAINTEXT'})",
               file=sys.stderr, flush=True)
