@@ -160,6 +160,10 @@ def _array_out(a: np.ndarray, dtype) -> dict:
     return {"shape": list(a.shape), "data": a.astype(np.dtype(dtype).newbyteorder("<")).tobytes()}
 
 
+#: The largest length of any dimension of a received array (an empty array's too).
+MAX_DIM = 1 << 31
+
+
 def _array_in(doc, kind, name, dtype, ndim) -> np.ndarray:
     spec = _get(doc, kind, name, dict)
     shape = spec.get("shape")
@@ -171,6 +175,8 @@ def _array_in(doc, kind, name, dtype, ndim) -> np.ndarray:
     # Python ints: a numpy product of [2**62, 4] wraps around in int64
     if len(data) != math.prod(int(s) for s in shape) * dt.itemsize or any(s > len(data) for s in shape[1:]):
         raise FormatError(f"{kind}: field {name!r} has the wrong length for its shape")
+    if any(s > MAX_DIM for s in shape):       # (2**60, 0) is empty, but numpy refuses its size
+        raise FormatError(f"{kind}: field {name!r} has a dimension over {MAX_DIM}")
     return np.frombuffer(data, dtype=dt).astype(dtype).reshape(shape)
 
 

@@ -127,7 +127,8 @@ def test_random_corruption_is_format_error_or_a_valid_object(objects, data):
 
 def test_crafted_shapes_overflow_nothing(objects):
     doc = msgpack.unpackb(objects[EncryptedQueries].to_bytes(), raw=False)
-    for shape in ([2**62, 4], [4, 2**62], [2**63 - 1, 2**63 - 1], [0, 2**62], [2**61, 2**3]):
+    # [2**60, 0] is empty, yet numpy refuses to make it: a 500 the service fuzz test once found
+    for shape in ([2**62, 4], [4, 2**62], [2**63 - 1, 2**63 - 1], [0, 2**62], [2**61, 2**3], [2**60, 0]):
         bad = dict(doc, values={"shape": shape, "data": b""})
         with pytest.raises(FormatError, match="values"):
             EncryptedQueries.from_bytes(msgpack.packb(bad))
