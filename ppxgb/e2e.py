@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import struct
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -68,10 +69,10 @@ class Identity:
     def __init__(self, name: str, tls: TLSConfig):
         tls.check()
         try:
-            self.cert_pem = open(tls.cert, "rb").read()
+            self.cert_pem = Path(tls.cert).read_bytes()
             self.cert = x509.load_pem_x509_certificate(self.cert_pem)
-            self.key = serialization.load_pem_private_key(open(tls.key, "rb").read(), password=None)
-            self.ca = x509.load_pem_x509_certificate(open(tls.ca, "rb").read())
+            self.key = serialization.load_pem_private_key(Path(tls.key).read_bytes(), password=None)
+            self.ca = x509.load_pem_x509_certificate(Path(tls.ca).read_bytes())
         except (ValueError, TypeError, OSError) as exc:
             raise ParameterError(f"tls: cannot load certificate material for {name}: {exc}") from None
         if not isinstance(self.key, ec.EllipticCurvePrivateKey):

@@ -189,28 +189,29 @@ class Relay:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, f"the certificate's common name is not {role!r}")
         return role, session, tuple(sorted(roster))
 
-    def _join(self, role: str, session: str, roster: tuple[str, ...]) -> tuple[_Session | None, _Mailbox | None, str]:
+    def _join(self, role: str, session: str, roster: tuple[str, ...]):
+        """(session, mailbox, None, "") for a role that may join; else (None, None, status, refusal)."""
         with self._lock:
             if self._streams.get(role, 0) >= self.max_streams_per_role:
-                return None, None, f"{role!r} already has {self.max_streams_per_role} streams open"
+                return (None, None, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"{role!r} already has {self.max_streams_per_role} streams open")
             sess = self._sessions.get(session)
             if sess is None:
                 sess = self._sessions[session] = _Session(roster, self.mailbox_frames)
             elif sess.roster != roster:
-                return None, None, f"session {session!r} was opened with another roster"
+                return None, None, grpc.StatusCode.FAILED_PRECONDITION, f"session {session!r} was opened with another roster"
             box = sess.boxes[role]
             if box.online or box.closed:
-                return None, None, f"{role!r} is already connected to (or has left) session {session!r}"
+                return (None, None, grpc.StatusCode.ALREADY_EXISTS,
+                        f"{role!r} is already connected to (or has left) session {session!r}")
             box.online = True
             self._streams[role] = self._streams.get(role, 0) + 1
-            return sess, box, ""
+            return sess, box, None, ""
 
     def _connect(self, requests, context):
         role, session, roster = self._identify(context)
-        sess, box, refusal = self._join(role, session, roster)
+        sess, box, code, refusal = self._join(role, session, roster)
         if sess is None:
-            code = grpc.StatusCode.RESOURCE_EXHAUSTED if "streams open" in refusal else (
-                grpc.StatusCode.ALREADY_EXISTS if "already connected" in refusal else grpc.StatusCode.FAILED_PRECONDITION)
             context.abort(code, refusal)
         reader = threading.Thread(target=self._pump, args=(requests, context, session, sess, role, box),
                                   name=f"relay-{role}", daemon=True)
@@ -418,6 +419,11 @@ class RelayTransport(PeerTransport):
         if not self._closing.is_set():
             self._fail(RELAY, f"at {host}:{port}: {reason}")
 
+    def _drop(self, src: str, reason: str) -> None:
+        """Ignore every later frame from `src` and fail it: its link can no longer be trusted."""
+        self._broken.add(src)
+        self._fail(src, reason)
+
     def _on_frame(self, src: str, kind: int, body: bytes) -> None:
         if src == "":                       # the relay's own notices
             name = body.decode("utf-8", "replace")
@@ -438,8 +444,7 @@ class RelayTransport(PeerTransport):
                 raise ChannelError(f"frame of type {kind} before the hello")
             part, chunk = channel.open(body)
         except ChannelError as exc:
-            self._broken.add(src)
-            self._fail(src, f"link {src} -> {self.me} through the relay: {exc}")
+            self._drop(src, f"link {src} -> {self.me} through the relay: {exc}")
             return
         self._heard(src)
         if part == BEAT:
@@ -448,8 +453,7 @@ class RelayTransport(PeerTransport):
             self._bye(src)
             return
         if part == PART and len(chunk) < MIN_CHUNK:
-            self._broken.add(src)
-            self._fail(src, f"sent a message part of {len(chunk)} bytes (parts carry at least {MIN_CHUNK})")
+            self._drop(src, f"sent a message part of {len(chunk)} bytes (parts carry at least {MIN_CHUNK})")
             return
         parts = self._parts[src]
         parts.append(chunk)
@@ -458,11 +462,9 @@ class RelayTransport(PeerTransport):
             self._parts[src], self._part_bytes[src] = [], 0
             bad = self._arrived(src, b"".join(parts))
             if bad:
-                self._broken.add(src)
-                self._fail(src, bad)
+                self._drop(src, bad)
         elif self._part_bytes[src] > self.max_message_bytes:
-            self._broken.add(src)
-            self._fail(src, f"sent a message over {self.max_message_bytes} bytes")
+            self._drop(src, f"sent a message over {self.max_message_bytes} bytes")
 
     def _check_liveness(self) -> None:
         """Peers are judged only once this role reaches the relay: until then, a late
